@@ -1,0 +1,253 @@
+"""Build a model from a name and weights: timm pretrained, a local checkpoint, or random init."""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from edgevision.errors import ModelError
+from edgevision.models.checkpoint import check_fits, read_checkpoint, strip_prefixes
+from edgevision.models.zoo import ResolvedName, family_of, resolve_name
+
+WEIGHTS_CHOICES = ("pretrained", "random")
+DATA_CONFIG_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild the model and feed it: recorded in checkpoints and reports."""
+
+    name: str
+    timm_name: str
+    num_classes: int
+    img_size: int
+    model_kwargs: dict[str, Any]
+    weights: str  # "pretrained", "random" or "checkpoint"
+    data_config: dict[str, Any]
+    classes: list[str] | None = None
+    checkpoint: str | None = None
+    family: str = field(init=False)
+
+    def __post_init__(self):
+        self.family = family_of(self.timm_name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        return tuple(self.data_config["input_size"])
+
+
+@dataclass
+class LoadedModel:
+    model: Any  # torch.nn.Module, in eval mode
+    spec: ModelSpec
+
+
+def load_model(
+    name: str | None = None,
+    *,
+    weights: str | None = None,
+    checkpoint: str | Path | None = None,
+    num_classes: int | None = None,
+    img_size: int | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+) -> LoadedModel:
+    """The one door to a model, mirroring `--weights`, `--checkpoint`, `--num-classes`, `--img-size`.
+
+    weights=None picks `checkpoint` when one is given, else `pretrained` when timm has pretrained weights
+    for the architecture as configured, else `random`.
+    """
+    if weights is not None and weights not in WEIGHTS_CHOICES:
+        raise ModelError(f"unknown --weights '{weights}'", "use pretrained or random, or --checkpoint PATH")
+    if checkpoint is not None:
+        if weights == "random" or weights == "pretrained":
+            raise ModelError(f"--weights {weights} and --checkpoint both given", "use one of them")
+        return _load_from_checkpoint(name, Path(checkpoint), num_classes, img_size, model_kwargs)
+    if name is None:
+        raise ModelError("no model given", "name a model (see `edgevision models`) or pass --checkpoint")
+    resolved = resolve_name(name)
+    kwargs = {**resolved.model_kwargs, **(model_kwargs or {})}
+    if weights is None:
+        weights = "pretrained" if not kwargs and _has_pretrained(resolved.timm_name) else "random"
+    if weights == "pretrained":
+        if kwargs:
+            raise ModelError(
+                f"'{name}' is configured with {sorted(kwargs)}, which no pretrained weights fit",
+                "use --weights random or --checkpoint PATH",
+            )
+        weights_file = pretrained_weights_file(resolved.timm_name)
+        model = _build(resolved, kwargs, num_classes, img_size, pretrained_file=weights_file)
+    else:
+        model = _build(resolved, kwargs, num_classes, img_size)
+    return LoadedModel(model.eval(), _spec(resolved, model, kwargs, weights, img_size))
+
+
+def _load_from_checkpoint(name, path: Path, num_classes, img_size, model_kwargs) -> LoadedModel:
+    state, meta = read_checkpoint(path)
+    state = strip_prefixes(state)
+    if meta is not None:  # an edgevision checkpoint knows its model
+        m = meta["model"]
+        if name is not None:
+            wanted = resolve_name(name).architecture
+            if wanted != m["timm_name"].split(".")[0]:
+                raise ModelError(
+                    f"checkpoint {path} holds a {m['timm_name']} model, not {name}",
+                    "drop the model name or pick the matching checkpoint",
+                )
+        for flag, given, recorded in (("--num-classes", num_classes, m["num_classes"]),
+                                      ("--img-size", img_size, m["img_size"])):
+            if given is not None and given != recorded:
+                raise ModelError(f"{flag} {given} differs from the checkpoint's {recorded}",
+                                 f"drop {flag}: the checkpoint records it")
+        resolved = ResolvedName(m["name"], m["timm_name"], m["img_size"], m["model_kwargs"], {})
+        model = _build(resolved, m["model_kwargs"], m["num_classes"], m["img_size"])
+        check_fits(model, state, str(path))
+        model.load_state_dict(state)
+        spec = ModelSpec(
+            name=m["name"], timm_name=m["timm_name"], num_classes=m["num_classes"],
+            img_size=m["img_size"], model_kwargs=m["model_kwargs"], weights="checkpoint",
+            data_config=dict(meta["data_config"]), classes=meta.get("classes"), checkpoint=str(path),
+        )
+        return LoadedModel(model.eval(), spec)
+    if name is None:
+        raise ModelError(f"checkpoint {path} is a plain state dict that does not name its model",
+                         "give the model name too, e.g. `edgevision evaluate convnext_t --checkpoint ...`")
+    resolved = resolve_name(name)
+    kwargs = {**resolved.model_kwargs, **(model_kwargs or {})}
+    if num_classes is None:
+        num_classes = _classes_in_state(resolved, kwargs, state)
+    model = _build(resolved, kwargs, num_classes, img_size)
+    check_fits(model, state, str(path))
+    model.load_state_dict(state)
+    spec = _spec(resolved, model, kwargs, "checkpoint", img_size)
+    spec.checkpoint = str(path)
+    return LoadedModel(model.eval(), spec)
+
+
+def _classes_in_state(resolved: ResolvedName, kwargs: dict, state: dict) -> int | None:
+    """Read the class count off the checkpoint's classifier weight, so users need not say it."""
+    import timm
+    import torch
+
+    with torch.device("meta"):
+        probe = timm.create_model(resolved.timm_name, pretrained=False, **kwargs)
+    classifier = probe.pretrained_cfg.get("classifier")
+    key = f"{classifier}.weight" if classifier else None
+    if key and key in state and state[key].ndim >= 1:
+        return int(state[key].shape[0])
+    return None
+
+
+def _build(resolved: ResolvedName, kwargs: dict, num_classes, img_size, pretrained_file=None):
+    import timm
+
+    size = img_size or resolved.img_size
+    build_kwargs = dict(kwargs)
+    if num_classes is not None:
+        build_kwargs["num_classes"] = num_classes
+    if size is not None and _accepts_img_size(resolved.architecture):
+        build_kwargs["img_size"] = size
+    extra = {}
+    if pretrained_file is not None:
+        extra = {"pretrained": True, "pretrained_cfg_overlay": {"file": str(pretrained_file)}}
+    try:
+        return timm.create_model(resolved.timm_name, **extra, **build_kwargs)
+    except (TypeError, ValueError, AssertionError, RuntimeError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelError(f"timm cannot build {resolved.timm_name} with {build_kwargs}: {msg}",
+                         "check --img-size and the model arguments") from None
+
+
+@lru_cache(maxsize=None)
+def _accepts_img_size(architecture: str) -> bool:
+    """Some timm families (ViT, Swin, MaxViT) fix their input size at construction; CNNs do not."""
+    import timm
+    import torch
+
+    try:
+        with torch.device("meta"):
+            timm.create_model(architecture, pretrained=False, img_size=224)
+        return True
+    except TypeError:
+        return False
+
+
+def _spec(resolved: ResolvedName, model, kwargs, weights: str, img_size: int | None) -> ModelSpec:
+    import timm.data
+
+    cfg = timm.data.resolve_model_data_config(model)
+    size = img_size or resolved.img_size or cfg["input_size"][-1]
+    # timm reports the pretrained config's size even when the model was built for another one.
+    cfg["input_size"] = (3, size, size)
+    cfg.update(resolved.data_overrides)
+    data_config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items() if k in DATA_CONFIG_KEYS}
+    return ModelSpec(
+        name=resolved.name, timm_name=resolved.timm_name, num_classes=model.num_classes, img_size=size,
+        model_kwargs=dict(kwargs), weights=weights, data_config=data_config,
+    )
+
+
+def _has_pretrained(timm_name: str) -> bool:
+    from edgevision.models.zoo import default_pretrained_tag
+
+    return default_pretrained_tag(timm_name) is not None
+
+
+def pretrained_weights_file(timm_name: str, cache_dir: str | None = None) -> Path:
+    """Path of timm's pretrained weights in the local Hugging Face cache, downloading if reachable.
+
+    Offline and not cached fails at once with the alternatives, instead of timm's minute of retries.
+    """
+    from timm.models import get_pretrained_cfg
+
+    from edgevision.models.zoo import default_pretrained_tag
+
+    tagged = default_pretrained_tag(timm_name)
+    if tagged is None:
+        raise ModelError(f"timm has no pretrained weights for {timm_name}",
+                         "use --weights random or --checkpoint PATH")
+    arch, _, tag = tagged.partition(".")
+    cfg = get_pretrained_cfg(tagged)
+    if cfg is None:
+        raise ModelError(f"timm has no pretrained weights tagged '{tag}' for {arch}",
+                         "drop the tag or see timm.list_pretrained()")
+    if cfg.file:
+        return Path(cfg.file)
+    if not cfg.hf_hub_id:
+        raise ModelError(f"pretrained weights for {tagged} are not on the Hugging Face hub",
+                         "download them yourself and pass --checkpoint PATH")
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    filenames = ("open_clip_pytorch_model.bin", "model.safetensors", "pytorch_model.bin") \
+        if cfg.hf_hub_filename == "open_clip_pytorch_model.bin" else ("model.safetensors", "pytorch_model.bin")
+    for filename in filenames:
+        cached = try_to_load_from_cache(cfg.hf_hub_id, filename, cache_dir=cache_dir)
+        if isinstance(cached, str):
+            return Path(cached)
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or not _hub_reachable():
+        raise ModelError(
+            f"pretrained weights for {tagged} are not in the local cache and the hub cannot be reached",
+            "use --checkpoint PATH, --weights random (speed only), or run once online to cache them",
+        )
+    try:
+        return Path(hf_hub_download(cfg.hf_hub_id, "model.safetensors", cache_dir=cache_dir))
+    except Exception as e:  # noqa: BLE001 - any hub failure is the same user-facing problem
+        raise ModelError(f"downloading pretrained weights for {tagged} failed: {e}",
+                         "use --checkpoint PATH or --weights random") from None
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
