@@ -1,0 +1,114 @@
+"""Batches for training and evaluation, with the model's own preprocessing (timm data config)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgevision.data.sources import ImageSource
+from edgevision.errors import DataError
+
+
+def eval_transform(data_config: dict[str, Any]):
+    """The inference preprocessing timm defines for the model: resize, centre crop, normalise."""
+    from timm.data import create_transform
+
+    return create_transform(**_timm_args(data_config), is_training=False)
+
+
+def train_transform(data_config: dict[str, Any]):
+    """Light augmentation (random resized crop 80-100%, horizontal flip), then the same normalisation."""
+    from timm.data import create_transform
+
+    args = _timm_args(data_config)
+    args.pop("crop_pct", None)
+    args.pop("crop_mode", None)
+    return create_transform(**args, is_training=True, scale=(0.8, 1.0), hflip=0.5, color_jitter=None)
+
+
+def _timm_args(cfg: dict[str, Any]) -> dict[str, Any]:
+    keys = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+    return {k: tuple(cfg[k]) if isinstance(cfg[k], list) else cfg[k] for k in keys if k in cfg}
+
+
+class TransformedDataset:
+    """torch Dataset over an ImageSource; an image that fails to decode yields None (skipped)."""
+
+    def __init__(self, source: ImageSource, transform):
+        self.source, self.transform = source, transform
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int):
+        try:
+            img = self.source.load(index)
+        except Exception:  # noqa: BLE001 - unreadable files are counted, not fatal
+            return None
+        label = int(self.source.labels[index]) if self.source.labels is not None else -1
+        return self.transform(img), label
+
+
+@dataclass
+class Batch:
+    images: Any  # float tensor N x C x H x W
+    labels: Any  # int64 tensor N (-1 when unlabelled)
+    skipped: int = 0
+
+
+def collate(items) -> Batch:
+    import torch
+
+    good = [it for it in items if it is not None]
+    if not good:
+        return Batch(torch.empty(0), torch.empty(0, dtype=torch.int64), skipped=len(items))
+    images = torch.stack([it[0] for it in good])
+    labels = torch.tensor([it[1] for it in good], dtype=torch.int64)
+    return Batch(images, labels, skipped=len(items) - len(good))
+
+
+def make_loader(source: ImageSource, transform, batch_size: int, *, sampler=None, workers: int = 0):
+    from torch.utils.data import DataLoader
+
+    return DataLoader(
+        TransformedDataset(source, transform), batch_size=batch_size, sampler=sampler, shuffle=False,
+        num_workers=workers, collate_fn=collate, persistent_workers=False,
+    )
+
+
+@dataclass
+class SkipCounter:
+    """Counts images that failed to decode; fails when none was usable."""
+
+    seen: int = 0
+    skipped: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def add(self, batch: Batch) -> None:
+        self.seen += len(batch.labels) + batch.skipped
+        self.skipped += batch.skipped
+
+    def check(self, source: ImageSource) -> None:
+        if self.seen and self.skipped == self.seen:
+            raise DataError(f"no usable image in {source.spec}: all {self.seen} files failed to decode",
+                            "check the files are images")
+
+
+def balanced_indices(n: int, size: int, labels: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
+    """`size` indices out of `n`, drawn with a seed; class-balanced (round robin) when labelled.
+
+    Used for calibration sets and evaluation subsets, so the same seed gives the same images.
+    """
+    rng = np.random.default_rng(seed)
+    size = min(size, n)
+    if labels is None:
+        return np.sort(rng.permutation(n)[:size])
+    per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    picked, depth = [], 0
+    while len(picked) < size:
+        for members in per_class:
+            if depth < len(members) and len(picked) < size:
+                picked.append(members[depth])
+        depth += 1
+    return np.sort(np.array(picked, dtype=np.int64))
