@@ -1,0 +1,92 @@
+"""Latency and throughput of any Runner: warm-up, then medians and percentiles of timed calls."""
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from edgevision.backends import Runner
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@dataclass
+class BenchResult:
+    input_shape: list[int]  # C, H, W
+    batch: int
+    latency_ms_p50: float
+    latency_ms_p90: float
+    latency_ms_p99: float
+    latency_ms_mean: float
+    iterations: int
+    throughput_batch: int | None
+    throughput_ips: float | None  # images per second at throughput_batch (median of calls)
+    runner: dict[str, Any]
+    cpu: str
+    warmup: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _time_calls(runner: Runner, x: np.ndarray, warmup: int, iters: int, min_seconds: float) -> np.ndarray:
+    for _ in range(warmup):
+        runner(x)
+    times = []
+    start = time.perf_counter()
+    while len(times) < iters or time.perf_counter() - start < min_seconds:
+        t0 = time.perf_counter()
+        runner(x)
+        times.append(time.perf_counter() - t0)
+        if len(times) >= 100 * iters:  # a bound, in case min_seconds is large and calls are tiny
+            break
+    return np.array(times) * 1000.0
+
+
+def benchmark(
+    runner: Runner,
+    input_shape: tuple[int, int, int],
+    *,
+    batch: int = 1,
+    warmup: int = 10,
+    iters: int = 50,
+    min_seconds: float = 0.0,
+    throughput_batch: int | None = 32,
+    seed: int = 0,
+) -> BenchResult:
+    """Latency percentiles at `batch` and throughput at `throughput_batch` (None to skip)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, *input_shape), dtype=np.float32)
+    ms = _time_calls(runner, x, warmup, iters, min_seconds)
+    ips = None
+    if throughput_batch:
+        xb = rng.standard_normal((throughput_batch, *input_shape), dtype=np.float32)
+        tms = _time_calls(runner, xb, max(2, warmup // 5), max(5, iters // 5), 0.0)
+        ips = throughput_batch / (float(np.median(tms)) / 1000.0)
+    return BenchResult(
+        input_shape=list(input_shape), batch=batch,
+        latency_ms_p50=float(np.percentile(ms, 50)), latency_ms_p90=float(np.percentile(ms, 90)),
+        latency_ms_p99=float(np.percentile(ms, 99)), latency_ms_mean=float(ms.mean()),
+        iterations=len(ms), throughput_batch=throughput_batch, throughput_ips=ips,
+        runner=runner.info(), cpu=cpu_model(), warmup=warmup,
+    )

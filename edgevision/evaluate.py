@@ -1,0 +1,91 @@
+"""Accuracy with labels (top-1/top-5), fidelity to the float model without (agreement, KL, cosine).
+
+Every runtime is evaluated through the same loader and preprocessing: only the Runner differs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgevision.backends import Runner
+from edgevision.data.loader import SkipCounter, eval_transform, make_loader
+from edgevision.data.sources import ImageSource
+from edgevision.errors import DataError
+from edgevision.progress import progress_bar
+
+
+@dataclass
+class EvalResult:
+    data: str
+    images: int
+    skipped: int
+    top1: float | None  # percent; None without labels
+    top5: float | None
+    logits: np.ndarray = field(repr=False)
+    labels: np.ndarray | None = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"data": self.data, "images": self.images, "skipped": self.skipped,
+                "top1": self.top1, "top5": self.top5}
+
+
+def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
+    k = min(k, logits.shape[1])
+    top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+    return float((top == labels[:, None]).any(axis=1).mean() * 100.0)
+
+
+def evaluate(
+    runner: Runner,
+    source: ImageSource,
+    data_config: dict[str, Any],
+    *,
+    batch_size: int = 64,
+    workers: int = 0,
+    progress: bool = True,
+    description: str = "evaluate",
+) -> EvalResult:
+    loader = make_loader(source, eval_transform(data_config), batch_size, workers=workers)
+    all_logits, all_labels, counter = [], [], SkipCounter()
+    with progress_bar(progress) as bar:
+        task = bar.add_task(description, total=len(source), status="")
+        for batch in loader:
+            counter.add(batch)
+            if len(batch.labels):
+                all_logits.append(runner(batch.images.numpy()))
+                all_labels.append(batch.labels.numpy())
+            bar.advance(task, len(batch.labels) + batch.skipped)
+    counter.check(source)
+    logits = np.concatenate(all_logits)
+    labels = np.concatenate(all_labels)
+    top1 = top5 = None
+    if source.labels is not None:
+        if labels.max() >= logits.shape[1]:
+            raise DataError(f"{source.spec} has class index {int(labels.max())} but the model has "
+                            f"{logits.shape[1]} outputs", "use a model trained for these classes")
+        top1, top5 = topk_accuracy(logits, labels, 1), topk_accuracy(logits, labels, 5)
+    return EvalResult(data=source.spec, images=len(logits), skipped=counter.skipped, top1=top1, top5=top5,
+                      logits=logits, labels=labels if source.labels is not None else None)
+
+
+def fidelity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
+    """Label-free closeness of a candidate's logits to the reference (float) model's on the same images:
+    top-1 agreement (%), mean KL(reference || candidate) of the softmaxes, mean cosine of the logits."""
+    if reference.shape != candidate.shape:
+        raise ValueError(f"logit shapes differ: {reference.shape} vs {candidate.shape}")
+
+    def log_softmax(z):
+        z = z - z.max(axis=1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+    lp, lq = log_softmax(reference.astype(np.float64)), log_softmax(candidate.astype(np.float64))
+    kl = (np.exp(lp) * (lp - lq)).sum(axis=1).mean()
+    num = (reference * candidate).sum(axis=1)
+    den = np.linalg.norm(reference, axis=1) * np.linalg.norm(candidate, axis=1) + 1e-12
+    return {
+        "agreement": float((reference.argmax(1) == candidate.argmax(1)).mean() * 100.0),
+        "kl": float(kl),
+        "cosine": float((num / den).mean()),
+    }
