@@ -1,0 +1,21 @@
+"""The Typer app: one module per command, joined here."""
+from __future__ import annotations
+
+import typer
+
+from edgevision.cli.benchmark import benchmark_command
+from edgevision.cli.evaluate import evaluate_command
+from edgevision.cli.models import models_command
+from edgevision.cli.train import train_command
+
+app = typer.Typer(
+    name="edgevision",
+    help="Compress timm vision models for edge devices and measure what it cost.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("models")(models_command)
+app.command("train")(train_command)
+app.command("evaluate")(evaluate_command)
+app.command("benchmark")(benchmark_command)

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from edgevision.cli.common import (CheckpointOpt, DebugOpt, ImgSizeOpt, JsonOpt, ModelArg, ModelArgOpt,
+                                   NumClassesOpt, RuntimeOpt, ThreadsOpt, WeightsOpt, cli_errors, console, fmt,
+                                   load_model_from_options, print_json)
+
+
+def benchmark_command(
+    model: ModelArg = None,
+    runtime: RuntimeOpt = "pytorch",
+    threads: ThreadsOpt = None,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Batch size of the latency measurement.")] = 1,
+    throughput_batch: Annotated[int, typer.Option(
+        "--throughput-batch", min=0, help="Batch size of the throughput measurement (0 to skip).")] = 32,
+    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed calls first.")] = 10,
+    iters: Annotated[int, typer.Option("--iters", min=1, help="Timed calls (at least).")] = 50,
+    min_seconds: Annotated[float, typer.Option("--min-seconds", min=0.0,
+                                               help="Keep timing until this long has passed.")] = 0.0,
+    weights: WeightsOpt = None,
+    checkpoint: CheckpointOpt = None,
+    num_classes: NumClassesOpt = None,
+    img_size: ImgSizeOpt = None,
+    model_arg: ModelArgOpt = None,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Latency p50/p90/p99 at batch 1 and throughput at a larger batch, after warm-up, at a stated thread count.
+
+    Weights do not change speed, so without --checkpoint this uses random weights unless --weights says otherwise.
+    """
+    from edgevision.api import benchmark_model, describe_model
+
+    with cli_errors(debug):
+        loaded = load_model_from_options(model, weights or (None if checkpoint else "random"), checkpoint,
+                                         num_classes, img_size, model_arg)
+        result = benchmark_model(loaded, runtime=runtime, threads=threads, batch=batch,
+                                 throughput_batch=throughput_batch or None, warmup=warmup, iters=iters,
+                                 min_seconds=min_seconds)
+        info = describe_model(loaded)
+        if json_out:
+            print_json({"model": info, **result.to_dict()})
+            return
+        r = result.runner
+        out = console()
+        out.print(f"model      {info['name']} ({info['timm_name']}): {info['params_m']} M params, "
+                  f"{info['gmacs']} GMACs at {result.input_shape[1]}x{result.input_shape[2]}")
+        out.print(f"runtime    {r['runtime']} {r.get('version', '')} ({r.get('precision', '')}), "
+                  f"{r.get('threads', '?')} threads on {result.cpu}")
+        out.print(f"latency    batch {result.batch}: p50 {fmt(result.latency_ms_p50)} ms, "
+                  f"p90 {fmt(result.latency_ms_p90)} ms, p99 {fmt(result.latency_ms_p99)} ms "
+                  f"({result.iterations} calls after {result.warmup} warm-up)")
+        if result.throughput_ips is not None:
+            out.print(f"throughput batch {result.throughput_batch}: {fmt(result.throughput_ips, 1)} images/s")

@@ -1,0 +1,131 @@
+"""What every command shares: option types, error handling, output."""
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from edgevision.errors import EdgevisionError
+
+# --- options shared by several commands -------------------------------------------------------------
+ModelArg = Annotated[Optional[str], typer.Argument(
+    help="Alias (see `edgevision models`) or any timm model name; optional with an edgevision --checkpoint.",
+    show_default=False)]
+WeightsOpt = Annotated[Optional[str], typer.Option(
+    "--weights", help="pretrained (timm's hub/cache) or random (speed-only work). "
+    "Default: pretrained where timm has weights for the architecture, else random.", show_default=False)]
+CheckpointOpt = Annotated[Optional[Path], typer.Option(
+    "--checkpoint", help="Local weights: safetensors, a torch state dict, or an edgevision checkpoint.",
+    show_default=False)]
+NumClassesOpt = Annotated[Optional[int], typer.Option("--num-classes", min=1, help="Classifier outputs.",
+                                                      show_default=False)]
+ImgSizeOpt = Annotated[Optional[int], typer.Option("--img-size", min=8, help="Square input size in pixels.",
+                                                   show_default=False)]
+ModelArgOpt = Annotated[Optional[list[str]], typer.Option(
+    "--model-arg", help="Extra timm constructor argument KEY=VALUE (YAML value), repeatable; "
+    "e.g. --model-arg depth=6 --model-arg 'dims=[32,64,128,256]'.", show_default=False)]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1,
+                                                   help="CPU threads. Default: all available cores.",
+                                                   show_default=False)]
+RuntimeOpt = Annotated[str, typer.Option("--runtime", help="Runtime to run the model in.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout (for scripts).")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")]
+
+
+def parse_model_args(items: list[str] | None) -> dict[str, Any]:
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise EdgevisionError(f"--model-arg '{item}' is not KEY=VALUE", "e.g. --model-arg depth=6")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise EdgevisionError(f"--model-arg {key}: cannot parse value {value!r}",
+                                  "use YAML syntax, e.g. 6, 0.1 or [32,64]") from None
+    return out
+
+
+def load_model_from_options(model, weights, checkpoint, num_classes, img_size, model_args):
+    from edgevision.models import load_model
+
+    return load_model(model, weights=weights, checkpoint=checkpoint, num_classes=num_classes,
+                      img_size=img_size, model_kwargs=parse_model_args(model_args) or None)
+
+
+# --- errors ----------------------------------------------------------------------------------------
+def error(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+
+
+@contextlib.contextmanager
+def cli_errors(debug: bool):
+    """Known problems become one line and an exit code; anything else too, unless --debug."""
+    try:
+        yield
+    except EdgevisionError as e:
+        if debug:
+            raise
+        error(str(e))
+        raise typer.Exit(e.exit_code) from None
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        error("interrupted")
+        raise typer.Exit(130) from None
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as e:  # noqa: BLE001 - the contract is: no traceback without --debug
+        if debug:
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        error(f"{type(e).__name__}: {first} (rerun with --debug for the traceback)")
+        raise typer.Exit(1) from None
+
+
+# --- output ----------------------------------------------------------------------------------------
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=_json_default))
+
+
+def _json_default(obj):
+    import numpy as np
+
+    if isinstance(obj, (np.integer, np.floating)):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def console():
+    from rich.console import Console
+
+    # Pipes and CI logs get 120 columns rather than rich's 80, so tables keep one line per row.
+    width = None if sys.stdout.isatty() else 120
+    return Console(file=sys.stdout, highlight=False, width=width)
+
+
+def note(message: str) -> None:
+    """Progress-style messages go to stderr so --json stays parseable."""
+    typer.echo(message, err=True)
+
+
+def fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def weights_warning(spec) -> str | None:
+    if spec.weights == "random":
+        return "weights: random - accuracy numbers are meaningless; latency is real"
+    return None

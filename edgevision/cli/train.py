@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgevision.cli.common import (CheckpointOpt, DebugOpt, ImgSizeOpt, JsonOpt, ModelArg, ModelArgOpt,
+                                   NumClassesOpt, ThreadsOpt, WeightsOpt, cli_errors, console, fmt,
+                                   load_model_from_options, note, print_json)
+from edgevision.training import TrainConfig
+
+_D = TrainConfig()
+
+
+def train_command(
+    model: ModelArg = None,
+    data: Annotated[str, typer.Option("--data", help="Training data: ImageFolder, labels CSV or builtin:NAME "
+                                      "(builtin splits default to train).")] = ...,
+    out: Annotated[Path, typer.Option("--out", help="Where to write the edgevision checkpoint "
+                                      "(.pt, or .safetensors).")] = ...,
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = _D.epochs,
+    eval_data: Annotated[Optional[str], typer.Option(
+        "--eval-data", help="Evaluate top-1 on this data after each epoch (builtin splits default to test).",
+        show_default=False)] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = _D.batch_size,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Peak AdamW learning rate.")] = _D.lr,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", min=0.0)] = _D.weight_decay,
+    label_smoothing: Annotated[float, typer.Option("--label-smoothing", min=0.0, max=0.99)] = _D.label_smoothing,
+    warmup_steps: Annotated[Optional[int], typer.Option(
+        "--warmup-steps", min=1, help="Linear warm-up steps. Default: 10% of all steps, at most 200.",
+        show_default=False)] = _D.warmup_steps,
+    augment: Annotated[str, typer.Option(
+        "--augment", help="light: random resized crop (80-100%) and flip; none: the evaluation preprocessing "
+        "only (learns faster in short runs from scratch).")] = _D.augment,
+    seed: Annotated[int, typer.Option("--seed")] = _D.seed,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="Data-loading processes.")] = _D.workers,
+    threads: ThreadsOpt = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="cpu or cuda. Default: cuda if available.",
+                                                  show_default=False)] = None,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume",
+                                         help="Continue an interrupted run of the same command.")] = True,
+    save_every: Annotated[float, typer.Option("--save-every", min=1.0,
+                                              help="Seconds between resume-state saves.")] = 60.0,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+    weights: WeightsOpt = None,
+    checkpoint: CheckpointOpt = None,
+    num_classes: NumClassesOpt = None,
+    img_size: ImgSizeOpt = None,
+    model_arg: ModelArgOpt = None,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Train or fine-tune a model and write an edgevision checkpoint (resumable after a kill)."""
+    import torch
+
+    from edgevision.data import open_source
+    from edgevision.training import train
+
+    with cli_errors(debug):
+        if threads:
+            torch.set_num_threads(threads)
+        source = open_source(data, default_split="train")
+        eval_source = open_source(eval_data, default_split="test") if eval_data else None
+        loaded = load_model_from_options(model, weights, checkpoint, num_classes or source.num_classes,
+                                         img_size, model_arg)
+        for msg in source.notes:
+            note(msg)
+        cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                          label_smoothing=label_smoothing, warmup_steps=warmup_steps, seed=seed, workers=workers,
+                          augment=augment)
+        result = train(loaded, source, out, cfg, eval_source=eval_source, resume=resume, force=force,
+                       device=device, progress=not json_out, save_every_s=save_every, log=note)
+        if json_out:
+            print_json({"model": loaded.spec.to_dict(), "data": source.spec, **result.to_dict()})
+            return
+        from rich.table import Table
+
+        table = Table(title=f"{loaded.spec.name} on {source.spec}")
+        for col in ("epoch", "train loss", "eval top-1", "time (s)"):
+            table.add_column(col, justify="right")
+        for h in result.history:
+            table.add_row(str(h["epoch"]), fmt(h["train_loss"], 4), fmt(h.get("eval_top1")), fmt(h["time_s"], 1))
+        console().print(table)
+        if result.skipped_images:
+            console().print(f"skipped {result.skipped_images} unreadable images")
+        console().print(f"checkpoint: {result.checkpoint}  ({result.train_time_s:.0f} s)")
