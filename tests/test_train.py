@@ -1,0 +1,116 @@
+"""The training loop: a real (short) run, no overwrite without --force, and resume after a kill."""
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import needs_fashion_mnist
+from edgevision import TrainConfig, load_model, open_source, train
+from edgevision.errors import EdgevisionError, OutputExistsError
+from edgevision.models import read_checkpoint
+from edgevision.training import lr_at, state_path
+
+pytestmark = needs_fashion_mnist
+
+
+def small(n=512):
+    return open_source("builtin:fashion-mnist:train").subset(range(n))
+
+
+def test_trained_checkpoint_learns_and_records_itself(trained_checkpoint):
+    state, meta = read_checkpoint(trained_checkpoint)
+    assert meta["model"]["name"] == "convnext_mini" and meta["classes"][9] == "Ankle boot"
+    assert meta["training"]["data"] == "builtin:fashion-mnist:train" and meta["training"]["images"] == 2000
+    losses = [h["train_loss"] for h in meta["training"]["history"]]
+    assert losses[1] < losses[0]  # it learned something
+    assert not state_path(trained_checkpoint).exists()  # resume state removed once finished
+
+
+def test_refuses_to_overwrite_without_force(tmp_path):
+    out = tmp_path / "m.pt"
+    out.write_text("precious")
+    loaded = load_model("convnext_mini", num_classes=10)
+    with pytest.raises(OutputExistsError, match="--force"):
+        train(loaded, small(64), out, TrainConfig(epochs=1, workers=0), progress=False)
+    assert out.read_text() == "precious"
+    train(loaded, small(64), out, TrainConfig(epochs=1, workers=0), force=True, progress=False)
+    assert read_checkpoint(out)[1]["format"] == "edgevision.checkpoint"
+
+
+def test_unlabelled_data_and_too_few_outputs_are_refused(tmp_path):
+    with pytest.raises(EdgevisionError, match="has no labels"):
+        train(load_model("convnext_mini", num_classes=10), open_source("builtin:photos"), tmp_path / "m.pt",
+              progress=False)
+    with pytest.raises(EdgevisionError, match="pass --num-classes 10"):
+        train(load_model("convnext_mini", num_classes=3), small(64), tmp_path / "m.pt", progress=False)
+
+
+def test_interrupt_saves_state_and_resume_finishes_the_remaining_steps(tmp_path):
+    out, cfg = tmp_path / "m.pt", TrainConfig(epochs=2, batch_size=32, workers=0, warmup_steps=2)
+    calls = []
+
+    def stop_after_five(logits, labels, images):
+        calls.append(1)
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        return torch.nn.functional.cross_entropy(logits, labels)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(load_model("convnext_mini", num_classes=10), small(256), out, cfg, progress=False,
+              loss_fn=stop_after_five)
+    assert not out.exists() and state_path(out).exists()
+
+    resumed = []
+    result = train(load_model("convnext_mini", num_classes=10), small(256), out, cfg, progress=False,
+                   loss_fn=lambda lo, la, im: resumed.append(1) or torch.nn.functional.cross_entropy(lo, la))
+    assert result.resumed_from == {"epoch": 0, "step": 5}
+    assert len(resumed) == 2 * 8 - 5  # 8 steps an epoch; the 5 done are not redone
+    assert len(result.history) == 2 and out.exists()
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    out = tmp_path / "m.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train(load_model("convnext_mini", num_classes=10), small(128), out,
+              TrainConfig(epochs=1, batch_size=32, workers=0), progress=False,
+              loss_fn=lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(EdgevisionError, match="other settings"):
+        train(load_model("convnext_mini", num_classes=10), small(128), out,
+              TrainConfig(epochs=3, batch_size=32, workers=0), progress=False)
+
+
+def test_killed_cli_run_resumes_without_losing_finished_work(tmp_path, fmnist_folder):
+    """SIGKILL (no chance to clean up) mid-run, then the same command continues from the saved state."""
+    out = tmp_path / "m.pt"
+    cmd = [sys.executable, "-m", "edgevision", "train", "convnext_mini", "--data", str(fmnist_folder),
+           "--epochs", "4", "--batch-size", "8", "--out", str(out), "--save-every", "1", "--workers", "0",
+           "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not state_path(out).exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert state_path(out).exists() and not out.exists()
+    saved = torch.load(state_path(out), weights_only=True)
+    assert saved["epoch"] < 4 and saved["epoch"] * 125 + saved["step"] > 0  # part done, part left
+    # finish it quickly: resume keeps the settings, so the same command continues
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    import json
+
+    report = json.loads(done.stdout)
+    assert report["resumed_from"] == {"epoch": saved["epoch"], "step": saved["step"]}
+    assert out.exists() and not state_path(out).exists()
+
+
+def test_learning_rate_schedule():
+    cfg = TrainConfig(lr=1.0, warmup_steps=10, min_lr_ratio=0.01)
+    assert lr_at(0, 100, cfg) == pytest.approx(0.1)
+    assert lr_at(9, 100, cfg) == pytest.approx(1.0)
+    assert lr_at(55, 100, cfg) == pytest.approx(0.505, abs=0.01)
+    assert lr_at(99, 100, cfg) == pytest.approx(0.01, abs=0.001)
