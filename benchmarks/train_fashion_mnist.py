@@ -1,0 +1,90 @@
+"""Train the four *_mini models on builtin:fashion-mnist with `edgevision train`, then measure test top-1
+with `edgevision evaluate`. Writes benchmarks/results/fashion_mnist_train.{json,md}.
+
+    python benchmarks/train_fashion_mnist.py [--out-dir runs/fashion-mnist] [--models convnext_mini ...]
+
+The checkpoints are what the INT8, pruning and distillation work is measured on. An interrupted run
+resumes: rerun the same command (finished models are kept, an unfinished one continues).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPE = ROOT / "recipes" / "train-fashion-mnist.yaml"  # epochs etc. per model
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def edgevision(*args: str) -> dict:
+    cmd = [sys.executable, "-m", "edgevision", *args, "--json"]
+    print("+ edgevision " + " ".join(args), file=sys.stderr, flush=True)
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, check=False, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"edgevision {args[0]} failed with exit code {done.returncode}")
+    return json.loads(done.stdout)
+
+
+def main() -> None:
+    import yaml
+
+    recipe = yaml.safe_load(RECIPE.read_text())
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out-dir", type=Path, default=Path("runs/fashion-mnist"))
+    ap.add_argument("--models", nargs="+", default=list(recipe["models"]), choices=list(recipe["models"]))
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    args = ap.parse_args()
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    RESULTS.mkdir(exist_ok=True)
+
+    rows = []
+    for alias in args.models:
+        ckpt = args.out_dir / f"{alias}.pt"
+        if not ckpt.exists():
+            options = {**recipe["defaults"], **recipe["models"][alias]}
+            flags = [x for k, v in options.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+            edgevision("train", alias, "--data", recipe["data"], "--eval-data", recipe["eval_data"],
+                                 "--out", str(ckpt), "--threads", str(args.threads), *flags)
+        evaluated = edgevision("evaluate", "--checkpoint", str(ckpt), "--data", recipe["eval_data"],
+                               "--threads", str(args.threads))
+        from edgevision.models.checkpoint import read_checkpoint
+
+        _, meta = read_checkpoint(ckpt)
+        training = meta["training"]
+        rows.append({
+            "model": alias, "timm_name": meta["model"]["timm_name"], "img_size": meta["model"]["img_size"],
+            "model_kwargs": meta["model"]["model_kwargs"], "epochs": training["config"]["epochs"],
+            "train_time_s": training["train_time_s"], "test_top1": evaluated["top1"],
+            "test_top5": evaluated["top5"], "test_images": evaluated["images"],
+            "history": training["history"], "checkpoint": str(ckpt),
+        })
+        print(f"{alias}: top-1 {evaluated['top1']:.2f}% after {training['train_time_s']:.0f} s", file=sys.stderr)
+
+    import torch
+
+    machine = {"cpu": _cpu(), "threads": args.threads, "python": platform.python_version(),
+               "torch": torch.__version__}
+    (RESULTS / "fashion_mnist_train.json").write_text(json.dumps({"machine": machine, "models": rows}, indent=2))
+    lines = ["| model | timm architecture | input | epochs | train time (s) | test top-1 (%) |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['timm_name']} | {r['img_size']}px | {r['epochs']} | "
+                     f"{r['train_time_s']:.0f} | {r['test_top1']:.2f} |")
+    lines.append(f"\nMeasured on {machine['cpu']}, {args.threads} threads, torch {machine['torch']}.")
+    (RESULTS / "fashion_mnist_train.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def _cpu() -> str:
+    from edgevision.bench import cpu_model
+
+    return cpu_model()
+
+
+if __name__ == "__main__":
+    main()
