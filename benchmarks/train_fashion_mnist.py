@@ -3,8 +3,10 @@ with `edgevision evaluate`. Writes benchmarks/results/fashion_mnist_train.{json,
 
     python benchmarks/train_fashion_mnist.py [--out-dir runs/fashion-mnist] [--models convnext_mini ...]
 
-The checkpoints are what the INT8, pruning and distillation work is measured on. An interrupted run
-resumes: rerun the same command (finished models are kept, an unfinished one continues).
+Settings (epochs per model, no augmentation, lr, batch size) are edgevision's own, from
+edgevision/models/trained.py, the same that `--weights fashion-mnist` trains with on first use. The
+checkpoints are what the INT8, pruning and distillation work is measured on. An interrupted run resumes:
+rerun the same command (finished models are kept, an unfinished one continues).
 """
 from __future__ import annotations
 
@@ -16,9 +18,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-RECIPE = ROOT / "recipes" / "train-fashion-mnist.yaml"  # epochs etc. per model
-RESULTS = ROOT / "benchmarks" / "results"
+from edgevision.models.trained import (FASHION_MNIST_DEFAULTS, FASHION_MNIST_EPOCHS, FASHION_MNIST_TEST,
+                                      FASHION_MNIST_TRAIN)
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def edgevision(*args: str) -> dict:
@@ -31,12 +34,10 @@ def edgevision(*args: str) -> dict:
 
 
 def main() -> None:
-    import yaml
-
-    recipe = yaml.safe_load(RECIPE.read_text())
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out-dir", type=Path, default=Path("runs/fashion-mnist"))
-    ap.add_argument("--models", nargs="+", default=list(recipe["models"]), choices=list(recipe["models"]))
+    ap.add_argument("--models", nargs="+", default=list(FASHION_MNIST_EPOCHS),
+                    choices=list(FASHION_MNIST_EPOCHS))
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     args = ap.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -46,11 +47,11 @@ def main() -> None:
     for alias in args.models:
         ckpt = args.out_dir / f"{alias}.pt"
         if not ckpt.exists():
-            options = {**recipe["defaults"], **recipe["models"][alias]}
+            options = {**FASHION_MNIST_DEFAULTS, "epochs": FASHION_MNIST_EPOCHS[alias]}
             flags = [x for k, v in options.items() for x in (f"--{k.replace('_', '-')}", str(v))]
-            edgevision("train", alias, "--data", recipe["data"], "--eval-data", recipe["eval_data"],
+            edgevision("train", alias, "--data", FASHION_MNIST_TRAIN, "--eval-data", FASHION_MNIST_TEST,
                                  "--out", str(ckpt), "--threads", str(args.threads), *flags)
-        evaluated = edgevision("evaluate", "--checkpoint", str(ckpt), "--data", recipe["eval_data"],
+        evaluated = edgevision("evaluate", "--checkpoint", str(ckpt), "--data", FASHION_MNIST_TEST,
                                "--threads", str(args.threads))
         from edgevision.models.checkpoint import read_checkpoint
 

@@ -16,8 +16,9 @@ ModelArg = Annotated[Optional[str], typer.Argument(
     help="Alias (see `edgevision models`) or any timm model name; optional with an edgevision --checkpoint.",
     show_default=False)]
 WeightsOpt = Annotated[Optional[str], typer.Option(
-    "--weights", help="pretrained (timm's hub/cache) or random (speed-only work). "
-    "Default: pretrained where timm has weights for the architecture, else random.", show_default=False)]
+    "--weights", help="pretrained (timm's hub/cache), random (speed-only work), or fashion-mnist (a *_mini "
+    "model trained by edgevision on first use and cached). Default: pretrained where timm has weights for "
+    "the architecture, else random.", show_default=False)]
 CheckpointOpt = Annotated[Optional[Path], typer.Option(
     "--checkpoint", help="Local weights: safetensors, a torch state dict, or an edgevision checkpoint.",
     show_default=False)]
@@ -56,7 +57,7 @@ def load_model_from_options(model, weights, checkpoint, num_classes, img_size, m
     from edgevision.models import load_model
 
     return load_model(model, weights=weights, checkpoint=checkpoint, num_classes=num_classes,
-                      img_size=img_size, model_kwargs=parse_model_args(model_args) or None)
+                      img_size=img_size, model_kwargs=parse_model_args(model_args) or None, log=note)
 
 
 # --- errors ----------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from edgevision.errors import ModelError
 from edgevision.models.checkpoint import check_fits, read_checkpoint, strip_prefixes
 from edgevision.models.zoo import ResolvedName, family_of, resolve_name
 
-WEIGHTS_CHOICES = ("pretrained", "random")
+WEIGHTS_CHOICES = ("pretrained", "random", "fashion-mnist")
 DATA_CONFIG_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
 
 
@@ -57,14 +57,25 @@ def load_model(
     num_classes: int | None = None,
     img_size: int | None = None,
     model_kwargs: dict[str, Any] | None = None,
+    log=lambda message: None,
 ) -> LoadedModel:
     """The one door to a model, mirroring `--weights`, `--checkpoint`, `--num-classes`, `--img-size`.
 
     weights=None picks `checkpoint` when one is given, else `pretrained` when timm has pretrained weights
-    for the architecture as configured, else `random`.
+    for the architecture as configured, else `random`. `fashion-mnist` is edgevision's own float model for
+    a *_mini alias, trained on builtin:fashion-mnist on first use and cached (models/trained.py).
     """
     if weights is not None and weights not in WEIGHTS_CHOICES:
-        raise ModelError(f"unknown --weights '{weights}'", "use pretrained or random, or --checkpoint PATH")
+        raise ModelError(f"unknown --weights '{weights}'",
+                         "use pretrained, random or fashion-mnist, or --checkpoint PATH")
+    if weights == "fashion-mnist":  # edgevision's own float model, trained on first use and cached
+        from edgevision.models.trained import fashion_mnist_checkpoint
+
+        if checkpoint is not None or name is None:
+            raise ModelError("--weights fashion-mnist needs a model alias and no --checkpoint",
+                             "e.g. edgevision compress convnext_mini --weights fashion-mnist")
+        return _load_from_checkpoint(name, fashion_mnist_checkpoint(name, log=log), num_classes, img_size,
+                                     model_kwargs)
     if checkpoint is not None:
         if weights == "random" or weights == "pretrained":
             raise ModelError(f"--weights {weights} and --checkpoint both given", "use one of them")
