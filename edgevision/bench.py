@@ -90,3 +90,36 @@ def benchmark(
         iterations=len(ms), throughput_batch=throughput_batch, throughput_ips=ips,
         runner=runner.info(), cpu=cpu_model(), warmup=warmup,
     )
+
+
+def compare_latency(
+    runners: dict[str, Runner],
+    input_shape: tuple[int, int, int],
+    *,
+    batch: int = 1,
+    warmup: int = 10,
+    iters: int = 50,
+    rounds: int = 5,
+    seed: int = 0,
+) -> dict[str, BenchResult]:
+    """Latency of several runners measured side by side: `rounds` interleaved rounds of iters/rounds
+    calls each, so that drift on a shared machine (other jobs, clocks, heat) hits every runner alike.
+    Speedups are then ratios of medians taken in the same run."""
+    x = np.random.default_rng(seed).standard_normal((batch, *input_shape), dtype=np.float32)
+    per_round = max(1, iters // rounds)
+    times: dict[str, list[np.ndarray]] = {name: [] for name in runners}
+    for runner in runners.values():
+        for _ in range(warmup):
+            runner(x)
+    for _ in range(rounds):
+        for name, runner in runners.items():
+            times[name].append(_time_calls(runner, x, 0, per_round, 0.0))
+    out = {}
+    for name, runner in runners.items():
+        ms = np.concatenate(times[name])
+        out[name] = BenchResult(
+            input_shape=list(input_shape), batch=batch,
+            latency_ms_p50=float(np.percentile(ms, 50)), latency_ms_p90=float(np.percentile(ms, 90)),
+            latency_ms_p99=float(np.percentile(ms, 99)), latency_ms_mean=float(ms.mean()), iterations=len(ms),
+            throughput_batch=None, throughput_ips=None, runner=runner.info(), cpu=cpu_model(), warmup=warmup)
+    return out

@@ -47,27 +47,49 @@ def evaluate(
     progress: bool = True,
     description: str = "evaluate",
 ) -> EvalResult:
+    return evaluate_runners({"model": runner}, source, data_config, batch_size=batch_size, workers=workers,
+                            progress=progress, description=description)["model"]
+
+
+def evaluate_runners(
+    runners: dict[str, Runner],
+    source: ImageSource,
+    data_config: dict[str, Any],
+    *,
+    batch_size: int = 64,
+    workers: int = 0,
+    progress: bool = True,
+    description: str = "evaluate",
+) -> dict[str, EvalResult]:
+    """Evaluate several runners in one pass: each batch is decoded and preprocessed once and the very
+    same tensor goes to every runner, so float and compressed models are compared on identical input."""
     loader = make_loader(source, eval_transform(data_config), batch_size, workers=workers)
-    all_logits, all_labels, counter = [], [], SkipCounter()
+    logits: dict[str, list[np.ndarray]] = {name: [] for name in runners}
+    all_labels, counter = [], SkipCounter()
     with progress_bar(progress) as bar:
         task = bar.add_task(description, total=len(source), status="")
         for batch in loader:
             counter.add(batch)
             if len(batch.labels):
-                all_logits.append(runner(batch.images.numpy()))
+                x = batch.images.numpy()
+                for name, runner in runners.items():
+                    logits[name].append(runner(x))
                 all_labels.append(batch.labels.numpy())
             bar.advance(task, len(batch.labels) + batch.skipped)
     counter.check(source)
-    logits = np.concatenate(all_logits)
     labels = np.concatenate(all_labels)
-    top1 = top5 = None
-    if source.labels is not None:
-        if labels.max() >= logits.shape[1]:
-            raise DataError(f"{source.spec} has class index {int(labels.max())} but the model has "
-                            f"{logits.shape[1]} outputs", "use a model trained for these classes")
-        top1, top5 = topk_accuracy(logits, labels, 1), topk_accuracy(logits, labels, 5)
-    return EvalResult(data=source.spec, images=len(logits), skipped=counter.skipped, top1=top1, top5=top5,
-                      logits=logits, labels=labels if source.labels is not None else None)
+    results = {}
+    for name in runners:
+        out = np.concatenate(logits[name])
+        top1 = top5 = None
+        if source.labels is not None:
+            if labels.max() >= out.shape[1]:
+                raise DataError(f"{source.spec} has class index {int(labels.max())} but the model has "
+                                f"{out.shape[1]} outputs", "use a model trained for these classes")
+            top1, top5 = topk_accuracy(out, labels, 1), topk_accuracy(out, labels, 5)
+        results[name] = EvalResult(data=source.spec, images=len(out), skipped=counter.skipped, top1=top1,
+                                   top5=top5, logits=out, labels=labels if source.labels is not None else None)
+    return results
 
 
 def fidelity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:

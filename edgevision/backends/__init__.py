@@ -30,7 +30,7 @@ class Runner(ABC):
 
 _FACTORIES: dict[str, Callable[..., Runner]] = {}
 # Where each runtime's factory lives; imported on first use so that no runtime loads unasked.
-_MODULES = {"pytorch": "edgevision.backends.pytorch"}
+_MODULES = {"pytorch": "edgevision.backends.pytorch", "openvino": "edgevision.backends.openvino"}
 
 
 def register_runner(name: str):
