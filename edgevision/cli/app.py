@@ -4,6 +4,7 @@ from __future__ import annotations
 import typer
 
 from edgevision.cli.benchmark import benchmark_command
+from edgevision.cli.compress import compress_command
 from edgevision.cli.evaluate import evaluate_command
 from edgevision.cli.models import models_command
 from edgevision.cli.train import train_command
@@ -19,3 +20,4 @@ app.command("models")(models_command)
 app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
 app.command("benchmark")(benchmark_command)
+app.command("compress")(compress_command)

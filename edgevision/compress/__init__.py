@@ -1,0 +1,1 @@
+"""Compression: recipes, per-family presets, and the staged pipeline behind `edgevision compress`."""

@@ -1,0 +1,329 @@
+"""`edgevision compress`: load -> [torch-level stages] -> target stages -> evaluate -> benchmark -> report.
+
+Stages share one context and each adds what it makes: a torch-level stage (pruning, distillation) replaces
+`ctx.model`; a target stage adds variants (a runner plus its artifact files). Evaluation, benchmarking and
+the report are the same for every target: all variants are evaluated in one pass over the same tensors
+and timed side by side. A new target is a new list in TARGET_STAGES, not a copy of this file.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgevision.backends import Runner
+from edgevision.data.loader import balanced_indices, eval_transform
+from edgevision.data.sources import ImageSource, align_classes
+from edgevision.errors import DataError, EdgevisionError
+from edgevision.models.loading import LoadedModel
+
+
+@dataclass
+class Variant:
+    name: str  # fp32, int8, ...
+    runtime: str  # pytorch, openvino, ...
+    runner: Runner
+    files: list[Path] = field(default_factory=list)  # artifacts inside the run directory
+    size_mb: float | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Context:
+    loaded: LoadedModel
+    recipe: dict[str, Any]
+    eval_source: ImageSource
+    calib_source: ImageSource
+    workdir: Path
+    threads: int
+    log: Callable[[str], None] = lambda msg: None
+    progress: bool = True
+    variants: list[Variant] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # stage results for the report
+    _calibration: list[np.ndarray] | None = None
+
+    @property
+    def model(self):
+        return self.loaded.model
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        self.log(f"warning: {message}")
+
+    def calibration(self) -> list[np.ndarray]:
+        """The calibration images, preprocessed as in evaluation: batch-1 float32 arrays."""
+        if self._calibration is None:
+            want = self.recipe["calib_size"]
+            src = self.calib_source
+            idx = balanced_indices(len(src), want, src.labels, self.recipe["seed"])
+            transform = eval_transform(self.loaded.spec.data_config)
+            items, failed = [], 0
+            for i in idx:
+                try:
+                    items.append(transform(src.load(int(i))).unsqueeze(0).numpy())
+                except Exception:  # noqa: BLE001 - unreadable images are counted
+                    failed += 1
+            if not items:
+                raise DataError(f"no usable calibration image in {src.spec}", "give --calib-data with images")
+            if len(items) < want:
+                self.warn(f"asked for {want} calibration images, {src.spec} has {len(items)} usable: using all"
+                          + (f" ({failed} unreadable)" if failed else ""))
+            self._calibration = items
+            self.extra["calibration"] = {"data": src.spec, "images": len(items), "requested": want,
+                                         "seed": self.recipe["seed"], "sampling": "class-balanced"
+                                         if src.labels is not None else "uniform"}
+        return self._calibration
+
+
+class Stage:
+    name = "stage"
+
+    def run(self, ctx: Context) -> None:
+        raise NotImplementedError
+
+
+class FloatReference(Stage):
+    """PyTorch eager FP32: the reference for accuracy drop, agreement and speedup."""
+
+    name = "float reference"
+
+    def run(self, ctx: Context) -> None:
+        from edgevision.backends import create_runner
+
+        params = sum(p.numel() * p.element_size() for p in ctx.model.parameters())
+        ctx.variants.append(Variant("fp32", "pytorch", create_runner("pytorch", ctx.model, threads=ctx.threads),
+                                    size_mb=params / 1e6))
+
+
+class OpenVINOFloat(Stage):
+    name = "OpenVINO FP32"
+
+    def run(self, ctx: Context) -> None:
+        from edgevision.backends import openvino as ov_backend
+
+        ov_model = ov_backend.convert(ctx.model, ctx.loaded.spec.input_size)
+        files = ov_backend.save(ov_model, ctx.workdir / "model_fp32.xml")
+        ctx.extra["ov_fp32_model"] = ov_model
+        ctx.extra["input_name"] = ov_model.input(0).get_any_name()
+        ctx.variants.append(Variant("fp32", "openvino", ov_backend.OpenVINORunner(ov_model, threads=ctx.threads),
+                                    files=files, size_mb=_size_mb(files)))
+
+
+class OpenVINOInt8(Stage):
+    """NNCF post-training INT8 on the OpenVINO model; with max_drop, NNCF's accuracy control returns the
+    most sensitive layers to float until the drop (top-1 with labels, else agreement) is within budget."""
+
+    name = "OpenVINO INT8"
+
+    def run(self, ctx: Context) -> None:
+        from edgevision.backends import openvino as ov_backend
+
+        q = ctx.recipe["quantization"]
+        scope = q["ignored_scope"]
+        settings = ov_backend.QuantizationSettings(
+            preset=q["preset"], model_type=q["model_type"], smooth_quant_alpha=q["smooth_quant_alpha"],
+            bias_correction=q["bias_correction"], ignored_names=tuple(scope["names"]),
+            ignored_patterns=tuple(scope["patterns"]), ignored_types=tuple(scope["types"]))
+        fp32 = ctx.extra.get("ov_fp32_model") or ov_backend.convert(ctx.model, ctx.loaded.spec.input_size)
+        calibration = ctx.calibration()
+        ctx.log(f"quantizing with {len(calibration)} calibration images ({q['preset']}, "
+                f"model_type {q['model_type']})")
+        int8 = ov_backend.quantize(fp32, calibration, settings)
+        quantized = ov_backend.fake_quantized_layers(int8)
+        info: dict[str, Any] = {"settings": q, "fake_quantize_ops": ov_backend.count_ops(int8).get("FakeQuantize", 0),
+                                "layers_returned_to_float": []}
+        if ctx.recipe["max_drop"] is not None:
+            int8, info["accuracy_control"] = self._within_budget(ctx, fp32, int8, calibration, settings)
+            info["layers_returned_to_float"] = sorted(set(quantized) - set(ov_backend.fake_quantized_layers(int8)))
+            info["fake_quantize_ops"] = ov_backend.count_ops(int8).get("FakeQuantize", 0)
+        files = ov_backend.save(int8, ctx.workdir / "model_int8.xml")
+        runner = ov_backend.OpenVINORunner(int8, threads=ctx.threads)
+        info["int8_layers_executed"] = runner.int8_layers()
+        ctx.variants.append(Variant("int8", "openvino", runner, files=files, size_mb=_size_mb(files), info=info))
+
+    def _within_budget(self, ctx: Context, fp32, int8, calibration, settings):
+        """Measure plain INT8 on the evaluation data; if it loses more than max_drop, run accuracy control."""
+        from edgevision.backends import openvino as ov_backend
+
+        max_drop = float(ctx.recipe["max_drop"])
+        src = ctx.eval_source
+        transform = eval_transform(ctx.loaded.spec.data_config)
+        items = []
+        for i in range(len(src)):
+            try:
+                items.append((transform(src.load(i)).unsqueeze(0).numpy(),
+                              int(src.labels[i]) if src.labels is not None else -1))
+            except Exception:  # noqa: BLE001 - unreadable images are skipped here as in evaluation
+                continue
+        reference = ov_backend.OpenVINORunner(fp32, threads=ctx.threads)
+        ref_top1 = np.array([int(reference(x).argmax()) for x, _ in items])
+        labelled = src.labels is not None
+        metric_name = "top1" if labelled else "agreement"
+
+        def metric(compiled, data) -> float:
+            hits = []
+            for j, (x, label) in enumerate(data):
+                pred = int(np.asarray(compiled(x)[0]).argmax())
+                hits.append(pred == (label if labelled else ref_top1[j]))
+            return float(np.mean(hits) * 100.0)
+
+        core_metric = metric(reference.compiled(1), items)
+        plain = metric(ov_backend.OpenVINORunner(int8, threads=ctx.threads).compiled(1), items)
+        summary = {"metric": metric_name, "max_drop": max_drop, "float": core_metric, "plain_int8": plain}
+        if core_metric - plain <= max_drop:
+            summary["needed"] = False
+            return int8, summary
+        ctx.log(f"plain INT8 loses {core_metric - plain:.2f} points of {metric_name} (budget {max_drop}): "
+                "running NNCF accuracy control")
+        controlled = ov_backend.quantize_with_accuracy_control(fp32, calibration, items, metric, max_drop, settings)
+        summary.update(needed=True, controlled_int8=metric(
+            ov_backend.OpenVINORunner(controlled, threads=ctx.threads).compiled(1), items))
+        return controlled, summary
+
+
+TARGET_STAGES: dict[str, list[type[Stage]]] = {
+    "cpu": [OpenVINOFloat, OpenVINOInt8],
+}
+
+
+def _size_mb(files: list[Path]) -> float:
+    return sum(f.stat().st_size for f in files) / 1e6
+
+
+@dataclass
+class CompressResult:
+    run_dir: Path
+    report: dict[str, Any]
+
+    @property
+    def budget_met(self) -> bool:
+        return self.report["status"] != "max_drop_not_met"
+
+
+def build_stages(recipe: dict[str, Any]) -> list[Stage]:
+    stages: list[Stage] = [FloatReference()]
+    if recipe["int8"]:
+        stages += [cls() for cls in TARGET_STAGES[recipe["target"]]]
+    return stages
+
+
+def run_pipeline(ctx: Context) -> dict[str, Any]:
+    """Run the stages, evaluate and benchmark every variant, and return the report (files in ctx.workdir)."""
+    from edgevision.bench import compare_latency
+    from edgevision.evaluate import evaluate_runners, fidelity
+
+    timings: dict[str, float] = {}
+    for stage in build_stages(ctx.recipe):
+        ctx.log(f"stage: {stage.name}")
+        t0 = time.perf_counter()
+        stage.run(ctx)
+        timings[stage.name] = round(time.perf_counter() - t0, 2)
+    runners = {_key(v): v.runner for v in ctx.variants}
+    ctx.log(f"evaluating {len(runners)} variants on {ctx.eval_source.spec}")
+    t0 = time.perf_counter()
+    evals = evaluate_runners(runners, ctx.eval_source, ctx.loaded.spec.data_config, progress=ctx.progress)
+    timings["evaluation"] = round(time.perf_counter() - t0, 2)
+    ctx.log(f"timing {len(runners)} variants side by side ({ctx.threads} threads, batch 1)")
+    t0 = time.perf_counter()
+    bench = compare_latency(runners, ctx.loaded.spec.input_size, iters=ctx.recipe["benchmark_iters"])
+    timings["benchmark"] = round(time.perf_counter() - t0, 2)
+
+    ref_key = _key(ctx.variants[0])
+    ref_eval, ref_bench = evals[ref_key], bench[ref_key]
+    variants = []
+    for v in ctx.variants:
+        k = _key(v)
+        fid = fidelity(ref_eval.logits, evals[k].logits)
+        top1 = evals[k].top1
+        variants.append({
+            "name": v.name, "runtime": v.runtime, "top1": top1,
+            "top1_drop": None if top1 is None else ref_eval.top1 - top1,
+            "top5": evals[k].top5, "agreement": fid["agreement"], "kl": fid["kl"], "cosine": fid["cosine"],
+            "latency_ms_p50": bench[k].latency_ms_p50, "latency_ms_p90": bench[k].latency_ms_p90,
+            "latency_ms_p99": bench[k].latency_ms_p99,
+            "speedup": ref_bench.latency_ms_p50 / bench[k].latency_ms_p50,
+            "size_mb": v.size_mb, "artifact": str(v.files[0].name) if v.files else None,
+            "runner": v.runner.info(), **({"quantization": v.info} if v.info else {}),
+        })
+    spec = ctx.loaded.spec
+    report = {
+        "model": {"name": spec.name, "timm_name": spec.timm_name, "family": spec.family,
+                  "input_size": list(spec.input_size), "num_classes": spec.num_classes},
+        "weights": spec.weights if spec.weights != "checkpoint" else f"checkpoint:{spec.checkpoint}",
+        "data": {"spec": ctx.eval_source.spec, "images": ref_eval.images, "skipped": ref_eval.skipped,
+                 "labelled": ref_eval.top1 is not None},
+        "calibration": ctx.extra.get("calibration"),
+        "target": ctx.recipe["target"],
+        "benchmark": {"threads": ctx.threads, "batch": 1, "iterations": ref_bench.iterations,
+                      "cpu": ref_bench.cpu, "method": "side by side, interleaved rounds, medians"},
+        "variants": variants,
+        "warnings": ctx.warnings,
+        "timings_s": timings,
+        "status": "ok",
+    }
+    int8 = next((v for v in variants if v["name"] == "int8"), None)
+    if ctx.recipe["max_drop"] is not None and int8 is not None:
+        drop = int8["top1_drop"] if int8["top1_drop"] is not None else 100.0 - int8["agreement"]
+        if drop > ctx.recipe["max_drop"]:
+            report["status"] = "max_drop_not_met"
+    return report
+
+
+def _key(v: Variant) -> str:
+    return f"{v.name}/{v.runtime}"
+
+
+def compress(
+    loaded: LoadedModel,
+    eval_source: ImageSource,
+    recipe: dict[str, Any],
+    out: Path,
+    *,
+    calib_source: ImageSource | None = None,
+    force: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = lambda msg: None,
+) -> CompressResult:
+    """The whole compress job into a run directory that appears only when complete."""
+    from edgevision.bench import available_cores
+    from edgevision.compress.recipe import dump
+    from edgevision.report import staged_directory, write_json, write_manifest
+
+    eval_source = align_classes(eval_source, loaded.spec.classes)
+    if recipe["eval_limit"] is not None and recipe["eval_limit"] < len(eval_source):
+        eval_source = eval_source.subset(
+            balanced_indices(len(eval_source), recipe["eval_limit"], eval_source.labels, recipe["seed"]))
+    if loaded.spec.weights == "random" and eval_source.labels is not None:
+        log("warning: weights are random, so top-1 means nothing; agreement and latency are still real")
+    out = Path(out)
+    with staged_directory(out, force=force) as workdir:
+        ctx = Context(loaded=loaded, recipe=recipe, eval_source=eval_source,
+                      calib_source=calib_source or eval_source, workdir=workdir,
+                      threads=recipe["threads"] or available_cores(), log=log, progress=progress)
+        if loaded.spec.weights == "random":
+            ctx.warnings.append("weights are random: accuracy numbers are meaningless, latency is real")
+        if calib_source is None:
+            ctx.warnings.append("calibrated on the evaluation data (give --calib-data to keep them apart)")
+        report = run_pipeline(ctx)
+        report["run_dir"] = str(out)
+        (workdir / "recipe.yaml").write_text(dump(recipe), encoding="utf-8")
+        write_json(workdir / "report.json", report)
+        write_manifest(workdir, {
+            "model": loaded.spec.to_dict(),
+            "input": {"name": ctx.extra.get("input_name"), "shape": [1, *loaded.spec.input_size], "dtype": "float32", "layout": "NCHW"},
+            "preprocessing": loaded.spec.data_config,
+            "data": {"evaluation": eval_source.spec, "calibration": report["calibration"]},
+            "recipe": recipe,
+        })
+    return CompressResult(out, report)
+
+
+def check_int8_target(target: str) -> None:
+    from edgevision.compress.recipe import TARGETS
+
+    if target not in TARGETS:
+        raise EdgevisionError(f"unknown target '{target}'", f"choose one of {', '.join(TARGETS)}")

@@ -1,0 +1,144 @@
+"""Compression recipes: the family preset, overridden by a YAML recipe file, overridden by CLI flags.
+
+The schema is small and explicit: an unknown key or a value of the wrong type is an error that names it,
+so a typo never silently falls back to a default. The resolved recipe is saved in every run directory.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from edgevision.errors import EdgevisionError
+
+TARGETS = ("cpu",)
+
+# key -> (allowed types, allowed values or None). Nested dicts are sub-schemas.
+SCHEMA: dict[str, Any] = {
+    "target": ((str,), TARGETS),
+    "int8": ((bool,), None),
+    "calib_size": ((int,), None),
+    "seed": ((int,), None),
+    "max_drop": ((int, float, type(None)), None),
+    "eval_limit": ((int, type(None)), None),
+    "threads": ((int, type(None)), None),
+    "benchmark_iters": ((int,), None),
+    "quantization": {
+        "preset": ((str,), ("performance", "mixed")),
+        "model_type": ((str, type(None)), ("transformer", None)),
+        "smooth_quant_alpha": ((int, float, type(None)), None),
+        "bias_correction": ((str,), ("fast", "full", "off")),
+        "ignored_scope": {
+            "names": ((list,), None),
+            "patterns": ((list,), None),
+            "types": ((list,), None),
+        },
+    },
+}
+
+DEFAULTS: dict[str, Any] = {
+    "target": "cpu",
+    "int8": True,
+    "calib_size": 300,
+    "seed": 0,
+    "max_drop": None,
+    "eval_limit": None,
+    "threads": None,
+    "benchmark_iters": 50,
+    "quantization": {
+        "preset": "performance",
+        "model_type": None,
+        "smooth_quant_alpha": None,
+        "bias_correction": "fast",
+        "ignored_scope": {"names": [], "patterns": [], "types": []},
+    },
+}
+
+
+class RecipeError(EdgevisionError):
+    pass
+
+
+def validate(recipe: dict[str, Any], source: str = "recipe", schema: dict | None = None, prefix: str = "") -> None:
+    schema = SCHEMA if schema is None else schema
+    if not isinstance(recipe, dict):
+        raise RecipeError(f"{source}: {prefix or 'the recipe'} must be a mapping, got {type(recipe).__name__}")
+    for key, value in recipe.items():
+        where = f"{prefix}{key}"
+        if key not in schema:
+            raise RecipeError(f"{source}: unknown key '{where}'",
+                              f"allowed here: {', '.join(sorted(schema))}")
+        rule = schema[key]
+        if isinstance(rule, dict):
+            validate(value, source, rule, f"{where}.")
+            continue
+        types, allowed = rule
+        if isinstance(value, bool) and bool not in types:  # YAML `yes` is not a number
+            raise RecipeError(f"{source}: '{where}' must be {_names(types)}, got {value!r}")
+        if not isinstance(value, types):
+            raise RecipeError(f"{source}: '{where}' must be {_names(types)}, got {value!r}")
+        if allowed is not None and value not in allowed:
+            raise RecipeError(f"{source}: '{where}' must be one of {', '.join(map(str, allowed))}, got {value!r}")
+        if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+            raise RecipeError(f"{source}: '{where}' must be a list of strings")
+
+
+def _names(types) -> str:
+    return " or ".join("null" if t is type(None) else t.__name__ for t in types)
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_recipe_file(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe not found: {path}", "see recipes/ for examples")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise RecipeError(f"recipe {path} is not valid YAML{where}") from None
+    validate(data, str(path))
+    return data
+
+
+def resolve(family_preset: dict[str, Any], recipe_file: str | Path | None,
+            overrides: dict[str, Any]) -> dict[str, Any]:
+    """DEFAULTS <- family preset <- recipe file <- CLI flags (None flags are not overrides)."""
+    recipe = merge(DEFAULTS, family_preset)
+    if recipe_file is not None:
+        recipe = merge(recipe, load_recipe_file(recipe_file))
+    recipe = merge(recipe, _drop_none(overrides))
+    validate(recipe, "resolved recipe")
+    if recipe["calib_size"] < 1:
+        raise RecipeError(f"calib_size must be at least 1, got {recipe['calib_size']}")
+    return recipe
+
+
+def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            v = _drop_none(v)
+            if v:
+                out[k] = v
+        elif v is not None:
+            out[k] = v
+    return out
+
+
+def dump(recipe: dict[str, Any]) -> str:
+    import yaml
+
+    return yaml.safe_dump(recipe, sort_keys=False)
