@@ -1,7 +1,7 @@
 """Train the four *_mini models on builtin:fashion-mnist with `edgevision train`, then measure test top-1
 with `edgevision evaluate`. Writes benchmarks/results/fashion_mnist_train.{json,md}.
 
-    python benchmarks/train_fashion_mnist.py [--out-dir runs/fashion-mnist] [--models convnext_mini ...]
+    python benchmarks/train_fashion_mnist.py [--out-dir DIR] [--models convnext_mini ...]
 
 Settings (epochs per model, no augmentation, lr, batch size) are edgevision's own, from
 edgevision/models/trained.py, the same that `--weights fashion-mnist` trains with on first use. The
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from edgevision.models.trained import (FASHION_MNIST_DEFAULTS, FASHION_MNIST_EPOCHS, FASHION_MNIST_TEST,
-                                      FASHION_MNIST_TRAIN)
+                                      FASHION_MNIST_TRAIN, cache_dir)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -35,7 +35,8 @@ def edgevision(*args: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out-dir", type=Path, default=Path("runs/fashion-mnist"))
+    # Default: the cache behind `--weights fashion-mnist`, so later commands use exactly these models.
+    ap.add_argument("--out-dir", type=Path, default=cache_dir() / "fashion-mnist")
     ap.add_argument("--models", nargs="+", default=list(FASHION_MNIST_EPOCHS),
                     choices=list(FASHION_MNIST_EPOCHS))
     ap.add_argument("--threads", type=int, default=os.cpu_count())

@@ -35,8 +35,10 @@ def staged_directory(final: Path, force: bool = False) -> Iterator[Path]:
             old = final.parent / f".{final.name}.old-{os.getpid()}"
             os.replace(final, old)
         os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+        if old is not None and old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        elif old is not None:
+            old.unlink()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -75,10 +77,11 @@ def write_manifest(run_dir: Path, content: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, default=_default) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(data, indent=2, default=json_default) + "\n", encoding="utf-8")
 
 
-def _default(obj):
+def json_default(obj):
+    """numpy scalars and paths, which reports carry, as JSON values."""
     import numpy as np
 
     if isinstance(obj, (np.integer, np.floating)):

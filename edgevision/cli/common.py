@@ -92,17 +92,9 @@ def cli_errors(debug: bool):
 
 # --- output ----------------------------------------------------------------------------------------
 def print_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, default=_json_default))
+    from edgevision.report import json_default
 
-
-def _json_default(obj):
-    import numpy as np
-
-    if isinstance(obj, (np.integer, np.floating)):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+    typer.echo(json.dumps(data, indent=2, default=json_default))
 
 
 def console():

@@ -151,33 +151,30 @@ class OpenVINOInt8(Stage):
 
         max_drop = float(ctx.recipe["max_drop"])
         src = ctx.eval_source
+        labelled = src.labels is not None
+        metric_name = "top1" if labelled else "agreement"
         transform = eval_transform(ctx.loaded.spec.data_config)
+        reference = ov_backend.OpenVINORunner(fp32, threads=ctx.threads)
+        # Each item carries its own target (the label, or the float model's prediction without labels):
+        # NNCF calls the metric on subsets of the items, so positions cannot be relied on.
         items = []
         for i in range(len(src)):
             try:
-                items.append((transform(src.load(i)).unsqueeze(0).numpy(),
-                              int(src.labels[i]) if src.labels is not None else -1))
+                x = transform(src.load(i)).unsqueeze(0).numpy()
             except Exception:  # noqa: BLE001 - unreadable images are skipped here as in evaluation
                 continue
-        reference = ov_backend.OpenVINORunner(fp32, threads=ctx.threads)
-        ref_top1 = np.array([int(reference(x).argmax()) for x, _ in items])
-        labelled = src.labels is not None
-        metric_name = "top1" if labelled else "agreement"
+            items.append((x, int(src.labels[i]) if labelled else int(reference(x).argmax())))
 
         def metric(compiled, data) -> float:
-            hits = []
-            for j, (x, label) in enumerate(data):
-                pred = int(np.asarray(compiled(x)[0]).argmax())
-                hits.append(pred == (label if labelled else ref_top1[j]))
-            return float(np.mean(hits) * 100.0)
+            return float(np.mean([int(np.asarray(compiled(x)[0]).argmax()) == target for x, target in data]) * 100)
 
-        core_metric = metric(reference.compiled(1), items)
+        float_metric = metric(reference.compiled(1), items)
         plain = metric(ov_backend.OpenVINORunner(int8, threads=ctx.threads).compiled(1), items)
-        summary = {"metric": metric_name, "max_drop": max_drop, "float": core_metric, "plain_int8": plain}
-        if core_metric - plain <= max_drop:
+        summary = {"metric": metric_name, "max_drop": max_drop, "float": float_metric, "plain_int8": plain}
+        if float_metric - plain <= max_drop:
             summary["needed"] = False
             return int8, summary
-        ctx.log(f"plain INT8 loses {core_metric - plain:.2f} points of {metric_name} (budget {max_drop}): "
+        ctx.log(f"plain INT8 loses {float_metric - plain:.2f} points of {metric_name} (budget {max_drop}): "
                 "running NNCF accuracy control")
         controlled = ov_backend.quantize_with_accuracy_control(fp32, calibration, items, metric, max_drop, settings)
         summary.update(needed=True, controlled_int8=metric(
@@ -297,17 +294,15 @@ def compress(
     if recipe["eval_limit"] is not None and recipe["eval_limit"] < len(eval_source):
         eval_source = eval_source.subset(
             balanced_indices(len(eval_source), recipe["eval_limit"], eval_source.labels, recipe["seed"]))
-    if loaded.spec.weights == "random" and eval_source.labels is not None:
-        log("warning: weights are random, so top-1 means nothing; agreement and latency are still real")
     out = Path(out)
     with staged_directory(out, force=force) as workdir:
         ctx = Context(loaded=loaded, recipe=recipe, eval_source=eval_source,
                       calib_source=calib_source or eval_source, workdir=workdir,
                       threads=recipe["threads"] or available_cores(), log=log, progress=progress)
         if loaded.spec.weights == "random":
-            ctx.warnings.append("weights are random: accuracy numbers are meaningless, latency is real")
+            ctx.warn("weights are random: accuracy numbers are meaningless, latency is real")
         if calib_source is None:
-            ctx.warnings.append("calibrated on the evaluation data (give --calib-data to keep them apart)")
+            ctx.warn("calibrated on the evaluation data (give --calib-data to keep them apart)")
         report = run_pipeline(ctx)
         report["run_dir"] = str(out)
         (workdir / "recipe.yaml").write_text(dump(recipe), encoding="utf-8")
