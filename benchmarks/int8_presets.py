@@ -22,6 +22,10 @@ CANDIDATES = {
     "mixed": {"preset": "mixed", "model_type": None},
     "mixed+transformer": {"preset": "mixed", "model_type": "transformer"},
     "performance+full-bias-correction": {"preset": "performance", "model_type": None, "bias_correction": "full"},
+    "transformer-smoothquant-off": {"preset": "performance", "model_type": "transformer",
+                                    "smooth_quant_alpha": -1},
+    "performance+head-in-float": {"preset": "performance", "model_type": None,
+                                  "ignored_scope": {"patterns": [".*head.*"]}},
 }
 
 
@@ -36,16 +40,23 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=list(FASHION_MNIST_EPOCHS), choices=list(FASHION_MNIST_EPOCHS))
     ap.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
     ap.add_argument("--limit", type=int, default=None, help="evaluate a class-balanced subset")
+    ap.add_argument("--threads", type=int, default=1, help="accuracy does not depend on it")
     args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
     RESULTS.mkdir(exist_ok=True)
     test, train = open_source(FASHION_MNIST_TEST), open_source(FASHION_MNIST_TRAIN)
-    rows = []
+    # Rows of models not measured in this call are kept, so families can be measured one at a time.
+    previous = RESULTS / "int8_presets.json"
+    rows = [r for r in json.loads(previous.read_text()) if r["model"] not in args.models] if previous.exists() else []
     with tempfile.TemporaryDirectory() as tmp:
         for alias in args.models:
             loaded = load_model(alias, weights="fashion-mnist", log=lambda m: print(m, file=sys.stderr))
             for name in args.candidates:
                 recipe = resolve({}, None, {"quantization": CANDIDATES[name], "calib_size": 300,
-                                            "eval_limit": args.limit, "benchmark_iters": 5})
+                                            "eval_limit": args.limit, "benchmark_iters": 5,
+                                            "threads": args.threads})
                 result = compress(loaded, test, recipe, Path(tmp) / f"{alias}-{name}", calib_source=train,
                                   progress=False)
                 v = {(x["name"], x["runtime"]): x for x in result.report["variants"]}
@@ -55,7 +66,8 @@ def main() -> None:
                              "agreement": int8["agreement"], "kl": int8["kl"],
                              "images": result.report["data"]["images"]})
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    (RESULTS / "int8_presets.json").write_text(json.dumps(rows, indent=2) + "\n")
+                (RESULTS / "int8_presets.json").write_text(json.dumps(rows, indent=2) + "\n")
+    rows.sort(key=lambda r: (list(FASHION_MNIST_EPOCHS).index(r["model"]), list(CANDIDATES).index(r["candidate"])))
     lines = ["| model | candidate | FP32 top-1 | INT8 top-1 | drop | agreement % | KL |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['candidate']} | {r['fp32_top1']:.2f} | {r['int8_top1']:.2f} | "

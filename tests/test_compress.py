@@ -236,11 +236,15 @@ def test_cli_compress_json_and_exit_codes(tmp_path, trained_checkpoint):
     out = tmp_path / "run with 'quotes' and spaces"
     args = ["compress", "--checkpoint", str(trained_checkpoint), "--int8", "--data", "builtin:fashion-mnist",
             "--calib-data", "builtin:fashion-mnist", "--limit", "100", "--calib-size", "32", "--iters", "5",
+            "--recipe", str(Path(__file__).resolve().parent.parent / "recipes" / "cpu-convnext.yaml"),
             "--out", str(out), "--json"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["run_dir"] == str(out) and (out / "report.json").exists()
+    saved = yaml.safe_load((out / "recipe.yaml").read_text())
+    assert saved["calib_size"] == 32 and saved["eval_limit"] == 100  # flags override the recipe's 300
+    assert report["calibration"]["images"] == 32
     again = runner.invoke(app, args)
     assert again.exit_code == 2 and "--force" in again.output and "Traceback" not in again.output
     bad = runner.invoke(app, ["compress", "convnext_mini", "--target", "tpu"])
@@ -264,3 +268,15 @@ def test_cli_exit_code_3_when_the_budget_cannot_be_met(tmp_path, monkeypatch):
                                       "8", "--iters", "2", "--out", str(out)])
     assert result.exit_code == 3
     assert "report written to" in result.output and (out / "report.json").exists()
+
+
+def test_openvino_runner_runs_graphs_that_cannot_change_batch():
+    """timm's Swin traces batch 1 into its window reshapes; the runner must still take a batch of 3."""
+    from edgevision.backends.openvino import OpenVINORunner, convert
+
+    loaded = load_model("swin_mini", num_classes=10)
+    runner = OpenVINORunner(convert(loaded.model, loaded.spec.input_size))
+    x = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        expected = loaded.model(torch.from_numpy(x)).numpy()
+    assert np.allclose(runner(x), expected, atol=1e-4)

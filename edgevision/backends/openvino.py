@@ -163,6 +163,7 @@ class OpenVINORunner(Runner):
             self.config["INFERENCE_NUM_THREADS"] = str(threads)
         self.threads, self.precision = threads, precision
         self._compiled: dict[int, Any] = {}
+        self._batch_one_only = False
 
     def compiled(self, batch: int = 1):
         """The model compiled for this batch size (static shapes run faster than dynamic ones)."""
@@ -174,8 +175,16 @@ class OpenVINORunner(Runner):
         return self._compiled[batch]
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        compiled = self.compiled(len(batch))
-        return np.asarray(compiled(np.ascontiguousarray(batch, dtype=np.float32))[0])
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if len(batch) > 1 and not self._batch_one_only:
+            try:
+                return np.asarray(self.compiled(len(batch))(batch)[0])
+            except RuntimeError:
+                # Some traced graphs (timm's Swin window partitioning) bake batch 1 into Reshape
+                # constants and cannot be reshaped: run them one image at a time instead.
+                self._batch_one_only = True
+        compiled = self.compiled(1)
+        return np.concatenate([np.asarray(compiled(batch[i:i + 1])[0]) for i in range(len(batch))])
 
     def int8_layers(self) -> int:
         """Layers the CPU plugin actually executes in INT8 (its runtime graph, not the IR)."""
