@@ -226,8 +226,8 @@ def test_shipped_recipes_are_valid_and_match_the_presets():
     root = Path(__file__).resolve().parent.parent / "recipes"
     for family in ("convnext", "swin", "vit", "maxvit"):
         recipe = load_recipe_file(root / f"cpu-{family}.yaml")
-        assert recipe["quantization"]["model_type"] == preset_for(family)["quantization"]["model_type"]
-        assert recipe["quantization"]["preset"] == preset_for(family)["quantization"]["preset"]
+        for key in ("preset", "model_type", "smooth_quant_alpha"):
+            assert recipe["quantization"][key] == preset_for(family)["quantization"][key], (family, key)
 
 
 # --- CLI ---------------------------------------------------------------------------------------------
