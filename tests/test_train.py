@@ -114,3 +114,26 @@ def test_learning_rate_schedule():
     assert lr_at(9, 100, cfg) == pytest.approx(1.0)
     assert lr_at(55, 100, cfg) == pytest.approx(0.505, abs=0.01)
     assert lr_at(99, 100, cfg) == pytest.approx(0.01, abs=0.001)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_training_runs_under_bf16_autocast(tmp_path):
+    seen = []
+
+    def record_dtype(logits, labels, images):
+        seen.append(logits.dtype)
+        return torch.nn.functional.cross_entropy(logits, labels)
+
+    loaded = load_model("convnext_mini", num_classes=10)
+    original = loaded.model.forward
+
+    def forward(x):
+        out = original(x)
+        seen.append(out.dtype)  # inside autocast: bf16
+        return out
+
+    loaded.model.forward = forward
+    train(loaded, small(128), tmp_path / "m.pt", TrainConfig(epochs=1, batch_size=64, workers=0), device="cuda",
+          progress=False, loss_fn=record_dtype)
+    assert torch.bfloat16 in seen and (tmp_path / "m.pt").exists()
