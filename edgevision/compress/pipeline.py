@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgevision.backends import Runner
-from edgevision.data.loader import balanced_indices, eval_transform
+from edgevision.data.loader import balanced_indices, preprocess_each
 from edgevision.data.sources import ImageSource, align_classes
 from edgevision.errors import DataError, EdgevisionError
 from edgevision.models.loading import LoadedModel
@@ -60,13 +60,8 @@ class Context:
             want = self.recipe["calib_size"]
             src = self.calib_source
             idx = balanced_indices(len(src), want, src.labels, self.recipe["seed"])
-            transform = eval_transform(self.loaded.spec.data_config)
-            items, failed = [], 0
-            for i in idx:
-                try:
-                    items.append(transform(src.load(int(i))).unsqueeze(0).numpy())
-                except Exception:  # noqa: BLE001 - unreadable images are counted
-                    failed += 1
+            decoded, failed = preprocess_each(src, idx, self.loaded.spec.data_config)
+            items = [x for _, x in decoded]
             if not items:
                 raise DataError(f"no usable calibration image in {src.spec}", "give --calib-data with images")
             if len(items) < want:
@@ -153,17 +148,11 @@ class OpenVINOInt8(Stage):
         src = ctx.eval_source
         labelled = src.labels is not None
         metric_name = "top1" if labelled else "agreement"
-        transform = eval_transform(ctx.loaded.spec.data_config)
         reference = ov_backend.OpenVINORunner(fp32, threads=ctx.threads)
         # Each item carries its own target (the label, or the float model's prediction without labels):
         # NNCF calls the metric on subsets of the items, so positions cannot be relied on.
-        items = []
-        for i in range(len(src)):
-            try:
-                x = transform(src.load(i)).unsqueeze(0).numpy()
-            except Exception:  # noqa: BLE001 - unreadable images are skipped here as in evaluation
-                continue
-            items.append((x, int(src.labels[i]) if labelled else int(reference(x).argmax())))
+        decoded, _ = preprocess_each(src, range(len(src)), ctx.loaded.spec.data_config)
+        items = [(x, int(src.labels[i]) if labelled else int(reference(x).argmax())) for i, x in decoded]
 
         def metric(compiled, data) -> float:
             return float(np.mean([int(np.asarray(compiled(x)[0]).argmax()) == target for x, target in data]) * 100)

@@ -32,6 +32,19 @@ def _timm_args(cfg: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(cfg[k]) if isinstance(cfg[k], list) else cfg[k] for k in keys if k in cfg}
 
 
+def preprocess_each(source: ImageSource, indices, data_config: dict[str, Any]) -> tuple[list[tuple[int, np.ndarray]], int]:
+    """(index, batch-1 float32 array) for each image of `indices` that decodes, with the model's evaluation
+    preprocessing, and the number that failed to decode (skipped, as in evaluation)."""
+    transform = eval_transform(data_config)
+    items, failed = [], 0
+    for i in indices:
+        try:
+            items.append((int(i), transform(source.load(int(i))).unsqueeze(0).numpy()))
+        except Exception:  # noqa: BLE001 - unreadable images are counted, not fatal
+            failed += 1
+    return items, failed
+
+
 class TransformedDataset:
     """torch Dataset over an ImageSource; an image that fails to decode yields None (skipped)."""
 
