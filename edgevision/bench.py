@@ -48,6 +48,18 @@ class BenchResult:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_times(cls, ms: np.ndarray, runner: Runner, input_shape, batch: int, warmup: int,
+                   throughput_batch: int | None = None, throughput_ips: float | None = None) -> "BenchResult":
+        """Percentiles of per-call wall times in milliseconds."""
+        return cls(
+            input_shape=list(input_shape), batch=batch,
+            latency_ms_p50=float(np.percentile(ms, 50)), latency_ms_p90=float(np.percentile(ms, 90)),
+            latency_ms_p99=float(np.percentile(ms, 99)), latency_ms_mean=float(ms.mean()),
+            iterations=len(ms), throughput_batch=throughput_batch, throughput_ips=throughput_ips,
+            runner=runner.info(), cpu=cpu_model(), warmup=warmup,
+        )
+
 
 def _time_calls(runner: Runner, x: np.ndarray, warmup: int, iters: int, min_seconds: float) -> np.ndarray:
     for _ in range(warmup):
@@ -83,13 +95,7 @@ def benchmark(
         xb = rng.standard_normal((throughput_batch, *input_shape), dtype=np.float32)
         tms = _time_calls(runner, xb, max(2, warmup // 5), max(5, iters // 5), 0.0)
         ips = throughput_batch / (float(np.median(tms)) / 1000.0)
-    return BenchResult(
-        input_shape=list(input_shape), batch=batch,
-        latency_ms_p50=float(np.percentile(ms, 50)), latency_ms_p90=float(np.percentile(ms, 90)),
-        latency_ms_p99=float(np.percentile(ms, 99)), latency_ms_mean=float(ms.mean()),
-        iterations=len(ms), throughput_batch=throughput_batch, throughput_ips=ips,
-        runner=runner.info(), cpu=cpu_model(), warmup=warmup,
-    )
+    return BenchResult.from_times(ms, runner, input_shape, batch, warmup, throughput_batch, ips)
 
 
 def compare_latency(
@@ -114,12 +120,5 @@ def compare_latency(
     for _ in range(rounds):
         for name, runner in runners.items():
             times[name].append(_time_calls(runner, x, 0, per_round, 0.0))
-    out = {}
-    for name, runner in runners.items():
-        ms = np.concatenate(times[name])
-        out[name] = BenchResult(
-            input_shape=list(input_shape), batch=batch,
-            latency_ms_p50=float(np.percentile(ms, 50)), latency_ms_p90=float(np.percentile(ms, 90)),
-            latency_ms_p99=float(np.percentile(ms, 99)), latency_ms_mean=float(ms.mean()), iterations=len(ms),
-            throughput_batch=None, throughput_ips=None, runner=runner.info(), cpu=cpu_model(), warmup=warmup)
-    return out
+    return {name: BenchResult.from_times(np.concatenate(times[name]), runner, input_shape, batch, warmup)
+            for name, runner in runners.items()}
