@@ -162,7 +162,7 @@ class OpenVINORunner(Runner):
         if threads:
             self.config["INFERENCE_NUM_THREADS"] = str(threads)
         self.threads, self.precision = threads, precision
-        self._compiled: dict[int, Any] = {}
+        self._compiled: tuple[int, Any] | None = None  # (batch, compiled model): one at a time, see compiled()
         self._batch_one_only = False
 
     def compiled(self, batch: int = 1):
@@ -171,13 +171,13 @@ class OpenVINORunner(Runner):
         Only one compiled model is kept: executors of other batch sizes left alive in the process
         slowed batch-1 latency by up to 45% (measured: convnext_t INT8 29.6 vs 20.1 ms in benchmark_app).
         """
-        if batch not in self._compiled:
-            self._compiled.clear()
+        if self._compiled is None or self._compiled[0] != batch:
+            self._compiled = None  # release the old executor before compiling the new one
             model = self.model
             if list(model.input(0).get_partial_shape().to_shape())[0] != batch:
                 model = reshape(model, batch)
-            self._compiled[batch] = self.core.compile_model(model, "CPU", self.config)
-        return self._compiled[batch]
+            self._compiled = (batch, self.core.compile_model(model, "CPU", self.config))
+        return self._compiled[1]
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
