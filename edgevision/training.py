@@ -19,7 +19,7 @@ import numpy as np
 from edgevision.data.loader import SkipCounter, eval_transform, make_loader, train_transform
 from edgevision.data.sources import ImageSource
 from edgevision.errors import EdgevisionError, OutputExistsError
-from edgevision.models.checkpoint import atomic_save, write_checkpoint
+from edgevision.models.checkpoint import atomic_save, spec_meta, write_checkpoint
 from edgevision.models.loading import LoadedModel
 from edgevision.progress import progress_bar
 
@@ -215,10 +215,7 @@ def train(
     train_time = time.perf_counter() - t_start
     model.eval().cpu()
     write_checkpoint(out, model.state_dict(), {
-        "model": {"name": spec.name, "timm_name": spec.timm_name, "num_classes": spec.num_classes,
-                  "img_size": spec.img_size, "model_kwargs": spec.model_kwargs},
-        "data_config": spec.data_config,
-        "classes": source.classes,
+        **spec_meta(spec, source.classes),
         "training": {"data": source.spec, "images": len(source), "config": cfg.to_dict(),
                      "history": history, "train_time_s": round(train_time, 1),
                      "initial_weights": spec.weights},

@@ -210,7 +210,8 @@ def test_recipe_flags_override_file_override_preset(tmp_path):
     ("quantization:\n  preset: fast\n", "'quantization.preset' must be one of performance, mixed"),
     ("calib_size: lots\n", "'calib_size' must be int"),
     ("int8: 1\n", "'int8' must be bool"),
-    ("target: jetson\n", "'target' must be one of cpu"),
+    ("target: tpu\n", "unknown target 'tpu'; choose one of cpu, onnx, jetson"),
+    ("tensorrt:\n  dla_core: yes\n", "'tensorrt.dla_core' must be int or null"),
     ("quantization:\n  ignored_scope:\n    names: [1, 2]\n", "must be a list of strings"),
     ("- a\n- b\n", "must be a mapping"),
     ("a: [\n", "not valid YAML"),
@@ -248,7 +249,7 @@ def test_cli_compress_json_and_exit_codes(tmp_path, trained_checkpoint):
     again = runner.invoke(app, args)
     assert again.exit_code == 2 and "--force" in again.output and "Traceback" not in again.output
     bad = runner.invoke(app, ["compress", "convnext_mini", "--target", "tpu"])
-    assert bad.exit_code == 2 and bad.output.strip() == "error: unknown target 'tpu'; choose one of cpu"
+    assert bad.exit_code == 2 and bad.output.strip() == "error: unknown target 'tpu'; choose one of cpu, onnx, jetson"
 
 
 def test_cli_exit_code_3_when_the_budget_cannot_be_met(tmp_path, monkeypatch):

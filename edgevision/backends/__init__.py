@@ -30,7 +30,8 @@ class Runner(ABC):
 
 _FACTORIES: dict[str, Callable[..., Runner]] = {}
 # Where each runtime's factory lives; imported on first use so that no runtime loads unasked.
-_MODULES = {"pytorch": "edgevision.backends.pytorch", "openvino": "edgevision.backends.openvino"}
+_MODULES = {"pytorch": "edgevision.backends.pytorch", "openvino": "edgevision.backends.openvino",
+            "onnxruntime": "edgevision.backends.onnxruntime", "tensorrt": "edgevision.backends.tensorrt"}
 
 
 def register_runner(name: str):

@@ -15,7 +15,7 @@ def compress_command(
     model: ModelArg = None,
     int8: Annotated[Optional[bool], typer.Option("--int8/--no-int8", help="Quantize to INT8 (the recipe's "
                                                  "default is yes).", show_default=False)] = None,
-    target: Annotated[Optional[str], typer.Option("--target", help="Deployment target: cpu (OpenVINO).",
+    target: Annotated[Optional[str], typer.Option("--target", help="Deployment target: cpu (OpenVINO IR), onnx (ONNX Runtime) or jetson (Q/DQ ONNX bundle for TensorRT; default cpu).",
                                                   show_default=False)] = None,
     data: Annotated[str, typer.Option("--data", help="Evaluation data; without labels, fidelity to the float "
                                       "model only. Builtin splits default to test.")] = "builtin:photos",
@@ -48,15 +48,15 @@ def compress_command(
     debug: DebugOpt = False,
 ) -> None:
     """Quantize to INT8 with calibration data, check it against the float model on the same data, and time it."""
-    from edgevision.compress.pipeline import check_int8_target, compress
+    from edgevision.compress.pipeline import compress
     from edgevision.compress.presets import preset_for
-    from edgevision.compress.recipe import resolve
+    from edgevision.compress.recipe import check_target, resolve
     from edgevision.data import open_source
     from edgevision.report import variants_table
 
     with cli_errors(debug):
         if target is not None:
-            check_int8_target(target)
+            check_target(target)
         loaded = load_model_from_options(model, weights, checkpoint, num_classes, img_size, model_arg)
         resolved = resolve(preset_for(loaded.spec.family), recipe, {
             "target": target, "int8": int8, "calib_size": calib_size, "seed": seed, "max_drop": max_drop,

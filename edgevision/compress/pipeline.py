@@ -17,7 +17,8 @@ import numpy as np
 from edgevision.backends import Runner
 from edgevision.data.loader import balanced_indices, preprocess_each
 from edgevision.data.sources import ImageSource, align_classes
-from edgevision.errors import DataError, EdgevisionError
+from edgevision.errors import DataError
+from edgevision.models.checkpoint import spec_meta, write_checkpoint
 from edgevision.models.loading import LoadedModel
 
 
@@ -29,6 +30,7 @@ class Variant:
     files: list[Path] = field(default_factory=list)  # artifacts inside the run directory
     size_mb: float | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    timed: bool = True  # False where this machine's latency says nothing (a simulation of another device)
 
 
 @dataclass
@@ -76,9 +78,13 @@ class Context:
 
 class Stage:
     name = "stage"
+    int8_only = False  # skipped when the recipe says int8: false
 
     def run(self, ctx: Context) -> None:
         raise NotImplementedError
+
+    def finish(self, ctx: Context, report: dict[str, Any]) -> None:
+        """After evaluation and timing: write what needs the measured numbers (a bundle's README)."""
 
 
 class FloatReference(Stage):
@@ -113,6 +119,7 @@ class OpenVINOInt8(Stage):
     most sensitive layers to float until the drop (top-1 with labels, else agreement) is within budget."""
 
     name = "OpenVINO INT8"
+    int8_only = True
 
     def run(self, ctx: Context) -> None:
         from edgevision.backends import openvino as ov_backend
@@ -171,8 +178,98 @@ class OpenVINOInt8(Stage):
         return controlled, summary
 
 
+class OnnxFloat(Stage):
+    name = "ONNX FP32"
+
+    def run(self, ctx: Context) -> None:
+        from edgevision.backends import onnxruntime as ort_backend
+
+        path = ort_backend.export_onnx(ctx.model, ctx.loaded.spec.input_size, ctx.workdir / "model_fp32.onnx",
+                                       dynamic_batch=True)
+        ctx.extra["onnx_fp32"], ctx.extra["input_name"] = path, ort_backend.INPUT_NAME
+        ctx.variants.append(Variant("fp32", "onnxruntime", ort_backend.ORTRunner(path, threads=ctx.threads),
+                                    files=[path], size_mb=_size_mb([path])))
+
+
+class OnnxInt8(Stage):
+    """ONNX Runtime static INT8 for its CPU kernels: unsigned activations, signed per-channel weights."""
+
+    name = "ONNX Runtime INT8"
+    int8_only = True
+
+    def run(self, ctx: Context) -> None:
+        from edgevision.backends import onnxruntime as ort_backend
+
+        qdq = ctx.recipe["qdq"]
+        path = ctx.workdir / "model_int8.onnx"
+        info = ort_backend.quantize_qdq(ctx.extra["onnx_fp32"], path, ctx.calibration(), ort_backend.PROFILES["cpu"],
+                                        qdq["calibration_method"], qdq["exclude_nodes"])
+        ctx.variants.append(Variant("int8", "onnxruntime", ort_backend.ORTRunner(path, threads=ctx.threads),
+                                    files=[path], size_mb=_size_mb([path]), info=info))
+
+
+class TensorRTBundle(Stage):
+    """The Jetson bundle: model.onnx (symmetric INT8 Q/DQ where TensorRT fuses it, or float for
+    --precision fp16/fp32), build_engine.sh, README.md. No engine is built here (TensorRT builds on the
+    device); the Q/DQ model runs in ONNX Runtime instead, and that accuracy is reported as simulated."""
+
+    name = "TensorRT bundle"
+
+    def run(self, ctx: Context) -> None:
+        import onnx
+
+        from edgevision import __version__
+        from edgevision.backends import onnxruntime as ort_backend
+        from edgevision.backends import tensorrt as trt_backend
+
+        cfg, int8, spec = ctx.recipe["tensorrt"], ctx.recipe["int8"], ctx.loaded.spec
+        model_path = ctx.workdir / "model.onnx"
+        # Exported with a dynamic batch axis (Swin's traced reshapes would otherwise bake in the batch),
+        # then pinned to the static batch if that is what was asked.
+        float_path = ctx.workdir / ".model_fp32.onnx" if int8 else model_path
+        ort_backend.export_onnx(ctx.model, spec.input_size, float_path, dynamic_batch=True)
+        info: dict[str, Any] = {}
+        if int8:
+            qdq = ctx.recipe["qdq"]
+            info = ort_backend.quantize_qdq(float_path, model_path, ctx.calibration(),
+                                            ort_backend.PROFILES["tensorrt"], qdq["calibration_method"],
+                                            qdq["exclude_nodes"])
+            float_path.unlink()
+        if not cfg["dynamic_batch"]:
+            ort_backend.pin_batch(model_path, cfg["batch"])
+        rules = trt_backend.check_int8_rules(onnx.load(str(model_path))) if int8 else None
+        opts = trt_backend.EngineOptions(
+            input_name=ort_backend.INPUT_NAME, input_shape=spec.input_size, int8=int8, fp16=cfg["fp16"],
+            batch=cfg["batch"], dynamic_batch=cfg["dynamic_batch"], max_batch=cfg["max_batch"],
+            dla_core=cfg["dla_core"], workspace_mb=cfg["workspace_mb"])
+        script = ctx.workdir / "build_engine.sh"
+        script.write_text(trt_backend.build_script(opts, f"edgevision {__version__}"), encoding="utf-8")
+        script.chmod(0o755)
+        precision = "int8" if int8 else ("fp16" if cfg["fp16"] else "fp32")
+        ctx.extra["input_name"] = ort_backend.INPUT_NAME
+        ctx.extra["input_shape"] = ["batch" if cfg["dynamic_batch"] else cfg["batch"], *spec.input_size]
+        ctx.extra["tensorrt"] = {
+            "precision": precision, "engine_options": opts.__dict__,
+            "trtexec": {"10": trt_backend.trtexec_args(opts, 10), "11": trt_backend.trtexec_args(opts, 11)},
+            "rules_check": rules.to_dict() if rules else None}
+        if rules is not None and not rules.passed:
+            ctx.warn(f"model.onnx breaks {len(rules.violations)} TensorRT INT8 rule(s): {rules.violations[0]}")
+        runtime = "onnxruntime (TensorRT simulated)" if int8 else "onnxruntime"
+        ctx.variants.append(Variant(
+            "int8" if int8 else "fp32", runtime, ort_backend.ORTRunner(model_path, threads=ctx.threads),
+            files=[model_path, script], size_mb=_size_mb([model_path]), timed=False,
+            info={**info, "simulated": int8, "engine_precision": precision}))
+
+    def finish(self, ctx: Context, report: dict[str, Any]) -> None:
+        from edgevision.compress.bundle_readme import bundle_readme
+
+        (ctx.workdir / "README.md").write_text(bundle_readme(report, ctx.loaded.spec), encoding="utf-8")
+
+
 TARGET_STAGES: dict[str, list[type[Stage]]] = {
     "cpu": [OpenVINOFloat, OpenVINOInt8],
+    "onnx": [OnnxFloat, OnnxInt8],
+    "jetson": [TensorRTBundle],
 }
 
 
@@ -191,10 +288,8 @@ class CompressResult:
 
 
 def build_stages(recipe: dict[str, Any]) -> list[Stage]:
-    stages: list[Stage] = [FloatReference()]
-    if recipe["int8"]:
-        stages += [cls() for cls in TARGET_STAGES[recipe["target"]]]
-    return stages
+    return [FloatReference()] + [cls() for cls in TARGET_STAGES[recipe["target"]]
+                                  if recipe["int8"] or not cls.int8_only]
 
 
 def run_pipeline(ctx: Context) -> dict[str, Any]:
@@ -203,7 +298,8 @@ def run_pipeline(ctx: Context) -> dict[str, Any]:
     from edgevision.evaluate import evaluate_runners, fidelity
 
     timings: dict[str, float] = {}
-    for stage in build_stages(ctx.recipe):
+    stages = build_stages(ctx.recipe)
+    for stage in stages:
         ctx.log(f"stage: {stage.name}")
         t0 = time.perf_counter()
         stage.run(ctx)
@@ -213,9 +309,10 @@ def run_pipeline(ctx: Context) -> dict[str, Any]:
     t0 = time.perf_counter()
     evals = evaluate_runners(runners, ctx.eval_source, ctx.loaded.spec.data_config, progress=ctx.progress)
     timings["evaluation"] = round(time.perf_counter() - t0, 2)
-    ctx.log(f"timing {len(runners)} variants side by side ({ctx.threads} threads, batch 1)")
+    timed = {_key(v): v.runner for v in ctx.variants if v.timed}
+    ctx.log(f"timing {len(timed)} variants side by side ({ctx.threads} threads, batch 1)")
     t0 = time.perf_counter()
-    bench = compare_latency(runners, ctx.loaded.spec.input_size, iters=ctx.recipe["benchmark_iters"])
+    bench = compare_latency(timed, ctx.loaded.spec.input_size, iters=ctx.recipe["benchmark_iters"])
     timings["benchmark"] = round(time.perf_counter() - t0, 2)
 
     ref_key = _key(ctx.variants[0])
@@ -224,14 +321,14 @@ def run_pipeline(ctx: Context) -> dict[str, Any]:
     for v in ctx.variants:
         k = _key(v)
         fid = fidelity(ref_eval.logits, evals[k].logits)
-        top1 = evals[k].top1
+        top1, b = evals[k].top1, bench.get(k)
         variants.append({
             "name": v.name, "runtime": v.runtime, "top1": top1,
             "top1_drop": None if top1 is None else ref_eval.top1 - top1,
             "top5": evals[k].top5, "agreement": fid["agreement"], "kl": fid["kl"], "cosine": fid["cosine"],
-            "latency_ms_p50": bench[k].latency_ms_p50, "latency_ms_p90": bench[k].latency_ms_p90,
-            "latency_ms_p99": bench[k].latency_ms_p99,
-            "speedup": ref_bench.latency_ms_p50 / bench[k].latency_ms_p50,
+            "latency_ms_p50": b and b.latency_ms_p50, "latency_ms_p90": b and b.latency_ms_p90,
+            "latency_ms_p99": b and b.latency_ms_p99,
+            "speedup": b and ref_bench.latency_ms_p50 / b.latency_ms_p50,
             "size_mb": v.size_mb, "artifact": str(v.files[0].name) if v.files else None,
             "runner": v.runner.info(), **({"quantization": v.info} if v.info else {}),
         })
@@ -247,15 +344,23 @@ def run_pipeline(ctx: Context) -> dict[str, Any]:
         "benchmark": {"threads": ctx.threads, "batch": 1, "iterations": ref_bench.iterations,
                       "cpu": ref_bench.cpu, "method": "side by side, interleaved rounds, medians"},
         "variants": variants,
+        **({"tensorrt": ctx.extra["tensorrt"]} if "tensorrt" in ctx.extra else {}),
         "warnings": ctx.warnings,
         "timings_s": timings,
         "status": "ok",
     }
+    if any(not v.timed for v in ctx.variants):
+        report["benchmark"]["not_timed"] = [_key(v) for v in ctx.variants if not v.timed]
     int8 = next((v for v in variants if v["name"] == "int8"), None)
     if ctx.recipe["max_drop"] is not None and int8 is not None:
         drop = int8["top1_drop"] if int8["top1_drop"] is not None else 100.0 - int8["agreement"]
         if drop > ctx.recipe["max_drop"]:
             report["status"] = "max_drop_not_met"
+    rules = (ctx.extra.get("tensorrt") or {}).get("rules_check")
+    if rules is not None and not rules["passed"]:
+        report["status"] = "tensorrt_rules_failed"
+    for stage in stages:
+        stage.finish(ctx, report)
     return report
 
 
@@ -272,9 +377,14 @@ def compress(
     calib_source: ImageSource | None = None,
     force: bool = False,
     progress: bool = True,
+    save_model: bool = True,
     log: Callable[[str], None] = lambda msg: None,
 ) -> CompressResult:
-    """The whole compress job into a run directory that appears only when complete."""
+    """The whole compress job into a run directory that appears only when complete.
+
+    With `save_model`, the float PyTorch model goes in as model.safetensors (an edgevision checkpoint), so
+    that `edgevision export RUN_DIR` rebuilds exactly this model whatever its weights came from.
+    """
     from edgevision.bench import available_cores
     from edgevision.compress.recipe import dump
     from edgevision.report import staged_directory, write_json, write_manifest
@@ -290,24 +400,25 @@ def compress(
                       threads=recipe["threads"] or available_cores(), log=log, progress=progress)
         if loaded.spec.weights == "random":
             ctx.warn("weights are random: accuracy numbers are meaningless, latency is real")
-        if calib_source is None:
+        if calib_source is None and recipe["int8"]:
             ctx.warn("calibrated on the evaluation data (give --calib-data to keep them apart)")
         report = run_pipeline(ctx)
         report["run_dir"] = str(out)
+        if save_model:
+            write_checkpoint(workdir / "model.safetensors", loaded.model.state_dict(), spec_meta(loaded.spec))
         (workdir / "recipe.yaml").write_text(dump(recipe), encoding="utf-8")
         write_json(workdir / "report.json", report)
         write_manifest(workdir, {
             "model": loaded.spec.to_dict(),
-            "input": {"name": ctx.extra.get("input_name"), "shape": [1, *loaded.spec.input_size], "dtype": "float32", "layout": "NCHW"},
+            "input": {"name": ctx.extra.get("input_name"), "shape": ctx.extra.get("input_shape", [1, *loaded.spec.input_size]),
+                      "dtype": "float32", "layout": "NCHW"},
             "preprocessing": loaded.spec.data_config,
-            "data": {"evaluation": eval_source.spec, "calibration": report["calibration"]},
+            "classes": loaded.spec.classes,
+            "data": {"evaluation": eval_source.spec, "evaluation_images": report["data"]["images"],
+                     "calibration": report["calibration"]},
+            "accuracy": [{k: v[k] for k in ("name", "runtime", "top1", "top1_drop", "agreement")}
+                         | {"simulated": bool(v.get("quantization", {}).get("simulated"))} for v in report["variants"]],
+            **({"tensorrt": report["tensorrt"]} if "tensorrt" in report else {}),
             "recipe": recipe,
         })
     return CompressResult(out, report)
-
-
-def check_int8_target(target: str) -> None:
-    from edgevision.compress.recipe import TARGETS
-
-    if target not in TARGETS:
-        raise EdgevisionError(f"unknown target '{target}'", f"choose one of {', '.join(TARGETS)}")

@@ -11,7 +11,7 @@ from typing import Any
 
 from edgevision.errors import EdgevisionError
 
-TARGETS = ("cpu",)
+TARGETS = ("cpu", "onnx", "jetson")  # OpenVINO IR; ONNX Runtime INT8; Q/DQ ONNX bundle for TensorRT
 
 # key -> (allowed types, allowed values or None). Nested dicts are sub-schemas.
 SCHEMA: dict[str, Any] = {
@@ -34,6 +34,20 @@ SCHEMA: dict[str, Any] = {
             "types": ((list,), None),
         },
     },
+    # ONNX Runtime static quantization (onnx and jetson targets)
+    "qdq": {
+        "calibration_method": ((str,), ("minmax", "entropy", "percentile")),
+        "exclude_nodes": ((list,), None),
+    },
+    # how the Jetson builds its engine (jetson target)
+    "tensorrt": {
+        "fp16": ((bool,), None),
+        "batch": ((int,), None),
+        "dynamic_batch": ((bool,), None),
+        "max_batch": ((int,), None),
+        "dla_core": ((int, type(None)), None),
+        "workspace_mb": ((int, type(None)), None),
+    },
 }
 
 DEFAULTS: dict[str, Any] = {
@@ -52,11 +66,19 @@ DEFAULTS: dict[str, Any] = {
         "bias_correction": "fast",
         "ignored_scope": {"names": [], "patterns": [], "types": []},
     },
+    "qdq": {"calibration_method": "minmax", "exclude_nodes": []},
+    "tensorrt": {"fp16": True, "batch": 1, "dynamic_batch": False, "max_batch": 32, "dla_core": None,
+                 "workspace_mb": None},
 }
 
 
 class RecipeError(EdgevisionError):
     pass
+
+
+def check_target(target: str) -> None:
+    if target not in TARGETS:
+        raise RecipeError(f"unknown target '{target}'", f"choose one of {', '.join(TARGETS)}")
 
 
 def validate(recipe: dict[str, Any], source: str = "recipe", schema: dict | None = None, prefix: str = "") -> None:
@@ -69,6 +91,8 @@ def validate(recipe: dict[str, Any], source: str = "recipe", schema: dict | None
             raise RecipeError(f"{source}: unknown key '{where}'",
                               f"allowed here: {', '.join(sorted(schema))}")
         rule = schema[key]
+        if schema is SCHEMA and key == "target" and isinstance(value, str):
+            check_target(value)  # the same message as the --target flag
         if isinstance(rule, dict):
             validate(value, source, rule, f"{where}.")
             continue
@@ -123,6 +147,10 @@ def resolve(family_preset: dict[str, Any], recipe_file: str | Path | None,
     validate(recipe, "resolved recipe")
     if recipe["calib_size"] < 1:
         raise RecipeError(f"calib_size must be at least 1, got {recipe['calib_size']}")
+    trt = recipe["tensorrt"]
+    if not 1 <= trt["batch"] <= trt["max_batch"]:
+        raise RecipeError(f"tensorrt.batch must be between 1 and tensorrt.max_batch ({trt['max_batch']}), "
+                          f"got {trt['batch']}")
     return recipe
 
 

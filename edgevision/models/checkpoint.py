@@ -33,6 +33,14 @@ def atomic_save(obj: Any, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def spec_meta(spec, classes: list[str] | None = None) -> dict[str, Any]:
+    """What a checkpoint records about its model (a ModelSpec) so that it loads without a model name."""
+    return {"model": {"name": spec.name, "timm_name": spec.timm_name, "num_classes": spec.num_classes,
+                      "img_size": spec.img_size, "model_kwargs": spec.model_kwargs},
+            "data_config": spec.data_config,
+            "classes": spec.classes if classes is None else classes}
+
+
 def write_checkpoint(path: Path, state_dict: dict, meta: dict[str, Any]) -> None:
     """Write an edgevision checkpoint; `meta` holds model/data_config/classes/metrics."""
     path = Path(path)

@@ -1,0 +1,241 @@
+"""ONNX: export from PyTorch, static INT8 quantization with ONNX Runtime (QDQ), and a CPU runner.
+
+Two Q/DQ profiles, because the two consumers want different things (FACTS.md, measured again in benchmarks/):
+- `tensorrt`: symmetric INT8 everywhere (zero point 0), per-channel weight scales, Q/DQ only on the inputs
+  of Conv, Gemm and weight MatMuls; LayerNorm, Softmax, GELU, residual adds and the attention matmuls stay
+  unquantized, so TensorRT runs them in FP16. ONNX Runtime runs this graph too, which is how its accuracy
+  is checked on machines without TensorRT ("simulated").
+- `cpu`: ONNX Runtime's own CPU kernels, unsigned activations with signed per-channel weights (signed
+  activations made convnext_tiny slower than FP32).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgevision.backends import Runner, register_runner
+from edgevision.errors import EdgevisionError
+
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+OPSET = 17
+
+
+class ExportError(EdgevisionError):
+    """A model torch.onnx cannot export; the message names the operator when it can."""
+
+
+def export_onnx(model, input_size: tuple[int, int, int], path: Path, *, dynamic_batch: bool = False,
+                batch: int = 1, opset: int = OPSET) -> Path:
+    """torch.nn.Module -> ONNX file (TorchScript exporter: FACTS.md, all four families at opset 17)."""
+    import warnings
+
+    import torch
+
+    example = torch.zeros(batch, *input_size)
+    axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about Python control flow in timm
+            torch.onnx.export(model.eval(), example, str(path), dynamo=False, opset_version=opset,
+                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=axes)
+    except Exception as e:  # noqa: BLE001 - the exporter raises many types; all mean "cannot export"
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ExportError(f"torch.onnx cannot export this model: {first}",
+                          "replace that operation in the model, or use --target cpu (OpenVINO)") from None
+    return Path(path)
+
+
+def pin_batch(path: Path, batch: int) -> None:
+    """Make the batch axis of a dynamic-batch ONNX static (TensorRT then folds the shape arithmetic)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for value in (*model.graph.input, *model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = batch
+    onnx.save(model, str(path))
+
+
+@dataclass
+class QDQProfile:
+    name: str
+    activation_type: str  # "int8" (symmetric, zero point 0) or "uint8" (asymmetric)
+    op_types: tuple[str, ...] | None  # None: ONNX Runtime's default set
+    weight_matmuls_only: bool  # leave activation x activation MatMuls (attention) in float
+    extra_options: dict[str, Any] | None = None
+
+    def quantize_kwargs(self) -> dict[str, Any]:
+        from onnxruntime.quantization import QuantFormat, QuantType
+
+        symmetric = self.activation_type == "int8"
+        return {
+            "quant_format": QuantFormat.QDQ,
+            "per_channel": True,
+            "activation_type": QuantType.QInt8 if symmetric else QuantType.QUInt8,
+            "weight_type": QuantType.QInt8,
+            "op_types_to_quantize": list(self.op_types) if self.op_types else None,
+            "extra_options": {"ActivationSymmetric": symmetric, "WeightSymmetric": True,
+                              **(self.extra_options or {})},
+        }
+
+
+PROFILES = {
+    # TensorRT: biases stay float (TensorRT has no INT32 dequantize; it fuses the bias itself).
+    "tensorrt": QDQProfile("tensorrt", "int8", ("Conv", "Gemm", "MatMul"), weight_matmuls_only=True,
+                           extra_options={"QuantizeBias": False}),
+    "cpu": QDQProfile("cpu", "uint8", None, weight_matmuls_only=False),
+}
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+def quantize_qdq(fp32_path: Path, out_path: Path, calibration: Sequence[np.ndarray], profile: QDQProfile,
+                 calibrate_method: str = "minmax", exclude_nodes: Sequence[str] = ()) -> dict[str, Any]:
+    """Static INT8 quantization of an ONNX file with ONNX Runtime; returns what was done, for the report."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, quantize_static
+
+    prepared = Path(out_path).with_name(Path(out_path).stem + ".prepared.onnx")
+    try:
+        _prepare(fp32_path, prepared)
+        model = onnx.load(str(prepared))
+        nodes = None
+        if profile.weight_matmuls_only:
+            constants = {i.name for i in model.graph.initializer}
+            nodes = [n.name for n in model.graph.node if n.op_type in profile.op_types
+                     and (n.op_type != "MatMul" or any(i in constants for i in n.input))]
+        input_name = model.graph.input[0].name
+
+        class Reader(CalibrationDataReader):
+            def __init__(self):
+                self._items = iter(calibration)
+
+            def get_next(self):
+                item = next(self._items, None)
+                return None if item is None else {input_name: np.ascontiguousarray(item, dtype=np.float32)}
+
+        method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                  "percentile": CalibrationMethod.Percentile}[calibrate_method]
+        with _quiet():
+            quantize_static(str(prepared), str(out_path), Reader(), calibrate_method=method,
+                            nodes_to_quantize=nodes, nodes_to_exclude=list(exclude_nodes) or None,
+                            **profile.quantize_kwargs())
+        if profile.weight_matmuls_only:
+            quantized = onnx.load(str(out_path))
+            _float_fanout(quantized, set(nodes) - set(exclude_nodes))
+            onnx.save(quantized, str(out_path))
+    finally:
+        prepared.unlink(missing_ok=True)
+        for leftover in Path(out_path).parent.glob("augmented_model*.onnx"):  # calibration scratch files
+            leftover.unlink(missing_ok=True)
+    ops = count_ops(onnx.load(str(out_path)))
+    return {"profile": profile.name, "activations": profile.activation_type, "weights": "int8 per-channel",
+            "calibration_method": calibrate_method, "calibration_images": len(calibration),
+            "quantize_linear_ops": ops.get("QuantizeLinear", 0),
+            "dequantize_linear_ops": ops.get("DequantizeLinear", 0),
+            "quantized_op_types": list(profile.op_types) if profile.op_types else "onnxruntime default",
+            "excluded_nodes": list(exclude_nodes)}
+
+
+def _float_fanout(model, quantized_nodes: set[str]) -> int:
+    """Give the unquantized consumers of a quantized activation the float tensor back.
+
+    ONNX Runtime replaces a tensor by its Q/DQ for every consumer, so a Conv output that feeds both the next
+    Conv and a residual Add (or a LayerNorm) reaches the Add/LayerNorm through INT8 too. TensorRT wants Q/DQ
+    only on the inputs of the weighted ops; everything else reads the higher-precision tensor.
+    """
+    producers = {out: node for node in model.graph.node for out in node.output}
+    rewired = 0
+    for node in model.graph.node:
+        if node.name in quantized_nodes or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for i, name in enumerate(node.input):
+            dq = producers.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            q = producers.get(dq.input[0])
+            if q is not None and q.op_type == "QuantizeLinear":  # an activation, not a constant weight
+                node.input[i] = q.input[0]
+                rewired += 1
+    return rewired
+
+
+def _prepare(src: Path, dst: Path) -> None:
+    """ONNX Runtime's recommended pre-processing (shape inference + graph cleanup) before quantizing.
+
+    Its symbolic shape inference gives up on Swin and MaxViT window reshapes; ONNX's own shape
+    inference is enough for quantization there.
+    """
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with _quiet():
+        try:
+            quant_pre_process(str(src), str(dst))
+        except Exception:  # noqa: BLE001 - "Incomplete symbolic shape inference"
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """ONNX Runtime's quantizer logs per-node warnings through `logging`; keep stdout/stderr readable."""
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def count_ops(model) -> dict[str, int]:
+    from collections import Counter
+
+    return dict(Counter(n.op_type for n in model.graph.node))
+
+
+class ORTRunner(Runner):
+    runtime = "onnxruntime"
+
+    def __init__(self, path: Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        self.ort, self.path, self.threads = ort, Path(path), threads
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.static_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        n, size = len(batch), self.static_batch
+        if size is None or size == n:
+            return self.session.run(None, {self.input_name: batch})[0]
+        # A static-batch model runs in chunks of its batch; the last chunk is padded with zeros.
+        outputs = []
+        for start in range(0, n, size):
+            chunk = batch[start:start + size]
+            if len(chunk) < size:
+                chunk = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), np.float32)])
+            outputs.append(self.session.run(None, {self.input_name: chunk})[0])
+        return np.concatenate(outputs)[:n]
+
+    def info(self) -> dict[str, Any]:
+        return {"runtime": self.runtime, "version": self.ort.__version__, "device": "CPU",
+                "threads": self.threads or os.cpu_count(), "artifact": self.path.name}
+
+
+@register_runner("onnxruntime")
+def make_ort_runner(path, threads: int | None = None, **_: Any) -> ORTRunner:
+    return ORTRunner(Path(path), threads=threads)
