@@ -27,7 +27,7 @@ def evaluate_model(
     source = align_classes(source, loaded.spec.classes)
     if limit is not None and limit < len(source):
         source = source.subset(balanced_indices(len(source), limit, source.labels, seed))
-    runner = create_runner(runtime, loaded.model, threads=threads)
+    runner = create_runner(runtime, loaded.model, threads=threads, input_size=loaded.spec.input_size)
     return evaluate(runner, source, loaded.spec.data_config, batch_size=batch_size, workers=workers,
                     progress=progress)
 
@@ -45,7 +45,7 @@ def benchmark_model(
 ) -> BenchResult:
     """Latency at `batch` and throughput at `throughput_batch` at a stated thread count."""
     threads = threads or available_cores()
-    runner = create_runner(runtime, loaded.model, threads=threads)
+    runner = create_runner(runtime, loaded.model, threads=threads, input_size=loaded.spec.input_size)
     return benchmark(runner, loaded.spec.input_size, batch=batch, warmup=warmup, iters=iters,
                      min_seconds=min_seconds, throughput_batch=throughput_batch)
 
@@ -54,6 +54,8 @@ def describe_model(loaded: LoadedModel) -> dict[str, Any]:
     from edgevision.models.zoo import count_gmacs
 
     model = loaded.model
+    if not hasattr(model, "parameters"):  # an exported artifact (edgevision.artifacts)
+        return {**loaded.spec.to_dict(), "artifact": str(model), "params_m": None, "gmacs": None}
     return {**loaded.spec.to_dict(),
             "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
             "gmacs": round(count_gmacs(model, loaded.spec.input_size), 4)}

@@ -213,6 +213,7 @@ class ORTRunner(Runner):
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.precision = "int8 (QDQ)" if _has_qdq(path) else "fp32"
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.static_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
@@ -233,9 +234,25 @@ class ORTRunner(Runner):
 
     def info(self) -> dict[str, Any]:
         return {"runtime": self.runtime, "version": self.ort.__version__, "device": "CPU",
-                "threads": self.threads or os.cpu_count(), "artifact": self.path.name}
+                "threads": self.threads or os.cpu_count(), "precision": self.precision, "artifact": self.path.name}
+
+
+def _has_qdq(path: Path) -> bool:
+    import onnx
+
+    return any(n.op_type == "QuantizeLinear" for n in onnx.load(str(path), load_external_data=False).graph.node)
 
 
 @register_runner("onnxruntime")
-def make_ort_runner(path, threads: int | None = None, **_: Any) -> ORTRunner:
-    return ORTRunner(Path(path), threads=threads)
+def make_ort_runner(model, threads: int | None = None, input_size: tuple[int, int, int] | None = None,
+                    **_: Any) -> ORTRunner:
+    """An ONNX path, or a torch module (exported at `input_size` with a dynamic batch to a temporary file)."""
+    if isinstance(model, (str, Path)):
+        return ORTRunner(Path(model), threads=threads)
+    import tempfile
+
+    if input_size is None:
+        raise EdgevisionError("the ONNX Runtime runner needs input_size to export a PyTorch model")
+    with tempfile.TemporaryDirectory(prefix="edgevision-onnx-") as tmp:
+        path = export_onnx(model, input_size, Path(tmp) / "model.onnx", dynamic_batch=True)
+        return ORTRunner(path, threads=threads)  # the session holds the graph; the file can go

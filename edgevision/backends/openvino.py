@@ -207,5 +207,11 @@ class OpenVINORunner(Runner):
 
 
 @register_runner("openvino")
-def make_openvino_runner(model, threads: int | None = None, precision: str = "f32", **_: Any) -> OpenVINORunner:
+def make_openvino_runner(model, threads: int | None = None, precision: str = "f32",
+                         input_size: tuple[int, int, int] | None = None, **_: Any) -> OpenVINORunner:
+    """An IR path, an ov.Model, or a torch module (converted at `input_size`)."""
+    if not isinstance(model, (str, Path)) and not hasattr(model, "input"):
+        if input_size is None:
+            raise EdgevisionError("the OpenVINO runner needs input_size to convert a PyTorch model")
+        model = convert(model, input_size)
     return OpenVINORunner(model, threads=threads, precision=precision)

@@ -431,5 +431,8 @@ class TensorRTRunner(Runner):
 
 
 @register_runner("tensorrt")
-def make_tensorrt_runner(path, **_: Any) -> TensorRTRunner:
-    return TensorRTRunner(Path(path))
+def make_tensorrt_runner(engine, **_: Any) -> TensorRTRunner:
+    if not isinstance(engine, (str, Path)):
+        raise EdgevisionError("TensorRT runs engines, not PyTorch models",
+                              "edgevision export --target jetson, build the engine on the device, then pass model.engine")
+    return TensorRTRunner(Path(engine))

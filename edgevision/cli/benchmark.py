@@ -6,12 +6,12 @@ import typer
 
 from edgevision.cli.common import (CheckpointOpt, DebugOpt, ImgSizeOpt, JsonOpt, ModelArg, ModelArgOpt,
                                    NumClassesOpt, RuntimeOpt, ThreadsOpt, WeightsOpt, cli_errors, console, fmt,
-                                   load_model_from_options, print_json)
+                                   load_model_or_artifact, print_json)
 
 
 def benchmark_command(
     model: ModelArg = None,
-    runtime: RuntimeOpt = "pytorch",
+    runtime: RuntimeOpt = None,
     threads: ThreadsOpt = None,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Batch size of the latency measurement.")] = 1,
     throughput_batch: Annotated[int, typer.Option(
@@ -35,8 +35,8 @@ def benchmark_command(
     from edgevision.api import benchmark_model, describe_model
 
     with cli_errors(debug):
-        loaded = load_model_from_options(model, weights or (None if checkpoint else "random"), checkpoint,
-                                         num_classes, img_size, model_arg)
+        loaded, runtime = load_model_or_artifact(model, runtime, weights or (None if checkpoint else "random"),
+                                                 checkpoint, num_classes, img_size, model_arg)
         result = benchmark_model(loaded, runtime=runtime, threads=threads, batch=batch,
                                  throughput_batch=throughput_batch or None, warmup=warmup, iters=iters,
                                  min_seconds=min_seconds)
@@ -46,8 +46,10 @@ def benchmark_command(
             return
         r = result.runner
         out = console()
-        out.print(f"model      {info['name']} ({info['timm_name']}): {info['params_m']} M params, "
-                  f"{info['gmacs']} GMACs at {result.input_shape[1]}x{result.input_shape[2]}")
+        size = (f"{info['params_m']} M params, {info['gmacs']} GMACs" if info.get("params_m") is not None
+                else f"artifact {info['artifact']}")
+        out.print(f"model      {info['name']} ({info['timm_name']}): {size} at "
+                  f"{result.input_shape[1]}x{result.input_shape[2]}")
         out.print(f"runtime    {r['runtime']} {r.get('version', '')} ({r.get('precision', '')}), "
                   f"{r.get('threads', '?')} threads on {result.cpu}")
         out.print(f"latency    batch {result.batch}: p50 {fmt(result.latency_ms_p50)} ms, "

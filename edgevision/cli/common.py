@@ -32,7 +32,9 @@ ModelArgOpt = Annotated[Optional[list[str]], typer.Option(
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1,
                                                    help="CPU threads. Default: all available cores.",
                                                    show_default=False)]
-RuntimeOpt = Annotated[str, typer.Option("--runtime", help="Runtime to run the model in.")]
+RuntimeOpt = Annotated[Optional[str], typer.Option(
+    "--runtime", help="pytorch, openvino or onnxruntime (default pytorch); an artifact file (model.onnx, "
+    "model_int8.xml, model.engine) runs in its own runtime.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout (for scripts).")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")]
 
@@ -58,6 +60,16 @@ def load_model_from_options(model, weights, checkpoint, num_classes, img_size, m
 
     return load_model(model, weights=weights, checkpoint=checkpoint, num_classes=num_classes,
                       img_size=img_size, model_kwargs=parse_model_args(model_args) or None, log=note)
+
+
+def load_model_or_artifact(model, runtime, weights, checkpoint, num_classes, img_size, model_args):
+    """(LoadedModel, runtime): an exported artifact file with its manifest, or a model as the options say."""
+    from edgevision.artifacts import artifact_runtime, check_runtime, load_artifact
+
+    own = artifact_runtime(model)
+    if own is not None:
+        return load_artifact(model), check_runtime(model, own, runtime)
+    return load_model_from_options(model, weights, checkpoint, num_classes, img_size, model_args), runtime or "pytorch"
 
 
 # --- errors ----------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import typer
 
 from edgevision.cli.common import (CheckpointOpt, DebugOpt, ImgSizeOpt, JsonOpt, ModelArg, ModelArgOpt,
                                    NumClassesOpt, RuntimeOpt, ThreadsOpt, WeightsOpt, cli_errors, console, fmt,
-                                   load_model_from_options, note, print_json, weights_warning)
+                                   load_model_or_artifact, note, print_json, weights_warning)
 
 
 def evaluate_command(
@@ -18,7 +18,7 @@ def evaluate_command(
         show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the --limit subset.")] = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
-    runtime: RuntimeOpt = "pytorch",
+    runtime: RuntimeOpt = None,
     threads: ThreadsOpt = None,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Data-loading processes.")] = 0,
     weights: WeightsOpt = None,
@@ -35,7 +35,8 @@ def evaluate_command(
 
     with cli_errors(debug):
         source = open_source(data, default_split="test")
-        loaded = load_model_from_options(model, weights, checkpoint, num_classes, img_size, model_arg)
+        loaded, runtime = load_model_or_artifact(model, runtime, weights, checkpoint, num_classes, img_size,
+                                                 model_arg)
         warning = weights_warning(loaded.spec)
         if warning:
             note(warning)

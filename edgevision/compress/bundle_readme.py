@@ -17,7 +17,7 @@ def bundle_readme(report: dict[str, Any], spec) -> str:
     onnx_variant = report["variants"][-1]
     shape = "x".join(str(d) for d in (("N" if opts["dynamic_batch"] else opts["batch"]), *spec.input_size))
     batch = (f"dynamic, 1 to {opts['max_batch']} (optimised for {opts['batch']})" if opts["dynamic_batch"]
-             else f"static, {opts['batch']}")
+             else f"static {opts['batch']}")
     rules = trt["rules_check"]
     rules_line = ("not applicable (no INT8)" if rules is None else
                   "passed" if rules["passed"] else f"FAILED: {'; '.join(rules['violations'][:5])}")

@@ -1,0 +1,207 @@
+"""`edgevision export`: real ONNX export, ONNX Runtime quantization and OpenVINO on small models and real data."""
+import json
+import os
+import subprocess
+
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+from conftest import needs_fashion_mnist
+from edgevision.backends.tensorrt import check_int8_rules
+from edgevision.cli.app import app
+from edgevision.compress.export import export_model, export_run, latest_run, open_run
+from edgevision.compress.pipeline import compress
+from edgevision.compress.presets import preset_for
+from edgevision.compress.recipe import resolve
+from edgevision.data import open_source
+from edgevision.errors import EdgevisionError
+from edgevision.models import load_model
+from edgevision.report import sha256
+
+FAST = {"benchmark_iters": 3, "calib_size": 32}
+runner = CliRunner()
+
+
+def recipe_for(family, **overrides):
+    return resolve(preset_for(family), None, {**FAST, **overrides})
+
+
+@pytest.mark.parametrize("name", ["convnext_mini", "swin_mini", "vit_mini", "maxvit_mini"])
+def test_jetson_bundle_for_each_family_passes_the_tensorrt_rules(tmp_path, name):
+    loaded = load_model(name, weights="random")
+    result = export_model(loaded, open_source("builtin:photos"), recipe_for(loaded.spec.family), "jetson", "int8",
+                          tmp_path / "bundle", progress=False)
+    bundle = result.run_dir
+    assert {"model.onnx", "build_engine.sh", "README.md", "manifest.json", "report.json", "recipe.yaml"} <= \
+        {p.name for p in bundle.iterdir()}
+    assert not (bundle / "model.safetensors").exists()  # the device gets what it builds from, nothing more
+    model = onnx.load(str(bundle / "model.onnx"))
+    assert check_int8_rules(model).passed
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1  # static batch 1 by default
+    report = result.report
+    assert report["status"] == "ok" and report["tensorrt"]["rules_check"]["passed"]
+    sim = report["variants"][-1]
+    assert sim["runtime"] == "tensorrt-sim" and sim["latency_ms_p50"] is None and sim["quantization"]["simulated"]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["input"] == {"name": "input", "shape": [1, *loaded.spec.input_size], "dtype": "float32",
+                                 "layout": "NCHW"}
+    assert manifest["preprocessing"]["mean"] and manifest["tensorrt"]["engine_options"]["int8"]
+    for file, entry in manifest["files"].items():
+        assert sha256(bundle / file) == entry["sha256"]
+
+
+@needs_fashion_mnist
+def test_simulated_int8_stays_close_to_float_on_a_trained_model(tmp_path, trained_checkpoint):
+    loaded = load_model(checkpoint=trained_checkpoint)
+    result = export_model(loaded, open_source("builtin:fashion-mnist:test"), recipe_for("convnext", eval_limit=300),
+                          "jetson", "int8", tmp_path / "b", calib_source=open_source("builtin:fashion-mnist:train"),
+                          progress=False)
+    float_v, sim = result.report["variants"]
+    assert float_v["top1"] > 50  # a trained model, so the drop means something
+    assert abs(sim["top1_drop"]) <= 2.0 and sim["agreement"] >= 95
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert manifest["classes"][0] == "T-shirt/top"
+    assert [a["simulated"] for a in manifest["accuracy"]] == [False, True]
+    readme = (result.run_dir / "README.md").read_text()
+    assert f"{sim['top1']:.2f} %" in readme and "simulated" in readme
+
+
+def test_dynamic_and_static_batches(tmp_path):
+    loaded = load_model("convnext_mini", weights="random")
+    dynamic = export_model(loaded, open_source("builtin:photos"), recipe_for("convnext"), "jetson", "int8",
+                           tmp_path / "d", tensorrt={"dynamic_batch": True, "batch": 4, "max_batch": 8}, progress=False)
+    dim = onnx.load(str(dynamic.run_dir / "model.onnx")).graph.input[0].type.tensor_type.shape.dim[0]
+    assert dim.dim_param and not dim.dim_value
+    assert "--maxShapes=input:8x3x32x32" in dynamic.report["tensorrt"]["trtexec"]["10"]
+    static = export_model(loaded, open_source("builtin:photos"), recipe_for("convnext"), "jetson", "int8",
+                          tmp_path / "s", tensorrt={"batch": 4}, progress=False)
+    assert onnx.load(str(static.run_dir / "model.onnx")).graph.input[0].type.tensor_type.shape.dim[0].dim_value == 4
+    # 13 photos through a batch-4 model: chunks, the last one padded, same predictions as dynamic
+    assert static.report["data"]["images"] == 13
+    assert static.report["variants"][1]["agreement"] == pytest.approx(dynamic.report["variants"][1]["agreement"])
+    with pytest.raises(EdgevisionError, match="between 1 and --max-batch"):
+        export_model(loaded, open_source("builtin:photos"), recipe_for("convnext"), "jetson", "int8",
+                     tmp_path / "x", tensorrt={"batch": 64, "max_batch": 32}, progress=False)
+
+
+def test_fp16_and_fp32_bundles_are_float_graphs(tmp_path):
+    loaded = load_model("vit_mini", weights="random")
+    result = export_model(loaded, open_source("builtin:photos"), recipe_for("vit"), "jetson", "fp16", tmp_path / "h",
+                          progress=False)
+    model = onnx.load(str(result.run_dir / "model.onnx"))
+    assert "QuantizeLinear" not in {n.op_type for n in model.graph.node}
+    args = result.report["tensorrt"]["trtexec"]["10"]
+    assert "--fp16" in args and "--int8" not in args
+    assert result.report["variants"][1]["agreement"] == 100.0  # the float graph agrees with PyTorch
+    with pytest.raises(EdgevisionError, match="fp16 is for --target jetson"):
+        export_model(loaded, open_source("builtin:photos"), recipe_for("vit"), "onnx", "fp16", tmp_path / "x")
+
+
+def test_onnx_target_uses_unsigned_activations_and_is_timed(tmp_path):
+    loaded = load_model("convnext_mini", weights="random")
+    result = export_model(loaded, open_source("builtin:photos"), recipe_for("convnext"), "onnx", "int8",
+                          tmp_path / "o", progress=False)
+    names = [(v["name"], v["runtime"]) for v in result.report["variants"]]
+    assert names == [("fp32", "pytorch"), ("fp32", "onnxruntime"), ("int8", "onnxruntime")]
+    assert all(v["latency_ms_p50"] > 0 for v in result.report["variants"])
+    model = onnx.load(str(result.run_dir / "model_int8.onnx"))
+    inits = {i.name: i for i in model.graph.initializer}
+    activation_zps = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert activation_zps and all(z.data_type == onnx.TensorProto.UINT8 for z in activation_zps)
+    assert result.report["variants"][2]["quantization"]["activations"] == "uint8"
+
+
+# --- from a compress run, through the CLI -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cpu_run(tmp_path_factory):
+    """A compress run (cpu target) in runs/ of a scratch working directory, as a user would have it."""
+    cwd = tmp_path_factory.mktemp("work")
+    loaded = load_model("convnext_mini", weights="random")
+    compress(loaded, open_source("builtin:photos"), recipe_for("convnext"), cwd / "runs" / "convnext_mini-cpu-1",
+             progress=False)
+    return cwd
+
+
+def test_export_without_argument_takes_the_latest_run_and_quoted_paths_work(cpu_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(cpu_run)
+    out = tmp_path / "bundles with space" / "it's \"q\""
+    done = runner.invoke(app, ["export", "--target", "jetson", "--out", str(out), "--json"])
+    assert done.exit_code == 0, done.output
+    assert "exporting the latest compress run: runs/convnext_mini-cpu-1" in done.stderr
+    report = json.loads(done.stdout)
+    assert report["tensorrt"]["rules_check"]["passed"]
+    # the generated script builds from its own quoted directory with a stand-in trtexec
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "trtexec").write_text('#!/usr/bin/env bash\n[ "$1" = --help ] && echo "[TensorRT v100300]" && exit 0\n'
+                                   'printf "%s\\n" "$@" > "$LOG"\n')
+    (tools / "trtexec").chmod(0o755)
+    env = {**os.environ, "PATH": f"{tools}:{os.environ['PATH']}", "LOG": str(tmp_path / "args")}
+    subprocess.run([str(out / "build_engine.sh")], env=env, check=True, capture_output=True, cwd=tmp_path)
+    assert "--onnx=model.onnx" in (tmp_path / "args").read_text().splitlines()
+    # the bundle's artifact evaluates through its own manifest to the number the report gave
+    again = runner.invoke(app, ["evaluate", str(out / "model.onnx"), "--data", "builtin:photos", "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["runtime"] == "onnxruntime"
+
+
+def test_export_reuses_the_run_model_and_data(cpu_run, tmp_path):
+    run = open_run(cpu_run / "runs" / "convnext_mini-cpu-1")
+    result = export_run(run, "onnx", "int8", tmp_path / "onnx", progress=False)
+    assert result.report["data"]["spec"] == run.report["data"]["spec"]
+    assert result.report["calibration"]["images"] == run.report["calibration"]["images"]
+    # the same float model: PyTorch FP32 of the export agrees with the run's OpenVINO FP32 on every image
+    assert result.report["variants"][0]["top1"] == run.report["variants"][0]["top1"]
+    cpu = export_run(run, "cpu", "int8", tmp_path / "cpu")
+    assert sha256(cpu.run_dir / "model_int8.bin") == sha256(run.run_dir / "model_int8.bin")  # copied, not redone
+    assert cpu.report["exported_from"] == str(run.run_dir)
+
+
+def test_export_errors_are_one_line(cpu_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cases = [
+        (["export"], "no compress run found in runs/"),
+        (["export", str(cpu_run / "runs" / "convnext_mini-cpu-1"), "--target", "cpu", "--precision", "fp16"],
+         "--precision fp16 is for --target jetson"),
+        (["export", str(cpu_run / "runs" / "convnext_mini-cpu-1"), "--target", "tpu"], "unknown target 'tpu'"),
+        (["export", str(tmp_path)], "is a directory but not a compress run"),
+    ]
+    for args, message in cases:
+        done = runner.invoke(app, args)
+        assert done.exit_code == 2 and message in done.output and "Traceback" not in done.output, (args, done.output)
+        assert len(done.output.strip().splitlines()) == 1
+    out = cpu_run / "runs" / "convnext_mini-cpu-1" / "export-jetson"
+    out.mkdir(exist_ok=True)
+    exists = runner.invoke(app, ["export", str(cpu_run / "runs" / "convnext_mini-cpu-1")])
+    assert exists.exit_code == 2 and "--force" in exists.output
+
+
+def test_build_engine_without_tensorrt_names_the_extra(tmp_path):
+    pytest.importorskip("onnx")
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("TensorRT is installed here")
+    except ImportError:
+        pass
+    loaded = load_model("convnext_mini", weights="random")
+    bundle = export_model(loaded, open_source("builtin:photos"), recipe_for("convnext"), "jetson", "int8",
+                          tmp_path / "b", progress=False).run_dir
+    done = runner.invoke(app, ["build-engine", str(bundle)])
+    assert done.exit_code == 2
+    assert 'pip install "edgevision[tensorrt]"' in done.output and "build_engine.sh" in done.output
+    assert not (bundle / "model.engine").exists()
+
+
+def test_latest_run_ignores_exports(cpu_run):
+    assert latest_run(cpu_run / "runs").name == "convnext_mini-cpu-1"
+
+
+def test_benchmark_and_evaluate_pytorch_models_in_other_runtimes():
+    for rt in ("openvino", "onnxruntime"):
+        done = runner.invoke(app, ["benchmark", "convnext_mini", "--runtime", rt, "--iters", "2",
+                                   "--throughput-batch", "0", "--json"])
+        assert done.exit_code == 0, done.output
+        assert json.loads(done.stdout)["runner"]["runtime"] == rt

@@ -1,0 +1,241 @@
+"""The parts of the Jetson path that need no TensorRT: trtexec arguments, the build script, the INT8 rules
+checker (one graph per broken rule), the engine-mismatch refusal. Plus the TensorRT-marked engine test."""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgevision.backends.tensorrt import (EngineMismatch, EngineOptions, build_script, check_engine_compat,
+                                          check_int8_rules, trtexec_args)
+from edgevision.errors import EdgevisionError
+
+
+# --- trtexec arguments ---------------------------------------------------------------------------------
+def opts(**kw):
+    return EngineOptions(input_name="input", input_shape=(3, 224, 224), **kw)
+
+
+def test_trtexec_tensorrt10_int8_with_fp16_fallback():
+    args = trtexec_args(opts(), 10)
+    assert args[:3] == ["--onnx=model.onnx", "--saveEngine=model.engine", "--timingCacheFile=timing.cache"]
+    assert "--int8" in args and "--fp16" in args
+    assert not any(a.startswith(("--minShapes", "--useDLACore", "--memPoolSize")) for a in args)
+
+
+def test_trtexec_tensorrt11_has_no_precision_flags():
+    args = trtexec_args(opts(), 11, onnx="model.fp16.onnx")
+    assert args[0] == "--onnx=model.fp16.onnx"
+    assert not {"--int8", "--fp16", "--best", "--stronglyTyped"} & set(args)
+
+
+def test_trtexec_fp32_bundle_asks_for_no_reduced_precision():
+    assert not {"--int8", "--fp16"} & set(trtexec_args(opts(int8=False, fp16=False), 10))
+
+
+def test_trtexec_dynamic_batch_dla_and_workspace():
+    args = trtexec_args(opts(dynamic_batch=True, batch=8, max_batch=16, dla_core=1, workspace_mb=512), 10)
+    assert "--minShapes=input:1x3x224x224" in args
+    assert "--optShapes=input:8x3x224x224" in args
+    assert "--maxShapes=input:16x3x224x224" in args
+    assert "--useDLACore=1" in args and "--allowGPUFallback" in args
+    assert "--memPoolSize=workspace:512" in args
+
+
+def test_trtexec_refuses_tensorrt_9():
+    with pytest.raises(EdgevisionError, match="TensorRT 9 is not supported"):
+        trtexec_args(opts(), 9)
+
+
+# --- the build script, run with a stand-in trtexec that records its arguments ------------------------------
+FAKE_TRTEXEC = """#!/usr/bin/env bash
+if [ "${1:-}" = "--help" ]; then echo "&&&& RUNNING TensorRT.trtexec [TensorRT v${FAKE_VERSION}] # trtexec --help"; exit 0; fi
+printf '%s\\n' "$@" > "$FAKE_LOG"
+for a in "$@"; do case "$a" in --saveEngine=*) echo engine > "${a#--saveEngine=}";; esac; done
+"""
+
+
+@pytest.fixture
+def bundle_dir(tmp_path):
+    """A bundle directory whose path has spaces, single and double quotes and a dollar sign."""
+    bundle = tmp_path / "my bundles" / "it's a \"jetson\" $HOME bundle"
+    bundle.mkdir(parents=True)
+    (bundle / "model.onnx").write_bytes(b"onnx")
+    script = bundle / "build_engine.sh"
+    script.write_text(build_script(opts(dla_core=0), "edgevision test"))
+    script.chmod(0o755)
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    fake = tools / "trtexec"
+    fake.write_text(FAKE_TRTEXEC)
+    fake.chmod(0o755)
+    return bundle, tools, tmp_path / "trtexec-args.txt"
+
+
+def run_script(bundle, tools, log, version, cwd, **env):
+    environment = {**os.environ, "PATH": f"{tools}{os.pathsep}{os.environ['PATH']}", "FAKE_LOG": str(log),
+                   "FAKE_VERSION": version, **env}
+    return subprocess.run([str(bundle / "build_engine.sh")], cwd=cwd, env=environment, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_build_script_is_valid_bash(bundle_dir):
+    bundle, _, _ = bundle_dir
+    subprocess.run(["bash", "-n", str(bundle / "build_engine.sh")], check=True)
+
+
+def test_build_script_tensorrt10_from_another_directory(bundle_dir, tmp_path):
+    bundle, tools, log = bundle_dir
+    done = run_script(bundle, tools, log, "100300", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    args = log.read_text().splitlines()
+    assert args == trtexec_args(opts(dla_core=0), 10)
+    assert (bundle / "model.engine").exists()  # written inside the bundle, whatever the caller's directory
+    meta = json.loads((bundle / "model.engine.json").read_text())
+    assert meta["built_by"] == "build_engine.sh" and "machine" in meta
+
+
+def test_build_script_tensorrt11_drops_precision_flags(bundle_dir, tmp_path):
+    bundle, tools, log = bundle_dir
+    done = run_script(bundle, tools, log, "110400", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    args = log.read_text().splitlines()
+    assert "--int8" not in args and "--fp16" not in args
+    assert args[0] in ("--onnx=model.onnx", "--onnx=model.fp16.onnx")
+    if args[0] == "--onnx=model.onnx":  # no ModelOpt here: the script says what that costs
+        assert "FP32" in done.stderr
+
+
+def test_build_script_trt_major_override_and_missing_trtexec(bundle_dir, tmp_path):
+    bundle, tools, log = bundle_dir
+    done = run_script(bundle, tools, log, "garbage", cwd=tmp_path, TRT_MAJOR="10")
+    assert done.returncode == 0 and "--int8" in log.read_text().splitlines()
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}
+    missing = subprocess.run([str(bundle / "build_engine.sh")], env=env, capture_output=True, text=True)
+    if not Path("/usr/src/tensorrt/bin/trtexec").exists():
+        assert missing.returncode == 2 and "trtexec not found" in missing.stderr
+
+
+# --- INT8 rules: a valid graph, then one graph per broken rule ---------------------------------------------
+def qdq_graph(*, opset=17, zp_type=TensorProto.INT8, zp_value=0, drop_zp=False, weight_axis=0,
+              per_tensor_weight=False, consumer="Conv", residual=False, scale_input=False, matmul=False):
+    """x -> Q -> DQ -> Conv|MatMul (weight through DQ) -> [Add with a float tensor] -> y."""
+    inits, nodes = [], []
+    zp_np = np.array(zp_value, dtype=np.uint8 if zp_type == TensorProto.UINT8 else np.int8)
+    inits += [numpy_helper.from_array(np.array(0.02, np.float32), "x_scale"),
+              numpy_helper.from_array(zp_np, "x_zp")]
+    q_inputs = ["x", "x_scale"] + ([] if drop_zp else ["x_zp"])
+    if scale_input:
+        q_inputs[1] = "scale_in"
+    nodes += [helper.make_node("QuantizeLinear", q_inputs, ["xq"], name="x_q"),
+              helper.make_node("DequantizeLinear", ["xq"] + q_inputs[1:], ["xd"], name="x_dq")]
+    if matmul:
+        w = np.random.default_rng(0).integers(-127, 127, (8, 4)).astype(np.int8)  # K x N
+        channels = w.shape[weight_axis]
+    else:
+        w = np.random.default_rng(0).integers(-127, 127, (4, 3, 3, 3)).astype(np.int8)
+        channels = w.shape[weight_axis]
+    w_scale = np.array(0.01, np.float32) if per_tensor_weight else np.full(channels, 0.01, np.float32)
+    w_zp = np.array(0, np.int8) if per_tensor_weight else np.zeros(channels, np.int8)
+    inits += [numpy_helper.from_array(w, "w"), numpy_helper.from_array(w_scale, "w_scale"),
+              numpy_helper.from_array(w_zp, "w_zp")]
+    nodes.append(helper.make_node("DequantizeLinear", ["w", "w_scale", "w_zp"], ["wd"], name="w_dq",
+                                  axis=weight_axis))
+    if consumer == "Conv":
+        nodes.append(helper.make_node("MatMul" if matmul else "Conv", ["xd", "wd"], ["y0"], name="op"))
+    else:
+        nodes.append(helper.make_node(consumer, ["xd"], ["y0"], name="op", **({"axis": -1} if consumer == "Softmax" else {})))
+    out = "y0"
+    if residual:
+        nodes.append(helper.make_node("Relu", ["x"], ["skip"], name="skip"))
+        nodes.append(helper.make_node("Add", ["xd", "skip"], ["y"], name="residual"))
+        out = "y"
+    x_shape = [1, 3, 8, 8] if not matmul else [1, 8]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)]
+    if scale_input:
+        inputs.append(helper.make_tensor_value_info("scale_in", TensorProto.FLOAT, []))
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)],
+                              initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def rules(model):
+    return {v.rule for v in check_int8_rules(model).violations}
+
+
+def test_valid_qdq_graphs_pass():
+    for model in (qdq_graph(), qdq_graph(matmul=True, weight_axis=1)):
+        report = check_int8_rules(model)
+        assert report.passed, report.violations
+        assert report.quantize_ops == 1 and report.dequantize_ops == 2 and report.int8_weights == 1
+
+
+@pytest.mark.parametrize("kwargs,rule", [
+    ({"opset": 13}, "opset"),
+    ({"zp_type": TensorProto.UINT8}, "zero-point"),
+    ({"zp_value": 3}, "zero-point"),
+    ({"drop_zp": True}, "zero-point"),
+    ({"scale_input": True}, "constant-scale"),
+    ({"weight_axis": 1}, "weight-axis"),
+    ({"matmul": True, "weight_axis": 0}, "weight-axis"),
+    ({"per_tensor_weight": True}, "weight-axis"),
+    ({"consumer": "LayerNormalization"}, "int8-consumer"),
+    ({"consumer": "Softmax"}, "int8-consumer"),
+    ({"consumer": "Erf"}, "int8-consumer"),
+    ({"residual": True}, "residual-add"),
+])
+def test_each_broken_rule_is_reported(kwargs, rule):
+    found = rules(qdq_graph(**kwargs))
+    assert rule in found, found
+    assert found <= {rule, "weight-axis", "int8-consumer"} or rule == "opset"
+
+
+# --- engines built elsewhere are refused ------------------------------------------------------------------
+ORIN = {"tensorrt": "10.3.0", "gpu": "NVIDIA Jetson AGX Orin Developer Kit",
+        "l4t": "# R36 (release), REVISION: 3.0", "machine": "aarch64"}
+
+
+def test_engine_from_the_same_device_is_accepted():
+    check_engine_compat(ORIN, dict(ORIN))
+    check_engine_compat(ORIN, {**ORIN, "l4t": None})  # unknown here: nothing to compare
+
+
+@pytest.mark.parametrize("key,value,what", [
+    ("tensorrt", "10.7.0", "TensorRT"), ("gpu", "NVIDIA Jetson Orin Nano", "GPU"),
+    ("l4t", "# R35 (release), REVISION: 4.1", "L4T release"), ("machine", "x86_64", "CPU architecture"),
+])
+def test_engine_mismatch_is_refused_with_the_fix(key, value, what):
+    with pytest.raises(EngineMismatch) as err:
+        check_engine_compat(ORIN, {**ORIN, key: value}, "model.engine")
+    message = str(err.value)
+    assert f"built with {what}" in message and "rebuild it on this device" in message
+    assert err.value.exit_code == 3
+
+
+# --- needs TensorRT: build and run an engine from a real bundle --------------------------------------------
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+def test_engine_builds_and_matches_the_simulation(tmp_path):
+    pytest.importorskip("tensorrt", reason="TensorRT Python API not installed")
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    from edgevision.backends.tensorrt import TensorRTRunner, build_engine
+    from edgevision.compress.export import export_model
+    from edgevision.compress.presets import preset_for
+    from edgevision.compress.recipe import resolve
+    from edgevision.data import open_source
+    from edgevision.models import load_model
+
+    loaded = load_model("convnext_mini", weights="random")
+    recipe = resolve(preset_for("convnext"), None, {"calib_size": 13, "benchmark_iters": 3})
+    result = export_model(loaded, open_source("builtin:photos"), recipe, "jetson", "int8", tmp_path / "b",
+                          progress=False)
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    engine = build_engine(result.run_dir, EngineOptions(**manifest["tensorrt"]["engine_options"]))
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    assert TensorRTRunner(engine)(x).shape == (1, loaded.spec.num_classes)
