@@ -75,6 +75,9 @@ def compress_command(
             for w in report["warnings"]:
                 out_console.print(f"note: {w}")
             out_console.print(f"run directory: {result.run_dir}")
+        if report["status"] == "tensorrt_rules_failed":
+            error(f"model.onnx breaks TensorRT's INT8 rules (see report.json); written to {result.run_dir}")
+            raise typer.Exit(3)
         if not result.budget_met:
             error(f"the INT8 model loses more than --max-drop {resolved['max_drop']} points even with NNCF's "
                   f"accuracy control; report written to {result.run_dir}")
