@@ -1,6 +1,6 @@
 """Export targets, measured: what `edgevision export` ships and what it costs.
 
-    python benchmarks/export_targets.py [accuracy] [speed] [--threads 2] [--limit 5000] [--repeats 4]
+    python benchmarks/export_targets.py [accuracy] [speed] [fullsize] [--threads 2] [--limit 5000] [--repeats 3]
 
 accuracy: the Fashion-MNIST-trained *_mini models (--weights fashion-mnist), exported for jetson (INT8 Q/DQ,
   accuracy simulated in ONNX Runtime, TensorRT-rules check) and for onnx (ONNX Runtime INT8), calibrated on
@@ -8,6 +8,9 @@ accuracy: the Fashion-MNIST-trained *_mini models (--weights fashion-mnist), exp
 speed: the onnx target for convnext_t and vit_b at 224x224, random weights, batch 1: ONNX Runtime INT8 vs
   ONNX Runtime FP32 (and PyTorch eager FP32), side by side (interleaved rounds, medians), once inside export
   and `--repeats` more times on the files export wrote, because this shared machine drifts between minutes.
+fullsize: the user's two commands at 224x224 for convnext_t, swin_t, vit_b and maxvit_t (random weights, 64
+  calibration images): `edgevision compress MODEL --int8`, then `edgevision export --target jetson` on that run;
+  records wall times, the TensorRT-rules check and the bundle size.
 Writes benchmarks/results/export_targets.{json,md}.
 """
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parent / "results"
 FAMILIES = ["convnext_mini", "swin_mini", "vit_mini", "maxvit_mini"]
 SPEED_MODELS = ["convnext_t", "vit_b"]
+FULLSIZE_MODELS = ["convnext_t", "swin_t", "vit_b", "maxvit_t"]
 
 
 def export(alias: str, weights: str, target: str, out: Path, **recipe_overrides):
@@ -92,6 +96,34 @@ def speed(args, tmp: Path) -> list[dict]:
     return rows
 
 
+def fullsize(args, tmp: Path) -> list[dict]:
+    import subprocess
+
+    rows = []
+    for alias in FULLSIZE_MODELS:
+        run = tmp / "runs" / alias
+        walls = {}
+        for step, cmd in (("compress", ["compress", alias, "--weights", "random", "--int8", "--calib-size", "64",
+                                        "--threads", str(args.threads), "--iters", "5", "--out", str(run)]),
+                          ("export", ["export", str(run), "--target", "jetson", "--threads", str(args.threads)])):
+            t0 = time.perf_counter()
+            done = subprocess.run([sys.executable, "-m", "edgevision", *cmd, "--json"], stdout=subprocess.PIPE,
+                                  text=True, check=False)
+            walls[step] = round(time.perf_counter() - t0, 1)
+            if done.returncode != 0:
+                raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode})")
+        report = json.loads(done.stdout)
+        bundle = run / "export-jetson"
+        q = report["variants"][-1]["quantization"]
+        rows.append({"model": alias, "compress_s": walls["compress"], "export_s": walls["export"],
+                     "rules_passed": report["tensorrt"]["rules_check"]["passed"],
+                     "quantize_linear_ops": q["quantize_linear_ops"], "int8_weights": report["tensorrt"]["rules_check"]["int8_weights"],
+                     "model_onnx_mb": round((bundle / "model.onnx").stat().st_size / 1e6, 1),
+                     "agreement_on_photos": report["variants"][-1]["agreement"]})
+        print(json.dumps(rows[-1]), file=sys.stderr)
+    return rows
+
+
 def markdown(results: dict) -> str:
     lines = ["# Export targets", "", f"Machine: {results['machine']}", ""]
     if results.get("accuracy"):
@@ -112,6 +144,14 @@ def markdown(results: dict) -> str:
             each = ", ".join(f"{x:.2f}" for x in r["int8_vs_ort_fp32_measured"])
             lines.append(f"| {r['model']} | {r['threads']} | {r['pytorch_fp32_ms']:.1f} | {r['ort_fp32_ms']:.1f} | "
                          f"{r['ort_int8_ms']:.1f} | {r['int8_vs_ort_fp32']:.2f}x | {each} | {r['int8_vs_pytorch']:.2f}x |")
+    if results.get("fullsize"):
+        lines += ["", "## compress then export --target jetson at 224x224 (random weights)", "",
+                  "| model | compress s | export s | TensorRT rules | QuantizeLinear | INT8 weights | model.onnx MB | "
+                  "agreement on builtin:photos % |", "|---|---|---|---|---|---|---|---|"]
+        for r in results["fullsize"]:
+            lines.append(f"| {r['model']} | {r['compress_s']} | {r['export_s']} | "
+                         f"{'passed' if r['rules_passed'] else 'FAILED'} | {r['quantize_linear_ops']} | "
+                         f"{r['int8_weights']} | {r['model_onnx_mb']} | {r['agreement_on_photos']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -119,7 +159,8 @@ def main() -> None:
     from edgevision.bench import cpu_model
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("parts", nargs="*", default=["accuracy", "speed"], choices=["accuracy", "speed"])
+    ap.add_argument("parts", nargs="*", default=["accuracy", "speed", "fullsize"],
+                    choices=["accuracy", "speed", "fullsize"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=5000, help="test images (class-balanced subset)")
     ap.add_argument("--iters", type=int, default=50)
@@ -131,7 +172,7 @@ def main() -> None:
     results["machine"] = f"{cpu_model()}, {args.threads} threads"
     with tempfile.TemporaryDirectory() as tmp:
         for part in args.parts:
-            results[part] = {"accuracy": accuracy, "speed": speed}[part](args, Path(tmp))
+            results[part] = {"accuracy": accuracy, "speed": speed, "fullsize": fullsize}[part](args, Path(tmp))
     path.write_text(json.dumps(results, indent=2) + "\n")
     (RESULTS / "export_targets.md").write_text(markdown(results))
     print(markdown(results))

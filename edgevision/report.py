@@ -55,7 +55,7 @@ def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("edgevision", "torch", "timm", "openvino", "nncf", "onnx", "onnxruntime"):
+    for pkg in ("edgevision", "torch", "timm", "openvino", "nncf", "onnx", "onnxruntime", "tensorrt"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:

@@ -63,5 +63,5 @@ def test_pytorch_runner_matches_the_module_and_sets_threads():
 
 
 def test_unknown_runtime_lists_the_known_ones():
-    with pytest.raises(EdgevisionError, match="choose one of openvino, pytorch"):
+    with pytest.raises(EdgevisionError, match="choose one of onnxruntime, openvino, pytorch, tensorrt"):
         create_runner("tflite", None)

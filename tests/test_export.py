@@ -40,6 +40,8 @@ def test_jetson_bundle_for_each_family_passes_the_tensorrt_rules(tmp_path, name)
     assert check_int8_rules(model).passed
     ops = {n.op_type for n in model.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    consumed = {name for n in model.graph.node for name in n.input}
+    assert all(n.output[0] in consumed for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear"))
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1  # static batch 1 by default
     report = result.report
     assert report["status"] == "ok" and report["tensorrt"]["rules_check"]["passed"]
@@ -155,7 +157,7 @@ def test_export_reuses_the_run_model_and_data(cpu_run, tmp_path):
     assert result.report["calibration"]["images"] == run.report["calibration"]["images"]
     # the same float model: PyTorch FP32 of the export agrees with the run's OpenVINO FP32 on every image
     assert result.report["variants"][0]["top1"] == run.report["variants"][0]["top1"]
-    cpu = export_run(run, "cpu", "int8", tmp_path / "cpu")
+    cpu = export_run(run, "cpu", "int8", tmp_path / "cpu", overrides={"calib_size": None})  # as the CLI passes
     assert sha256(cpu.run_dir / "model_int8.bin") == sha256(run.run_dir / "model_int8.bin")  # copied, not redone
     assert cpu.report["exported_from"] == str(run.run_dir)
 

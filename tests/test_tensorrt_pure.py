@@ -121,7 +121,8 @@ def test_build_script_trt_major_override_and_missing_trtexec(bundle_dir, tmp_pat
 
 # --- INT8 rules: a valid graph, then one graph per broken rule ---------------------------------------------
 def qdq_graph(*, opset=17, zp_type=TensorProto.INT8, zp_value=0, drop_zp=False, weight_axis=0,
-              per_tensor_weight=False, consumer="Conv", residual=False, scale_input=False, matmul=False):
+              per_tensor_weight=False, consumer="Conv", residual=False, scale_input=False, matmul=False,
+              quantized_output=False):
     """x -> Q -> DQ -> Conv|MatMul (weight through DQ) -> [Add with a float tensor] -> y."""
     inits, nodes = [], []
     zp_np = np.array(zp_value, dtype=np.uint8 if zp_type == TensorProto.UINT8 else np.int8)
@@ -153,6 +154,10 @@ def qdq_graph(*, opset=17, zp_type=TensorProto.INT8, zp_value=0, drop_zp=False, 
         nodes.append(helper.make_node("Relu", ["x"], ["skip"], name="skip"))
         nodes.append(helper.make_node("Add", ["xd", "skip"], ["y"], name="residual"))
         out = "y"
+    if quantized_output:
+        nodes += [helper.make_node("QuantizeLinear", [out, "x_scale", "x_zp"], ["yq"], name="y_q"),
+                  helper.make_node("DequantizeLinear", ["yq", "x_scale", "x_zp"], ["yd"], name="y_dq")]
+        out = "yd"
     x_shape = [1, 3, 8, 8] if not matmul else [1, 8]
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)]
     if scale_input:
@@ -173,6 +178,24 @@ def test_valid_qdq_graphs_pass():
         assert report.quantize_ops == 1 and report.dequantize_ops == 2 and report.int8_weights == 1
 
 
+def test_the_head_output_is_produced_in_float(tmp_path):
+    """ONNX Runtime puts Q/DQ on a Gemm's output; the TensorRT profile gives the logits back in float."""
+    import torch
+
+    from edgevision.backends.onnxruntime import PROFILES, export_onnx, quantize_qdq
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 5))
+    export_onnx(model, (3, 8, 8), tmp_path / "f.onnx", dynamic_batch=True)
+    calib = [np.random.default_rng(i).standard_normal((1, 3, 8, 8)).astype(np.float32) for i in range(4)]
+    quantize_qdq(tmp_path / "f.onnx", tmp_path / "q.onnx", calib, PROFILES["tensorrt"])
+    import onnx
+
+    q = onnx.load(str(tmp_path / "q.onnx"))
+    producers = {o: n for n in q.graph.node for o in n.output}
+    assert producers["logits"].op_type == "Gemm"
+    assert check_int8_rules(q).passed and check_int8_rules(q).int8_weights == 2
+
+
 @pytest.mark.parametrize("kwargs,rule", [
     ({"opset": 13}, "opset"),
     ({"zp_type": TensorProto.UINT8}, "zero-point"),
@@ -186,6 +209,7 @@ def test_valid_qdq_graphs_pass():
     ({"consumer": "Softmax"}, "int8-consumer"),
     ({"consumer": "Erf"}, "int8-consumer"),
     ({"residual": True}, "residual-add"),
+    ({"quantized_output": True}, "float-output"),
 ])
 def test_each_broken_rule_is_reported(kwargs, rule):
     found = rules(qdq_graph(**kwargs))

@@ -160,7 +160,42 @@ def _float_fanout(model, quantized_nodes: set[str]) -> int:
             if q is not None and q.op_type == "QuantizeLinear":  # an activation, not a constant weight
                 node.input[i] = q.input[0]
                 rewired += 1
+    # ONNX Runtime also quantizes a Gemm's output; when that is the graph output (the logits), produce the
+    # output in float again: the head's result should not be rounded to INT8.
+    for out in model.graph.output:
+        dq = producers.get(out.name)
+        q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        source = producers.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
+        if source is None:
+            continue
+        tensor = q.input[0]
+        for node in model.graph.node:
+            if node is not q:
+                for i, name in enumerate(node.input):
+                    if name == tensor:
+                        node.input[i] = out.name
+        dq.output[0] = f"{out.name}_unused_dequantized"
+        source.output[list(source.output).index(tensor)] = out.name
+        rewired += 1
+    _drop_unused_qdq(model)
     return rewired
+
+
+def _drop_unused_qdq(model) -> None:
+    """Remove Q/DQ pairs left without consumers (and their scales), so the graph holds no dead INT8 ops."""
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    while True:
+        used = {name for node in graph.node for name in node.input} | outputs
+        dead = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for node in dead:
+            graph.node.remove(node)
+    used = {name for node in graph.node for name in node.input}
+    for init in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(init)
 
 
 def _prepare(src: Path, dst: Path) -> None:

@@ -168,7 +168,7 @@ MIN_OPSET = 17
 
 @dataclass
 class RuleViolation:
-    rule: str  # opset | zero-point | constant-scale | weight-axis | int8-consumer | residual-add
+    rule: str  # opset | zero-point | constant-scale | weight-axis | int8-consumer | residual-add | float-output
     node: str
     message: str
 
@@ -201,7 +201,8 @@ def check_int8_rules(model) -> RulesReport:
     - weight-axis: weights are per-channel on the output-channel axis of their consumer (Conv 0,
       ConvTranspose 1, MatMul last, Gemm by transB), one scale per channel;
     - int8-consumer: a DequantizeLinear only feeds ops TensorRT runs in INT8 (not LayerNorm, Softmax, GELU...);
-    - residual-add: an Add fed by a DequantizeLinear gets all its inputs dequantized, or TensorRT cannot fuse it.
+    - residual-add: an Add fed by a DequantizeLinear gets all its inputs dequantized, or TensorRT cannot fuse it;
+    - float-output: no graph output comes out of a DequantizeLinear (the logits are not rounded to INT8).
     """
     from onnx import TensorProto, numpy_helper
 
@@ -261,6 +262,10 @@ def check_int8_rules(model) -> RulesReport:
                     report.violations.append(RuleViolation(
                         "residual-add", label, f"feeds Add '{user.name}' whose other input is not quantized; "
                         "quantize both inputs or neither"))
+    for out in graph.output:
+        if out.name in producers and producers[out.name].op_type == "DequantizeLinear":
+            report.violations.append(RuleViolation("float-output", out.name, "the graph output is dequantized "
+                                                   "INT8; keep the model's output in float"))
     report.violations = _unique(report.violations)
     return report
 

@@ -118,10 +118,10 @@ def export_run(
     from edgevision.compress.recipe import merge
     from edgevision.data import open_source
 
-    recipe = apply_target(merge(run.recipe, {k: v for k, v in (overrides or {}).items() if v is not None}),
-                          target, precision, tensorrt)
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    recipe = apply_target(merge(run.recipe, given), target, precision, tensorrt)
     out = Path(out) if out is not None else run.run_dir / f"export-{target}"
-    if target == "cpu" and _run_has_ir(run, recipe) and data is None and not overrides:
+    if target == "cpu" and _run_has_ir(run, recipe) and data is None and calib_data is None and not given:
         return _copy_openvino_ir(run, recipe, out, force)
     eval_spec = data or run.eval_spec
     calib_spec = calib_data or run.calib_spec
