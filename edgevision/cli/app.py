@@ -8,6 +8,7 @@ from edgevision.cli.compress import compress_command
 from edgevision.cli.evaluate import evaluate_command
 from edgevision.cli.export import build_engine_command, export_command
 from edgevision.cli.models import models_command
+from edgevision.cli.prune import prune_command
 from edgevision.cli.train import train_command
 
 app = typer.Typer(
@@ -22,5 +23,6 @@ app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
 app.command("benchmark")(benchmark_command)
 app.command("compress")(compress_command)
+app.command("prune")(prune_command)
 app.command("export")(export_command)
 app.command("build-engine")(build_engine_command)

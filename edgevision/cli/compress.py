@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from edgevision.cli.prune import FinetuneEpochsOpt, FinetuneImagesOpt, ImportanceOpt
 from edgevision.cli.common import (CheckpointOpt, DebugOpt, ImgSizeOpt, JsonOpt, ModelArg, ModelArgOpt,
                                    NumClassesOpt, ThreadsOpt, WeightsOpt, cli_errors, console, error,
                                    load_model_from_options, note, print_json)
@@ -24,6 +25,15 @@ def compress_command(
         show_default=False)] = None,
     calib_size: Annotated[Optional[int], typer.Option("--calib-size", min=1, help="Calibration images (300).",
                                                       show_default=False)] = None,
+    prune: Annotated[Optional[float], typer.Option(
+        "--prune", min=0.0, max=1.0, help="Prune this fraction of channels/heads first, recover with a distilled "
+        "fine-tune on --finetune-data, then quantize.", show_default=False)] = None,
+    importance: ImportanceOpt = None,
+    finetune_data: Annotated[Optional[str], typer.Option(
+        "--finetune-data", help="Labelled recovery data after --prune (default: --calib-data).",
+        show_default=False)] = None,
+    finetune_epochs: FinetuneEpochsOpt = None,
+    finetune_images: FinetuneImagesOpt = None,
     max_drop: Annotated[Optional[float], typer.Option(
         "--max-drop", min=0.0, help="Accuracy budget in top-1 points (agreement points without labels); "
         "exit code 3 if it cannot be met.", show_default=False)] = None,
@@ -60,11 +70,15 @@ def compress_command(
         loaded = load_model_from_options(model, weights, checkpoint, num_classes, img_size, model_arg)
         resolved = resolve(preset_for(loaded.spec.family), recipe, {
             "target": target, "int8": int8, "calib_size": calib_size, "seed": seed, "max_drop": max_drop,
-            "eval_limit": limit, "threads": threads, "benchmark_iters": iters})
+            "eval_limit": limit, "threads": threads, "benchmark_iters": iters,
+            "prune": {"ratio": prune, "importance": importance, "finetune_epochs": finetune_epochs,
+                      "finetune_images": finetune_images}})
         eval_source = open_source(data, default_split="test")
         calib_source = open_source(calib_data, default_split="train") if calib_data else None
+        finetune_source = open_source(finetune_data, default_split="train") if finetune_data else None
         out = out or Path("runs") / f"{loaded.spec.name}-{resolved['target']}-{time.strftime('%Y%m%d-%H%M%S')}"
-        result = compress(loaded, eval_source, resolved, out, calib_source=calib_source, force=force,
+        result = compress(loaded, eval_source, resolved, out, calib_source=calib_source,
+                          finetune_source=finetune_source, force=force,
                           progress=not json_out, log=note)
         report = result.report
         if json_out:

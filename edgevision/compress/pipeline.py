@@ -43,6 +43,7 @@ class Context:
     threads: int
     log: Callable[[str], None] = lambda msg: None
     progress: bool = True
+    finetune_source: ImageSource | None = None  # recovery data after pruning (default: calib_source)
     variants: list[Variant] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # stage results for the report
@@ -98,6 +99,57 @@ class FloatReference(Stage):
         params = sum(p.numel() * p.element_size() for p in ctx.model.parameters())
         ctx.variants.append(Variant("fp32", "pytorch", create_runner("pytorch", ctx.model, threads=ctx.threads),
                                     size_mb=params / 1e6))
+
+
+class PruneAndRecover(Stage):
+    """Structured pruning, then a short fine-tune distilled from the unpruned model; later stages export and
+    quantize the pruned model, and every drop stays measured against the unpruned float reference."""
+
+    name = "prune + recover"
+
+    def run(self, ctx: Context) -> None:
+        import copy
+        import time as _time
+
+        from edgevision.backends import create_runner
+        from edgevision.compress import prune as pr
+        from edgevision.models.zoo import count_gmacs
+
+        cfg, spec = ctx.recipe["prune"], ctx.loaded.spec
+        batches = None
+        if cfg["importance"] == "taylor":
+            import torch
+
+            batches = [(torch.from_numpy(x), None) for x in ctx.calibration()[:32]]
+        t0 = _time.perf_counter()
+        result = pr.prune_model(ctx.model, spec.family, cfg["ratio"], spec.input_size, importance=cfg["importance"],
+                                batches=batches)
+        pruned = pr.pruned_loaded(ctx.loaded, result)
+        info: dict[str, Any] = {
+            "ratio": cfg["ratio"], "importance": cfg["importance"], "groups": result.groups,
+            "params_before": result.params_before, "params_after": result.params_after,
+            "gmacs_before": count_gmacs(ctx.model, spec.input_size), "gmacs_after": count_gmacs(result.model, spec.input_size),
+            "prune_s": round(_time.perf_counter() - t0, 2), "recovery": None}
+        ctx.log(f"pruned {cfg['ratio']:.0%}: {result.params_before / 1e6:.2f} M -> {result.params_after / 1e6:.2f} M "
+                f"params, {info['gmacs_before']:.3f} -> {info['gmacs_after']:.3f} GMACs")
+        if cfg["finetune_epochs"] > 0:
+            before = copy.deepcopy(result.model).eval()
+            ctx.variants.append(Variant("pruned, before recovery", "pytorch",
+                                        create_runner("pytorch", before, threads=ctx.threads), timed=False))
+            source = ctx.finetune_source or ctx.calib_source
+            settings = pr.RecoverySettings(epochs=cfg["finetune_epochs"], images=cfg["finetune_images"],
+                                           lr=cfg["finetune_lr"], temperature=cfg["temperature"], alpha=cfg["alpha"],
+                                           seed=ctx.recipe["seed"])
+            scratch = ctx.workdir / ".recovery.safetensors"
+            ctx.log(f"recovery: {settings.epochs} epoch(s) distilled from the unpruned model on {source.spec}")
+            info["recovery"] = pr.recover(pruned, ctx.model, source, scratch, settings, progress=ctx.progress,
+                                          log=ctx.log)
+            scratch.unlink(missing_ok=True)
+        params = sum(p.numel() * p.element_size() for p in pruned.model.parameters())
+        ctx.variants.append(Variant("pruned", "pytorch", create_runner("pytorch", pruned.model, threads=ctx.threads),
+                                    size_mb=params / 1e6, info={"pruning": info}))
+        ctx.extra["pruning"] = info
+        ctx.loaded = pruned  # the target stages export and quantize the pruned model
 
 
 class OpenVINOFloat(Stage):
@@ -289,8 +341,9 @@ class CompressResult:
 
 
 def build_stages(recipe: dict[str, Any]) -> list[Stage]:
-    return [FloatReference()] + [cls() for cls in TARGET_STAGES[recipe["target"]]
-                                  if recipe["int8"] or not cls.int8_only]
+    torch_level: list[Stage] = [PruneAndRecover()] if recipe["prune"]["ratio"] else []
+    return [FloatReference(), *torch_level] + [cls() for cls in TARGET_STAGES[recipe["target"]]
+                                                if recipe["int8"] or not cls.int8_only]
 
 
 def run_pipeline(ctx: Context) -> dict[str, Any]:
@@ -345,6 +398,7 @@ def run_pipeline(ctx: Context) -> dict[str, Any]:
         "benchmark": {"threads": ctx.threads, "batch": 1, "iterations": ref_bench.iterations,
                       "cpu": ref_bench.cpu, "method": "side by side, interleaved rounds, medians"},
         "variants": variants,
+        **({"pruning": ctx.extra["pruning"]} if "pruning" in ctx.extra else {}),
         **({"tensorrt": ctx.extra["tensorrt"]} if "tensorrt" in ctx.extra else {}),
         "warnings": ctx.warnings,
         "timings_s": timings,
@@ -376,6 +430,7 @@ def compress(
     out: Path,
     *,
     calib_source: ImageSource | None = None,
+    finetune_source: ImageSource | None = None,
     force: bool = False,
     progress: bool = True,
     save_model: bool = True,
@@ -383,8 +438,9 @@ def compress(
 ) -> CompressResult:
     """The whole compress job into a run directory that appears only when complete.
 
-    With `save_model`, the float PyTorch model goes in as model.safetensors (an edgevision checkpoint), so
-    that `edgevision export RUN_DIR` rebuilds exactly this model whatever its weights came from.
+    With `save_model`, the float PyTorch model that the artifacts were made from (the pruned one after
+    pruning) goes in as model.safetensors (an edgevision checkpoint, structure as data), so that
+    `edgevision export RUN_DIR` rebuilds exactly this model whatever its weights came from.
     """
     from edgevision.bench import available_cores
     from edgevision.compress.recipe import dump
@@ -398,7 +454,8 @@ def compress(
     with staged_directory(out, force=force) as workdir:
         ctx = Context(loaded=loaded, recipe=recipe, eval_source=eval_source,
                       calib_source=calib_source or eval_source, workdir=workdir,
-                      threads=recipe["threads"] or available_cores(), log=log, progress=progress)
+                      threads=recipe["threads"] or available_cores(), log=log, progress=progress,
+                      finetune_source=finetune_source)
         if loaded.spec.weights == "random":
             ctx.warn("weights are random: accuracy numbers are meaningless, latency is real")
         if calib_source is None and recipe["int8"]:
@@ -406,11 +463,11 @@ def compress(
         report = run_pipeline(ctx)
         report["run_dir"] = str(out)
         if save_model:
-            write_checkpoint(workdir / "model.safetensors", loaded.model.state_dict(), spec_meta(loaded.spec))
+            write_checkpoint(workdir / "model.safetensors", ctx.loaded.model.state_dict(), spec_meta(ctx.loaded.spec))
         (workdir / "recipe.yaml").write_text(dump(recipe), encoding="utf-8")
         write_json(workdir / "report.json", report)
         write_manifest(workdir, {
-            "model": loaded.spec.to_dict(),
+            "model": ctx.loaded.spec.to_dict(),
             "input": {"name": ctx.extra.get("input_name"), "shape": ctx.extra.get("input_shape", [1, *loaded.spec.input_size]),
                       "dtype": "float32", "layout": "NCHW"},
             "preprocessing": loaded.spec.data_config,

@@ -34,6 +34,16 @@ SCHEMA: dict[str, Any] = {
             "types": ((list,), None),
         },
     },
+    # structured pruning + recovery before quantization (compress/prune.py)
+    "prune": {
+        "ratio": ((int, float, type(None)), None),
+        "importance": ((str,), ("magnitude", "taylor")),
+        "finetune_epochs": ((int,), None),
+        "finetune_images": ((int, type(None)), None),
+        "finetune_lr": ((int, float), None),
+        "temperature": ((int, float), None),
+        "alpha": ((int, float), None),
+    },
     # ONNX Runtime static quantization (onnx and jetson targets)
     "qdq": {
         "calibration_method": ((str,), ("minmax", "entropy", "percentile")),
@@ -66,6 +76,8 @@ DEFAULTS: dict[str, Any] = {
         "bias_correction": "fast",
         "ignored_scope": {"names": [], "patterns": [], "types": []},
     },
+    "prune": {"ratio": None, "importance": "magnitude", "finetune_epochs": 1, "finetune_images": None,
+              "finetune_lr": 1e-3, "temperature": 2.0, "alpha": 0.7},
     "qdq": {"calibration_method": "minmax", "exclude_nodes": []},
     "tensorrt": {"fp16": True, "batch": 1, "dynamic_batch": False, "max_batch": 32, "dla_core": None,
                  "workspace_mb": None},
@@ -147,6 +159,11 @@ def resolve(family_preset: dict[str, Any], recipe_file: str | Path | None,
     validate(recipe, "resolved recipe")
     if recipe["calib_size"] < 1:
         raise RecipeError(f"calib_size must be at least 1, got {recipe['calib_size']}")
+    ratio = recipe["prune"]["ratio"]
+    if ratio is not None and not 0 < ratio < 1:
+        raise RecipeError(f"prune.ratio must be between 0 and 1 (exclusive), got {ratio}", "e.g. --prune 0.5")
+    if recipe["prune"]["finetune_epochs"] < 0:
+        raise RecipeError("prune.finetune_epochs must be 0 or more")
     trt = recipe["tensorrt"]
     if not 1 <= trt["batch"] <= trt["max_batch"]:
         raise RecipeError(f"tensorrt.batch must be between 1 and tensorrt.max_batch ({trt['max_batch']}), "

@@ -35,8 +35,11 @@ def atomic_save(obj: Any, path: Path) -> None:
 
 def spec_meta(spec, classes: list[str] | None = None) -> dict[str, Any]:
     """What a checkpoint records about its model (a ModelSpec) so that it loads without a model name."""
-    return {"model": {"name": spec.name, "timm_name": spec.timm_name, "num_classes": spec.num_classes,
-                      "img_size": spec.img_size, "model_kwargs": spec.model_kwargs},
+    model = {"name": spec.name, "timm_name": spec.timm_name, "num_classes": spec.num_classes,
+             "img_size": spec.img_size, "model_kwargs": spec.model_kwargs}
+    if getattr(spec, "structure", None):
+        model["structure"] = spec.structure  # pruned: the changed attributes, as data
+    return {"model": model,
             "data_config": spec.data_config,
             "classes": spec.classes if classes is None else classes}
 

@@ -30,6 +30,7 @@ class ModelSpec:
     data_config: dict[str, Any]
     classes: list[str] | None = None
     checkpoint: str | None = None
+    structure: dict[str, dict[str, Any]] | None = None  # a pruned model's changed attributes (compress/prune.py)
     family: str = field(init=False)
 
     def __post_init__(self):
@@ -118,12 +119,18 @@ def _load_from_checkpoint(name, path: Path, num_classes, img_size, model_kwargs)
                                  f"drop {flag}: the checkpoint records it")
         resolved = ResolvedName(m["name"], m["timm_name"], m["img_size"], m["model_kwargs"], {})
         model = _build(resolved, m["model_kwargs"], m["num_classes"], m["img_size"])
+        structure = m.get("structure")
+        if structure:  # a pruned model: the recorded attributes, and tensor shapes from the weights
+            from edgevision.compress.prune import apply_structure
+
+            apply_structure(model, structure, state)
         check_fits(model, state, str(path))
         model.load_state_dict(state)
         spec = ModelSpec(
             name=m["name"], timm_name=m["timm_name"], num_classes=m["num_classes"],
             img_size=m["img_size"], model_kwargs=m["model_kwargs"], weights="checkpoint",
             data_config=dict(meta["data_config"]), classes=meta.get("classes"), checkpoint=str(path),
+            structure=structure or None,
         )
         return LoadedModel(model.eval(), spec)
     if name is None:
