@@ -229,6 +229,8 @@ def test_shipped_recipes_are_valid_and_match_the_presets():
         recipe = load_recipe_file(root / f"cpu-{family}.yaml")
         for key in ("preset", "model_type", "smooth_quant_alpha"):
             assert recipe["quantization"][key] == preset_for(family)["quantization"][key], (family, key)
+        for key, value in preset_for(family).get("prune", {}).items():
+            assert recipe["prune"][key] == value, (family, key)
 
 
 # --- CLI ---------------------------------------------------------------------------------------------
