@@ -25,6 +25,7 @@ def staged_directory(final: Path, force: bool = False) -> Iterator[Path]:
     if final.exists() and not force:
         raise OutputExistsError(f"{final} already exists", "pass --force to replace it, or choose another --out")
     final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(final)
     tmp = final.parent / f".{final.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -41,6 +42,20 @@ def staged_directory(final: Path, force: bool = False) -> Iterator[Path]:
             old.unlink()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_stale_partials(final: Path) -> None:
+    """A run killed with SIGKILL cannot clean up: remove the partial directories of processes that are gone."""
+    for partial in final.parent.glob(f".{final.name}.partial-*"):
+        try:
+            pid = int(partial.name.rsplit("-", 1)[1])
+            os.kill(pid, 0)  # still running: not ours to remove
+        except ValueError:
+            continue
+        except ProcessLookupError:
+            shutil.rmtree(partial, ignore_errors=True)
+        except PermissionError:
+            continue
 
 
 def sha256(path: Path) -> str:

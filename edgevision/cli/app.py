@@ -4,6 +4,7 @@ from __future__ import annotations
 import typer
 
 from edgevision.cli.benchmark import benchmark_command
+from edgevision.cli.compare import compare_command, recommend_command, sweep_command
 from edgevision.cli.compress import compress_command
 from edgevision.cli.evaluate import evaluate_command
 from edgevision.cli.export import build_engine_command, export_command
@@ -26,3 +27,6 @@ app.command("compress")(compress_command)
 app.command("prune")(prune_command)
 app.command("export")(export_command)
 app.command("build-engine")(build_engine_command)
+app.command("compare")(compare_command)
+app.command("sweep")(sweep_command)
+app.command("recommend")(recommend_command)
