@@ -1,0 +1,98 @@
+"""One entry point for the README's headline numbers; writes benchmarks/results/*.json and BENCHMARKS.md.
+
+    python benchmarks/run_all.py [--only speed224 int8 export prune train] [--threads 2]
+
+Parts, each a script of its own that can also run alone:
+- speed224: `edgevision sweep convnext_t swin_t vit_b maxvit_t --weights random --prune 0,0.5 --targets cpu,onnx`
+  (PyTorch FP32, OpenVINO FP32/INT8, ONNX Runtime FP32/INT8, each unpruned and 50% pruned, at 224x224,
+  batch 1), compared into results/speed224.{json,md} and a plot;
+- int8: benchmarks/int8_speed.py (compress --int8 at 224, and OpenVINO's benchmark_app on the same IR);
+- export: benchmarks/export_targets.py (jetson/onnx accuracy on the Fashion-MNIST models, ONNX Runtime speed);
+- prune: benchmarks/prune.py (pruning + recovery + INT8 accuracy, pruned speed at 224);
+- train: benchmarks/train_fashion_mnist.py (the float Fashion-MNIST models; about an hour on 2 cores, so it
+  runs only when asked with --only train).
+BENCHMARKS.md is rebuilt from every results file present, with the machine's details.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+DEFAULT_PARTS = ["speed224", "int8", "export", "prune"]
+
+
+def run(cmd: list[str]) -> None:
+    print("+ " + " ".join(cmd), file=sys.stderr, flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def speed224(threads: int) -> None:
+    out = HERE.parent / "runs" / "speed224-sweep"  # the cells hold IR and ONNX files: not for git
+    run([sys.executable, "-m", "edgevision", "sweep", "convnext_t", "swin_t", "vit_b", "maxvit_t", "--weights", "random",
+         "--prune", "0,0.5", "--targets", "cpu,onnx", "--finetune-epochs", "0", "--calib-size", "64",
+         "--threads", str(threads), "--out", str(out)])
+    run([sys.executable, "-m", "edgevision", "compare", str(out), "--plot", str(RESULTS / "speed224.png"),
+         "--markdown", str(RESULTS / "speed224.md")])
+    rows = subprocess.run([sys.executable, "-m", "edgevision", "compare", str(out), "--json"], check=True,
+                          capture_output=True, text=True).stdout
+    (RESULTS / "speed224.json").write_text(rows)
+
+
+def machine() -> list[str]:
+    from edgevision.bench import available_cores, cpu_model
+    from edgevision.report import versions
+
+    v = versions()
+    return [f"- CPU: {cpu_model()}, {available_cores()} cores available ({os.cpu_count()} visible)",
+            f"- OS: {platform.platform()}", f"- Python {v.get('python')}; " + ", ".join(
+                f"{k} {v[k]}" for k in ("torch", "timm", "openvino", "nncf", "onnxruntime", "onnx") if k in v),
+            f"- written {time.strftime('%Y-%m-%d %H:%M')}"]
+
+
+def benchmarks_md() -> str:
+    parts = ["# Benchmarks", "", "Reproduce with `python benchmarks/run_all.py` (see its docstring for the parts).",
+             "", "## Machine", "", *machine(), ""]
+    sections = [("speed224.md", "Speed at 224x224: four families x fp32/int8/pruned+int8 x PyTorch/OpenVINO/ONNX Runtime"),
+                ("int8_speed.md", "INT8 speed (compress --int8) and benchmark_app"),
+                ("export_targets.md", "Export targets"), ("prune.md", "Structured pruning"),
+                ("int8_presets.md", "INT8 presets (how they were chosen)"),
+                ("fashion_mnist_train.md", "Float Fashion-MNIST models")]
+    for name, title in sections:
+        path = RESULTS / name
+        if path.exists():
+            text = path.read_text(encoding="utf-8").strip()
+            lines = text.splitlines()
+            if lines and lines[0].startswith("# "):
+                lines = lines[1:]
+            parts += [f"## {title}", f"(`benchmarks/results/{name}`)", "", *lines, ""]
+    return "\n".join(parts) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="+", choices=DEFAULT_PARTS + ["train"], default=DEFAULT_PARTS)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    RESULTS.mkdir(exist_ok=True)
+    scripts = {"int8": [str(HERE / "int8_speed.py"), "--threads", str(args.threads)],
+               "export": [str(HERE / "export_targets.py"), "--threads", str(args.threads)],
+               "prune": [str(HERE / "prune.py"), "--threads", str(args.threads)],
+               "train": [str(HERE / "train_fashion_mnist.py")]}
+    for part in args.only:
+        if part == "speed224":
+            speed224(args.threads)
+        else:
+            run([sys.executable, *scripts[part]])
+    (HERE.parent / "BENCHMARKS.md").write_text(benchmarks_md(), encoding="utf-8")
+    print(f"wrote {HERE.parent / 'BENCHMARKS.md'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
