@@ -59,7 +59,8 @@ def machine() -> list[str]:
 def benchmarks_md() -> str:
     parts = ["# Benchmarks", "", "Reproduce with `python benchmarks/run_all.py` (see its docstring for the parts).",
              "", "## Machine", "", *machine(), ""]
-    sections = [("speed224.md", "Speed at 224x224: four families x fp32/int8/pruned+int8 x PyTorch/OpenVINO/ONNX Runtime"),
+    sections = [("speed224.md", "Speed at 224x224: four families x fp32/int8/pruned+int8 x PyTorch/OpenVINO/ONNX Runtime "
+                 "(random weights: read the latency and speedup columns; accuracy and Pareto marks mean nothing here)"),
                 ("int8_speed.md", "INT8 speed (compress --int8) and benchmark_app"),
                 ("export_targets.md", "Export targets"), ("prune.md", "Structured pruning"),
                 ("int8_presets.md", "INT8 presets (how they were chosen)"),

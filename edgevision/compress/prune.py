@@ -289,11 +289,19 @@ ADAPTERS: dict[str, Callable[[Any, float], list[Group]]] = {"vit": vit_groups, "
 # --- importance ------------------------------------------------------------------------------------------
 def importance_scores(model, importance: str, batches: Iterable | None = None) -> dict[int, Any]:
     """id(parameter) -> elementwise importance: squared weight, or |weight x gradient| over the batches."""
-    import torch
-
     if importance == "magnitude":
         return {id(p): p.detach() ** 2 for p in model.parameters()}
-    if batches is None:
+    accumulate_gradients(model, batches)
+    scores = {id(p): (p.detach() * p.grad).abs() for p in model.parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return scores
+
+
+def accumulate_gradients(model, batches) -> None:
+    """Gradients of the loss (cross-entropy with labels, else log-sum-exp of the logits) over the batches."""
+    import torch
+
+    if not batches:
         raise PruneError("taylor importance needs data", "give --data, or use --importance magnitude")
     model.zero_grad(set_to_none=True)
     model.eval()
@@ -303,9 +311,6 @@ def importance_scores(model, importance: str, batches: Iterable | None = None) -
             loss = torch.nn.functional.cross_entropy(logits, labels) if labels is not None else \
                 logits.logsumexp(1).mean()
             loss.backward()
-    scores = {id(p): (p.detach() * p.grad).abs() for p in model.parameters() if p.grad is not None}
-    model.zero_grad(set_to_none=True)
-    return scores
 
 
 # --- the structure, as data ------------------------------------------------------------------------------
@@ -413,13 +418,7 @@ def _prune_convnext(model, ratio: float, input_size, importance: str, batches) -
     pruner = tp.pruner.MetaPruner(model, example, importance=imp, pruning_ratio=ratio,
                                   ignored_layers=[model.get_classifier()], round_to=8, unwrapped_parameters=gammas)
     if importance == "taylor":
-        if not batches:
-            raise PruneError("taylor importance needs data", "give --data, or use --importance magnitude")
-        model.zero_grad(set_to_none=True)
-        for images, labels in batches:
-            logits = model(images)
-            loss = torch.nn.functional.cross_entropy(logits, labels) if labels is not None else logits.logsumexp(1).mean()
-            loss.backward()
+        accumulate_gradients(model, batches)  # GroupTaylorImportance reads the gradients
     groups = 0
     for group in pruner.step(interactive=True):
         group.prune()
