@@ -2,6 +2,7 @@
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import onnx
 import pytest
@@ -102,8 +103,10 @@ def test_fp16_and_fp32_bundles_are_float_graphs(tmp_path):
         export_model(loaded, open_source("builtin:photos"), recipe_for("vit"), "onnx", "fp16", tmp_path / "x")
 
 
-def test_onnx_target_uses_unsigned_activations_and_is_timed(tmp_path):
-    loaded = load_model("convnext_mini", weights="random")
+def test_onnx_target_uses_unsigned_activations_and_is_timed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # ONNX Runtime's tools write scratch files into the working directory
+    before = set(Path(tmp_path).iterdir())
+    loaded = load_model("swin_mini", weights="random")
     result = export_model(loaded, open_source("builtin:photos"), recipe_for("convnext"), "onnx", "int8",
                           tmp_path / "o", progress=False)
     names = [(v["name"], v["runtime"]) for v in result.report["variants"]]
@@ -114,6 +117,7 @@ def test_onnx_target_uses_unsigned_activations_and_is_timed(tmp_path):
     activation_zps = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
     assert activation_zps and all(z.data_type == onnx.TensorProto.UINT8 for z in activation_zps)
     assert result.report["variants"][2]["quantization"]["activations"] == "uint8"
+    assert set(Path(tmp_path).iterdir()) - before == {tmp_path / "o"}  # nothing left beside the output
 
 
 # --- from a compress run, through the CLI -------------------------------------------------------------------

@@ -98,7 +98,8 @@ def quantize_qdq(fp32_path: Path, out_path: Path, calibration: Sequence[np.ndarr
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, quantize_static
 
-    prepared = Path(out_path).with_name(Path(out_path).stem + ".prepared.onnx")
+    fp32_path, out_path = Path(fp32_path).resolve(), Path(out_path).resolve()
+    prepared = out_path.with_name(out_path.stem + ".prepared.onnx")
     try:
         _prepare(fp32_path, prepared)
         model = onnx.load(str(prepared))
@@ -119,7 +120,7 @@ def quantize_qdq(fp32_path: Path, out_path: Path, calibration: Sequence[np.ndarr
 
         method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                   "percentile": CalibrationMethod.Percentile}[calibrate_method]
-        with _quiet():
+        with _quiet(), _scratch_cwd():
             quantize_static(str(prepared), str(out_path), Reader(), calibrate_method=method,
                             nodes_to_quantize=nodes, nodes_to_exclude=list(exclude_nodes) or None,
                             **profile.quantize_kwargs())
@@ -206,11 +207,26 @@ def _prepare(src: Path, dst: Path) -> None:
     """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    with _quiet():
+    with _quiet(), _scratch_cwd():
         try:
             quant_pre_process(str(src), str(dst))
         except Exception:  # noqa: BLE001 - "Incomplete symbolic shape inference"
             quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+
+
+@contextlib.contextmanager
+def _scratch_cwd():
+    """Run inside an empty temporary directory: ONNX Runtime's quantization tools leave files in the working
+    directory (sym_shape_infer_temp.onnx, <uuid>.data external weights), which must not land in the user's."""
+    import tempfile
+
+    previous = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="edgevision-ort-") as scratch:
+        os.chdir(scratch)
+        try:
+            yield
+        finally:
+            os.chdir(previous)
 
 
 @contextlib.contextmanager
