@@ -133,8 +133,8 @@ COLUMNS = ["model", "variant", "runtime", "top-1 %", "drop", "agreement %", "p50
 
 
 def table_cells(row: Row) -> list[str]:
-    def f(value, digits=2, suffix=""):
-        return "-" if value is None else f"{value:.{digits}f}{suffix}"
+    from edgevision.report import fmt as f
+
     return [row.model, row.variant, row.runtime, f(row.top1), f(row.drop), f(row.agreement), f(row.latency_ms_p50),
             f(row.latency_ms_p90), f(row.throughput_ips, 1), f(row.size_mb, 1), f(row.speedup, 2, "x"),
             "*" if row.pareto else ""]

@@ -106,13 +106,18 @@ def json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def fmt(value: Any, digits: int = 2, suffix: str = "") -> str:
+    """A table cell: '-' for a missing value, floats to `digits` places."""
+    if value is None:
+        return "-"
+    return (f"{value:.{digits}f}" if isinstance(value, float) else str(value)) + suffix
+
+
 def variants_table(report: dict[str, Any]):
     """The accuracy-drop vs speedup table of a report, as a rich Table."""
     from rich.table import Table
 
-    def f(value, digits=2, suffix=""):
-        return "-" if value is None else f"{value:.{digits}f}{suffix}"
-
+    f = fmt
     table = Table(title=f"{report['model']['name']} on {report['data']['spec']} ({report['data']['images']} images)")
     for col in ("variant", "runtime", "top-1 %", "drop", "agreement %", "KL", "p50 ms", "p90 ms", "speedup",
                 "size MB"):

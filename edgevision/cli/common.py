@@ -117,17 +117,19 @@ def console():
     return Console(file=sys.stdout, highlight=False, width=width)
 
 
+def show_run(report: dict[str, Any], summary: tuple[str, ...] = (), footer: tuple[str, ...] = ()) -> None:
+    """What compress, prune and export print: the variants table, summary lines, the run's notes, footer lines."""
+    from edgevision.report import variants_table
+
+    out = console()
+    out.print(variants_table(report))
+    for line in (*summary, *(f"note: {w}" for w in report["warnings"]), *footer):
+        out.print(line)
+
+
 def note(message: str) -> None:
     """Progress-style messages go to stderr so --json stays parseable."""
     typer.echo(message, err=True)
-
-
-def fmt(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
 
 
 def weights_warning(spec) -> str | None:

@@ -6,7 +6,9 @@ from typing import Annotated, Optional
 import typer
 
 from edgevision.cli.prune import FinetuneEpochsOpt, FinetuneImagesOpt
-from edgevision.cli.common import DebugOpt, JsonOpt, ThreadsOpt, WeightsOpt, cli_errors, console, error, note, print_json
+from edgevision.cli.common import (DebugOpt, JsonOpt, ThreadsOpt, WeightsOpt, cli_errors, console, error, note,
+                                   print_json)
+from edgevision.report import fmt
 
 AllowMixedOpt = Annotated[bool, typer.Option("--allow-mixed", help="Compare runs evaluated on different data.")]
 
@@ -114,16 +116,12 @@ def recommend_command(
             pick = result["recommendation"] or result["closest"]
             kind = "recommended" if result["recommendation"] else "nothing meets every budget; closest"
             c.print(f"{kind}: {pick['model']} {pick['variant']} on {pick['runtime']}: p50 {pick['latency_ms_p50']:.2f} ms, "
-                    f"drop {_f(pick['drop'])}, agreement {pick['agreement']:.2f} %, {_f(pick['size_mb'], 1)} MB "
+                    f"drop {fmt(pick['drop'])}, agreement {pick['agreement']:.2f} %, {fmt(pick['size_mb'], 1)} MB "
                     f"({pick['run']})")
             c.print("measurements used: " + ", ".join(f"{m['run']} ({m['measured']})" for m in result["measurements"]))
         if result["recommendation"] is None:
             error("no measured variant meets every budget (see closest above)")
             raise typer.Exit(3)
-
-
-def _f(value, digits=2) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def _floats(text: str, option: str) -> list[float]:

@@ -8,8 +8,8 @@ import typer
 
 from edgevision.cli.prune import FinetuneEpochsOpt, FinetuneImagesOpt, ImportanceOpt
 from edgevision.cli.common import (CheckpointOpt, DebugOpt, ImgSizeOpt, JsonOpt, ModelArg, ModelArgOpt,
-                                   NumClassesOpt, ThreadsOpt, WeightsOpt, cli_errors, console, error,
-                                   load_model_from_options, note, print_json)
+                                   NumClassesOpt, ThreadsOpt, WeightsOpt, cli_errors, error,
+                                   load_model_from_options, note, print_json, show_run)
 
 
 def compress_command(
@@ -63,7 +63,6 @@ def compress_command(
     from edgevision.compress.presets import preset_for
     from edgevision.compress.recipe import check_target, resolve
     from edgevision.data import open_source
-    from edgevision.report import variants_table
 
     with cli_errors(debug):
         if target is not None:
@@ -85,11 +84,7 @@ def compress_command(
         if json_out:
             print_json(report)
         else:
-            out_console = console()
-            out_console.print(variants_table(report))
-            for w in report["warnings"]:
-                out_console.print(f"note: {w}")
-            out_console.print(f"run directory: {result.run_dir}")
+            show_run(report, footer=(f"run directory: {result.run_dir}",))
         if report["status"] == "tensorrt_rules_failed":
             error(f"model.onnx breaks TensorRT's INT8 rules (see report.json); written to {result.run_dir}")
             raise typer.Exit(3)

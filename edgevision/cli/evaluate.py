@@ -5,8 +5,9 @@ from typing import Annotated, Optional
 import typer
 
 from edgevision.cli.common import (CheckpointOpt, DebugOpt, ImgSizeOpt, JsonOpt, ModelArg, ModelArgOpt,
-                                   NumClassesOpt, RuntimeOpt, ThreadsOpt, WeightsOpt, cli_errors, console, fmt,
+                                   NumClassesOpt, RuntimeOpt, ThreadsOpt, WeightsOpt, cli_errors, console,
                                    load_model_or_artifact, note, print_json, weights_warning)
+from edgevision.report import fmt
 
 
 def evaluate_command(

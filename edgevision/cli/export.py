@@ -8,7 +8,7 @@ import typer
 
 from edgevision.cli.common import (CheckpointOpt, DebugOpt, ImgSizeOpt, JsonOpt, ModelArgOpt, NumClassesOpt,
                                    ThreadsOpt, WeightsOpt, cli_errors, console, error, load_model_from_options,
-                                   note, print_json)
+                                   note, print_json, show_run)
 
 
 def export_command(
@@ -60,7 +60,6 @@ def export_command(
     from edgevision.compress.recipe import check_target, resolve
     from edgevision.data import open_source
     from edgevision.errors import EdgevisionError
-    from edgevision.report import variants_table
 
     with cli_errors(debug):
         check_target(target)
@@ -89,17 +88,12 @@ def export_command(
         if json_out:
             print_json(report)
         else:
-            out_console = console()
-            out_console.print(variants_table(report))
             rules = (report.get("tensorrt") or {}).get("rules_check")
-            if rules is not None:
-                out_console.print("TensorRT INT8 rules: " + ("passed" if rules["passed"] else
-                                                             f"{len(rules['violations'])} violation(s)"))
-            for w in report["warnings"]:
-                out_console.print(f"note: {w}")
-            out_console.print(f"exported to: {result.run_dir}")
-            if target == "jetson":
-                out_console.print("next: copy it to the Jetson and run ./build_engine.sh there")
+            summary = () if rules is None else ("TensorRT INT8 rules: " + (
+                "passed" if rules["passed"] else f"{len(rules['violations'])} violation(s)"),)
+            footer = (f"exported to: {result.run_dir}",) + (
+                ("next: copy it to the Jetson and run ./build_engine.sh there",) if target == "jetson" else ())
+            show_run(report, summary, footer)
         if report["status"] == "tensorrt_rules_failed":
             error(f"model.onnx breaks TensorRT's INT8 rules (see report.json); bundle written to {result.run_dir}")
             raise typer.Exit(3)

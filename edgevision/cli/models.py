@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from edgevision.cli.common import DebugOpt, JsonOpt, cli_errors, console, fmt, print_json
+from edgevision.cli.common import DebugOpt, JsonOpt, cli_errors, console, print_json
+from edgevision.report import fmt
 
 
 def models_command(json_out: JsonOpt = False, debug: DebugOpt = False) -> None:

@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from edgevision.cli.common import (CheckpointOpt, DebugOpt, ImgSizeOpt, JsonOpt, ModelArg, ModelArgOpt,
-                                   NumClassesOpt, ThreadsOpt, WeightsOpt, cli_errors, console, load_model_from_options,
-                                   note, print_json)
+                                   NumClassesOpt, ThreadsOpt, WeightsOpt, cli_errors, load_model_from_options, note,
+                                   print_json, show_run)
 
 RatioOpt = Annotated[float, typer.Option("--ratio", min=0.0, max=1.0, help="Fraction of each group's channels/heads "
                                          "to remove, e.g. 0.3 or 0.5.")]
@@ -56,7 +56,6 @@ def prune_command(
     from edgevision.compress.presets import preset_for
     from edgevision.compress.recipe import resolve
     from edgevision.data import open_source
-    from edgevision.report import variants_table
 
     with cli_errors(debug):
         loaded = load_model_from_options(model, weights, checkpoint, num_classes, img_size, model_arg)
@@ -78,10 +77,7 @@ def prune_command(
             print_json(report)
             return
         p = report["pruning"]
-        c = console()
-        c.print(variants_table(report))
-        c.print(f"pruned {p['ratio']:.0%} ({p['importance']}): {p['params_before'] / 1e6:.2f} -> "
-                f"{p['params_after'] / 1e6:.2f} M params, {p['gmacs_before']:.3f} -> {p['gmacs_after']:.3f} GMACs")
-        for w in report["warnings"]:
-            c.print(f"note: {w}")
-        c.print(f"pruned checkpoint: {result.run_dir / 'model.safetensors'} (use it with --checkpoint)")
+        show_run(report, (f"pruned {p['ratio']:.0%} ({p['importance']}): {p['params_before'] / 1e6:.2f} -> "
+                          f"{p['params_after'] / 1e6:.2f} M params, {p['gmacs_before']:.3f} -> {p['gmacs_after']:.3f} "
+                          "GMACs",),
+                 (f"pruned checkpoint: {result.run_dir / 'model.safetensors'} (use it with --checkpoint)",))

@@ -6,8 +6,9 @@ from typing import Annotated, Optional
 import typer
 
 from edgevision.cli.common import (CheckpointOpt, DebugOpt, ImgSizeOpt, JsonOpt, ModelArg, ModelArgOpt,
-                                   NumClassesOpt, ThreadsOpt, WeightsOpt, cli_errors, console, fmt,
+                                   NumClassesOpt, ThreadsOpt, WeightsOpt, cli_errors, console,
                                    load_model_from_options, note, print_json)
+from edgevision.report import fmt
 from edgevision.training import TrainConfig
 
 _D = TrainConfig()

@@ -81,7 +81,7 @@ def latest_run(runs_dir: Path = RUNS_DIR) -> Path:
 def apply_target(recipe: dict[str, Any], target: str, precision: str, tensorrt: dict[str, Any] | None = None
                  ) -> dict[str, Any]:
     """The recipe for one target and precision (validated again after the change)."""
-    from edgevision.compress.recipe import check_target, merge, validate
+    from edgevision.compress.recipe import check_target, check_values, merge, validate
 
     check_target(target)
     if precision not in PRECISIONS:
@@ -94,9 +94,7 @@ def apply_target(recipe: dict[str, Any], target: str, precision: str, tensorrt: 
     if target == "jetson":
         recipe["tensorrt"]["fp16"] = precision != "fp32"  # int8 with FP16 fallback, or fp16
     validate(recipe, "export settings")
-    if not 1 <= recipe["tensorrt"]["batch"] <= recipe["tensorrt"]["max_batch"]:
-        raise EdgevisionError(f"--batch {recipe['tensorrt']['batch']} must be between 1 and --max-batch "
-                              f"{recipe['tensorrt']['max_batch']}")
+    check_values(recipe)
     return recipe
 
 

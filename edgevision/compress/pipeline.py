@@ -96,9 +96,8 @@ class FloatReference(Stage):
     def run(self, ctx: Context) -> None:
         from edgevision.backends import create_runner
 
-        params = sum(p.numel() * p.element_size() for p in ctx.model.parameters())
         ctx.variants.append(Variant("fp32", "pytorch", create_runner("pytorch", ctx.model, threads=ctx.threads),
-                                    size_mb=params / 1e6))
+                                    size_mb=_param_mb(ctx.model)))
 
 
 class PruneAndRecover(Stage):
@@ -145,9 +144,8 @@ class PruneAndRecover(Stage):
             info["recovery"] = pr.recover(pruned, ctx.model, source, scratch, settings, progress=ctx.progress,
                                           log=ctx.log)
             scratch.unlink(missing_ok=True)
-        params = sum(p.numel() * p.element_size() for p in pruned.model.parameters())
         ctx.variants.append(Variant("pruned", "pytorch", create_runner("pytorch", pruned.model, threads=ctx.threads),
-                                    size_mb=params / 1e6, info={"pruning": info}))
+                                    size_mb=_param_mb(pruned.model), info={"pruning": info}))
         ctx.extra["pruning"] = info
         ctx.loaded = pruned  # the target stages export and quantize the pruned model
 
@@ -328,6 +326,11 @@ TARGET_STAGES: dict[str, list[type[Stage]]] = {
 
 def _size_mb(files: list[Path]) -> float:
     return sum(f.stat().st_size for f in files) / 1e6
+
+
+def _param_mb(model) -> float:
+    """A PyTorch model's size: its parameters' bytes."""
+    return sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6
 
 
 @dataclass

@@ -157,6 +157,12 @@ def resolve(family_preset: dict[str, Any], recipe_file: str | Path | None,
         recipe = merge(recipe, load_recipe_file(recipe_file))
     recipe = merge(recipe, _drop_none(overrides))
     validate(recipe, "resolved recipe")
+    check_values(recipe)
+    return recipe
+
+
+def check_values(recipe: dict[str, Any]) -> None:
+    """What the schema's types cannot say: ranges, and values that depend on each other."""
     if recipe["calib_size"] < 1:
         raise RecipeError(f"calib_size must be at least 1, got {recipe['calib_size']}")
     ratio = recipe["prune"]["ratio"]
@@ -166,9 +172,8 @@ def resolve(family_preset: dict[str, Any], recipe_file: str | Path | None,
         raise RecipeError("prune.finetune_epochs must be 0 or more")
     trt = recipe["tensorrt"]
     if not 1 <= trt["batch"] <= trt["max_batch"]:
-        raise RecipeError(f"tensorrt.batch must be between 1 and tensorrt.max_batch ({trt['max_batch']}), "
-                          f"got {trt['batch']}")
-    return recipe
+        raise RecipeError(f"--batch {trt['batch']} (tensorrt.batch) must be between 1 and --max-batch "
+                          f"{trt['max_batch']} (tensorrt.max_batch)")
 
 
 def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
