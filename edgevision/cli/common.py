@@ -127,6 +127,19 @@ def show_run(report: dict[str, Any], summary: tuple[str, ...] = (), footer: tupl
         out.print(line)
 
 
+def exit_for_status(report: dict[str, Any], run_dir) -> None:
+    """Exit code 3, with the reason, for a run that was written but failed its checks."""
+    if report["status"] == "tensorrt_rules_failed":
+        error(f"model.onnx breaks TensorRT's INT8 rules (see report.json); written to {run_dir}")
+        raise typer.Exit(3)
+    if report["status"] == "max_drop_not_met":
+        how = ("even with NNCF's accuracy control" if report["target"] == "cpu" else
+               "(accuracy control is OpenVINO's: try --target cpu, or keep layers float with qdq.exclude_nodes)")
+        error(f"the INT8 model loses more than --max-drop {report['max_drop']} points {how}; "
+              f"report written to {run_dir}")
+        raise typer.Exit(3)
+
+
 def note(message: str) -> None:
     """Progress-style messages go to stderr so --json stays parseable."""
     typer.echo(message, err=True)

@@ -8,8 +8,8 @@ import typer
 
 from edgevision.cli.prune import FinetuneEpochsOpt, FinetuneImagesOpt, ImportanceOpt
 from edgevision.cli.common import (CheckpointOpt, DebugOpt, ImgSizeOpt, JsonOpt, ModelArg, ModelArgOpt,
-                                   NumClassesOpt, ThreadsOpt, WeightsOpt, cli_errors, error,
-                                   load_model_from_options, note, print_json, show_run)
+                                   NumClassesOpt, ThreadsOpt, WeightsOpt, cli_errors,
+                                   exit_for_status, load_model_from_options, note, print_json, show_run)
 
 
 def compress_command(
@@ -85,12 +85,4 @@ def compress_command(
             print_json(report)
         else:
             show_run(report, footer=(f"run directory: {result.run_dir}",))
-        if report["status"] == "tensorrt_rules_failed":
-            error(f"model.onnx breaks TensorRT's INT8 rules (see report.json); written to {result.run_dir}")
-            raise typer.Exit(3)
-        if not result.budget_met:
-            how = ("even with NNCF's accuracy control" if resolved["target"] == "cpu" else
-                   "(accuracy control is OpenVINO's: try --target cpu, or keep layers float with qdq.exclude_nodes)")
-            error(f"the INT8 model loses more than --max-drop {resolved['max_drop']} points {how}; "
-                  f"report written to {result.run_dir}")
-            raise typer.Exit(3)
+        exit_for_status(report, result.run_dir)

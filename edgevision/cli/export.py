@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from edgevision.cli.common import (CheckpointOpt, DebugOpt, ImgSizeOpt, JsonOpt, ModelArgOpt, NumClassesOpt,
-                                   ThreadsOpt, WeightsOpt, cli_errors, console, error, load_model_from_options,
-                                   note, print_json, show_run)
+                                   ThreadsOpt, WeightsOpt, cli_errors, console, exit_for_status,
+                                   load_model_from_options, note, print_json, show_run)
 
 
 def export_command(
@@ -94,9 +94,7 @@ def export_command(
             footer = (f"exported to: {result.run_dir}",) + (
                 ("next: copy it to the Jetson and run ./build_engine.sh there",) if target == "jetson" else ())
             show_run(report, summary, footer)
-        if report["status"] == "tensorrt_rules_failed":
-            error(f"model.onnx breaks TensorRT's INT8 rules (see report.json); bundle written to {result.run_dir}")
-            raise typer.Exit(3)
+        exit_for_status(report, result.run_dir)
 
 
 def build_engine_command(

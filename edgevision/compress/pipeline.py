@@ -398,6 +398,7 @@ def run_pipeline(ctx: Context) -> dict[str, Any]:
                  "labelled": ref_eval.top1 is not None},
         "calibration": ctx.extra.get("calibration"),
         "target": ctx.recipe["target"],
+        "max_drop": ctx.recipe["max_drop"],
         "benchmark": {"threads": ctx.threads, "batch": 1, "iterations": ref_bench.iterations,
                       "cpu": ref_bench.cpu, "method": "side by side, interleaved rounds, medians"},
         "variants": variants,
