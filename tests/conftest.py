@@ -120,3 +120,19 @@ def fmnist_folder(tmp_path_factory) -> Path:
 def fmnist_test_folder(tmp_path_factory) -> Path:
     """500 held-out Fashion-MNIST test images, 50 per class, with the same class folders."""
     return _fmnist_image_folder(tmp_path_factory.mktemp("fmnist-test"), "test", 50)
+
+
+@pytest.fixture
+def budget_not_met(monkeypatch):
+    """Runs report max_drop_not_met (whether a budget holds is NNCF's and the data's to decide; the CLI's
+    answer to it is what the tests using this check)."""
+    from edgevision.compress import pipeline
+
+    real = pipeline.run_pipeline
+
+    def unmet(ctx):
+        report = real(ctx)
+        report["status"] = "max_drop_not_met"
+        return report
+
+    monkeypatch.setattr(pipeline, "run_pipeline", unmet)

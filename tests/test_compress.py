@@ -254,18 +254,8 @@ def test_cli_compress_json_and_exit_codes(tmp_path, trained_checkpoint):
     assert bad.exit_code == 2 and bad.output.strip() == "error: unknown target 'tpu'; choose one of cpu, onnx, jetson"
 
 
-def test_cli_exit_code_3_when_the_budget_cannot_be_met(tmp_path, monkeypatch):
+def test_cli_exit_code_3_when_the_budget_cannot_be_met(tmp_path, budget_not_met):
     """The budget decision is NNCF's to make; here the result says it failed, and the CLI must exit 3."""
-    from edgevision.compress import pipeline
-
-    real = pipeline.run_pipeline
-
-    def unmet(ctx):
-        report = real(ctx)
-        report["status"] = "max_drop_not_met"
-        return report
-
-    monkeypatch.setattr(pipeline, "run_pipeline", unmet)
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["compress", "convnext_mini", "--int8", "--max-drop", "0.5", "--calib-size",
                                       "8", "--iters", "2", "--out", str(out)])

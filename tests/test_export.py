@@ -201,18 +201,8 @@ def test_build_engine_without_tensorrt_names_the_extra(tmp_path):
     assert not (bundle / "model.engine").exists()
 
 
-def test_export_exits_3_like_compress_when_the_runs_budget_is_not_met(cpu_run, tmp_path, monkeypatch):
+def test_export_exits_3_like_compress_when_the_runs_budget_is_not_met(cpu_run, tmp_path, budget_not_met):
     """An export inherits the run's --max-drop; a failed budget must not exit 0."""
-    from edgevision.compress import pipeline
-
-    real = pipeline.run_pipeline
-
-    def unmet(ctx):
-        report = real(ctx)
-        report["status"] = "max_drop_not_met"
-        return report
-
-    monkeypatch.setattr(pipeline, "run_pipeline", unmet)
     done = runner.invoke(app, ["export", str(cpu_run / "runs" / "convnext_mini-cpu-1"), "--target", "onnx",
                                "--out", str(tmp_path / "onnx")])
     assert done.exit_code == 3 and "--max-drop" in done.output and "accuracy control is OpenVINO's" in done.output
