@@ -150,7 +150,9 @@ def _load_from_checkpoint(name, path: Path, num_classes, img_size, model_kwargs)
 
 def _classes_in_state(resolved: ResolvedName, kwargs: dict, state: dict) -> int | None:
     """Read the class count off the checkpoint's classifier weight, so users need not say it."""
-    import timm
+    from edgevision.models.zoo import timm_with_students
+
+    timm = timm_with_students()
     import torch
 
     with torch.device("meta"):
@@ -163,7 +165,9 @@ def _classes_in_state(resolved: ResolvedName, kwargs: dict, state: dict) -> int 
 
 
 def _build(resolved: ResolvedName, kwargs: dict, num_classes, img_size, pretrained_file=None):
-    import timm
+    from edgevision.models.zoo import timm_with_students
+
+    timm = timm_with_students()
 
     size = img_size or resolved.img_size
     build_kwargs = dict(kwargs)
@@ -185,7 +189,9 @@ def _build(resolved: ResolvedName, kwargs: dict, num_classes, img_size, pretrain
 @lru_cache(maxsize=None)
 def _accepts_img_size(architecture: str) -> bool:
     """Some timm families (ViT, Swin, MaxViT) fix their input size at construction; CNNs do not."""
-    import timm
+    from edgevision.models.zoo import timm_with_students
+
+    timm = timm_with_students()
     import torch
 
     try:

@@ -7,7 +7,7 @@ from typing import Any
 
 from edgevision.errors import ModelError
 
-FAMILIES = ("convnext", "swin", "vit", "maxvit")
+FAMILIES = ("convnext", "swin", "vit", "maxvit", "hybrid")
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,8 @@ ZOO: dict[str, ZooEntry] = {
         ZooEntry("vit_b", "vit_base_patch16_224", "ViT-B/16"),
         ZooEntry("vit_l", "vit_large_patch16_224", "ViT-L/16"),
         ZooEntry("maxvit_t", "maxvit_tiny_tf_224", "MaxViT-T"),
+        ZooEntry("hybrid_t", "hybrid_cnn_vit_tiny",
+                 "edgevision's hybrid student: ConvNeXt stages at 56/28 px, attention at 14/7 px (no weights)"),
         ZooEntry(
             "convnext_mini", "convnext_tiny", "ConvNeXt, dims 32-256, depths 1-1-3-1, 32px",
             img_size=32, model_kwargs={"depths": [1, 1, 3, 1], "dims": [32, 64, 128, 256]},
@@ -53,6 +55,20 @@ ZOO: dict[str, ZooEntry] = {
             model_kwargs={"patch_size": 4, "embed_dim": 96, "depth": 4, "num_heads": 3,
                           "global_pool": "avg", "class_token": False},
             data_overrides=_MINI_DATA,
+        ),
+        ZooEntry(
+            "vit_teacher_mini", "vit_small_patch16_224",
+            "ViT, dim 192, depth 6, 3 heads, patch 4, average-pooled, 28px: the Fashion-MNIST distillation "
+            "teacher (about 6x vit_mini's MACs)",
+            img_size=28,
+            model_kwargs={"patch_size": 4, "embed_dim": 192, "depth": 6, "num_heads": 3,
+                          "global_pool": "avg", "class_token": False},
+            data_overrides=_MINI_DATA,
+        ),
+        ZooEntry(
+            "hybrid_mini", "hybrid_cnn_vit_mini",
+            "edgevision's hybrid student: conv 32-64 at 16/8 px, attention 128 at 4 px, 32px",
+            img_size=32, data_overrides=_MINI_DATA,
         ),
         ZooEntry(
             "swin_mini", "swin_tiny_patch4_window7_224",
@@ -88,10 +104,20 @@ PUBLISHED_TOP1: dict[str, tuple[float, int]] = {
 }
 
 
+def timm_with_students():
+    """timm, with edgevision's own student architectures (models/hybrid.py) registered in it."""
+    import importlib
+
+    import timm
+
+    importlib.import_module("edgevision.models.hybrid")  # registers hybrid_cnn_vit_* with timm
+    return timm
+
+
 def family_of(timm_name: str) -> str:
     """The edgevision family of a timm architecture ('other' when no per-family rules apply)."""
     base = timm_name.split(".")[0]
-    for fam in ("convnext", "swin", "maxvit", "vit"):  # maxvit before vit: both start alike
+    for fam in ("convnext", "swin", "maxvit", "vit", "hybrid"):  # maxvit before vit: both start alike
         if base.startswith(fam):
             return fam
     return "other"
@@ -118,7 +144,7 @@ class ResolvedName:
 
 def resolve_name(name: str) -> ResolvedName:
     """Alias or timm name -> ResolvedName; an unknown name fails with the closest matches."""
-    import timm
+    timm = timm_with_students()
 
     if name in ZOO:
         e = ZOO[name]
@@ -165,13 +191,13 @@ def zoo_table() -> list[dict[str, Any]]:
 
     Models are built on the meta device, so even ViT-L costs no memory or init time.
     """
-    import timm
+    timm = timm_with_students()
     import torch
 
     rows = []
     for alias, e in ZOO.items():
         kwargs = dict(e.model_kwargs)
-        if e.img_size is not None and e.family in ("vit", "swin", "maxvit"):
+        if e.img_size is not None and e.family in ("vit", "swin", "maxvit", "hybrid"):
             kwargs["img_size"] = e.img_size
         with torch.device("meta"):
             model = timm.create_model(e.timm_name, pretrained=False, **kwargs)
