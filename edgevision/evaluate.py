@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from edgevision.backends import Runner
-from edgevision.data.loader import SkipCounter, eval_transform, make_loader
+from edgevision.data.loader import SkipCounter, TransformedDataset, eval_transform, make_loader
 from edgevision.data.sources import ImageSource
 from edgevision.errors import DataError
 from edgevision.progress import progress_bar
@@ -63,7 +63,7 @@ def evaluate_runners(
 ) -> dict[str, EvalResult]:
     """Evaluate several runners in one pass: each batch is decoded and preprocessed once and the very
     same tensor goes to every runner, so float and compressed models are compared on identical input."""
-    loader = make_loader(source, eval_transform(data_config), batch_size, workers=workers)
+    loader = make_loader(TransformedDataset(source, eval_transform(data_config)), batch_size, workers=workers)
     logits: dict[str, list[np.ndarray]] = {name: [] for name in runners}
     all_labels, counter = [], SkipCounter()
     with progress_bar(progress) as bar:

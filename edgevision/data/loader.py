@@ -1,6 +1,8 @@
 """Batches for training and evaluation, with the model's own preprocessing (timm data config)."""
 from __future__ import annotations
 
+import contextlib
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,10 +48,22 @@ def preprocess_each(source: ImageSource, indices, data_config: dict[str, Any]) -
 
 
 class TransformedDataset:
-    """torch Dataset over an ImageSource; an image that fails to decode yields None (skipped)."""
+    """torch Dataset over an ImageSource: (views, label, index); an image that fails to decode yields None.
 
-    def __init__(self, source: ImageSource, transform):
-        self.source, self.transform = source, transform
+    `transforms` give one view each (a student's and a teacher's preprocessing, say). With `seed` set, every
+    (view seed, sample) pair draws its random augmentation from its own generator: the same sample under
+    the same view seed gets the same crop and flip in every view, in every epoch and after a resume, which
+    is what lets a teacher's outputs be cached per sample and view (compress/distill.py). Without it the
+    transforms draw from the process's random state, as usual.
+    """
+
+    def __init__(self, source: ImageSource, transforms, seed: int | None = None):
+        self.source = source
+        self.transforms = list(transforms) if isinstance(transforms, (list, tuple)) else [transforms]
+        self.seed, self.view_seed = seed, 0
+
+    def set_view_seed(self, view_seed: int) -> None:
+        self.view_seed = view_seed
 
     def __len__(self) -> int:
         return len(self.source)
@@ -60,14 +74,39 @@ class TransformedDataset:
         except Exception:  # noqa: BLE001 - unreadable files are counted, not fatal
             return None
         label = int(self.source.labels[index]) if self.source.labels is not None else -1
-        return self.transform(img), label
+        if self.seed is None:
+            views = [t(img) for t in self.transforms]
+        else:
+            sample_seed = int(np.random.SeedSequence([self.seed, self.view_seed, int(index)]).generate_state(1)[0])
+            views = []
+            for t in self.transforms:
+                with _seeded(sample_seed):
+                    views.append(t(img))
+        return views, label, int(index)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int):
+    """Seed Python's and torch's generators (timm and torchvision transforms draw from both), then restore."""
+    import torch
+
+    state = random.getstate()
+    with torch.random.fork_rng(devices=[]):
+        random.seed(seed)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(state)
 
 
 @dataclass
 class Batch:
-    images: Any  # float tensor N x C x H x W
+    images: Any  # float tensor N x C x H x W: the first view
     labels: Any  # int64 tensor N (-1 when unlabelled)
     skipped: int = 0
+    indices: Any = None  # int64 tensor N: positions in the source
+    views: list = field(default_factory=list)  # every view, images first
 
 
 def collate(items) -> Batch:
@@ -75,19 +114,19 @@ def collate(items) -> Batch:
 
     good = [it for it in items if it is not None]
     if not good:
-        return Batch(torch.empty(0), torch.empty(0, dtype=torch.int64), skipped=len(items))
-    images = torch.stack([it[0] for it in good])
+        return Batch(torch.empty(0), torch.empty(0, dtype=torch.int64), skipped=len(items),
+                     indices=torch.empty(0, dtype=torch.int64))
+    views = [torch.stack([it[0][v] for it in good]) for v in range(len(good[0][0]))]
     labels = torch.tensor([it[1] for it in good], dtype=torch.int64)
-    return Batch(images, labels, skipped=len(items) - len(good))
+    indices = torch.tensor([it[2] for it in good], dtype=torch.int64)
+    return Batch(views[0], labels, skipped=len(items) - len(good), indices=indices, views=views)
 
 
-def make_loader(source: ImageSource, transform, batch_size: int, *, sampler=None, workers: int = 0):
+def make_loader(dataset: TransformedDataset, batch_size: int, *, sampler=None, workers: int = 0):
     from torch.utils.data import DataLoader
 
-    return DataLoader(
-        TransformedDataset(source, transform), batch_size=batch_size, sampler=sampler, shuffle=False,
-        num_workers=workers, collate_fn=collate, persistent_workers=False,
-    )
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
+                      collate_fn=collate, persistent_workers=False)
 
 
 @dataclass
