@@ -7,6 +7,7 @@ The Python API mirrors the CLI:
     train(loaded, open_source("builtin:fashion-mnist:train"), "convnext_mini.pt", TrainConfig(epochs=3))
 """
 from edgevision.api import benchmark_model, evaluate_model
+from edgevision.compress.distill import DistillConfig, distill
 from edgevision.compress.export import export_model, export_run, open_run
 from edgevision.compress.pipeline import compress
 from edgevision.compress.prune import prune_model
@@ -16,5 +17,6 @@ from edgevision.models import load_model
 from edgevision.training import TrainConfig, train
 
 __version__ = "0.1.0"
-__all__ = ["EdgevisionError", "TrainConfig", "benchmark_model", "compress", "evaluate_model", "export_model",
+__all__ = ["DistillConfig", "EdgevisionError", "TrainConfig", "benchmark_model", "compress", "distill",
+           "evaluate_model", "export_model",
            "export_run", "load_model", "open_run", "open_source", "prune_model", "train", "__version__"]

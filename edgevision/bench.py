@@ -100,7 +100,7 @@ def benchmark(
 
 def compare_latency(
     runners: dict[str, Runner],
-    input_shape: tuple[int, int, int],
+    input_shape: tuple[int, int, int] | dict[str, tuple[int, int, int]],
     *,
     batch: int = 1,
     warmup: int = 10,
@@ -110,15 +110,18 @@ def compare_latency(
 ) -> dict[str, BenchResult]:
     """Latency of several runners measured side by side: `rounds` interleaved rounds of iters/rounds
     calls each, so that drift on a shared machine (other jobs, clocks, heat) hits every runner alike.
-    Speedups are then ratios of medians taken in the same run."""
-    x = np.random.default_rng(seed).standard_normal((batch, *input_shape), dtype=np.float32)
+    Speedups are then ratios of medians taken in the same run. `input_shape` is one (C, H, W) for all, or
+    a dict of them by runner name (a teacher and a student may take different sizes)."""
+    shapes = input_shape if isinstance(input_shape, dict) else {name: input_shape for name in runners}
+    rng = np.random.default_rng(seed)
+    xs = {name: rng.standard_normal((batch, *shapes[name]), dtype=np.float32) for name in runners}
     per_round = max(1, iters // rounds)
     times: dict[str, list[np.ndarray]] = {name: [] for name in runners}
-    for runner in runners.values():
+    for name, runner in runners.items():
         for _ in range(warmup):
-            runner(x)
+            runner(xs[name])
     for _ in range(rounds):
         for name, runner in runners.items():
-            times[name].append(_time_calls(runner, x, 0, per_round, 0.0))
-    return {name: BenchResult.from_times(np.concatenate(times[name]), runner, input_shape, batch, warmup)
+            times[name].append(_time_calls(runner, xs[name], 0, per_round, 0.0))
+    return {name: BenchResult.from_times(np.concatenate(times[name]), runner, shapes[name], batch, warmup)
             for name, runner in runners.items()}

@@ -79,6 +79,13 @@ def teardown(env: DistEnv) -> None:
         dist.destroy_process_group()
 
 
+def barrier(env: DistEnv) -> None:
+    if env.active:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
 def broadcast(obj: Any, env: DistEnv) -> Any:
     """Rank 0's `obj` on every rank (pickled by torch.distributed: for our own state, not user files)."""
     if not env.active:

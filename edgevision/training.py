@@ -178,8 +178,9 @@ def train(
 class LoopResult:
     history: list[dict[str, Any]]
     resumed_from: dict[str, int] | None
-    train_time_s: float
+    train_time_s: float  # all invocations, a resumed run included
     skipped_images: int
+    throughput_images_s: float | None = None  # this invocation, all processes
 
 
 def fit(
@@ -252,6 +253,7 @@ def fit(
 
     use_autocast = dev.type == "cuda"
     skips = SkipCounter()
+    t_session, images_session = time.perf_counter(), 0
     t_start = time.perf_counter() - elapsed
     epoch, done = start_epoch, start_micro  # `done`: micro-batches of `epoch` applied to the weights
     try:
@@ -288,6 +290,7 @@ def fit(
                             (loss / in_step).backward()
                         loss_sum += loss.item() * len(batch.labels)
                         seen += len(batch.labels)
+                        images_session += len(batch.labels)
                     if closes_step:
                         for group in optimizer.param_groups:
                             group["lr"] = lr_at(epoch * steps_per_epoch + step, total_steps, cfg)
@@ -313,8 +316,11 @@ def fit(
     except KeyboardInterrupt:
         save_state(epoch, done, time.perf_counter() - t_start)
         raise
+    session_s = time.perf_counter() - t_session
+    images_all = all_sum([float(images_session)], env, dev)[0]
     return LoopResult(history=history, resumed_from=resumed_from,
-                      train_time_s=round(time.perf_counter() - t_start, 1), skipped_images=skips.skipped)
+                      train_time_s=round(time.perf_counter() - t_start, 1), skipped_images=skips.skipped,
+                      throughput_images_s=round(images_all / session_s, 1) if session_s > 0 else None)
 
 
 def _quick_eval(model, source: ImageSource, loaded: LoadedModel, dev, progress: bool) -> float | None:

@@ -6,6 +6,7 @@ import typer
 from edgevision.cli.benchmark import benchmark_command
 from edgevision.cli.compare import compare_command, recommend_command, sweep_command
 from edgevision.cli.compress import compress_command
+from edgevision.cli.distill import distill_command
 from edgevision.cli.evaluate import evaluate_command
 from edgevision.cli.export import build_engine_command, export_command
 from edgevision.cli.models import models_command
@@ -25,6 +26,7 @@ app.command("evaluate")(evaluate_command)
 app.command("benchmark")(benchmark_command)
 app.command("compress")(compress_command)
 app.command("prune")(prune_command)
+app.command("distill")(distill_command)
 app.command("export")(export_command)
 app.command("build-engine")(build_engine_command)
 app.command("compare")(compare_command)

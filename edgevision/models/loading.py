@@ -100,7 +100,17 @@ def load_model(
     return LoadedModel(model.eval(), _spec(resolved, model, kwargs, weights, img_size))
 
 
+# What a run directory given as --checkpoint holds: distill's student, compress/prune's float model.
+RUN_DIR_CHECKPOINTS = ("student.pt", "model.safetensors")
+
+
 def _load_from_checkpoint(name, path: Path, num_classes, img_size, model_kwargs) -> LoadedModel:
+    if path.is_dir():
+        found = [path / f for f in RUN_DIR_CHECKPOINTS if (path / f).is_file()]
+        if not found:
+            raise ModelError(f"{path} is a folder without a checkpoint in it",
+                             f"pass the checkpoint file, or a run directory holding {' or '.join(RUN_DIR_CHECKPOINTS)}")
+        path = found[0]
     state, meta = read_checkpoint(path)
     state = strip_prefixes(state)
     if meta is not None:  # an edgevision checkpoint knows its model

@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgevision.cli.common import (DebugOpt, JsonOpt, ThreadsOpt, cli_errors, console, note, parse_model_args,
+                                   print_json)
+from edgevision.compress.distill import DistillConfig
+from edgevision.errors import EdgevisionError
+from edgevision.report import fmt
+
+_D = DistillConfig()
+
+
+def distill_command(
+    teacher: Annotated[Optional[str], typer.Option(
+        "--teacher", help="Teacher: alias or timm name (e.g. vit_l); optional with an edgevision "
+        "--teacher-checkpoint.", show_default=False)] = None,
+    student: Annotated[Optional[str], typer.Option(
+        "--student", help="Student: alias or timm name (vit_s, convnext_t, hybrid_t, ...); optional with an "
+        "edgevision --student-checkpoint.", show_default=False)] = None,
+    data: Annotated[str, typer.Option("--data", help="Training data: ImageFolder, labels CSV or builtin:NAME "
+                                      "(builtin splits default to train). Unlabelled data works with --alpha 1.")] = ...,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", help="Run directory: student.pt, report.json (default runs/distill-TEACHER-to-STUDENT; rerunning "
+        "the same command resumes an interrupted run).", show_default=False)] = None,
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = _D.epochs,
+    alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Weight of the teacher's soft targets; "
+                                         "1 - alpha weighs the labels.")] = _D.alpha,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.01, help="Softmax temperature T (the KL term "
+                                               "is scaled by T^2).")] = _D.temperature,
+    feature_weight: Annotated[float, typer.Option(
+        "--feature-weight", min=0.0, help="Add feature distillation (pooled features through a learned projection "
+        "where widths differ) with this weight; 0 = off.")] = _D.feature_weight,
+    eval_data: Annotated[Optional[str], typer.Option(
+        "--eval-data", help="Report teacher and student top-1 on this data (default: --data's test split for "
+        "builtin data).", show_default=False)] = None,
+    eval_limit: Annotated[Optional[int], typer.Option("--eval-limit", min=1, help="Evaluate a class-balanced "
+                                                      "subset of this many images.", show_default=False)] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Train on a seeded, class-balanced subset "
+                                                 "of this many images.", show_default=False)] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Per process.")] = _D.batch_size,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", min=1, help="Micro-batches per optimiser step.")] = 1,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Peak AdamW learning rate.")] = _D.lr,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", min=0.0)] = _D.weight_decay,
+    augment: Annotated[str, typer.Option("--augment", help="light (random resized crop, flip) or none.")] = _D.augment,
+    views: Annotated[int, typer.Option("--views", min=1, help="Augmentation views per image whose teacher outputs "
+                                       "are cached (epoch e uses view e mod VIEWS); 1 with --augment none.")] = _D.views,
+    teacher_cache: Annotated[Optional[Path], typer.Option(
+        "--teacher-cache", help="Folder for cached teacher outputs (default: under $EDGEVISION_CACHE, "
+        "~/.cache/edgevision).", show_default=False)] = None,
+    no_teacher_cache: Annotated[bool, typer.Option("--no-teacher-cache",
+                                                   help="Run the teacher on every batch.")] = False,
+    latency_runtime: Annotated[str, typer.Option(
+        "--latency-runtime", help="Where teacher and student latency is measured: openvino, pytorch, onnxruntime, "
+        "or none.")] = "openvino",
+    teacher_weights: Annotated[Optional[str], typer.Option("--teacher-weights", help="pretrained, random or "
+                                                           "fashion-mnist (see --weights).", show_default=False)] = None,
+    teacher_checkpoint: Annotated[Optional[Path], typer.Option("--teacher-checkpoint", show_default=False)] = None,
+    student_weights: Annotated[Optional[str], typer.Option("--student-weights", help="Initial student weights "
+                                                           "(default: pretrained where timm has them, else random).",
+                                                           show_default=False)] = None,
+    student_checkpoint: Annotated[Optional[Path], typer.Option("--student-checkpoint", show_default=False)] = None,
+    student_arg: Annotated[Optional[list[str]], typer.Option(
+        "--student-arg", help="Extra timm constructor argument for the student, KEY=VALUE, repeatable.",
+        show_default=False)] = None,
+    student_img_size: Annotated[Optional[int], typer.Option("--student-img-size", min=8, show_default=False)] = None,
+    num_classes: Annotated[Optional[int], typer.Option(
+        "--num-classes", min=1, help="Classifier outputs of both models when they are built (default: the "
+        "teacher's).", show_default=False)] = None,
+    seed: Annotated[int, typer.Option("--seed")] = _D.seed,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="Data-loading processes (per process).")] = _D.workers,
+    threads: ThreadsOpt = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="cpu or cuda (default: cuda if available); "
+                                                  "under torchrun each process takes its LOCAL_RANK's GPU.",
+                                                  show_default=False)] = None,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume",
+                                         help="Continue an interrupted run of the same command.")] = True,
+    save_every: Annotated[float, typer.Option("--save-every", min=1.0,
+                                              help="Seconds between resume-state saves.")] = 60.0,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite a finished run in --out.")] = False,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Distill a teacher (e.g. ViT-L) into a smaller student; runs as is or under `torchrun --nproc_per_node N`.
+
+    Writes OUT/student.pt (use it with compress/export/evaluate --checkpoint) and OUT/report.json: teacher
+    and student top-1 on the same data, and their latency side by side.
+    """
+    import torch
+
+    from edgevision.compress.distill import distill
+    from edgevision.data import open_source
+    from edgevision.data.loader import balanced_indices
+    from edgevision.distributed import env_from_torchrun
+    from edgevision.models import load_model
+
+    main = env_from_torchrun().is_main
+    log = note if main else (lambda message: None)
+    with cli_errors(debug):
+        if teacher is None and teacher_checkpoint is None or student is None and student_checkpoint is None:
+            raise EdgevisionError("distill needs a teacher and a student",
+                                  "e.g. edgevision distill --teacher vit_l --student vit_s --data DIR")
+        if threads:
+            torch.set_num_threads(threads)
+        source = open_source(data, default_split="train")
+        if limit is not None and limit < len(source):
+            source = source.subset(balanced_indices(len(source), limit, source.labels, seed))
+        eval_spec = eval_data or (data if data.startswith("builtin:") and data.count(":") == 1 else None)
+        eval_source = open_source(eval_spec, default_split="test") if eval_spec else None
+        t = load_model(teacher, weights=teacher_weights, checkpoint=teacher_checkpoint, num_classes=num_classes,
+                       log=log)
+        s = load_model(student, weights=student_weights, checkpoint=student_checkpoint,
+                       num_classes=num_classes or t.spec.num_classes, img_size=student_img_size,
+                       model_kwargs=parse_model_args(student_arg) or None, log=log)
+        if t.spec.weights == "random":
+            log("warning: the teacher has random weights - the student learns noise (use for speed checks only)")
+        for msg in source.notes:
+            log(msg)
+        cfg = DistillConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
+                            workers=workers, augment=augment, grad_accum=grad_accum, alpha=alpha,
+                            temperature=temperature, feature_weight=feature_weight, views=views)
+        cache = False if no_teacher_cache else (teacher_cache or True)
+        result = distill(t, s, source, out, cfg, eval_source=eval_source, eval_limit=eval_limit,
+                         teacher_cache=cache, latency_runtime=latency_runtime, threads=threads, resume=resume,
+                         force=force, device=device, progress=not json_out and main, save_every_s=save_every,
+                         log=log)
+        if not main:
+            return
+        if json_out:
+            print_json({"out": result.out, "checkpoint": result.checkpoint, **result.report})
+            return
+        show_distill(result.report, result.checkpoint)
+
+
+def show_distill(report: dict, checkpoint: str) -> None:
+    from rich.table import Table
+
+    lat = report.get("latency") or {}
+    table = Table(title=f"distillation on {report['data']['train']} ({report['data']['train_images']} images, "
+                        f"{report['config']['epochs']} epochs, {report['processes']} process(es))")
+    for col in ("role", "model", "params (M)", "GMACs", "top-1 %", f"p50 ms ({lat.get('runtime', '-')})"):
+        table.add_column(col, justify="right" if col not in ("role", "model") else "left")
+    for role in ("teacher", "student"):
+        m = report[role]
+        table.add_row(role, m["name"], fmt(m["params_m"], 2), fmt(m["gmacs"], 3), fmt(m.get("top1")),
+                      fmt(lat.get(f"{role}_p50_ms"), 3))
+    out = console()
+    out.print(table)
+    if "top1_gap" in report:
+        out.print(f"student top-1 is {report['top1_gap']:+.2f} points below the teacher's "
+                  f"(on {report['data']['eval']}, {report['data']['eval_images']} images)")
+    if lat:
+        out.print(f"student is {lat['speedup']:.2f}x faster at batch 1 ({lat['runtime']}, {lat['threads']} threads)")
+    cache = report.get("teacher_cache")
+    if cache:
+        out.print(f"teacher outputs: {cache['computed']} computed, {cache['reused']} reused from {cache['folder']}")
+    out.print(f"throughput {fmt(report['throughput_images_s'], 1)} images/s; train time {report['train_time_s']:.0f} s")
+    out.print(f"student checkpoint: {checkpoint} (edgevision compress --checkpoint {checkpoint} --int8)")
