@@ -21,7 +21,7 @@ from edgevision.compress.distill import STUDENT_FILE, TeacherCache, kd_loss
 from edgevision.data.loader import TransformedDataset
 from edgevision.errors import EdgevisionError
 from edgevision.training import state_path, transform_for
-from tests.conftest import needs_fashion_mnist
+from conftest import needs_fashion_mnist
 
 pytestmark = needs_fashion_mnist
 

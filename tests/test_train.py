@@ -108,6 +108,23 @@ def test_killed_cli_run_resumes_without_losing_finished_work(tmp_path, fmnist_fo
     assert out.exists() and not state_path(out).exists()
 
 
+def test_gradient_accumulation_matches_one_big_batch(tmp_path):
+    """2 micro-batches of 16 per step = one batch of 32: the same samples, the same averaged gradient."""
+    source = small(64)
+    states = []
+    for batch, accum in ((32, 1), (16, 2)):
+        loaded = load_model("convnext_mini", num_classes=10)
+        torch.manual_seed(0)
+        for p in loaded.model.parameters():  # identical starting weights
+            torch.nn.init.normal_(p, std=0.02)
+        out = tmp_path / f"b{batch}.pt"
+        train(loaded, source, out, TrainConfig(epochs=1, batch_size=batch, grad_accum=accum, workers=0,
+                                               augment="none", warmup_steps=1), progress=False)
+        states.append(read_checkpoint(out)[0])
+    for k in states[0]:
+        torch.testing.assert_close(states[0][k], states[1][k], atol=2e-5, rtol=1e-4)
+
+
 def test_learning_rate_schedule():
     cfg = TrainConfig(lr=1.0, warmup_steps=10, min_lr_ratio=0.01)
     assert lr_at(0, 100, cfg) == pytest.approx(0.1)

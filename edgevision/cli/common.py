@@ -140,6 +140,14 @@ def exit_for_status(report: dict[str, Any], run_dir) -> None:
         raise typer.Exit(3)
 
 
+def rank_zero_log():
+    """(is rank 0, log): under torchrun only rank 0 prints, so one run reads as one."""
+    from edgevision.distributed import env_from_torchrun
+
+    main = env_from_torchrun().is_main
+    return main, (note if main else (lambda message: None))
+
+
 def note(message: str) -> None:
     """Progress-style messages go to stderr so --json stays parseable."""
     typer.echo(message, err=True)

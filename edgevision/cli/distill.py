@@ -5,8 +5,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgevision.cli.common import (DebugOpt, JsonOpt, ThreadsOpt, cli_errors, console, note, parse_model_args,
-                                   print_json)
+from edgevision.cli.common import (DebugOpt, JsonOpt, ThreadsOpt, cli_errors, console, parse_model_args,
+                                   print_json, rank_zero_log)
 from edgevision.compress.distill import DistillConfig
 from edgevision.errors import EdgevisionError
 from edgevision.report import fmt
@@ -94,11 +94,9 @@ def distill_command(
     from edgevision.compress.distill import distill
     from edgevision.data import open_source
     from edgevision.data.loader import balanced_indices
-    from edgevision.distributed import env_from_torchrun
     from edgevision.models import load_model
 
-    main = env_from_torchrun().is_main
-    log = note if main else (lambda message: None)
+    main, log = rank_zero_log()
     with cli_errors(debug):
         if teacher is None and teacher_checkpoint is None or student is None and student_checkpoint is None:
             raise EdgevisionError("distill needs a teacher and a student",

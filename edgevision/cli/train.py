@@ -7,7 +7,7 @@ import typer
 
 from edgevision.cli.common import (CheckpointOpt, DebugOpt, ImgSizeOpt, JsonOpt, ModelArg, ModelArgOpt,
                                    NumClassesOpt, ThreadsOpt, WeightsOpt, cli_errors, console,
-                                   load_model_from_options, note, print_json)
+                                   load_model_from_options, print_json, rank_zero_log)
 from edgevision.report import fmt
 from edgevision.training import TrainConfig
 
@@ -24,7 +24,8 @@ def train_command(
     eval_data: Annotated[Optional[str], typer.Option(
         "--eval-data", help="Evaluate top-1 on this data after each epoch (builtin splits default to test).",
         show_default=False)] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = _D.batch_size,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Per process.")] = _D.batch_size,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", min=1, help="Micro-batches per optimiser step.")] = 1,
     lr: Annotated[float, typer.Option("--lr", min=0.0, help="Peak AdamW learning rate.")] = _D.lr,
     weight_decay: Annotated[float, typer.Option("--weight-decay", min=0.0)] = _D.weight_decay,
     label_smoothing: Annotated[float, typer.Option("--label-smoothing", min=0.0, max=0.99)] = _D.label_smoothing,
@@ -52,12 +53,14 @@ def train_command(
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Train or fine-tune a model and write an edgevision checkpoint (resumable after a kill)."""
+    """Train or fine-tune a model and write an edgevision checkpoint (resumable after a kill; runs under
+    `torchrun --nproc_per_node N` as well)."""
     import torch
 
     from edgevision.data import open_source
     from edgevision.training import train
 
+    main, log = rank_zero_log()
     with cli_errors(debug):
         if threads:
             torch.set_num_threads(threads)
@@ -66,12 +69,14 @@ def train_command(
         loaded = load_model_from_options(model, weights, checkpoint, num_classes or source.num_classes,
                                          img_size, model_arg)
         for msg in source.notes:
-            note(msg)
+            log(msg)
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                           label_smoothing=label_smoothing, warmup_steps=warmup_steps, seed=seed, workers=workers,
-                          augment=augment)
+                          augment=augment, grad_accum=grad_accum)
         result = train(loaded, source, out, cfg, eval_source=eval_source, resume=resume, force=force,
-                       device=device, progress=not json_out, save_every_s=save_every, log=note)
+                       device=device, progress=not json_out and main, save_every_s=save_every, log=log)
+        if not main:
+            return
         if json_out:
             print_json({"model": loaded.spec.to_dict(), "data": source.spec, **result.to_dict()})
             return

@@ -1,0 +1,209 @@
+"""Distillation, measured: a ViT teacher trained by edgevision into ConvNeXt, ViT and hybrid students.
+
+    python benchmarks/distill.py [fashion-mnist] [gpu-throughput] [--epochs 3] [--threads 2]
+        [--students convnext_mini vit_mini hybrid_mini] [--device cuda] [--batch 128] [--steps 50]
+
+fashion-mnist: the teacher is vit_teacher_mini (--weights fashion-mnist: trained by edgevision on the 60,000
+  training images on first use, 4 epochs). Each student starts from random weights twice, with the same
+  settings (AdamW lr 2e-3, batch 128, no augmentation, --epochs epochs on the 60,000 images):
+  `edgevision distill` (KL at T=2 x T^2, alpha 0.7, plus cross-entropy; teacher outputs cached, filled by the
+  first student, reused by the others) and `edgevision train` (label-smoothed cross-entropy, no teacher).
+  All top-1 on the 10,000 test images. Latency: teacher and every distilled student at batch 1 in OpenVINO
+  FP32 and in PyTorch eager, interleaved side by side in one run (medians). Targets: each distilled student
+  within 1.5 points of the teacher, >= 3x lower latency, and above its no-teacher twin.
+gpu-throughput: ViT-L/16 -> ViT-S/16 at 224, bf16 autocast, random weights (speed only), images per second
+  through the distillation step: without the teacher cache, on the epoch that fills it, and on an epoch that
+  reads it. Needs a CUDA GPU (skipped with a note otherwise; --device cpu runs it small, as a check).
+Writes benchmarks/results/distill.{json,md} (each part keeps the other's earlier results).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TEACHER = "vit_teacher_mini"
+STUDENTS = ["convnext_mini", "vit_mini", "hybrid_mini"]
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def fashion_mnist(args, work: Path) -> dict:
+    import torch
+
+    from edgevision import DistillConfig, TrainConfig, distill, load_model, open_source, train
+    from edgevision.api import evaluate_model
+    from edgevision.backends import create_runner
+    from edgevision.bench import compare_latency
+    from edgevision.models.trained import FASHION_MNIST_DEFAULTS
+
+    torch.set_num_threads(args.threads)
+    source, test = open_source("builtin:fashion-mnist:train"), open_source("builtin:fashion-mnist:test")
+    if args.limit:  # a quick check of the script, not a result
+        source, test = source.subset(range(args.limit)), test.subset(range(args.limit))
+    teacher = load_model(TEACHER, weights="fashion-mnist", log=log)
+    teacher_top1 = evaluate_model(teacher, test, progress=False).top1
+    log(f"teacher {TEACHER}: top-1 {teacher_top1:.2f}")
+    common = {"epochs": args.epochs, "workers": 1, **FASHION_MNIST_DEFAULTS}
+    rows, distilled = [], {}
+    for name in args.students:
+        t0 = time.perf_counter()
+        result = distill(teacher, load_model(name, weights="random", num_classes=10), source, work / f"distill-{name}",
+                         DistillConfig(**common), eval_source=test, teacher_cache=work / "teacher-cache",
+                         latency_runtime="none", progress=False, log=log)
+        distill_s = time.perf_counter() - t0
+        distilled[name] = load_model(checkpoint=result.checkpoint)
+        t0 = time.perf_counter()
+        plain = load_model(name, weights="random", num_classes=10)
+        train(plain, source, work / f"plain-{name}.pt", TrainConfig(**common), progress=False, log=log)
+        train_s = time.perf_counter() - t0
+        plain_top1 = evaluate_model(load_model(checkpoint=work / f"plain-{name}.pt"), test, progress=False).top1
+        r = result.report
+        rows.append({"student": name, "gmacs": r["student"]["gmacs"], "params_m": r["student"]["params_m"],
+                     "distilled_top1": r["student"]["top1"], "no_teacher_top1": plain_top1,
+                     "teacher_top1": teacher_top1, "gap": round(teacher_top1 - r["student"]["top1"], 2),
+                     "gain_over_no_teacher": round(r["student"]["top1"] - plain_top1, 2),
+                     "distill_time_s": round(distill_s, 1), "train_time_s": round(train_s, 1),
+                     "distill_images_s": r["throughput_images_s"], "teacher_cache": r["teacher_cache"]})
+        log(f"{name}: distilled {r['student']['top1']:.2f}, no teacher {plain_top1:.2f}")
+
+    latency = {}
+    for runtime in ("openvino", "pytorch"):
+        models = {TEACHER: teacher, **distilled}
+        runners = {n: create_runner(runtime, m.model, threads=args.threads, input_size=m.spec.input_size)
+                   for n, m in models.items()}
+        bench = compare_latency(runners, {n: m.spec.input_size for n, m in models.items()}, iters=400, rounds=8)
+        latency[runtime] = {n: round(b.latency_ms_p50, 4) for n, b in bench.items()}
+    for row in rows:
+        for runtime, ms in latency.items():
+            row[f"{runtime}_teacher_ms"] = ms[TEACHER]
+            row[f"{runtime}_student_ms"] = ms[row["student"]]
+            row[f"{runtime}_speedup"] = round(ms[TEACHER] / ms[row["student"]], 2)
+        row["within_1_5"] = row["gap"] <= 1.5
+        row["speedup_3x"] = row["openvino_speedup"] >= 3.0
+        row["beats_no_teacher"] = row["gain_over_no_teacher"] > 0
+    return {"teacher": {"model": TEACHER, "top1": teacher_top1, "gmacs": _gmacs(teacher)},
+            "epochs": args.epochs, "threads": args.threads, "test_images": len(test), "rows": rows}
+
+
+def _gmacs(loaded) -> float:
+    from edgevision.models.zoo import count_gmacs
+
+    return round(count_gmacs(loaded.model, loaded.spec.input_size), 4)
+
+
+def gpu_throughput(args, work: Path) -> dict:
+    import torch
+
+    from edgevision import DistillConfig, distill, load_model, open_source
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else None)
+    if device is None:
+        return {"skipped": "no CUDA GPU on this machine"}
+    try:
+        source = open_source("builtin:fashion-mnist:train")
+    except Exception:  # noqa: BLE001 - the GPU machine may lack the Debian package: photos, unlabelled
+        source = open_source("builtin:photos")
+    batch = args.batch if device.startswith("cuda") else 4
+    steps = args.steps if device.startswith("cuda") else 2
+    from edgevision.data.loader import balanced_indices
+
+    n = min(len(source), batch * steps)
+    idx = balanced_indices(len(source), n, source.labels, 0) if n < len(source) else range(len(source))
+    source = source.subset(idx)
+    alpha = 1.0 if source.labels is None else 0.7
+    out = {"device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu", "batch": batch,
+           "images": len(source), "precision": "bf16 autocast" if device.startswith("cuda") else "fp32"}
+    teacher = load_model("vit_l", weights="random", num_classes=1000)
+    for label, cache in (("no_cache", False), ("cache", work / "gpu-cache")):
+        cfg = DistillConfig(epochs=2, batch_size=batch, workers=args.workers, augment="none", alpha=alpha)
+        student = load_model("vit_s", weights="random", num_classes=1000)
+        result = distill(teacher, student, source, work / f"gpu-{label}", cfg, teacher_cache=cache,
+                         latency_runtime="none", device=device, progress=False, log=log)
+        times = [h["time_s"] for h in result.report["history"]]
+        epoch_s = [times[0], times[1] - times[0]]
+        out[label] = {"epoch_s": epoch_s, "images_s": [round(len(source) / s, 1) for s in epoch_s],
+                      "teacher_cache": result.report["teacher_cache"]}
+        log(f"{label}: {out[label]['images_s']} images/s per epoch")
+    return out
+
+
+def markdown(results: dict) -> str:
+    lines = ["# Distillation", ""]
+    fm = results.get("fashion_mnist")
+    if fm:
+        t = fm["teacher"]
+        lines += [f"Teacher {t['model']} (trained by edgevision, {t['gmacs']} GMACs): top-1 {t['top1']:.2f}% on "
+                  f"{fm['test_images']} Fashion-MNIST test images. Students from random weights, {fm['epochs']} epochs "
+                  "on 60,000 training images, distilled vs trained without the teacher with the same settings. "
+                  f"Latency at batch 1, {fm['threads']} threads, medians of interleaved rounds.", "",
+                  "| student | GMACs | distilled top-1 | gap to teacher | no-teacher top-1 | gain | "
+                  "OpenVINO ms (teacher / student) | speedup | PyTorch speedup | within 1.5 | >= 3x | beats no-teacher |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in fm["rows"]:
+            lines.append(f"| {r['student']} | {r['gmacs']} | {r['distilled_top1']:.2f} | {r['gap']:+.2f} | "
+                         f"{r['no_teacher_top1']:.2f} | {r['gain_over_no_teacher']:+.2f} | "
+                         f"{r['openvino_teacher_ms']:.3f} / {r['openvino_student_ms']:.3f} | "
+                         f"{r['openvino_speedup']:.2f}x | {r['pytorch_speedup']:.2f}x | "
+                         f"{'yes' if r['within_1_5'] else 'NO'} | {'yes' if r['speedup_3x'] else 'NO'} | "
+                         f"{'yes' if r['beats_no_teacher'] else 'NO'} |")
+        lines += ["", "| student | distill time (s) | train time, no teacher (s) | distill images/s | "
+                  "teacher outputs computed / reused |", "|---|---|---|---|---|"]
+        for r in fm["rows"]:
+            c = r["teacher_cache"] or {}
+            lines.append(f"| {r['student']} | {r['distill_time_s']} | {r['train_time_s']} | {r['distill_images_s']} | "
+                         f"{c.get('computed', '-')} / {c.get('reused', '-')} |")
+    gpu = results.get("gpu_throughput")
+    if gpu:
+        lines += ["", "## ViT-L/16 -> ViT-S/16 at 224, throughput", ""]
+        if "skipped" in gpu:
+            lines.append(f"Not measured: {gpu['skipped']}.")
+        else:
+            lines += [f"{gpu['device']}, {gpu['precision']}, batch {gpu['batch']}, {gpu['images']} images per epoch.",
+                      "", "| teacher cache | epoch 1 images/s | epoch 2 images/s |", "|---|---|---|"]
+            for label in ("no_cache", "cache"):
+                ips = gpu[label]["images_s"]
+                lines.append(f"| {'off' if label == 'no_cache' else 'on (epoch 1 fills, 2 reads)'} | {ips[0]} | {ips[1]} |")
+    if results.get("machine"):
+        lines += ["", f"Measured on {results['machine']}, {results.get('written', '')}."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("parts", nargs="*", choices=["fashion-mnist", "gpu-throughput"], default=["fashion-mnist"])
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--students", nargs="+", default=STUDENTS)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--limit", type=int, default=None, help="Train/test on this many images (a smoke check).")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="Where distill.{json,md} go.")
+    args = ap.parse_args()
+    from edgevision.bench import cpu_model
+
+    path = args.results / "distill.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    with tempfile.TemporaryDirectory(prefix="distill-bench-") as tmp:
+        if "fashion-mnist" in args.parts:
+            results["fashion_mnist"] = fashion_mnist(args, Path(tmp))
+            results["machine"] = f"{cpu_model()}, {args.threads} threads"
+        if "gpu-throughput" in args.parts:
+            results["gpu_throughput"] = gpu_throughput(args, Path(tmp))
+    results["written"] = time.strftime("%Y-%m-%d %H:%M")
+    args.results.mkdir(exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    (args.results / "distill.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
