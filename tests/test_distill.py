@@ -165,7 +165,8 @@ def test_distilled_student_learns_from_the_teacher_and_feeds_compress(tmp_path, 
     from edgevision import compress
     from edgevision.compress.recipe import resolve
 
-    loaded = load_model(checkpoint=result.checkpoint)
+    loaded = load_model(checkpoint=tmp_path / "run")  # the run directory stands for its student.pt
+    assert loaded.spec.checkpoint == result.checkpoint
     assert loaded.spec.classes == load_model(checkpoint=teacher_path).spec.classes
     recipe = resolve({}, None, {"target": "onnx", "int8": True, "eval_limit": 100, "calib_size": 32,
                                 "benchmark_iters": 5})
@@ -220,6 +221,16 @@ def test_torchrun_two_processes_gloo_writes_one_checkpoint(tmp_path, teacher_pat
     changed = [k for k, v in student.model.state_dict().items() if not torch.equal(v, fresh.model.state_dict()[k])]
     assert len(changed) > 10  # trained, not the initial weights
     assert report["student"]["top1"] > 10.0 and report["latency"]["student_p50_ms"] > 0
+
+    # the run directory feeds export directly: the hybrid student as a TensorRT-ready bundle
+    bundle = tmp_path / "bundle"
+    exported = run_cli(["export", str(out), "--target", "jetson", "--data", "builtin:fashion-mnist", "--calib-data",
+                        "builtin:fashion-mnist", "--calib-size", "32", "--limit", "100", "--out", str(bundle),
+                        "--json"])
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    bundle_report = json.loads(exported.stdout)
+    assert bundle_report["model"]["timm_name"] == "hybrid_cnn_vit_mini"
+    assert (bundle / "model.onnx").is_file() and bundle_report["status"] == "ok"
 
 
 def kill_tree(pid: int) -> None:

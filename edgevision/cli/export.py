@@ -13,7 +13,8 @@ from edgevision.cli.common import (CheckpointOpt, DebugOpt, ImgSizeOpt, JsonOpt,
 
 def export_command(
     source: Annotated[Optional[str], typer.Argument(
-        help="A compress run directory (default: the latest under runs/), or a model alias / timm name.",
+        help="A compress run directory (default: the latest under runs/), a distill run directory (its student), "
+        "or a model alias / timm name.",
         show_default=False)] = None,
     target: Annotated[str, typer.Option("--target", help="jetson (Q/DQ ONNX bundle for TensorRT), cpu "
                                         "(OpenVINO IR) or onnx (ONNX Runtime).")] = "jetson",
@@ -56,6 +57,7 @@ def export_command(
     INT8 accuracy is simulated in ONNX Runtime and the graph is checked against TensorRT's INT8 rules.
     """
     from edgevision.compress import export as ex
+    from edgevision.compress.distill import STUDENT_FILE
     from edgevision.compress.presets import preset_for
     from edgevision.compress.recipe import check_target, resolve
     from edgevision.data import open_source
@@ -68,9 +70,11 @@ def export_command(
         if source is None and checkpoint is None:
             source = str(ex.latest_run())
             note(f"exporting the latest compress run: {source}")
+        if source is not None and checkpoint is None and (Path(source) / STUDENT_FILE).is_file():
+            source, checkpoint = None, Path(source)  # a distill run: export its student
         if source is not None and Path(source).is_dir() and not ex.is_run_dir(source):
             raise EdgevisionError(f"{source} is a directory but not a compress run (no manifest.json)",
-                                  "give a run directory made by `edgevision compress`, or a model name")
+                                  "give a run directory made by `edgevision compress` or `distill`, or a model name")
         if ex.is_run_dir(source):
             result = ex.export_run(ex.open_run(source), target, precision, out, tensorrt=trt, data=data,
                                    calib_data=calib_data, overrides=overrides, force=force,
