@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-
 from edgevision.data.loader import SkipCounter, TransformedDataset, eval_transform, make_loader, train_transform
 from edgevision.data.sources import ImageSource
 from edgevision.errors import DataError, EdgevisionError, OutputExistsError

@@ -35,6 +35,15 @@ ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1,
 RuntimeOpt = Annotated[Optional[str], typer.Option(
     "--runtime", help="pytorch, openvino or onnxruntime (default pytorch); an artifact file (model.onnx, "
     "model_int8.xml, model.engine) runs in its own runtime.", show_default=False)]
+# the training loop's options (train, distill)
+WorkersOpt = Annotated[int, typer.Option("--workers", min=0, help="Data-loading processes (per training process).")]
+DeviceOpt = Annotated[Optional[str], typer.Option(
+    "--device", help="cpu or cuda (default: cuda if available); under torchrun each process takes its "
+    "LOCAL_RANK's GPU.", show_default=False)]
+ResumeOpt = Annotated[bool, typer.Option("--resume/--no-resume", help="Continue an interrupted run of the same "
+                                         "command (same settings and process count).")]
+SaveEveryOpt = Annotated[float, typer.Option("--save-every", min=1.0, help="Seconds between resume-state saves.")]
+GradAccumOpt = Annotated[int, typer.Option("--grad-accum", min=1, help="Micro-batches per optimiser step.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout (for scripts).")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")]
 

@@ -5,8 +5,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgevision.cli.common import (DebugOpt, JsonOpt, ThreadsOpt, cli_errors, console, parse_model_args,
-                                   print_json, rank_zero_log)
+from edgevision.cli.common import (DebugOpt, DeviceOpt, GradAccumOpt, JsonOpt, ResumeOpt, SaveEveryOpt, ThreadsOpt,
+                                   WorkersOpt, cli_errors, console, parse_model_args, print_json, rank_zero_log)
 from edgevision.compress.distill import DistillConfig
 from edgevision.errors import EdgevisionError
 from edgevision.report import fmt
@@ -42,7 +42,7 @@ def distill_command(
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Train on a seeded, class-balanced subset "
                                                  "of this many images.", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Per process.")] = _D.batch_size,
-    grad_accum: Annotated[int, typer.Option("--grad-accum", min=1, help="Micro-batches per optimiser step.")] = 1,
+    grad_accum: GradAccumOpt = 1,
     lr: Annotated[float, typer.Option("--lr", min=0.0, help="Peak AdamW learning rate.")] = _D.lr,
     weight_decay: Annotated[float, typer.Option("--weight-decay", min=0.0)] = _D.weight_decay,
     augment: Annotated[str, typer.Option("--augment", help="light (random resized crop, flip) or none.")] = _D.augment,
@@ -71,15 +71,11 @@ def distill_command(
         "--num-classes", min=1, help="Classifier outputs of both models when they are built (default: the "
         "teacher's).", show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed")] = _D.seed,
-    workers: Annotated[int, typer.Option("--workers", min=0, help="Data-loading processes (per process).")] = _D.workers,
+    workers: WorkersOpt = _D.workers,
     threads: ThreadsOpt = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu or cuda (default: cuda if available); "
-                                                  "under torchrun each process takes its LOCAL_RANK's GPU.",
-                                                  show_default=False)] = None,
-    resume: Annotated[bool, typer.Option("--resume/--no-resume",
-                                         help="Continue an interrupted run of the same command.")] = True,
-    save_every: Annotated[float, typer.Option("--save-every", min=1.0,
-                                              help="Seconds between resume-state saves.")] = 60.0,
+    device: DeviceOpt = None,
+    resume: ResumeOpt = True,
+    save_every: SaveEveryOpt = 60.0,
     force: Annotated[bool, typer.Option("--force", help="Overwrite a finished run in --out.")] = False,
     json_out: JsonOpt = False,
     debug: DebugOpt = False,

@@ -5,9 +5,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgevision.cli.common import (CheckpointOpt, DebugOpt, ImgSizeOpt, JsonOpt, ModelArg, ModelArgOpt,
-                                   NumClassesOpt, ThreadsOpt, WeightsOpt, cli_errors, console,
-                                   load_model_from_options, print_json, rank_zero_log)
+from edgevision.cli.common import (CheckpointOpt, DebugOpt, DeviceOpt, GradAccumOpt, ImgSizeOpt, JsonOpt, ModelArg,
+                                   ModelArgOpt, NumClassesOpt, ResumeOpt, SaveEveryOpt, ThreadsOpt, WeightsOpt,
+                                   WorkersOpt, cli_errors, console, load_model_from_options, print_json,
+                                   rank_zero_log)
 from edgevision.report import fmt
 from edgevision.training import TrainConfig
 
@@ -25,7 +26,7 @@ def train_command(
         "--eval-data", help="Evaluate top-1 on this data after each epoch (builtin splits default to test).",
         show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Per process.")] = _D.batch_size,
-    grad_accum: Annotated[int, typer.Option("--grad-accum", min=1, help="Micro-batches per optimiser step.")] = 1,
+    grad_accum: GradAccumOpt = 1,
     lr: Annotated[float, typer.Option("--lr", min=0.0, help="Peak AdamW learning rate.")] = _D.lr,
     weight_decay: Annotated[float, typer.Option("--weight-decay", min=0.0)] = _D.weight_decay,
     label_smoothing: Annotated[float, typer.Option("--label-smoothing", min=0.0, max=0.99)] = _D.label_smoothing,
@@ -36,14 +37,11 @@ def train_command(
         "--augment", help="light: random resized crop (80-100%) and flip; none: the evaluation preprocessing "
         "only (learns faster in short runs from scratch).")] = _D.augment,
     seed: Annotated[int, typer.Option("--seed")] = _D.seed,
-    workers: Annotated[int, typer.Option("--workers", min=0, help="Data-loading processes.")] = _D.workers,
+    workers: WorkersOpt = _D.workers,
     threads: ThreadsOpt = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu or cuda. Default: cuda if available.",
-                                                  show_default=False)] = None,
-    resume: Annotated[bool, typer.Option("--resume/--no-resume",
-                                         help="Continue an interrupted run of the same command.")] = True,
-    save_every: Annotated[float, typer.Option("--save-every", min=1.0,
-                                              help="Seconds between resume-state saves.")] = 60.0,
+    device: DeviceOpt = None,
+    resume: ResumeOpt = True,
+    save_every: SaveEveryOpt = 60.0,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
     weights: WeightsOpt = None,
     checkpoint: CheckpointOpt = None,

@@ -151,7 +151,6 @@ class TeacherCache:
     def __init__(self, folder: Path, views: int, size: int, classes: int, feature_dim: int | None):
         self.folder, self.views, self.size = folder, views, size
         self.classes, self.feature_dim = classes, feature_dim
-        self.computed = self.reused = 0
 
     @classmethod
     def open(cls, root: Path, key: dict[str, Any], views: int, size: int, classes: int,
@@ -277,8 +276,13 @@ class TeacherTargets:
             self.computed += len(missing)
         self.reused += int(have.sum())
         logits, feats = self.cache.read(self.view, idx)
-        to = lambda a: None if a is None else torch.from_numpy(np.asarray(a, dtype=np.float32)).to(images.device)  # noqa: E731
-        return to(logits), to(feats)
+        return _tensor(logits, images.device), _tensor(feats, images.device)
+
+
+def _tensor(array, device):
+    import torch
+
+    return None if array is None else torch.from_numpy(np.asarray(array, dtype=np.float32)).to(device)
 
 
 # --- the run ------------------------------------------------------------------------------------------
