@@ -14,7 +14,8 @@ fashion-mnist: the teacher is vit_teacher_mini (--weights fashion-mnist: trained
 gpu-throughput: ViT-L/16 -> ViT-S/16 at 224, bf16 autocast, random weights (speed only), images per second
   through the distillation step: without the teacher cache, on the epoch that fills it, and on an epoch that
   reads it. Needs a CUDA GPU (skipped with a note otherwise; --device cpu runs it small, as a check).
-Writes benchmarks/results/distill.{json,md} (each part keeps the other's earlier results).
+Writes benchmarks/results/distill.{json,md} (each part keeps the other's earlier results, and the
+fashion-mnist part the rows of students it did not run, measured with the same --epochs).
 """
 from __future__ import annotations
 
@@ -88,8 +89,13 @@ def fashion_mnist(args, work: Path) -> dict:
         row["within_1_5"] = row["gap"] <= 1.5
         row["speedup_3x"] = row["openvino_speedup"] >= 3.0
         row["beats_no_teacher"] = row["gain_over_no_teacher"] > 0
+    # rows of students not run this time are kept (each row's latencies are side by side within its own run)
+    kept = [r for r in args.previous.get("rows", []) if r["student"] not in args.students
+            and args.previous.get("epochs") == args.epochs]
+    order = {name: i for i, name in enumerate(STUDENTS)}
     return {"teacher": {"model": TEACHER, "top1": teacher_top1, "gmacs": _gmacs(teacher)},
-            "epochs": args.epochs, "threads": args.threads, "test_images": len(test), "rows": rows}
+            "epochs": args.epochs, "threads": args.threads, "test_images": len(test),
+            "rows": sorted(kept + rows, key=lambda r: order.get(r["student"], 99))}
 
 
 def _gmacs(loaded) -> float:
@@ -194,6 +200,7 @@ def main() -> None:
     results = json.loads(path.read_text()) if path.exists() else {}
     with tempfile.TemporaryDirectory(prefix="distill-bench-") as tmp:
         if "fashion-mnist" in args.parts:
+            args.previous = results.get("fashion_mnist", {})
             results["fashion_mnist"] = fashion_mnist(args, Path(tmp))
             results["machine"] = f"{cpu_model()}, {args.threads} threads"
         if "gpu-throughput" in args.parts:

@@ -1,6 +1,6 @@
 """One entry point for the README's headline numbers; writes benchmarks/results/*.json and BENCHMARKS.md.
 
-    python benchmarks/run_all.py [--only speed224 int8 export prune train] [--threads 2]
+    python benchmarks/run_all.py [--only speed224 int8 export prune distill train] [--threads 2]
 
 Parts, each a script of its own that can also run alone:
 - speed224: `edgevision sweep convnext_t swin_t vit_b maxvit_t --weights random --prune 0,0.5 --targets cpu,onnx`
@@ -9,6 +9,8 @@ Parts, each a script of its own that can also run alone:
 - int8: benchmarks/int8_speed.py (compress --int8 at 224, and OpenVINO's benchmark_app on the same IR);
 - export: benchmarks/export_targets.py (jetson/onnx accuracy on the Fashion-MNIST models, ONNX Runtime speed);
 - prune: benchmarks/prune.py (pruning + recovery + INT8 accuracy, pruned speed at 224);
+- distill: benchmarks/distill.py (a ViT teacher into ConvNeXt, ViT and hybrid students on Fashion-MNIST, vs the
+  students trained without it; about 45 minutes on 2 cores);
 - train: benchmarks/train_fashion_mnist.py (the float Fashion-MNIST models; about an hour on 2 cores, so it
   runs only when asked with --only train).
 BENCHMARKS.md is rebuilt from every results file present, with the machine's details.
@@ -25,7 +27,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-DEFAULT_PARTS = ["speed224", "int8", "export", "prune"]
+DEFAULT_PARTS = ["speed224", "int8", "export", "prune", "distill"]
 
 
 def run(cmd: list[str]) -> None:
@@ -63,6 +65,7 @@ def benchmarks_md() -> str:
                  "(random weights: read the latency and speedup columns; accuracy and Pareto marks mean nothing here)"),
                 ("int8_speed.md", "INT8 speed (compress --int8) and benchmark_app"),
                 ("export_targets.md", "Export targets"), ("prune.md", "Structured pruning"),
+                ("distill.md", "Distillation"),
                 ("int8_presets.md", "INT8 presets (how they were chosen)"),
                 ("fashion_mnist_train.md", "Float Fashion-MNIST models")]
     for name, title in sections:
@@ -85,6 +88,7 @@ def main() -> None:
     scripts = {"int8": [str(HERE / "int8_speed.py"), "--threads", str(args.threads)],
                "export": [str(HERE / "export_targets.py"), "--threads", str(args.threads)],
                "prune": [str(HERE / "prune.py"), "--threads", str(args.threads)],
+               "distill": [str(HERE / "distill.py"), "--threads", str(args.threads)],
                "train": [str(HERE / "train_fashion_mnist.py")]}
     for part in args.only:
         if part == "speed224":
