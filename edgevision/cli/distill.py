@@ -144,7 +144,8 @@ def show_distill(report: dict, checkpoint: str) -> None:
     out = console()
     out.print(table)
     if "top1_gap" in report:
-        out.print(f"student top-1 is {report['top1_gap']:+.2f} points below the teacher's "
+        gap = report["top1_gap"]
+        out.print(f"student top-1 is {abs(gap):.2f} points {'below' if gap >= 0 else 'above'} the teacher's "
                   f"(on {report['data']['eval']}, {report['data']['eval_images']} images)")
     if lat:
         out.print(f"student is {lat['speedup']:.2f}x faster at batch 1 ({lat['runtime']}, {lat['threads']} threads)")

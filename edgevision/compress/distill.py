@@ -359,11 +359,13 @@ def distill(
 
     dataset = TransformedDataset(source, transforms, seed=cfg.seed)
     views = cfg.view_count
+    teacher_digest = weights_digest(tmodel)  # the teacher's identity, for the cache and the resume state
     cache = None
     if teacher_cache:
         root = default_cache_root() if teacher_cache is True else Path(teacher_cache)
+        # everything the teacher's answer for (view, sample) depends on
         cache_key = {"teacher": {k: teacher.spec.to_dict()[k] for k in ("timm_name", "model_kwargs", "num_classes")},
-                     "teacher_weights": weights_digest(tmodel), "data": source_digest(source),
+                     "teacher_weights": teacher_digest, "data": source_digest(source),
                      "preprocessing": teacher.spec.data_config, "augment": cfg.augment, "seed": cfg.seed,
                      "views": views, "features": with_features}
         cache = TeacherCache.open(root, cache_key, views, len(source), tmodel.num_classes,
@@ -394,7 +396,7 @@ def distill(
         f"({_params_m(smodel):.2f} M) on {source.spec}: {len(source)} images, {cfg.epochs} epochs, "
         f"{views} view(s)" + (f", {env.world_size} processes" if env.active else "")
         + (f"; teacher cache {cache.folder} ({cache.filled_fraction():.0%} filled)" if cache else ""))
-    key = {"teacher": teacher.spec.to_dict(), "teacher_weights": weights_digest(tmodel),
+    key = {"teacher": teacher.spec.to_dict(), "teacher_weights": teacher_digest,
            "student": {k: student.spec.to_dict()[k] for k in ("timm_name", "model_kwargs", "num_classes", "weights")},
            "data": source_digest(source), "config": cfg.to_dict(), "world_size": env.world_size}
     loop = fit(module, dataset, cfg, key=key, state_file=state_path(checkpoint), objective=objective, env=env,
@@ -409,7 +411,7 @@ def distill(
         tmodel.cpu()
         report = {
             "kind": "distill", "status": "ok", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "teacher": _describe(teacher), "student": {**_describe(student), "checkpoint": STUDENT_FILE},
+            "teacher": _describe(teacher),
             "data": {"train": source.spec, "train_images": len(source)},
             "config": cfg.to_dict(), "processes": env.world_size, "device": str(dev),
             "history": loop.history, "train_time_s": loop.train_time_s, "resumed_from": loop.resumed_from,
@@ -431,6 +433,7 @@ def distill(
         from edgevision.models.loading import load_model
 
         trained = load_model(checkpoint=checkpoint)  # what compress and export will load
+        report["student"] = {**_describe(trained), "checkpoint": STUDENT_FILE, "initial_weights": student.spec.weights}
         if eval_source is not None:
             report["data"].update(_eval_block(eval_source, eval_limit))
             report["teacher"]["top1"] = _top1(teacher, eval_source, eval_limit, cfg.seed, "cpu", progress)
