@@ -14,6 +14,8 @@ fashion-mnist: the teacher is vit_teacher_mini (--weights fashion-mnist: trained
 gpu-throughput: ViT-L/16 -> ViT-S/16 at 224, bf16 autocast, random weights (speed only), images per second
   through the distillation step: without the teacher cache, on the epoch that fills it, and on an epoch that
   reads it. Needs a CUDA GPU (skipped with a note otherwise; --device cpu runs it small, as a check).
+Students are kept under --work (runs/distill-bench/eEPOCHS/): a rerun trains only what is missing, and
+--baselines-only trains the no-teacher students alone (they need no teacher, so they can run first).
 Writes benchmarks/results/distill.{json,md} (each part keeps the other's earlier results, and the
 fashion-mnist part the rows of students it did not run, measured with the same --epochs).
 """
@@ -35,48 +37,59 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def fashion_mnist(args, work: Path) -> dict:
+def fashion_mnist(args) -> dict:
+    """Trains what is missing under --work (a rerun reuses finished students), then evaluates and times."""
     import torch
 
     from edgevision import DistillConfig, TrainConfig, distill, load_model, open_source, train
     from edgevision.api import evaluate_model
     from edgevision.backends import create_runner
     from edgevision.bench import compare_latency
+    from edgevision.compress.distill import REPORT_FILE
+    from edgevision.models import read_checkpoint
     from edgevision.models.trained import FASHION_MNIST_DEFAULTS
 
     torch.set_num_threads(args.threads)
     source, test = open_source("builtin:fashion-mnist:train"), open_source("builtin:fashion-mnist:test")
     if args.limit:  # a quick check of the script, not a result
         source, test = source.subset(range(args.limit)), test.subset(range(args.limit))
+    work = args.work / (f"e{args.epochs}" + (f"-limit{args.limit}" if args.limit else ""))
+    work.mkdir(parents=True, exist_ok=True)
+    common = {"epochs": args.epochs, "workers": 1, **FASHION_MNIST_DEFAULTS}
+    for name in args.students:  # the students without a teacher need no teacher: they can run first
+        plain = work / f"plain-{name}.pt"
+        if not plain.exists():
+            train(load_model(name, weights="random", num_classes=10), source, plain, TrainConfig(**common),
+                  progress=False, log=log)
+    if args.baselines_only:
+        return args.previous
     teacher = load_model(TEACHER, weights="fashion-mnist", log=log)
+    for name in args.students:
+        if not (work / f"distill-{name}" / REPORT_FILE).exists():
+            distill(teacher, load_model(name, weights="random", num_classes=10), source, work / f"distill-{name}",
+                    DistillConfig(**common), eval_source=test, teacher_cache=work / "teacher-cache",
+                    latency_runtime="none", progress=False, log=log)
+
     teacher_top1 = evaluate_model(teacher, test, progress=False).top1
     log(f"teacher {TEACHER}: top-1 {teacher_top1:.2f}")
-    common = {"epochs": args.epochs, "workers": 1, **FASHION_MNIST_DEFAULTS}
     rows, distilled = [], {}
     for name in args.students:
-        t0 = time.perf_counter()
-        result = distill(teacher, load_model(name, weights="random", num_classes=10), source, work / f"distill-{name}",
-                         DistillConfig(**common), eval_source=test, teacher_cache=work / "teacher-cache",
-                         latency_runtime="none", progress=False, log=log)
-        distill_s = time.perf_counter() - t0
-        distilled[name] = load_model(checkpoint=result.checkpoint)
-        t0 = time.perf_counter()
-        plain = load_model(name, weights="random", num_classes=10)
-        train(plain, source, work / f"plain-{name}.pt", TrainConfig(**common), progress=False, log=log)
-        train_s = time.perf_counter() - t0
+        r = json.loads((work / f"distill-{name}" / REPORT_FILE).read_text())
+        distilled[name] = load_model(checkpoint=work / f"distill-{name}")
         plain_top1 = evaluate_model(load_model(checkpoint=work / f"plain-{name}.pt"), test, progress=False).top1
-        r = result.report
+        plain_meta = read_checkpoint(work / f"plain-{name}.pt")[1]["training"]
         rows.append({"student": name, "gmacs": r["student"]["gmacs"], "params_m": r["student"]["params_m"],
                      "distilled_top1": r["student"]["top1"], "no_teacher_top1": plain_top1,
                      "teacher_top1": teacher_top1, "gap": round(teacher_top1 - r["student"]["top1"], 2),
                      "gain_over_no_teacher": round(r["student"]["top1"] - plain_top1, 2),
-                     "distill_time_s": round(distill_s, 1), "train_time_s": round(train_s, 1),
+                     "distill_time_s": r["train_time_s"], "train_time_s": plain_meta["train_time_s"],
                      "distill_images_s": r["throughput_images_s"], "teacher_cache": r["teacher_cache"]})
         log(f"{name}: distilled {r['student']['top1']:.2f}, no teacher {plain_top1:.2f}")
 
+    # every model in one side-by-side run per runtime (interleaved rounds, medians)
     latency = {}
+    models = {TEACHER: teacher, **distilled}
     for runtime in ("openvino", "pytorch"):
-        models = {TEACHER: teacher, **distilled}
         runners = {n: create_runner(runtime, m.model, threads=args.threads, input_size=m.spec.input_size)
                    for n, m in models.items()}
         bench = compare_latency(runners, {n: m.spec.input_size for n, m in models.items()}, iters=400, rounds=8)
@@ -89,13 +102,12 @@ def fashion_mnist(args, work: Path) -> dict:
         row["within_1_5"] = row["gap"] <= 1.5
         row["speedup_3x"] = row["openvino_speedup"] >= 3.0
         row["beats_no_teacher"] = row["gain_over_no_teacher"] > 0
-    # rows of students not run this time are kept (each row's latencies are side by side within its own run)
-    kept = [r for r in args.previous.get("rows", []) if r["student"] not in args.students
-            and args.previous.get("epochs") == args.epochs]
-    order = {name: i for i, name in enumerate(STUDENTS)}
-    return {"teacher": {"model": TEACHER, "top1": teacher_top1, "gmacs": _gmacs(teacher)},
+    teacher_meta = read_checkpoint(teacher.spec.checkpoint)[1]["training"]
+    return {"teacher": {"model": TEACHER, "top1": teacher_top1, "gmacs": _gmacs(teacher),
+                        "trained": f"{teacher_meta['config']['epochs']} epochs at lr {teacher_meta['config']['lr']} "
+                                   f"from {teacher_meta['initial_weights']} weights"},
             "epochs": args.epochs, "threads": args.threads, "test_images": len(test), "train_images": len(source),
-            "rows": sorted(kept + rows, key=lambda r: order.get(r["student"], 99))}
+            "rows": rows}
 
 
 def _gmacs(loaded) -> float:
@@ -193,6 +205,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--limit", type=int, default=None, help="Train/test on this many images (a smoke check).")
     ap.add_argument("--results", type=Path, default=RESULTS, help="Where distill.{json,md} go.")
+    ap.add_argument("--work", type=Path, default=Path(__file__).resolve().parent.parent / "runs" / "distill-bench",
+                    help="Checkpoints of the students (reused by a rerun with the same --epochs).")
+    ap.add_argument("--baselines-only", action="store_true",
+                    help="Train the no-teacher students only (they do not need the teacher).")
     args = ap.parse_args()
     args.parts = args.parts or ["fashion-mnist"]
     if set(args.parts) - {"fashion-mnist", "gpu-throughput"}:
@@ -204,7 +220,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="distill-bench-") as tmp:
         if "fashion-mnist" in args.parts:
             args.previous = results.get("fashion_mnist", {})
-            results["fashion_mnist"] = fashion_mnist(args, Path(tmp))
+            results["fashion_mnist"] = fashion_mnist(args)
             results["machine"] = f"{cpu_model()}, {args.threads} threads"
         if "gpu-throughput" in args.parts:
             results["gpu_throughput"] = gpu_throughput(args, Path(tmp))

@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 
 from edgevision.errors import ModelError
 from edgevision.models.checkpoint import check_fits, read_checkpoint, strip_prefixes
-from edgevision.models.zoo import ResolvedName, family_of, resolve_name
+from edgevision.models.zoo import ResolvedName, family_of, resolve_name, timm_with_students
 
 WEIGHTS_CHOICES = ("pretrained", "random", "fashion-mnist")
 DATA_CONFIG_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
@@ -160,10 +160,9 @@ def _load_from_checkpoint(name, path: Path, num_classes, img_size, model_kwargs)
 
 def _classes_in_state(resolved: ResolvedName, kwargs: dict, state: dict) -> int | None:
     """Read the class count off the checkpoint's classifier weight, so users need not say it."""
-    from edgevision.models.zoo import timm_with_students
+    import torch
 
     timm = timm_with_students()
-    import torch
 
     with torch.device("meta"):
         probe = timm.create_model(resolved.timm_name, pretrained=False, **kwargs)
@@ -175,8 +174,6 @@ def _classes_in_state(resolved: ResolvedName, kwargs: dict, state: dict) -> int 
 
 
 def _build(resolved: ResolvedName, kwargs: dict, num_classes, img_size, pretrained_file=None):
-    from edgevision.models.zoo import timm_with_students
-
     timm = timm_with_students()
 
     size = img_size or resolved.img_size
@@ -199,10 +196,9 @@ def _build(resolved: ResolvedName, kwargs: dict, num_classes, img_size, pretrain
 @lru_cache(maxsize=None)
 def _accepts_img_size(architecture: str) -> bool:
     """Some timm families (ViT, Swin, MaxViT) fix their input size at construction; CNNs do not."""
-    from edgevision.models.zoo import timm_with_students
+    import torch
 
     timm = timm_with_students()
-    import torch
 
     try:
         with torch.device("meta"):
