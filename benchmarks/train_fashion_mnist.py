@@ -18,11 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edgevision.models.trained import (FASHION_MNIST_DEFAULTS, FASHION_MNIST_EPOCHS, FASHION_MNIST_SECOND_STAGE,
-                                      FASHION_MNIST_TEST, FASHION_MNIST_TRAIN, cache_dir)
-
-# The distillation teacher (two schedules) is trained through `--weights fashion-mnist` by benchmarks/distill.py.
-ONE_STAGE = [alias for alias in FASHION_MNIST_EPOCHS if alias not in FASHION_MNIST_SECOND_STAGE]
+from edgevision.models.trained import (FASHION_MNIST_DEFAULTS, FASHION_MNIST_EPOCHS, FASHION_MNIST_TEST,
+                                      FASHION_MNIST_TRAIN, cache_dir)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -40,7 +37,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     # Default: the cache behind `--weights fashion-mnist`, so later commands use exactly these models.
     ap.add_argument("--out-dir", type=Path, default=cache_dir() / "fashion-mnist")
-    ap.add_argument("--models", nargs="+", default=ONE_STAGE, choices=ONE_STAGE)
+    ap.add_argument("--models", nargs="+", default=list(FASHION_MNIST_EPOCHS),
+                    choices=list(FASHION_MNIST_EPOCHS))
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     args = ap.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)

@@ -18,9 +18,6 @@ FASHION_MNIST_TEST = "builtin:fashion-mnist:test"
 FASHION_MNIST_DEFAULTS = {"augment": "none", "lr": 2e-3, "batch_size": 128}
 FASHION_MNIST_EPOCHS = {"convnext_mini": 4, "swin_mini": 6, "maxvit_mini": 6, "vit_mini": 8,
                          "vit_teacher_mini": 4}
-# A second schedule at a lower rate from the first one's checkpoint. The distillation teacher needs it: after
-# its first 4 epochs it was below the students it should teach (86.84% test top-1, benchmarks/results/distill.md).
-FASHION_MNIST_SECOND_STAGE = {"vit_teacher_mini": {"epochs": 4, "lr": 1e-3}}
 
 
 def cache_dir() -> Path:
@@ -41,17 +38,10 @@ def fashion_mnist_checkpoint(alias: str, log: Callable[[str], None] = lambda m: 
     from edgevision.training import TrainConfig, train
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    second = FASHION_MNIST_SECOND_STAGE.get(alias)
-    epochs = FASHION_MNIST_EPOCHS[alias] + (second["epochs"] if second else 0)
     log(f"{alias} has not been trained on Fashion-MNIST on this machine yet: training it once "
-        f"({epochs} epochs), cached at {path}")
+        f"({FASHION_MNIST_EPOCHS[alias]} epochs), cached at {path}")
     source = open_source(FASHION_MNIST_TRAIN)
-    first = path.with_name(f"{alias}-stage1.pt") if second else path
-    if not first.exists():
-        config = TrainConfig(epochs=FASHION_MNIST_EPOCHS[alias], **FASHION_MNIST_DEFAULTS)
-        train(load_model(alias, weights="random", num_classes=source.num_classes), source, first, config,
-              progress=progress, log=log)
-    if second:
-        config = TrainConfig(**{**FASHION_MNIST_DEFAULTS, **second})
-        train(load_model(checkpoint=first), source, path, config, progress=progress, log=log)
+    config = TrainConfig(epochs=FASHION_MNIST_EPOCHS[alias], **FASHION_MNIST_DEFAULTS)
+    train(load_model(alias, weights="random", num_classes=source.num_classes), source, path, config,
+          progress=progress, log=log)
     return path
