@@ -22,12 +22,16 @@ def evaluate_model(
     threads: int | None = None,
     workers: int = 0,
     progress: bool = True,
+    device: str | None = None,
 ) -> EvalResult:
-    """Top-1/top-5 of a model on a source, optionally on a seeded, class-balanced subset of `limit`."""
+    """Top-1/top-5 of a model on a source, optionally on a seeded, class-balanced subset of `limit`.
+
+    `device` (pytorch runtime only): where the model runs, e.g. the GPU it is training on."""
     source = align_classes(source, loaded.spec.classes)
     if limit is not None and limit < len(source):
         source = source.subset(balanced_indices(len(source), limit, source.labels, seed))
-    runner = create_runner(runtime, loaded.model, threads=threads, input_size=loaded.spec.input_size)
+    placement = {"device": device} if device is not None else {}
+    runner = create_runner(runtime, loaded.model, threads=threads, input_size=loaded.spec.input_size, **placement)
     return evaluate(runner, source, loaded.spec.data_config, batch_size=batch_size, workers=workers,
                     progress=progress)
 

@@ -390,7 +390,7 @@ def distill(
     def evaluate_epoch(_module) -> dict[str, Any]:
         if eval_source is None:
             return {}
-        return {"eval_top1": _top1(student, eval_source, eval_limit, cfg.seed, dev, progress)}
+        return {"eval_top1": _evaluate(student, eval_source, eval_limit, cfg.seed, dev, progress).top1}
 
     log(f"distilling {teacher.spec.name} ({_params_m(tmodel):.1f} M params) into {student.spec.name} "
         f"({_params_m(smodel):.2f} M) on {source.spec}: {len(source)} images, {cfg.epochs} epochs, "
@@ -435,9 +435,10 @@ def distill(
         trained = load_model(checkpoint=checkpoint)  # what compress and export will load
         report["student"] = {**_describe(trained), "checkpoint": STUDENT_FILE, "initial_weights": student.spec.weights}
         if eval_source is not None:
-            report["data"].update(_eval_block(eval_source, eval_limit))
-            report["teacher"]["top1"] = _top1(teacher, eval_source, eval_limit, cfg.seed, "cpu", progress)
-            report["student"]["top1"] = _top1(trained, eval_source, eval_limit, cfg.seed, "cpu", progress)
+            student_eval = _evaluate(trained, eval_source, eval_limit, cfg.seed, "cpu", progress)
+            report["data"].update({"eval": student_eval.data, "eval_images": student_eval.images})
+            report["teacher"]["top1"] = _evaluate(teacher, eval_source, eval_limit, cfg.seed, "cpu", progress).top1
+            report["student"]["top1"] = student_eval.top1
             report["top1_gap"] = round(report["teacher"]["top1"] - report["student"]["top1"], 2)
         if latency_runtime != "none":
             report["latency"] = measure_latency(teacher, trained, latency_runtime, threads)
@@ -475,28 +476,11 @@ def _describe(loaded: LoadedModel) -> dict[str, Any]:
             "gmacs": round(count_gmacs(loaded.model, spec.input_size), 4)}
 
 
-def _eval_subset(source: ImageSource, limit: int | None, seed: int) -> ImageSource:
-    from edgevision.data.loader import balanced_indices
+def _evaluate(loaded: LoadedModel, source: ImageSource, limit: int | None, seed: int, dev, progress: bool):
+    from edgevision.api import evaluate_model
 
-    if limit is not None and limit < len(source):
-        return source.subset(balanced_indices(len(source), limit, source.labels, seed))
-    return source
-
-
-def _eval_block(source: ImageSource, limit: int | None) -> dict[str, Any]:
-    return {"eval": source.spec, "eval_images": min(len(source), limit or len(source))}
-
-
-def _top1(loaded: LoadedModel, source: ImageSource, limit: int | None, seed: int, dev, progress: bool) -> float:
-    from edgevision.backends.pytorch import TorchRunner
-    from edgevision.evaluate import evaluate
-
-    was_training = loaded.model.training
-    subset = _eval_subset(align_classes(source, loaded.spec.classes), limit, seed)
-    result = evaluate(TorchRunner(loaded.model, device=str(dev)), subset, loaded.spec.data_config,
-                      batch_size=256, progress=progress, description=f"  evaluate {loaded.spec.name}")
-    loaded.model.train(was_training)
-    return result.top1
+    return evaluate_model(loaded, source, limit=limit, seed=seed, batch_size=256, progress=progress,
+                          device=str(dev))
 
 
 def measure_latency(teacher: LoadedModel, student: LoadedModel, runtime: str, threads: int | None,
