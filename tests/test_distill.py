@@ -233,6 +233,39 @@ def test_torchrun_two_processes_gloo_writes_one_checkpoint(tmp_path, teacher_pat
     assert (bundle / "model.onnx").is_file() and bundle_report["status"] == "ok"
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_nodes_keep_one_teacher_cache_each(tmp_path, teacher_path):
+    """Two torchrun agents on this machine as nodes 0 and 1 (one process each, static rendezvous)."""
+    out, cache, port = tmp_path / "run", tmp_path / "cache", free_port()
+    args = distill_args(teacher_path, out, cache, ["--epochs", "2", "--limit", "128"])
+    agents = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node",
+                                "1", "--node_rank", str(node), "--master_addr", "127.0.0.1", "--master_port",
+                                str(port), "-m", "edgevision", *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for node in (0, 1)]
+    outputs = [a.communicate(timeout=600) for a in agents]
+    assert [a.returncode for a in agents] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    assert outputs[1][0].strip() == ""  # node 1 holds no rank 0: it prints nothing
+    report = json.loads(outputs[0][0])
+    assert report["processes"] == 2
+    folders = sorted(p.name for p in cache.iterdir())
+    assert len(folders) == 2 and folders[0].endswith("-node0") and folders[1].endswith("-node1")
+    filled = [np.load(cache / f / "filled.npy")[0].astype(bool) for f in folders]
+    # epoch 1: each node computed the half its rank drew; the two caches together hold every sample
+    assert (filled[0] | filled[1]).all() and filled[0].sum() >= 64 and filled[1].sum() >= 64
+    # epoch 2 reshuffles across ranks: a sample another node computed is computed again, never read across nodes
+    cached = report["teacher_cache"]
+    assert cached["computed"] + cached["reused"] == 256
+    assert cached["computed"] == int(filled[0].sum() + filled[1].sum())
+    assert sorted(p.name for p in out.iterdir()) == ["report.json", "student.pt"]
+
+
 def kill_tree(pid: int) -> None:
     """SIGKILL a process and all its descendants (read from /proc: no cleanup handler runs)."""
     children: dict[int, list[int]] = {}
