@@ -4,7 +4,7 @@
         [--students convnext_mini vit_mini hybrid_mini] [--device cuda] [--batch 128] [--steps 50]
 
 fashion-mnist: the teacher is vit_teacher_mini (--weights fashion-mnist: trained by edgevision on the 60,000
-  training images on first use, 4 epochs). Each student starts from random weights twice, with the same
+  training images on first use, 10 epochs). Each student starts from random weights twice, with the same
   settings (AdamW lr 2e-3, batch 128, no augmentation, --epochs epochs on the 60,000 images):
   `edgevision distill` (KL at T=2 x T^2, alpha 0.7, plus cross-entropy; teacher outputs cached, filled by the
   first student, reused by the others) and `edgevision train` (label-smoothed cross-entropy, no teacher).
