@@ -18,8 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edgevision.models.trained import (FASHION_MNIST_DEFAULTS, FASHION_MNIST_EPOCHS, FASHION_MNIST_TEST,
-                                      FASHION_MNIST_TRAIN, cache_dir)
+from edgevision.models.trained import (FASHION_MNIST_EPOCHS, FASHION_MNIST_TEST, FASHION_MNIST_TRAIN, cache_dir,
+                                      fashion_mnist_settings)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -48,7 +48,7 @@ def main() -> None:
     for alias in args.models:
         ckpt = args.out_dir / f"{alias}.pt"
         if not ckpt.exists():
-            options = {**FASHION_MNIST_DEFAULTS, "epochs": FASHION_MNIST_EPOCHS[alias]}
+            options = fashion_mnist_settings(alias)
             flags = [x for k, v in options.items() for x in (f"--{k.replace('_', '-')}", str(v))]
             edgevision("train", alias, "--data", FASHION_MNIST_TRAIN, "--eval-data", FASHION_MNIST_TEST,
                                  "--out", str(ckpt), "--threads", str(args.threads), *flags)
