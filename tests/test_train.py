@@ -154,3 +154,23 @@ def test_gpu_training_runs_under_bf16_autocast(tmp_path):
     train(loaded, small(128), tmp_path / "m.pt", TrainConfig(epochs=1, batch_size=64, workers=0), device="cuda",
           progress=False, loss_fn=record_dtype)
     assert torch.bfloat16 in seen and (tmp_path / "m.pt").exists()
+
+
+def test_weights_fashion_mnist_reads_the_cache_and_names_its_recipes(tmp_path, monkeypatch, trained_checkpoint):
+    """`--weights fashion-mnist` loads $EDGEVISION_CACHE/fashion-mnist/ALIAS.pt without training again."""
+    import shutil
+
+    from edgevision.errors import ModelError
+    from edgevision.models.trained import FASHION_MNIST_EPOCHS, fashion_mnist_settings
+
+    monkeypatch.setenv("EDGEVISION_CACHE", str(tmp_path))
+    (tmp_path / "fashion-mnist").mkdir()
+    shutil.copy(trained_checkpoint, tmp_path / "fashion-mnist" / "convnext_mini.pt")
+    loaded = load_model("convnext_mini", weights="fashion-mnist")
+    assert loaded.spec.checkpoint == str(tmp_path / "fashion-mnist" / "convnext_mini.pt")
+    assert loaded.spec.classes[9] == "Ankle boot"
+    with pytest.raises(ModelError, match="no Fashion-MNIST recipe") as err:
+        load_model("convnext_t", weights="fashion-mnist")
+    assert "vit_teacher_mini" in err.value.hint  # the fix lists the aliases that have one
+    for alias in FASHION_MNIST_EPOCHS:  # every recipe is a valid training configuration
+        TrainConfig(**fashion_mnist_settings(alias))
