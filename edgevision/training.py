@@ -153,7 +153,14 @@ def train(
         return loss_fn(logits.float(), batch.labels.to(dev, non_blocking=True), images)
 
     def evaluate_epoch(model) -> dict[str, Any]:
-        return {"eval_top1": _quick_eval(model, eval_source, loaded, dev, progress)} if eval_source else {}
+        if eval_source is None:
+            return {}
+        from edgevision.api import evaluate_model  # api imports this module
+
+        result = evaluate_model(LoadedModel(model, spec), eval_source, batch_size=256, progress=progress,
+                                device=str(dev))
+        model.train()
+        return {"eval_top1": result.top1}
 
     dataset = TransformedDataset(source, transform_for(spec.data_config, cfg.augment))
     loop = fit(loaded.model, dataset, cfg, key=_resume_key(loaded, source, cfg, env.world_size),
@@ -321,12 +328,3 @@ def fit(
                       train_time_s=round(time.perf_counter() - t_start, 1), skipped_images=skips.skipped,
                       throughput_images_s=round(images_all / session_s, 1) if session_s > 0 else None)
 
-
-def _quick_eval(model, source: ImageSource, loaded: LoadedModel, dev, progress: bool) -> float | None:
-    from edgevision.backends.pytorch import TorchRunner
-    from edgevision.evaluate import evaluate
-
-    result = evaluate(TorchRunner(model, device=str(dev)), source, loaded.spec.data_config,
-                      batch_size=256, progress=progress, description="  evaluate")
-    model.train()
-    return result.top1

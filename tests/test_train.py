@@ -9,6 +9,7 @@ import torch
 
 from conftest import needs_fashion_mnist
 from edgevision import TrainConfig, load_model, open_source, train
+from edgevision.api import evaluate_model
 from edgevision.errors import EdgevisionError, OutputExistsError
 from edgevision.models import read_checkpoint
 from edgevision.training import lr_at, state_path
@@ -36,8 +37,12 @@ def test_refuses_to_overwrite_without_force(tmp_path):
     with pytest.raises(OutputExistsError, match="--force"):
         train(loaded, small(64), out, TrainConfig(epochs=1, workers=0), progress=False)
     assert out.read_text() == "precious"
-    train(loaded, small(64), out, TrainConfig(epochs=1, workers=0), force=True, progress=False)
+    test = open_source("builtin:fashion-mnist:test").subset(range(100))
+    result = train(loaded, small(64), out, TrainConfig(epochs=1, workers=0), eval_source=test, force=True,
+                   progress=False)
     assert read_checkpoint(out)[1]["format"] == "edgevision.checkpoint"
+    # the epoch's evaluation is the written model's accuracy
+    assert result.history[-1]["eval_top1"] == evaluate_model(load_model(checkpoint=out), test, progress=False).top1
 
 
 def test_unlabelled_data_and_too_few_outputs_are_refused(tmp_path):
