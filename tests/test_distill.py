@@ -203,6 +203,21 @@ def distill_args(teacher_path, out, cache, extra=()):
             "--latency-runtime", "pytorch", "--workers", "0", "--threads", "1", "--json", *extra]
 
 
+def test_seed_repeats_a_random_student_run(tmp_path, teacher_path):
+    """--seed fixes the random student's initial weights as well as the data order."""
+    from edgevision.models import read_checkpoint
+
+    def student_weights(run: str, seed: str) -> dict:
+        done = run_cli(distill_args(teacher_path, tmp_path / run, tmp_path / "cache",
+                                    ["--epochs", "1", "--limit", "64", "--seed", seed]))
+        assert done.returncode == 0, done.stderr[-2000:]
+        return read_checkpoint(tmp_path / run / STUDENT_FILE)[0]
+
+    first, again, other = student_weights("a", "3"), student_weights("b", "3"), student_weights("c", "4")
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
 def test_torchrun_two_processes_gloo_writes_one_checkpoint(tmp_path, teacher_path):
     out = tmp_path / "run"
     done = subprocess.run(torchrun(distill_args(teacher_path, out, tmp_path / "cache", ["--epochs", "2"])),

@@ -70,7 +70,8 @@ def distill_command(
     num_classes: Annotated[Optional[int], typer.Option(
         "--num-classes", min=1, help="Classifier outputs of both models when they are built (default: the "
         "teacher's).", show_default=False)] = None,
-    seed: Annotated[int, typer.Option("--seed")] = _D.seed,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the data order, the augmentation and a random "
+                                      "model's initial weights.")] = _D.seed,
     workers: WorkersOpt = _D.workers,
     threads: ThreadsOpt = None,
     device: DeviceOpt = None,
@@ -106,6 +107,7 @@ def distill_command(
         eval_source = open_source(eval_spec, default_split="test") if eval_spec else None
         t = load_model(teacher, weights=teacher_weights, checkpoint=teacher_checkpoint, num_classes=num_classes,
                        log=log)
+        torch.manual_seed(seed)  # a random model starts from the same weights on every run
         s = load_model(student, weights=student_weights, checkpoint=student_checkpoint,
                        num_classes=num_classes or t.spec.num_classes, img_size=student_img_size,
                        model_kwargs=parse_model_args(student_arg) or None, log=log)

@@ -36,7 +36,8 @@ def train_command(
     augment: Annotated[str, typer.Option(
         "--augment", help="light: random resized crop (80-100%) and flip; none: the evaluation preprocessing "
         "only (learns faster in short runs from scratch).")] = _D.augment,
-    seed: Annotated[int, typer.Option("--seed")] = _D.seed,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the data order, the augmentation and a random "
+                                      "model's initial weights.")] = _D.seed,
     workers: WorkersOpt = _D.workers,
     threads: ThreadsOpt = None,
     device: DeviceOpt = None,
@@ -64,6 +65,7 @@ def train_command(
             torch.set_num_threads(threads)
         source = open_source(data, default_split="train")
         eval_source = open_source(eval_data, default_split="test") if eval_data else None
+        torch.manual_seed(seed)  # a random model starts from the same weights on every run
         loaded = load_model_from_options(model, weights, checkpoint, num_classes or source.num_classes,
                                          img_size, model_arg)
         for msg in source.notes:
