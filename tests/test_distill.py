@@ -141,6 +141,25 @@ def test_distill_caches_teacher_outputs_per_sample_and_view(tmp_path, teacher_pa
     assert calls == [1] and again.report["teacher_cache"]["computed"] == 0  # the GMAC count only
 
 
+def test_teacher_cache_is_shared_across_seeds_only_without_augmentation(tmp_path, teacher_path):
+    """The seed picks the augmented views; without augmentation every seed sees the same images."""
+    teacher = load_model(checkpoint=teacher_path)
+    source = small(64)
+
+    def computed(run: str, augment: str, seed: int) -> int:
+        cfg = DistillConfig(epochs=1, batch_size=32, workers=0, augment=augment, seed=seed, warmup_steps=1)
+        student = load_model("vit_mini", weights="random", num_classes=10)
+        result = distill(teacher, student, source, tmp_path / run, cfg, teacher_cache=tmp_path / "cache",
+                         latency_runtime="none", progress=False)
+        return result.report["teacher_cache"]["computed"]
+
+    assert computed("plain-seed0", "none", 0) == 64
+    assert computed("plain-seed1", "none", 1) == 0
+    assert computed("light-seed0", "light", 0) == 64
+    assert computed("light-seed1", "light", 1) == 64  # other crops and flips: other teacher answers
+    assert len(list((tmp_path / "cache").iterdir())) == 3
+
+
 def test_distilled_student_learns_from_the_teacher_and_feeds_compress(tmp_path, teacher_path):
     """Feature distillation on (projection 256 -> 96 widths), alpha 1 (labels unused); the student moves
     toward the teacher, the checkpoint holds only the student, and compress takes it as is."""

@@ -366,7 +366,9 @@ def distill(
         # everything the teacher's answer for (view, sample) depends on
         cache_key = {"teacher": {k: teacher.spec.to_dict()[k] for k in ("timm_name", "model_kwargs", "num_classes")},
                      "teacher_weights": teacher_digest, "data": source_digest(source),
-                     "preprocessing": teacher.spec.data_config, "augment": cfg.augment, "seed": cfg.seed,
+                     "preprocessing": teacher.spec.data_config, "augment": cfg.augment,
+                     # without augmentation every seed sees the same images: its cache serves them all
+                     "seed": cfg.seed if cfg.augment != "none" else None,
                      "views": views, "features": with_features}
         cache = TeacherCache.open(root, cache_key, views, len(source), tmodel.num_classes,
                                   tmodel.num_features if with_features else None, env)
