@@ -1,20 +1,22 @@
 """Distillation, measured: a ViT teacher trained by edgevision into ConvNeXt, ViT and hybrid students.
 
     python benchmarks/distill.py [fashion-mnist] [gpu-throughput] [--epochs 3] [--threads 2]
-        [--students convnext_mini vit_mini hybrid_mini] [--device cuda] [--batch 128] [--steps 50]
+        [--students convnext_mini vit_mini hybrid_mini] [--seed N] [--device cuda] [--batch 128] [--steps 50]
 
 fashion-mnist: the teacher is vit_teacher_mini (--weights fashion-mnist: trained by edgevision on the 60,000
-  training images on first use, 8 epochs at lr 1e-3). Each student starts from random weights twice, with the same
-  settings (AdamW lr 2e-3, batch 128, no augmentation, --epochs epochs on the 60,000 images):
-  `edgevision distill` (KL at T=2 x T^2, alpha 0.7, plus cross-entropy; teacher outputs cached, filled by the
-  first student, reused by the others) and `edgevision train` (label-smoothed cross-entropy, no teacher).
-  All top-1 on the 10,000 test images. Latency: teacher and every distilled student at batch 1 in OpenVINO
-  FP32 and in PyTorch eager, interleaved side by side in one run (medians). Targets: each distilled student
-  within 1.5 points of the teacher, >= 3x lower latency, and above its no-teacher twin.
+  training images on first use, with the settings models/trained.py:fashion_mnist_settings gives it). Each
+  student starts from random weights twice, with the same settings (AdamW lr 2e-3, batch 128, no
+  augmentation, --epochs epochs on the 60,000 images): `edgevision distill` (KL at T=2 x T^2, alpha 0.7,
+  plus cross-entropy; teacher outputs cached, filled by the first student, reused by the others) and
+  `edgevision train` (label-smoothed cross-entropy, no teacher). All top-1 on the 10,000 test images.
+  Latency: teacher and every distilled student at batch 1 in OpenVINO FP32 and in PyTorch eager,
+  interleaved side by side in one run (medians). Targets: each distilled student within 1.5 points of the
+  teacher, >= 3x lower latency, and above its no-teacher twin.
 gpu-throughput: ViT-L/16 -> ViT-S/16 at 224, bf16 autocast, random weights (speed only), images per second
   through the distillation step: without the teacher cache, on the epoch that fills it, and on an epoch that
   reads it. Needs a CUDA GPU (skipped with a note otherwise; --device cpu runs it small, as a check).
-Students are kept under --work (runs/distill-bench/eEPOCHS/): a rerun trains only what is missing, and
+Students are kept under --work (runs/distill-bench/eEPOCHS/, seedN/ below it with --seed N: rows of their own,
+the same initial weights for the distilled student and its twin): a rerun trains only what is missing, and
 --baselines-only trains the no-teacher students alone (they need no teacher, so they can run first).
 Writes benchmarks/results/distill.{json,md} (each part keeps the other's earlier results, and the
 fashion-mnist part the rows of students it did not run, measured with the same --epochs and teacher).
@@ -53,21 +55,27 @@ def fashion_mnist(args) -> dict:
     source, test = open_source("builtin:fashion-mnist:train"), open_source("builtin:fashion-mnist:test")
     if args.limit:  # a quick check of the script, not a result
         source, test = source.subset(range(args.limit)), test.subset(range(args.limit))
-    work = args.work / (f"e{args.epochs}" + (f"-limit{args.limit}" if args.limit else ""))
+    shared = args.work / (f"e{args.epochs}" + (f"-limit{args.limit}" if args.limit else ""))
+    work = shared if args.seed is None else shared / f"seed{args.seed}"
     work.mkdir(parents=True, exist_ok=True)
-    common = {"epochs": args.epochs, "workers": 1, **FASHION_MNIST_DEFAULTS}
+    common = {"epochs": args.epochs, "workers": 1, **FASHION_MNIST_DEFAULTS, "seed": args.seed or 0}
+
+    def random_student(name: str):
+        if args.seed is not None:  # the same initial weights for the distilled student and its no-teacher twin
+            torch.manual_seed(args.seed)
+        return load_model(name, weights="random", num_classes=10)
+
     for name in args.students:  # the students without a teacher need no teacher: they can run first
         plain = work / f"plain-{name}.pt"
         if not plain.exists():
-            train(load_model(name, weights="random", num_classes=10), source, plain, TrainConfig(**common),
-                  progress=False, log=log)
+            train(random_student(name), source, plain, TrainConfig(**common), progress=False, log=log)
     if args.baselines_only:
         return args.previous
     teacher = load_model(TEACHER, weights="fashion-mnist", log=log)
     for name in args.students:
         if not (work / f"distill-{name}" / REPORT_FILE).exists():
-            distill(teacher, load_model(name, weights="random", num_classes=10), source, work / f"distill-{name}",
-                    DistillConfig(**common), eval_source=test, teacher_cache=work / "teacher-cache",
+            distill(teacher, random_student(name), source, work / f"distill-{name}",
+                    DistillConfig(**common), eval_source=test, teacher_cache=shared / "teacher-cache",
                     latency_runtime="none", progress=False, log=log)
 
     teacher_top1 = evaluate_model(teacher, test, progress=False).top1
@@ -78,7 +86,8 @@ def fashion_mnist(args) -> dict:
         distilled[name] = load_model(checkpoint=work / f"distill-{name}")
         plain_top1 = evaluate_model(load_model(checkpoint=work / f"plain-{name}.pt"), test, progress=False).top1
         plain_meta = read_checkpoint(work / f"plain-{name}.pt")[1]["training"]
-        rows.append({"student": name, "gmacs": r["student"]["gmacs"], "params_m": r["student"]["params_m"],
+        rows.append({"student": name, "seed": args.seed,
+                     "gmacs": r["student"]["gmacs"], "params_m": r["student"]["params_m"],
                      "distilled_top1": r["student"]["top1"], "no_teacher_top1": plain_top1,
                      "teacher_top1": teacher_top1, "gap": round(teacher_top1 - r["student"]["top1"], 2),
                      "gain_over_no_teacher": round(r["student"]["top1"] - plain_top1, 2),
@@ -103,8 +112,10 @@ def fashion_mnist(args) -> dict:
         row["speedup_3x"] = row["openvino_speedup"] >= 3.0
         row["beats_no_teacher"] = row["gain_over_no_teacher"] > 0
     if args.previous.get("epochs") == args.epochs and args.previous.get("teacher", {}).get("top1") == teacher_top1:
-        # rows of students this run did not touch, measured earlier against the same teacher and epochs
-        rows += [r for r in args.previous.get("rows", []) if r["student"] not in args.students]
+        # rows of (student, seed) pairs this run did not touch, measured earlier against the same teacher and epochs
+        ran = {(name, args.seed) for name in args.students}
+        rows += [r for r in args.previous.get("rows", []) if (r["student"], r.get("seed")) not in ran]
+    rows.sort(key=lambda r: (r["student"], r.get("seed") is not None, r.get("seed") or 0))
     teacher_meta = read_checkpoint(teacher.spec.checkpoint)[1]["training"]
     return {"teacher": {"model": TEACHER, "top1": teacher_top1, "gmacs": _gmacs(teacher),
                         "trained": f"{teacher_meta['config']['epochs']} epochs at lr {teacher_meta['config']['lr']} "
@@ -155,6 +166,10 @@ def gpu_throughput(args, work: Path) -> dict:
     return out
 
 
+def _label(row: dict) -> str:
+    return row["student"] + (f" (seed {row['seed']})" if row.get("seed") is not None else "")
+
+
 def markdown(results: dict) -> str:
     lines = ["# Distillation", ""]
     fm = results.get("fashion_mnist")
@@ -168,17 +183,24 @@ def markdown(results: dict) -> str:
                   "OpenVINO ms (teacher / student) | speedup | PyTorch speedup | within 1.5 | >= 3x | beats no-teacher |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in fm["rows"]:
-            lines.append(f"| {r['student']} | {r['gmacs']} | {r['distilled_top1']:.2f} | {r['gap']:+.2f} | "
+            lines.append(f"| {_label(r)} | {r['gmacs']} | {r['distilled_top1']:.2f} | {r['gap']:+.2f} | "
                          f"{r['no_teacher_top1']:.2f} | {r['gain_over_no_teacher']:+.2f} | "
                          f"{r['openvino_teacher_ms']:.3f} / {r['openvino_student_ms']:.3f} | "
                          f"{r['openvino_speedup']:.2f}x | {r['pytorch_speedup']:.2f}x | "
                          f"{'yes' if r['within_1_5'] else 'NO'} | {'yes' if r['speedup_3x'] else 'NO'} | "
                          f"{'yes' if r['beats_no_teacher'] else 'NO'} |")
+        gains: dict[str, list[float]] = {}
+        for r in fm["rows"]:
+            gains.setdefault(r["student"], []).append(r["gain_over_no_teacher"])
+        if any(len(g) > 1 for g in gains.values()):  # several seeds: is the gain larger than seed noise?
+            lines += ["", "| student | runs | gain over no-teacher, per run | mean gain |", "|---|---|---|---|"]
+            lines += [f"| {name} | {len(g)} | {', '.join(f'{x:+.2f}' for x in g)} | {sum(g) / len(g):+.2f} |"
+                      for name, g in gains.items()]
         lines += ["", "| student | distill time (s) | train time, no teacher (s) | distill images/s | "
                   "teacher outputs computed / reused |", "|---|---|---|---|---|"]
         for r in fm["rows"]:
             c = r["teacher_cache"] or {}
-            lines.append(f"| {r['student']} | {r['distill_time_s']} | {r['train_time_s']} | {r['distill_images_s']} | "
+            lines.append(f"| {_label(r)} | {r['distill_time_s']} | {r['train_time_s']} | {r['distill_images_s']} | "
                          f"{c.get('computed', '-')} / {c.get('reused', '-')} |")
     gpu = results.get("gpu_throughput")
     if gpu:
@@ -206,6 +228,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=None,
+                    help="Seed the students' initial weights and data order; kept under eEPOCHS/seedN/ and reported "
+                         "as rows of their own (default: unseeded initial weights, data order 0).")
     ap.add_argument("--limit", type=int, default=None, help="Train/test on this many images (a smoke check).")
     ap.add_argument("--results", type=Path, default=RESULTS, help="Where distill.{json,md} go.")
     ap.add_argument("--work", type=Path, default=Path(__file__).resolve().parent.parent / "runs" / "distill-bench",
