@@ -143,8 +143,7 @@ class TeacherCache:
     """Teacher logits (and pooled features) per (view, sample) in memory-mapped .npy files, float16.
 
     One folder per key (teacher weights, data, preprocessing, augmentation, and the seed when there is
-    augmentation): `filled[v, i]` says
-    whether row i of view v is there. Rows are written before their flag, to the page cache the processes
+    augmentation): `filled[v, i]` says whether row i of view v is there. Rows are written before their flag, to the page cache the processes
     of a node share, so a killed run keeps what it computed. Several nodes keep one cache each (the folder
     gets a node suffix): concurrent writers over a network filesystem could clobber each other's pages.
     """
