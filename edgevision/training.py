@@ -113,6 +113,16 @@ def transform_for(data_config: dict[str, Any], augment: str):
     return (train_transform if augment == "light" else eval_transform)(data_config)
 
 
+def evaluate_during_training(loaded: LoadedModel, source: ImageSource, dev, progress: bool,
+                             limit: int | None = None, seed: int = 0):
+    """Top-1 of the model being trained, on the device it trains on (rank 0, at an epoch's end; `fit` puts
+    it back in train mode)."""
+    from edgevision.api import evaluate_model  # api imports this module
+
+    return evaluate_model(loaded, source, limit=limit, seed=seed, batch_size=256, progress=progress,
+                          device=str(dev))
+
+
 def train(
     loaded: LoadedModel,
     source: ImageSource,
@@ -152,15 +162,10 @@ def train(
         logits = net(images)
         return loss_fn(logits.float(), batch.labels.to(dev, non_blocking=True), images)
 
-    def evaluate_epoch(model) -> dict[str, Any]:
+    def evaluate_epoch(_module) -> dict[str, Any]:  # _module is loaded.model, the model being trained
         if eval_source is None:
             return {}
-        from edgevision.api import evaluate_model  # api imports this module
-
-        result = evaluate_model(LoadedModel(model, spec), eval_source, batch_size=256, progress=progress,
-                                device=str(dev))
-        model.train()
-        return {"eval_top1": result.top1}
+        return {"eval_top1": evaluate_during_training(loaded, eval_source, dev, progress).top1}
 
     dataset = TransformedDataset(source, transform_for(spec.data_config, cfg.augment))
     loop = fit(loaded.model, dataset, cfg, key=_resume_key(loaded, source, cfg, env.world_size),

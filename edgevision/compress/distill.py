@@ -143,9 +143,10 @@ class TeacherCache:
     """Teacher logits (and pooled features) per (view, sample) in memory-mapped .npy files, float16.
 
     One folder per key (teacher weights, data, preprocessing, augmentation, and the seed when there is
-    augmentation): `filled[v, i]` says whether row i of view v is there. Rows are written before their flag, to the page cache the processes
-    of a node share, so a killed run keeps what it computed. Several nodes keep one cache each (the folder
-    gets a node suffix): concurrent writers over a network filesystem could clobber each other's pages.
+    augmentation): `filled[v, i]` says whether row i of view v is there. Rows are written before their
+    flag, to the page cache the processes of a node share, so a killed run keeps what it computed. Several
+    nodes keep one cache each (the folder gets a node suffix): concurrent writers over a network filesystem
+    could clobber each other's pages.
     """
 
     def __init__(self, folder: Path, views: int, size: int, classes: int, feature_dim: int | None):
@@ -316,7 +317,7 @@ def distill(
     runs on every batch). Under torchrun every process calls this; rank 0 logs, evaluates and writes.
     """
     from edgevision.distributed import all_sum, setup, teardown
-    from edgevision.training import check_training_inputs, fit, state_path, transform_for
+    from edgevision.training import check_training_inputs, evaluate_during_training, fit, state_path, transform_for
 
     cfg = config or DistillConfig()
     cfg.check()
@@ -389,10 +390,11 @@ def distill(
             loss = loss + cfg.feature_weight * feature_loss(s_feats, t_feats)
         return loss
 
+    def evaluate(model: LoadedModel, where):
+        return evaluate_during_training(model, eval_source, where, progress, eval_limit, cfg.seed)
+
     def evaluate_epoch(_module) -> dict[str, Any]:
-        if eval_source is None:
-            return {}
-        return {"eval_top1": _evaluate(student, eval_source, eval_limit, cfg.seed, dev, progress).top1}
+        return {"eval_top1": evaluate(student, dev).top1} if eval_source is not None else {}
 
     log(f"distilling {teacher.spec.name} ({_params_m(tmodel):.1f} M params) into {student.spec.name} "
         f"({_params_m(smodel):.2f} M) on {source.spec}: {len(source)} images, {cfg.epochs} epochs, "
@@ -437,9 +439,9 @@ def distill(
         trained = load_model(checkpoint=checkpoint)  # what compress and export will load
         report["student"] = {**_describe(trained), "checkpoint": STUDENT_FILE, "initial_weights": student.spec.weights}
         if eval_source is not None:
-            student_eval = _evaluate(trained, eval_source, eval_limit, cfg.seed, "cpu", progress)
+            student_eval = evaluate(trained, "cpu")
             report["data"].update({"eval": student_eval.data, "eval_images": student_eval.images})
-            report["teacher"]["top1"] = _evaluate(teacher, eval_source, eval_limit, cfg.seed, "cpu", progress).top1
+            report["teacher"]["top1"] = evaluate(teacher, "cpu").top1
             report["student"]["top1"] = student_eval.top1
             report["top1_gap"] = round(report["teacher"]["top1"] - report["student"]["top1"], 2)
         if latency_runtime != "none":
@@ -476,13 +478,6 @@ def _describe(loaded: LoadedModel) -> dict[str, Any]:
     return {"name": spec.name, "timm_name": spec.timm_name, "weights": spec.weights, "checkpoint": spec.checkpoint,
             "input_size": list(spec.input_size), "params_m": round(_params_m(loaded.model), 3),
             "gmacs": round(count_gmacs(loaded.model, spec.input_size), 4)}
-
-
-def _evaluate(loaded: LoadedModel, source: ImageSource, limit: int | None, seed: int, dev, progress: bool):
-    from edgevision.api import evaluate_model
-
-    return evaluate_model(loaded, source, limit=limit, seed=seed, batch_size=256, progress=progress,
-                          device=str(dev))
 
 
 def measure_latency(teacher: LoadedModel, student: LoadedModel, runtime: str, threads: int | None,
