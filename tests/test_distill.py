@@ -105,9 +105,16 @@ def teacher_path(trained_checkpoint):
     return trained_checkpoint
 
 
-def test_distill_caches_teacher_outputs_per_sample_and_view(tmp_path, teacher_path):
+def test_distill_caches_teacher_outputs_per_sample_and_view(tmp_path, teacher_path, monkeypatch):
     """Each (view, sample) is computed once; the cached row is the teacher's answer on that very view."""
     teacher = load_model(checkpoint=teacher_path)
+    prepared = []  # the width of every image the loader prepares
+
+    def counted_transform_for(data_config, augment):
+        transform = transform_for(data_config, augment)
+        return lambda img: prepared.append(data_config["input_size"][-1]) or transform(img)
+
+    monkeypatch.setattr("edgevision.training.transform_for", counted_transform_for)
     calls = []
     teacher.model.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
     student = load_model("vit_mini", weights="random", num_classes=10)  # 28 px: the teacher gets its own view
@@ -119,6 +126,8 @@ def test_distill_caches_teacher_outputs_per_sample_and_view(tmp_path, teacher_pa
     assert sum(calls) == 2 * 96 + 1  # views 0, 1, then epoch 3 reuses view 0 (+1: the report's GMAC count)
     assert report["teacher_cache"]["computed"] == 192 and report["teacher_cache"]["reused"] == 96
     assert report["teacher_cache"]["filled"] == 1.0
+    # epoch 3 reads view 0 from the cache: the loader skips the teacher's 32 px preprocessing
+    assert prepared.count(28) == 3 * 96 and prepared.count(32) == 2 * 96
 
     # recompute one row: the teacher's preprocessing of sample 5 in view 1 (its own crop and flip)
     folder = next((tmp_path / "cache").iterdir())

@@ -208,6 +208,9 @@ class TeacherCache:
         for a in self.arrays.values():
             a.flush()
 
+    def complete(self, view: int) -> bool:
+        return bool(self.arrays["filled"][view].all())
+
     def filled_fraction(self) -> float:
         return float(self.arrays["filled"].mean())
 
@@ -261,7 +264,8 @@ class TeacherTargets:
                 return logits.float(), pooled.float()
             return self.teacher(images).float(), None
 
-    def __call__(self, indices, images):
+    def __call__(self, indices, images, device):
+        """`images` may be None when the cache holds the whole view (the loader then skips the teacher's)."""
         import torch
 
         if self.cache is None:
@@ -270,6 +274,8 @@ class TeacherTargets:
         idx = indices.numpy()
         have = self.cache.lookup(self.view, idx)
         if not have.all():
+            if images is None:  # flags only ever go from 0 to 1, so a complete view stays complete
+                raise RuntimeError("teacher cache lost rows of a view it held whole")
             missing = np.flatnonzero(~have)
             logits, feats = self._run(images[torch.from_numpy(missing).to(images.device)])
             self.cache.write(self.view, idx[missing], logits.cpu().numpy().astype(np.float16),
@@ -277,7 +283,7 @@ class TeacherTargets:
             self.computed += len(missing)
         self.reused += int(have.sum())
         logits, feats = self.cache.read(self.view, idx)
-        return _tensor(logits, images.device), _tensor(feats, images.device)
+        return _tensor(logits, device), _tensor(feats, device)
 
 
 def _tensor(array, device):
@@ -358,7 +364,8 @@ def distill(
         transforms.append(transform_for(teacher.spec.data_config, cfg.augment))
     from edgevision.data.loader import TransformedDataset
 
-    dataset = TransformedDataset(source, transforms, seed=cfg.seed)
+    # Without augmentation the transforms draw nothing random: no per-sample seeding (it costs per image).
+    dataset = TransformedDataset(source, transforms, seed=cfg.seed if cfg.augment != "none" else None)
     views = cfg.view_count
     teacher_digest = weights_digest(tmodel)  # the teacher's identity, for the cache and the resume state
     cache = None
@@ -377,12 +384,17 @@ def distill(
 
     def view_for_epoch(epoch: int) -> int:
         targets.view = epoch % views
+        # a view the cache holds whole needs no teacher images: the loader prepares the student's alone
+        dataset.transforms = transforms if cache is None or not cache.complete(targets.view) else transforms[:1]
         return targets.view
 
     def objective(net, batch):
         images = batch.images.to(dev, non_blocking=True)
-        teacher_images = batch.views[-1].to(dev, non_blocking=True) if not same_view else images
-        t_logits, t_feats = targets(batch.indices, teacher_images)
+        if same_view:
+            teacher_images = images
+        else:
+            teacher_images = batch.views[1].to(dev, non_blocking=True) if len(batch.views) > 1 else None
+        t_logits, t_feats = targets(batch.indices, teacher_images, dev)
         s_logits, s_feats = net(images)
         loss = kd_loss(s_logits.float(), t_logits, batch.labels.to(dev), cfg.temperature, cfg.alpha,
                        cfg.label_smoothing)
