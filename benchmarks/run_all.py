@@ -10,7 +10,8 @@ Parts, each a script of its own that can also run alone:
 - export: benchmarks/export_targets.py (jetson/onnx accuracy on the Fashion-MNIST models, ONNX Runtime speed);
 - prune: benchmarks/prune.py (pruning + recovery + INT8 accuracy, pruned speed at 224);
 - distill: benchmarks/distill.py (a ViT teacher into ConvNeXt, ViT and hybrid students on Fashion-MNIST, vs the
-  students trained without it, 6 epochs each; about 90 minutes on 2 cores);
+  students trained without it, 6 epochs each; a convnext_mini run takes about 4 minutes on 2 cores, the others
+  longer, the teacher on first use about an hour);
 - train: benchmarks/train_fashion_mnist.py (the float Fashion-MNIST models; about an hour on 2 cores, so it
   runs only when asked with --only train).
 BENCHMARKS.md is rebuilt from every results file present, with the machine's details.
