@@ -16,8 +16,9 @@ gpu-throughput: ViT-L/16 -> ViT-S/16 at 224, bf16 autocast, random weights (spee
   through the distillation step: without the teacher cache, on the epoch that fills it, and on an epoch that
   reads it. Needs a CUDA GPU (skipped with a note otherwise; --device cpu runs it small, as a check).
 Students are kept under --work (runs/distill-bench/eEPOCHS/, seedN/ below it with --seed N: rows of their own,
-the same initial weights for the distilled student and its twin): a rerun trains only what is missing, and
---baselines-only trains the no-teacher students alone (they need no teacher, so they can run first).
+the same initial weights for the distilled student and its twin; distilled students in teacher-DIGEST/ below
+that, so a retrained teacher gets its own): a rerun trains only what is missing, and --baselines-only trains
+the no-teacher students alone (they need no teacher, so they can run first).
 Writes benchmarks/results/distill.{json,md} (each part keeps the other's earlier results, and the
 fashion-mnist part the rows of students it did not run, measured with the same --epochs and teacher).
 """
@@ -47,7 +48,7 @@ def fashion_mnist(args) -> dict:
     from edgevision.api import evaluate_model
     from edgevision.backends import create_runner
     from edgevision.bench import compare_latency
-    from edgevision.compress.distill import REPORT_FILE
+    from edgevision.compress.distill import REPORT_FILE, weights_digest
     from edgevision.models import read_checkpoint
     from edgevision.models.trained import FASHION_MNIST_DEFAULTS
 
@@ -72,9 +73,11 @@ def fashion_mnist(args) -> dict:
     if args.baselines_only:
         return args.previous
     teacher = load_model(TEACHER, weights="fashion-mnist", log=log)
+    teacher_digest = weights_digest(teacher.model)
+    taught = work / f"teacher-{teacher_digest[:12]}"  # a retrained teacher gets distilled students of its own
     for name in args.students:
-        if not (work / f"distill-{name}" / REPORT_FILE).exists():
-            distill(teacher, random_student(name), source, work / f"distill-{name}",
+        if not (taught / f"distill-{name}" / REPORT_FILE).exists():
+            distill(teacher, random_student(name), source, taught / f"distill-{name}",
                     DistillConfig(**common), eval_source=test, teacher_cache=shared / "teacher-cache",
                     latency_runtime="none", progress=False, log=log)
 
@@ -82,8 +85,8 @@ def fashion_mnist(args) -> dict:
     log(f"teacher {TEACHER}: top-1 {teacher_top1:.2f}")
     rows, distilled = [], {}
     for name in args.students:
-        r = json.loads((work / f"distill-{name}" / REPORT_FILE).read_text())
-        distilled[name] = load_model(checkpoint=work / f"distill-{name}")
+        r = json.loads((taught / f"distill-{name}" / REPORT_FILE).read_text())
+        distilled[name] = load_model(checkpoint=taught / f"distill-{name}")
         plain_top1 = evaluate_model(load_model(checkpoint=work / f"plain-{name}.pt"), test, progress=False).top1
         plain_meta = read_checkpoint(work / f"plain-{name}.pt")[1]["training"]
         rows.append({"student": name, "seed": args.seed,
@@ -111,7 +114,9 @@ def fashion_mnist(args) -> dict:
         row["within_1_5"] = row["gap"] <= 1.5
         row["speedup_3x"] = row["openvino_speedup"] >= 3.0
         row["beats_no_teacher"] = row["gain_over_no_teacher"] > 0
-    if args.previous.get("epochs") == args.epochs and args.previous.get("teacher", {}).get("top1") == teacher_top1:
+    previous_teacher = args.previous.get("teacher", {})
+    if (args.previous.get("epochs") == args.epochs and previous_teacher.get("top1") == teacher_top1
+            and previous_teacher.get("weights_sha256", teacher_digest) == teacher_digest):
         # rows of (student, seed) pairs this run did not touch, measured earlier against the same teacher and epochs
         ran = {(name, args.seed) for name in args.students}
         rows += [r for r in args.previous.get("rows", []) if (r["student"], r.get("seed")) not in ran]
@@ -119,7 +124,7 @@ def fashion_mnist(args) -> dict:
     teacher_meta = read_checkpoint(teacher.spec.checkpoint)[1]["training"]
     return {"teacher": {"model": TEACHER, "top1": teacher_top1, "gmacs": _gmacs(teacher),
                         "trained": f"{teacher_meta['config']['epochs']} epochs at lr {teacher_meta['config']['lr']} "
-                                   f"from {teacher_meta['initial_weights']} weights"},
+                                   f"from {teacher_meta['initial_weights']} weights", "weights_sha256": teacher_digest},
             "epochs": args.epochs, "threads": args.threads, "test_images": len(test), "train_images": len(source),
             "rows": rows}
 

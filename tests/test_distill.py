@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from edgevision import DistillConfig, distill, load_model, open_source
-from edgevision.compress.distill import STUDENT_FILE, TeacherCache, kd_loss
+from edgevision.compress.distill import STUDENT_FILE, TeacherCache, kd_loss, weights_digest
 from edgevision.data.loader import TransformedDataset
 from edgevision.errors import EdgevisionError
 from edgevision.training import state_path, transform_for
@@ -189,6 +189,8 @@ def test_distilled_student_learns_from_the_teacher_and_feeds_compress(tmp_path, 
     ckpt = torch.load(tmp_path / "run" / STUDENT_FILE, weights_only=True)
     assert not any("projection" in k for k in ckpt["state_dict"])
     assert ckpt["training"]["distilled_from"]["name"] == "convnext_mini"
+    # the teacher's exact weights, whatever file they came from
+    assert ckpt["training"]["distilled_from"]["weights_sha256"] == weights_digest(teacher.model)
 
     from edgevision import compress
     from edgevision.compress.recipe import resolve

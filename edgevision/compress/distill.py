@@ -427,7 +427,7 @@ def distill(
         tmodel.cpu()
         report = {
             "kind": "distill", "status": "ok", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "teacher": _describe(teacher),
+            "teacher": {**_describe(teacher), "weights_sha256": teacher_digest},  # which teacher, exactly
             "data": {"train": source.spec, "train_images": len(source)},
             "config": cfg.to_dict(), "processes": env.world_size, "device": str(dev),
             "history": loop.history, "train_time_s": loop.train_time_s, "resumed_from": loop.resumed_from,
