@@ -162,18 +162,33 @@ def test_gpu_training_runs_under_bf16_autocast(tmp_path):
 
 
 def test_weights_fashion_mnist_reads_the_cache_and_names_its_recipes(tmp_path, monkeypatch, trained_checkpoint):
-    """`--weights fashion-mnist` loads $EDGEVISION_CACHE/fashion-mnist/ALIAS.pt without training again."""
+    """`--weights fashion-mnist` loads $EDGEVISION_CACHE/fashion-mnist/ALIAS.pt without training again, and
+    says so when that file was trained with settings other than the recipe's."""
     import shutil
 
     from edgevision.errors import ModelError
+    from edgevision.models.checkpoint import read_checkpoint, write_checkpoint
     from edgevision.models.trained import FASHION_MNIST_EPOCHS, fashion_mnist_settings
 
     monkeypatch.setenv("EDGEVISION_CACHE", str(tmp_path))
-    (tmp_path / "fashion-mnist").mkdir()
-    shutil.copy(trained_checkpoint, tmp_path / "fashion-mnist" / "convnext_mini.pt")
-    loaded = load_model("convnext_mini", weights="fashion-mnist")
-    assert loaded.spec.checkpoint == str(tmp_path / "fashion-mnist" / "convnext_mini.pt")
+    cached = tmp_path / "fashion-mnist" / "convnext_mini.pt"
+    cached.parent.mkdir()
+    shutil.copy(trained_checkpoint, cached)
+    messages = []
+    loaded = load_model("convnext_mini", weights="fashion-mnist", log=messages.append)
+    assert loaded.spec.checkpoint == str(cached)
     assert loaded.spec.classes[9] == "Ankle boot"
+    # trained by the fixture (2 epochs, light augmentation), not by the recipe (4 epochs, none)
+    assert len(messages) == 1 and "epochs 2 where the recipe says 4" in messages[0]
+    assert "augment light where the recipe says none" in messages[0]
+
+    state, meta = read_checkpoint(cached)
+    meta["training"]["config"].update(fashion_mnist_settings("convnext_mini"))  # as if the recipe had trained it
+    write_checkpoint(cached, state, meta)
+    messages.clear()
+    load_model("convnext_mini", weights="fashion-mnist", log=messages.append)
+    assert messages == []
+
     with pytest.raises(ModelError, match="no Fashion-MNIST recipe") as err:
         load_model("convnext_t", weights="fashion-mnist")
     assert "vit_teacher_mini" in err.value.hint  # the fix lists the aliases that have one

@@ -1,14 +1,15 @@
 """Float models trained by edgevision on builtin:fashion-mnist, trained on first use and cached.
 
 `--weights fashion-mnist` resolves to `$EDGEVISION_CACHE/fashion-mnist/ALIAS.pt` (default cache
-~/.cache/edgevision), training it with the settings below the first time. benchmarks/train_fashion_mnist.py
+~/.cache/edgevision), training it with the settings below the first time. A cached file that records other
+settings (trained before a recipe changed, or put there by hand) is used with a warning, not retrained. benchmarks/train_fashion_mnist.py
 trains with the same settings and records test top-1 and training time.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from edgevision.errors import ModelError
 
@@ -29,6 +30,15 @@ def fashion_mnist_settings(alias: str) -> dict:
             "epochs": FASHION_MNIST_EPOCHS[alias]}
 
 
+def recipe_differences(path: Path, alias: str) -> dict[str, tuple[Any, Any]]:
+    """The recipe settings a cached checkpoint was not trained with: {field: (its value, the recipe's)}."""
+    from edgevision.models.checkpoint import read_checkpoint
+
+    recorded = ((read_checkpoint(path)[1] or {}).get("training") or {}).get("config") or {}
+    return {field: (recorded.get(field), want) for field, want in fashion_mnist_settings(alias).items()
+            if recorded.get(field) != want}
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("EDGEVISION_CACHE", "~/.cache/edgevision")).expanduser()
 
@@ -41,6 +51,11 @@ def fashion_mnist_checkpoint(alias: str, log: Callable[[str], None] = lambda m: 
                          f"--weights fashion-mnist works with {', '.join(FASHION_MNIST_EPOCHS)}")
     path = cache_dir() / "fashion-mnist" / f"{alias}.pt"
     if path.exists():
+        differences = recipe_differences(path, alias)
+        if differences:
+            log(f"warning: {path} was trained with "
+                + ", ".join(f"{field} {had} where the recipe says {want}" for field, (had, want) in differences.items())
+                + "; delete it to train it again with the recipe")
         return path
     from edgevision.data import open_source
     from edgevision.models.loading import load_model
