@@ -2,8 +2,8 @@
 
 `--weights fashion-mnist` resolves to `$EDGEVISION_CACHE/fashion-mnist/ALIAS.pt` (default cache
 ~/.cache/edgevision), training it with the settings below the first time. A cached file that records other
-settings (trained before a recipe changed, or put there by hand) is used with a warning, not retrained. benchmarks/train_fashion_mnist.py
-trains with the same settings and records test top-1 and training time.
+settings (trained before a recipe changed, or put there by hand) is used with a warning, not retrained.
+benchmarks/train_fashion_mnist.py trains with the same settings and records test top-1 and training time.
 """
 from __future__ import annotations
 
