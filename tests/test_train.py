@@ -174,9 +174,21 @@ def test_weights_fashion_mnist_reads_the_cache_and_names_its_recipes(tmp_path, m
     cached = tmp_path / "fashion-mnist" / "convnext_mini.pt"
     cached.parent.mkdir()
     shutil.copy(trained_checkpoint, cached)
+    import edgevision.models.checkpoint as checkpoint_module
+    import edgevision.models.loading as loading_module
+
+    reads = []
+
+    def counted_read(path):
+        reads.append(path)
+        return read_checkpoint(path)
+
+    monkeypatch.setattr(checkpoint_module, "read_checkpoint", counted_read)
+    monkeypatch.setattr(loading_module, "read_checkpoint", counted_read)
     messages = []
     loaded = load_model("convnext_mini", weights="fashion-mnist", log=messages.append)
     assert loaded.spec.checkpoint == str(cached)
+    assert reads == [cached]  # the recipe check uses the meta the load reads anyway
     assert loaded.spec.classes[9] == "Ankle boot"
     # trained by the fixture (2 epochs, light augmentation), not by the recipe (4 epochs, none)
     assert len(messages) == 1 and "epochs 2 where the recipe says 4" in messages[0]

@@ -70,13 +70,17 @@ def load_model(
         raise ModelError(f"unknown --weights '{weights}'",
                          "use pretrained, random or fashion-mnist, or --checkpoint PATH")
     if weights == "fashion-mnist":  # edgevision's own float model, trained on first use and cached
-        from edgevision.models.trained import fashion_mnist_checkpoint
+        from edgevision.models.trained import fashion_mnist_checkpoint, off_recipe_warning
 
         if checkpoint is not None or name is None:
             raise ModelError("--weights fashion-mnist needs a model alias and no --checkpoint",
                              "e.g. edgevision compress convnext_mini --weights fashion-mnist")
-        return _load_from_checkpoint(name, fashion_mnist_checkpoint(name, log=log), num_classes, img_size,
-                                     model_kwargs)
+        path = fashion_mnist_checkpoint(name, log=log)
+        state, meta = read_checkpoint(path)
+        warning = off_recipe_warning(path, meta, name)
+        if warning:
+            log(warning)
+        return _model_from_checkpoint(name, path, state, meta, num_classes, img_size, model_kwargs)
     if checkpoint is not None:
         if weights == "random" or weights == "pretrained":
             raise ModelError(f"--weights {weights} and --checkpoint both given", "use one of them")
@@ -112,6 +116,10 @@ def _load_from_checkpoint(name, path: Path, num_classes, img_size, model_kwargs)
                              f"pass the checkpoint file, or a run directory holding {' or '.join(RUN_DIR_CHECKPOINTS)}")
         path = found[0]
     state, meta = read_checkpoint(path)
+    return _model_from_checkpoint(name, path, state, meta, num_classes, img_size, model_kwargs)
+
+
+def _model_from_checkpoint(name, path: Path, state, meta, num_classes, img_size, model_kwargs) -> LoadedModel:
     state = strip_prefixes(state)
     if meta is not None:  # an edgevision checkpoint knows its model
         m = meta["model"]

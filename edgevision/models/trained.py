@@ -30,13 +30,21 @@ def fashion_mnist_settings(alias: str) -> dict:
             "epochs": FASHION_MNIST_EPOCHS[alias]}
 
 
-def recipe_differences(path: Path, alias: str) -> dict[str, tuple[Any, Any]]:
-    """The recipe settings a cached checkpoint was not trained with: {field: (its value, the recipe's)}."""
-    from edgevision.models.checkpoint import read_checkpoint
-
-    recorded = ((read_checkpoint(path)[1] or {}).get("training") or {}).get("config") or {}
+def recipe_differences(meta: dict | None, alias: str) -> dict[str, tuple[Any, Any]]:
+    """The recipe settings a checkpoint's meta does not record: {field: (its value, the recipe's)}."""
+    recorded = ((meta or {}).get("training") or {}).get("config") or {}
     return {field: (recorded.get(field), want) for field, want in fashion_mnist_settings(alias).items()
             if recorded.get(field) != want}
+
+
+def off_recipe_warning(path: Path, meta: dict | None, alias: str) -> str | None:
+    """The warning for a cached file trained with settings other than the recipe's, or None."""
+    differences = recipe_differences(meta, alias)
+    if not differences:
+        return None
+    return (f"warning: {path} was trained with "
+            + ", ".join(f"{field} {had} where the recipe says {want}" for field, (had, want) in differences.items())
+            + "; delete it to train it again with the recipe")
 
 
 def cache_dir() -> Path:
@@ -50,12 +58,7 @@ def fashion_mnist_checkpoint(alias: str, log: Callable[[str], None] = lambda m: 
         raise ModelError(f"no Fashion-MNIST recipe for '{alias}'",
                          f"--weights fashion-mnist works with {', '.join(FASHION_MNIST_EPOCHS)}")
     path = cache_dir() / "fashion-mnist" / f"{alias}.pt"
-    if path.exists():
-        differences = recipe_differences(path, alias)
-        if differences:
-            log(f"warning: {path} was trained with "
-                + ", ".join(f"{field} {had} where the recipe says {want}" for field, (had, want) in differences.items())
-                + "; delete it to train it again with the recipe")
+    if path.exists():  # the caller checks its recipe (off_recipe_warning) on the meta it reads anyway
         return path
     from edgevision.data import open_source
     from edgevision.models.loading import load_model
