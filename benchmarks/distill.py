@@ -19,8 +19,9 @@ Students are kept under --work (runs/distill-bench/eEPOCHS/, seedN/ below it wit
 the same initial weights for the distilled student and its twin; distilled students in teacher-DIGEST/ below
 that, so a retrained teacher gets its own): a rerun trains only what is missing, and --baselines-only trains
 the no-teacher students alone (they need no teacher, so they can run first).
-Writes benchmarks/results/distill.{json,md} (each part keeps the other's earlier results, and the
-fashion-mnist part the rows of students it did not run, measured with the same --epochs and teacher).
+Writes benchmarks/results/distill.{json,md}: one fashion-mnist section per --epochs (a run replaces the rows of the
+students it ran in its own section and keeps the others, if they were measured against the same teacher), and
+the gpu-throughput part; each part keeps the other's earlier results.
 """
 from __future__ import annotations
 
@@ -176,11 +177,11 @@ def _label(row: dict) -> str:
 
 
 def markdown(results: dict) -> str:
-    lines = ["# Distillation", ""]
-    fm = results.get("fashion_mnist")
-    if fm:
+    lines = ["# Distillation"]
+    for epochs, fm in sorted(results.get("fashion_mnist", {}).items(), key=lambda item: int(item[0])):
         t = fm["teacher"]
-        lines += [f"Teacher {t['model']} (trained by edgevision, {t['gmacs']} GMACs): top-1 {t['top1']:.2f}% on "
+        lines += ["", f"## Fashion-MNIST, {epochs} epochs", "",
+                  f"Teacher {t['model']} (trained by edgevision, {t['gmacs']} GMACs): top-1 {t['top1']:.2f}% on "
                   f"{fm['test_images']} Fashion-MNIST test images. Students from random weights, {fm['epochs']} epochs "
                   f"on {fm.get('train_images', 60000)} training images, distilled vs trained without the teacher with the same settings. "
                   f"Latency at batch 1, {fm['threads']} threads, medians of interleaved rounds.", "",
@@ -207,6 +208,7 @@ def markdown(results: dict) -> str:
             c = r["teacher_cache"] or {}
             lines.append(f"| {_label(r)} | {r['distill_time_s']} | {r['train_time_s']} | {r['distill_images_s']} | "
                          f"{c.get('computed', '-')} / {c.get('reused', '-')} |")
+        lines += ["", f"Measured on {fm['machine']}, {fm['written']}."]
     gpu = results.get("gpu_throughput")
     if gpu:
         lines += ["", "## ViT-L/16 -> ViT-S/16 at 224, throughput", ""]
@@ -218,8 +220,7 @@ def markdown(results: dict) -> str:
             for label in ("no_cache", "cache"):
                 ips = gpu[label]["images_s"]
                 lines.append(f"| {'off' if label == 'no_cache' else 'on (epoch 1 fills, 2 reads)'} | {ips[0]} | {ips[1]} |")
-    if results.get("machine"):
-        lines += ["", f"Measured on {results['machine']}, {results.get('written', '')}."]
+            lines += ["", f"Measured {gpu['written']}."]
     return "\n".join(lines) + "\n"
 
 
@@ -252,12 +253,15 @@ def main() -> None:
     results = json.loads(path.read_text()) if path.exists() else {}
     with tempfile.TemporaryDirectory(prefix="distill-bench-") as tmp:
         if "fashion-mnist" in args.parts:
-            args.previous = results.get("fashion_mnist", {})
-            results["fashion_mnist"] = fashion_mnist(args)
-            results["machine"] = f"{cpu_model()}, {args.threads} threads"
+            # one section per epoch count: an 8-epoch run must not drop the 6-epoch rows
+            by_epochs = results.setdefault("fashion_mnist", {})
+            args.previous = by_epochs.get(str(args.epochs), {})
+            section = fashion_mnist(args)
+            section["machine"] = f"{cpu_model()}, {args.threads} threads"
+            section["written"] = time.strftime("%Y-%m-%d %H:%M")
+            by_epochs[str(args.epochs)] = section
         if "gpu-throughput" in args.parts:
-            results["gpu_throughput"] = gpu_throughput(args, Path(tmp))
-    results["written"] = time.strftime("%Y-%m-%d %H:%M")
+            results["gpu_throughput"] = {**gpu_throughput(args, Path(tmp)), "written": time.strftime("%Y-%m-%d %H:%M")}
     args.results.mkdir(exist_ok=True)
     path.write_text(json.dumps(results, indent=2) + "\n")
     (args.results / "distill.md").write_text(markdown(results))

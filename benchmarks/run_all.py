@@ -76,6 +76,7 @@ def benchmarks_md() -> str:
             lines = text.splitlines()
             if lines and lines[0].startswith("# "):
                 lines = lines[1:]
+            lines = ["#" + line if line.startswith("#") else line for line in lines]  # its headings nest below ours
             parts += [f"## {title}", f"(`benchmarks/results/{name}`)", "", *lines, ""]
     return "\n".join(parts) + "\n"
 
