@@ -1,6 +1,6 @@
 """Distillation, measured: a ViT teacher trained by edgevision into ConvNeXt, ViT and hybrid students.
 
-    python benchmarks/distill.py [fashion-mnist] [gpu-throughput] [--epochs 6] [--threads 2]
+    python benchmarks/distill.py [fashion-mnist] [gpu-throughput] [--epochs 8] [--threads 2]
         [--students convnext_mini vit_mini hybrid_mini] [--seed N] [--device cuda] [--batch 128] [--steps 50]
 
 fashion-mnist: the teacher is vit_teacher_mini (--weights fashion-mnist: trained by edgevision on the 60,000
@@ -227,7 +227,7 @@ def markdown(results: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("parts", nargs="*", help="fashion-mnist (default) and/or gpu-throughput")
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--students", nargs="+", default=STUDENTS)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default=None)

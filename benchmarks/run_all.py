@@ -10,8 +10,8 @@ Parts, each a script of its own that can also run alone:
 - export: benchmarks/export_targets.py (jetson/onnx accuracy on the Fashion-MNIST models, ONNX Runtime speed);
 - prune: benchmarks/prune.py (pruning + recovery + INT8 accuracy, pruned speed at 224);
 - distill: benchmarks/distill.py (a ViT teacher into ConvNeXt, ViT and hybrid students on Fashion-MNIST, vs the
-  students trained without it, 6 epochs each; a convnext_mini run takes about 4 minutes on 2 cores, the others
-  longer, the teacher on first use about an hour);
+  students trained without it, 8 epochs each; about 6 minutes a run for convnext_mini on 2 cores, 13 for
+  hybrid_mini, 20 for vit_mini, and the teacher on first use about two hours);
 - train: benchmarks/train_fashion_mnist.py (the float Fashion-MNIST models; about an hour on 2 cores, so it
   runs only when asked with --only train).
 BENCHMARKS.md is rebuilt from every results file present, with the machine's details.
