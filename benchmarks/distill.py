@@ -41,8 +41,9 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def fashion_mnist(args) -> dict:
-    """Trains what is missing under --work (a rerun reuses finished students), then evaluates and times."""
+def fashion_mnist(args) -> dict | None:
+    """Trains what is missing under --work (a rerun reuses finished students), then evaluates and times;
+    None with --baselines-only, which measures nothing."""
     import torch
 
     from edgevision import DistillConfig, TrainConfig, distill, load_model, open_source, train
@@ -72,7 +73,7 @@ def fashion_mnist(args) -> dict:
         if not plain.exists():
             train(random_student(name), source, plain, TrainConfig(**common), progress=False, log=log)
     if args.baselines_only:
-        return args.previous
+        return None
     teacher = load_model(TEACHER, weights="fashion-mnist", log=log)
     teacher_digest = weights_digest(teacher.model)
     taught = work / f"teacher-{teacher_digest[:12]}"  # a retrained teacher gets distilled students of its own
@@ -116,9 +117,10 @@ def fashion_mnist(args) -> dict:
         row["speedup_3x"] = row["openvino_speedup"] >= 3.0
         row["beats_no_teacher"] = row["gain_over_no_teacher"] > 0
     previous_teacher = args.previous.get("teacher", {})
-    if (args.previous.get("epochs") == args.epochs and previous_teacher.get("top1") == teacher_top1
+    if (previous_teacher.get("top1") == teacher_top1
             and previous_teacher.get("weights_sha256", teacher_digest) == teacher_digest):
-        # rows of (student, seed) pairs this run did not touch, measured earlier against the same teacher and epochs
+        # rows of (student, seed) pairs this run did not touch, measured earlier against the same teacher (the
+        # previous section is this --epochs' own)
         ran = {(name, args.seed) for name in args.students}
         rows += [r for r in args.previous.get("rows", []) if (r["student"], r.get("seed")) not in ran]
     rows.sort(key=lambda r: (r["student"], r.get("seed") is not None, r.get("seed") or 0))
@@ -257,9 +259,9 @@ def main() -> None:
             by_epochs = results.setdefault("fashion_mnist", {})
             args.previous = by_epochs.get(str(args.epochs), {})
             section = fashion_mnist(args)
-            section["machine"] = f"{cpu_model()}, {args.threads} threads"
-            section["written"] = time.strftime("%Y-%m-%d %H:%M")
-            by_epochs[str(args.epochs)] = section
+            if section is not None:  # --baselines-only leaves the results as they were
+                by_epochs[str(args.epochs)] = {**section, "machine": f"{cpu_model()}, {args.threads} threads",
+                                               "written": time.strftime("%Y-%m-%d %H:%M")}
         if "gpu-throughput" in args.parts:
             results["gpu_throughput"] = {**gpu_throughput(args, Path(tmp)), "written": time.strftime("%Y-%m-%d %H:%M")}
     args.results.mkdir(exist_ok=True)
