@@ -47,12 +47,12 @@ def fashion_mnist(args) -> dict | None:
     import torch
 
     from edgevision import DistillConfig, TrainConfig, distill, load_model, open_source, train
-    from edgevision.api import evaluate_model
-    from edgevision.backends import create_runner
-    from edgevision.bench import compare_latency
-    from edgevision.compress.distill import REPORT_FILE, weights_digest
+    from edgevision.measure import evaluate_model
+    from edgevision.runtimes import create_runner
+    from edgevision.measure.bench import compare_latency
+    from edgevision.compression.distill import REPORT_FILE, weights_digest
     from edgevision.models import read_checkpoint
-    from edgevision.models.trained import FASHION_MNIST_DEFAULTS
+    from edgevision.training.fashion_mnist import FASHION_MNIST_DEFAULTS
 
     torch.set_num_threads(args.threads)
     source, test = open_source("builtin:fashion-mnist:train"), open_source("builtin:fashion-mnist:test")
@@ -249,7 +249,7 @@ def main() -> None:
     args.parts = args.parts or ["fashion-mnist"]
     if set(args.parts) - {"fashion-mnist", "gpu-throughput"}:
         ap.error(f"unknown part in {args.parts}: use fashion-mnist and/or gpu-throughput")
-    from edgevision.bench import cpu_model
+    from edgevision.measure.bench import cpu_model
 
     path = args.results / "distill.json"
     results = json.loads(path.read_text()) if path.exists() else {}

@@ -31,9 +31,9 @@ FULLSIZE_MODELS = ["convnext_t", "swin_t", "vit_b", "maxvit_t"]
 
 
 def export(alias: str, weights: str, target: str, out: Path, **recipe_overrides):
-    from edgevision.compress.export import export_model
-    from edgevision.compress.presets import preset_for
-    from edgevision.compress.recipe import resolve
+    from edgevision.pipeline.export import export_model
+    from edgevision.pipeline.presets import preset_for
+    from edgevision.pipeline.recipe import resolve
     from edgevision.data import open_source
     from edgevision.models import load_model
 
@@ -65,8 +65,8 @@ def accuracy(args, tmp: Path) -> list[dict]:
 
 
 def speed(args, tmp: Path) -> list[dict]:
-    from edgevision.backends import create_runner
-    from edgevision.bench import compare_latency
+    from edgevision.runtimes import create_runner
+    from edgevision.measure.bench import compare_latency
 
     rows = []
     for alias in SPEED_MODELS:
@@ -156,7 +156,7 @@ def markdown(results: dict) -> str:
 
 
 def main() -> None:
-    from edgevision.bench import cpu_model
+    from edgevision.measure.bench import cpu_model
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("parts", nargs="*", default=["accuracy", "speed", "fullsize"],

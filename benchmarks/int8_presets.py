@@ -5,7 +5,7 @@ candidate setting and record INT8 top-1, drop and agreement on the 10,000 test i
 
 Uses the cached models of `--weights fashion-mnist` (trained on first use), calibration on 300 training
 images, and the real `edgevision compress` pipeline. Writes benchmarks/results/int8_presets.{json,md};
-edgevision/compress/presets.py quotes the numbers behind each family's choice.
+edgevision/compression/presets.py quotes the numbers behind each family's choice.
 """
 from __future__ import annotations
 
@@ -30,11 +30,11 @@ CANDIDATES = {
 
 
 def main() -> None:
-    from edgevision.compress.pipeline import compress
-    from edgevision.compress.recipe import resolve
+    from edgevision.pipeline.run import compress_model as compress
+    from edgevision.pipeline.recipe import resolve
     from edgevision.data import open_source
     from edgevision.models import load_model
-    from edgevision.models.trained import FASHION_MNIST_EPOCHS, FASHION_MNIST_TEST, FASHION_MNIST_TRAIN
+    from edgevision.training.fashion_mnist import FASHION_MNIST_EPOCHS, FASHION_MNIST_TEST, FASHION_MNIST_TRAIN
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=list(FASHION_MNIST_EPOCHS), choices=list(FASHION_MNIST_EPOCHS))

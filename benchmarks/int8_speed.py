@@ -40,8 +40,8 @@ def compress(alias: str, out: Path, threads: int, iters: int) -> tuple[dict, flo
 
 def retime(alias: str, run_dir: Path, threads: int, iters: int, repeats: int) -> list[float]:
     """More side-by-side PyTorch FP32 vs OpenVINO INT8 measurements on the IR that compress wrote."""
-    from edgevision.backends import create_runner
-    from edgevision.bench import compare_latency
+    from edgevision.runtimes import create_runner
+    from edgevision.measure.bench import compare_latency
     from edgevision.models import load_model
 
     loaded = load_model(alias, weights="random")
@@ -57,8 +57,8 @@ def retime(alias: str, run_dir: Path, threads: int, iters: int, repeats: int) ->
 def ratio_to_benchmark_app(xml: Path, threads: int, iters: int, seconds: int, repeats: int) -> list[float]:
     """Our runner alone vs benchmark_app, alternated `repeats` times: the host drifts between minutes, so
     each ratio compares two measurements taken back to back."""
-    from edgevision.backends import create_runner
-    from edgevision.bench import benchmark
+    from edgevision.runtimes import create_runner
+    from edgevision.measure.bench import benchmark
 
     runner = create_runner("openvino", xml, threads=threads)
     input_shape = tuple(runner.model.input(0).get_partial_shape().to_shape())[1:]

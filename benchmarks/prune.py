@@ -28,9 +28,9 @@ SPEED_MODELS = ["convnext_t", "vit_b"]
 
 
 def run(alias: str, weights: str, out: Path, eval_spec: str, **overrides):
-    from edgevision.compress.pipeline import compress
-    from edgevision.compress.presets import preset_for
-    from edgevision.compress.recipe import resolve
+    from edgevision.pipeline.run import compress_model as compress
+    from edgevision.pipeline.presets import preset_for
+    from edgevision.pipeline.recipe import resolve
     from edgevision.data import open_source
     from edgevision.models import load_model
 
@@ -69,8 +69,8 @@ def accuracy(args, tmp: Path) -> list[dict]:
 
 
 def speed(args, tmp: Path) -> list[dict]:
-    from edgevision.backends import create_runner
-    from edgevision.bench import compare_latency
+    from edgevision.runtimes import create_runner
+    from edgevision.measure.bench import compare_latency
 
     rows = []
     for alias in SPEED_MODELS:
@@ -125,7 +125,7 @@ def markdown(results: dict) -> str:
 
 
 def main() -> None:
-    from edgevision.bench import cpu_model
+    from edgevision.measure.bench import cpu_model
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("parts", nargs="*", default=["accuracy", "speed"], choices=["accuracy", "speed"])

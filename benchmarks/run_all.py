@@ -49,8 +49,8 @@ def speed224(threads: int) -> None:
 
 
 def machine() -> list[str]:
-    from edgevision.bench import available_cores, cpu_model
-    from edgevision.report import versions
+    from edgevision.measure.bench import available_cores, cpu_model
+    from edgevision.pipeline.manifest import versions
 
     v = versions()
     return [f"- CPU: {cpu_model()}, {available_cores()} cores available ({os.cpu_count()} visible)",
@@ -68,7 +68,8 @@ def benchmarks_md() -> str:
                 ("export_targets.md", "Export targets"), ("prune.md", "Structured pruning"),
                 ("distill.md", "Distillation"),
                 ("int8_presets.md", "INT8 presets (how they were chosen)"),
-                ("fashion_mnist_train.md", "Float Fashion-MNIST models")]
+                ("fashion_mnist_train.md", "Float Fashion-MNIST models"),
+                ("history.md", "Measurement history (what the README said at the time)")]
     for name, title in sections:
         path = RESULTS / name
         if path.exists():

@@ -18,7 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edgevision.models.trained import (FASHION_MNIST_EPOCHS, FASHION_MNIST_TEST, FASHION_MNIST_TRAIN, cache_dir,
+from edgevision.io import cache_dir
+from edgevision.training.fashion_mnist import (FASHION_MNIST_EPOCHS, FASHION_MNIST_TEST, FASHION_MNIST_TRAIN,
                                       fashion_mnist_settings)
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -83,7 +84,7 @@ def main() -> None:
 
 
 def _cpu() -> str:
-    from edgevision.bench import cpu_model
+    from edgevision.measure.bench import cpu_model
 
     return cpu_model()
 

@@ -1,65 +1,321 @@
-"""Functions behind the CLI commands that combine several modules; the CLI only parses and prints."""
+"""The Python API, one function per CLI command with the same options as typed arguments.
+
+Each takes what the command takes: a model by name (or a LoadedModel, or an exported artifact file), data
+by spec (or an ImageSource), and returns what the command prints, as data. The CLI parses, calls one of
+these, and prints.
+
+    import edgevision
+    result = edgevision.compress("convnext_t", int8=True, data="builtin:photos", target="cpu")
+    print(result.report["variants"])
+"""
 from __future__ import annotations
 
-from typing import Any
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
 
-from edgevision.backends import create_runner
-from edgevision.bench import BenchResult, available_cores, benchmark
-from edgevision.data.loader import balanced_indices
-from edgevision.data.sources import ImageSource, align_classes
-from edgevision.evaluate import EvalResult, evaluate
-from edgevision.models.loading import LoadedModel
+from edgevision.compression.distill import STUDENT_FILE, DistillConfig, DistillResult, distill
+from edgevision.data.open import default_eval_spec, open_source
+from edgevision.data.sources import ImageSource, align_classes, sample
+from edgevision.errors import EdgevisionError, OutputExistsError
+from edgevision.measure.bench import benchmark_model
+from edgevision.measure.describe import describe_model
+from edgevision.measure.evaluate import evaluate_model
+from edgevision.models.loading import LoadedModel, load_model, random_weights_warning
+from edgevision.models.zoo import zoo_table
+from edgevision.pipeline import export as ex
+from edgevision.pipeline.artifacts import artifact_runtime, check_runtime, load_artifact
+from edgevision.pipeline.presets import preset_for
+from edgevision.pipeline.recipe import check_target, resolve
+from edgevision.pipeline.run import CompressResult, compress_model
+from edgevision.pipeline.sweep import SweepResult
+from edgevision.pipeline.sweep import sweep as run_sweep
+from edgevision.reports import compare as cmp
+from edgevision.reports.recommend import recommend as recommend_from_runs
+from edgevision.runtimes import tensorrt as trt_backend
+from edgevision.runtimes.pytorch import torch_threads
+from edgevision.training.loop import TrainConfig
+from edgevision.training.supervised import TrainResult
+from edgevision.training.supervised import train as train_loaded
+
+Log = Callable[[str], None]
+RUNS_DIR = Path("runs")
+EXPORTS_DIR = Path("exports")
 
 
-def evaluate_model(
-    loaded: LoadedModel,
-    source: ImageSource,
-    *,
-    runtime: str = "pytorch",
-    limit: int | None = None,
-    seed: int = 0,
-    batch_size: int = 64,
-    threads: int | None = None,
-    workers: int = 0,
-    progress: bool = True,
-    device: str | None = None,
-) -> EvalResult:
-    """Top-1/top-5 of a model on a source, optionally on a seeded, class-balanced subset of `limit`.
+def _quiet(message: str) -> None:
+    pass
 
-    `device` (pytorch runtime only): where the model runs, e.g. the GPU it is training on."""
+
+def _stamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def source_of(data: str | ImageSource | None, default_split: str) -> ImageSource | None:
+    """An ImageSource as given, or opened from its spec (builtin datasets default to `default_split`)."""
+    if data is None or isinstance(data, ImageSource):
+        return data
+    return open_source(data, default_split=default_split)
+
+
+def model_of(model: str | LoadedModel | None, *, weights: str | None = None, checkpoint: str | Path | None = None,
+             num_classes: int | None = None, img_size: int | None = None, model_kwargs: dict | None = None,
+             seed: int | None = None, log: Log = _quiet) -> LoadedModel:
+    """A LoadedModel as given, or loaded as the CLI's model options say."""
+    if isinstance(model, LoadedModel):
+        return model
+    return load_model(model, weights=weights, checkpoint=checkpoint, num_classes=num_classes, img_size=img_size,
+                      model_kwargs=model_kwargs or None, seed=seed, log=log)
+
+
+def open_model(model: str | Path | LoadedModel | None, runtime: str | None = None, **options: Any
+               ) -> tuple[LoadedModel, str]:
+    """(model, runtime): an exported artifact file (model.onnx, model_int8.xml, model.engine) with the
+    manifest beside it, in its own runtime; or a model as `model_of` loads it (runtime default pytorch)."""
+    own = None if isinstance(model, LoadedModel) else artifact_runtime(model)
+    if own is not None:
+        return load_artifact(model), check_runtime(model, own, runtime)
+    return model_of(model, **options), runtime or "pytorch"
+
+
+def list_models() -> list[dict[str, Any]]:
+    """The model aliases: timm name, params and GMACs at the default input size, published top-1."""
+    return zoo_table()
+
+
+def evaluate(model: str | Path | LoadedModel | None, data: str | ImageSource, *, runtime: str | None = None,
+             limit: int | None = None, seed: int = 0, batch_size: int = 64, threads: int | None = None,
+             workers: int = 0, progress: bool = True, log: Log = _quiet, **model_options: Any) -> dict[str, Any]:
+    """Top-1/top-5 of a model (or an artifact) on data, with the model's own preprocessing."""
+    source = source_of(data, "test")
+    loaded, runtime = open_model(model, runtime, log=log, **model_options)
+    warning = random_weights_warning(loaded.spec)
+    if warning:
+        log(f"warning: {warning}")
     source = align_classes(source, loaded.spec.classes)
-    if limit is not None and limit < len(source):
-        source = source.subset(balanced_indices(len(source), limit, source.labels, seed))
-    placement = {"device": device} if device is not None else {}
-    runner = create_runner(runtime, loaded.model, threads=threads, input_size=loaded.spec.input_size, **placement)
-    return evaluate(runner, source, loaded.spec.data_config, batch_size=batch_size, workers=workers,
-                    progress=progress)
+    for msg in source.notes:
+        log(msg)
+    result = evaluate_model(loaded, source, runtime=runtime, limit=limit, seed=seed, batch_size=batch_size,
+                            threads=threads, workers=workers, progress=progress)
+    return {"model": loaded.spec.to_dict(), "runtime": runtime, **result.to_dict()}
 
 
-def benchmark_model(
-    loaded: LoadedModel,
+def benchmark(model: str | Path | LoadedModel | None, *, runtime: str | None = None, threads: int | None = None,
+              batch: int = 1, throughput_batch: int | None = 32, warmup: int = 10, iters: int = 50,
+              min_seconds: float = 0.0, weights: str | None = None, checkpoint: str | Path | None = None,
+              log: Log = _quiet, **model_options: Any) -> dict[str, Any]:
+    """Latency at `batch` and throughput at `throughput_batch`. Weights do not change speed: without a
+    checkpoint the model gets random weights unless `weights` says otherwise."""
+    weights = weights or (None if checkpoint else "random")
+    loaded, runtime = open_model(model, runtime, weights=weights, checkpoint=checkpoint, log=log, **model_options)
+    result = benchmark_model(loaded, runtime=runtime, threads=threads, batch=batch,
+                             throughput_batch=throughput_batch or None, warmup=warmup, iters=iters,
+                             min_seconds=min_seconds)
+    return {"model": describe_model(loaded), **result.to_dict()}
+
+
+def compress(
+    model: str | LoadedModel | None = None,
     *,
-    runtime: str = "pytorch",
+    int8: bool | None = None,
+    target: str | None = None,
+    data: str | ImageSource = "builtin:photos",
+    calib_data: str | ImageSource | None = None,
+    calib_size: int | None = None,
+    prune: float | None = None,
+    importance: str | None = None,
+    finetune_data: str | ImageSource | None = None,
+    finetune_epochs: int | None = None,
+    finetune_images: int | None = None,
+    max_drop: float | None = None,
+    limit: int | None = None,
+    seed: int | None = None,
+    recipe: str | Path | None = None,
+    out: str | Path | None = None,
+    force: bool = False,
     threads: int | None = None,
-    batch: int = 1,
-    throughput_batch: int | None = 32,
-    warmup: int = 10,
-    iters: int = 50,
-    min_seconds: float = 0.0,
-) -> BenchResult:
-    """Latency at `batch` and throughput at `throughput_batch` at a stated thread count."""
-    threads = threads or available_cores()
-    runner = create_runner(runtime, loaded.model, threads=threads, input_size=loaded.spec.input_size)
-    return benchmark(runner, loaded.spec.input_size, batch=batch, warmup=warmup, iters=iters,
-                     min_seconds=min_seconds, throughput_batch=throughput_batch)
+    iters: int | None = None,
+    progress: bool = True,
+    log: Log = _quiet,
+    **model_options: Any,
+) -> CompressResult:
+    """Quantize (and optionally prune) a model for a target, check it against the float model on the same data,
+    and time it: `edgevision compress`. The recipe is the family preset <- `recipe` file <- these arguments."""
+    if target is not None:
+        check_target(target)
+    loaded = model_of(model, log=log, **model_options)
+    resolved = resolve(preset_for(loaded.spec.family), recipe, {
+        "target": target, "int8": int8, "calib_size": calib_size, "seed": seed, "max_drop": max_drop,
+        "eval_limit": limit, "threads": threads, "benchmark_iters": iters,
+        "prune": {"ratio": prune, "importance": importance, "finetune_epochs": finetune_epochs,
+                  "finetune_images": finetune_images}})
+    out = Path(out) if out else RUNS_DIR / f"{loaded.spec.name}-{resolved['target']}-{_stamp()}"
+    return compress_model(loaded, source_of(data, "test"), resolved, out, calib_source=source_of(calib_data, "train"),
+                          finetune_source=source_of(finetune_data, "train"), force=force, progress=progress, log=log)
 
 
-def describe_model(loaded: LoadedModel) -> dict[str, Any]:
-    from edgevision.models.zoo import count_gmacs
+def prune(
+    model: str | LoadedModel | None = None,
+    ratio: float = 0.5,
+    *,
+    importance: str | None = None,
+    data: str | ImageSource | None = None,
+    eval_data: str | ImageSource | None = None,
+    finetune_epochs: int | None = None,
+    finetune_images: int | None = None,
+    int8: bool = False,
+    limit: int | None = None,
+    out: str | Path | None = None,
+    force: bool = False,
+    threads: int | None = None,
+    progress: bool = True,
+    log: Log = _quiet,
+    **model_options: Any,
+) -> CompressResult:
+    """Structured pruning with a distilled recovery fine-tune on `data` (none without it), checked against the
+    unpruned model on `eval_data` (default: the test split of builtin `data`, else builtin:photos)."""
+    loaded = model_of(model, log=log, **model_options)
+    if data is None and finetune_epochs:
+        log("no --data: the pruned model is not fine-tuned")
+    recipe = resolve(preset_for(loaded.spec.family), None, {
+        "target": "cpu", "int8": int8, "eval_limit": limit, "threads": threads,
+        "prune": {"ratio": ratio, "importance": importance, "finetune_epochs": finetune_epochs if data else 0,
+                  "finetune_images": finetune_images}})
+    finetune_source = source_of(data, "train")
+    spec = data if isinstance(data, str) else None
+    eval_source = source_of(eval_data or default_eval_spec(spec) or "builtin:photos", "test")
+    out = Path(out) if out else RUNS_DIR / f"{loaded.spec.name}-prune{ratio:g}-{_stamp()}"
+    return compress_model(loaded, eval_source, recipe, out, calib_source=finetune_source,
+                          finetune_source=finetune_source, force=force, progress=progress, log=log)
 
-    model = loaded.model
-    if not hasattr(model, "parameters"):  # an exported artifact (edgevision.artifacts)
-        return {**loaded.spec.to_dict(), "artifact": str(model), "params_m": None, "gmacs": None}
-    return {**loaded.spec.to_dict(),
-            "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
-            "gmacs": round(count_gmacs(model, loaded.spec.input_size), 4)}
+
+def export(
+    source: str | Path | LoadedModel | None = None,
+    *,
+    target: str = "jetson",
+    precision: str = "int8",
+    out: str | Path | None = None,
+    force: bool = False,
+    tensorrt: dict[str, Any] | None = None,
+    data: str | None = None,
+    calib_data: str | None = None,
+    calib_size: int | None = None,
+    limit: int | None = None,
+    recipe: str | Path | None = None,
+    threads: int | None = None,
+    iters: int | None = None,
+    checkpoint: str | Path | None = None,
+    progress: bool = True,
+    log: Log = _quiet,
+    **model_options: Any,
+) -> CompressResult:
+    """The deployable artifact for a target: from a compress run directory (default: the latest under runs/),
+    a distill run directory (its student), or a model; checked against the float model on the same data."""
+    check_target(target)
+    overrides = {"calib_size": calib_size, "eval_limit": limit, "threads": threads, "benchmark_iters": iters}
+    if source is None and checkpoint is None:
+        source = str(ex.latest_run())
+        log(f"exporting the latest compress run: {source}")
+    if isinstance(source, (str, Path)) and checkpoint is None and (Path(source) / STUDENT_FILE).is_file():
+        source, checkpoint = None, Path(source)  # a distill run: export its student
+    if isinstance(source, (str, Path)) and Path(source).is_dir() and not ex.is_run_dir(source):
+        raise EdgevisionError(f"{source} is a directory but not a compress run (no manifest.json)",
+                              "give a run directory made by `edgevision compress` or `distill`, or a model name")
+    if isinstance(source, (str, Path)) and ex.is_run_dir(source):
+        return ex.export_run(ex.open_run(source), target, precision, Path(out) if out else None, tensorrt=tensorrt,
+                             data=data, calib_data=calib_data, overrides=overrides, force=force, progress=progress,
+                             log=log)
+    loaded = model_of(source, checkpoint=checkpoint, log=log, **model_options)
+    resolved = resolve(preset_for(loaded.spec.family), recipe, overrides)
+    out = Path(out) if out else EXPORTS_DIR / f"{loaded.spec.name}-{target}-{_stamp()}"
+    return ex.export_model(loaded, source_of(data or "builtin:photos", "test"), resolved, target, precision, out,
+                           calib_source=source_of(calib_data, "train"), tensorrt=tensorrt, force=force,
+                           progress=progress, log=log)
+
+
+def build_engine(bundle: str | Path, *, force: bool = False, log: Log = _quiet) -> Path:
+    """Build a jetson bundle's TensorRT engine with the TensorRT Python API (on the device that runs it)."""
+    bundle = Path(bundle)
+    try:
+        manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+        opts = trt_backend.EngineOptions(**manifest["tensorrt"]["engine_options"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise EdgevisionError(f"{bundle} is not a jetson bundle (manifest.json with tensorrt settings)",
+                              "make one with `edgevision export --target jetson`") from None
+    if (bundle / opts.engine).exists() and not force:
+        raise OutputExistsError(f"{bundle / opts.engine} already exists", "pass --force to rebuild it")
+    return trt_backend.build_engine(bundle, opts, log=log)
+
+
+def train_model(model: str | LoadedModel | None, data: str | ImageSource, out: str | Path,
+                config: TrainConfig | None = None, *, eval_data: str | ImageSource | None = None,
+                threads: int | None = None, resume: bool = True, force: bool = False, device: str | None = None,
+                progress: bool = True, save_every_s: float = 60.0, log: Log = _quiet,
+                **model_options: Any) -> tuple[LoadedModel, ImageSource, TrainResult]:
+    """`edgevision train`: the data's class count sizes a new classifier, and `config.seed` fixes a random
+    model's initial weights (the loop is edgevision.training)."""
+    cfg = config or TrainConfig()
+    with torch_threads(threads):
+        source = source_of(data, "train")
+        num_classes = model_options.pop("num_classes", None) or source.num_classes
+        loaded = model_of(model, num_classes=num_classes, seed=cfg.seed, log=log, **model_options)
+        for msg in source.notes:
+            log(msg)
+        result = train_loaded(loaded, source, out, cfg, eval_source=source_of(eval_data, "test"), resume=resume,
+                              force=force, device=device, progress=progress, save_every_s=save_every_s, log=log)
+    return loaded, source, result
+
+
+def distill_models(teacher: str | LoadedModel | None, student: str | LoadedModel | None, data: str | ImageSource,
+                   out: str | Path | None = None, config: DistillConfig | None = None, *,
+                   teacher_options: dict[str, Any] | None = None, student_options: dict[str, Any] | None = None,
+                   eval_data: str | ImageSource | None = None, eval_limit: int | None = None,
+                   limit: int | None = None, threads: int | None = None, log: Log = _quiet,
+                   **distill_options: Any) -> DistillResult:
+    """`edgevision distill`: loads both models as the options say (the student seeded by `config.seed`), draws
+    the --limit subset, evaluates on the test split of builtin `data` by default; the run is edgevision.distill."""
+    cfg = config or DistillConfig()
+    teacher_options, student_options = dict(teacher_options or {}), dict(student_options or {})
+    if (teacher is None and teacher_options.get("checkpoint") is None
+            or student is None and student_options.get("checkpoint") is None):
+        raise EdgevisionError("distill needs a teacher and a student",
+                              "e.g. edgevision distill --teacher vit_l --student vit_s --data DIR")
+    with torch_threads(threads):
+        source = sample(source_of(data, "train"), limit, cfg.seed)
+        spec = data if isinstance(data, str) else None
+        eval_source = source_of(eval_data or default_eval_spec(spec), "test")
+        t = model_of(teacher, log=log, **teacher_options)
+        student_options["num_classes"] = student_options.get("num_classes") or t.spec.num_classes
+        s = model_of(student, seed=cfg.seed, log=log, **student_options)
+        warning = random_weights_warning(t.spec, "teacher")
+        if warning:
+            log(f"warning: {warning} (the student learns noise: use it for speed checks only)")
+        for msg in source.notes:
+            log(msg)
+        return distill(t, s, source, out, cfg, eval_source=eval_source, eval_limit=eval_limit, threads=threads,
+                       log=log, **distill_options)
+
+
+def sweep(models: list[str], ratios: list[float], targets: list[str], out: str | Path | None = None, *,
+          log: Log = _quiet, **options: Any) -> tuple[SweepResult, list[cmp.Row], dict[str, str]]:
+    """`edgevision sweep`: every (model, prune ratio, target) cell, then the comparison of all of them
+    (compare.png, compare.html, compare.md in the sweep directory)."""
+    out = Path(out) if out else RUNS_DIR / f"sweep-{'-'.join(models)}"
+    result = run_sweep(models, ratios, targets, out, log=log, **options)
+    rows = cmp.load_rows([out])
+    written = cmp.write_outputs(rows, out / "compare.png", out / "compare.html", out / "compare.md")
+    return result, rows, written
+
+
+def compare(runs: list[str | Path], *, plot: str | Path | None = None, html: str | Path | None = None,
+            markdown: str | Path | None = None, allow_mixed: bool = False) -> tuple[list[cmp.Row], dict[str, str]]:
+    """`edgevision compare`: the rows of every run (Pareto frontier marked) and the files written."""
+    rows = cmp.load_rows(runs, allow_mixed=allow_mixed)
+    return rows, cmp.write_outputs(rows, plot, html, markdown)
+
+
+def recommend(runs: list[str | Path] | None = None, *, target: str = "cpu", max_latency_ms: float,
+              max_drop: float = 1.0, max_size_mb: float | None = None) -> dict[str, Any]:
+    """`edgevision recommend`: which measured variant meets the budgets, and the checklist behind it."""
+    return recommend_from_runs(runs or [RUNS_DIR], target, max_latency_ms, max_drop, max_size_mb)

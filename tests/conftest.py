@@ -126,7 +126,7 @@ def fmnist_test_folder(tmp_path_factory) -> Path:
 def budget_not_met(monkeypatch):
     """Runs report max_drop_not_met (whether a budget holds is NNCF's and the data's to decide; the CLI's
     answer to it is what the tests using this check)."""
-    from edgevision.compress import pipeline
+    from edgevision.pipeline import run as pipeline
 
     real = pipeline.run_pipeline
 

@@ -1,6 +1,8 @@
 """The CLI through typer's CliRunner: every command, --json, and one-line errors with exit codes."""
 import json
+import subprocess
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -157,3 +159,39 @@ def test_python_m_entry_point():
 
     done = subprocess.run([sys.executable, "-m", "edgevision", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "benchmark" in done.stdout
+
+
+def test_unknown_pretrained_tag_lists_the_tags_timm_has():
+    result = run("compress", "convnext_tiny.nosuchtag", "--int8")
+    assert_one_line_error(result, "no pretrained tag 'nosuchtag' for convnext_tiny", "fb_in1k")
+
+
+def test_out_below_a_file_is_one_line_naming_the_file(tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("precious")
+    result = run("compress", "convnext_mini", "--weights", "random", "--out", blocker / "run", "--iters", "2",
+                 "--calib-size", "4")
+    assert_one_line_error(result, f"{blocker} is a file", "--out")
+    assert blocker.read_text() == "precious" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 2 MiB filesystem (tmpfs, mounted as root): too small for the artifacts of one compress run."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_full_disk_is_one_line_and_leaves_nothing(tiny_disk):
+    out = tiny_disk / "run"
+    result = run("compress", "convnext_mini", "--weights", "random", "--out", out, "--iters", "2", "--calib-size",
+                 "4", "--data", "builtin:photos")
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    last = result.output.strip().splitlines()[-1]  # after the run's progress lines on stderr
+    assert last.startswith("error: no space left on device writing") and str(out) in last
+    assert list(tiny_disk.iterdir()) == []  # the staged run directory was removed

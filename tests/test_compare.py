@@ -12,9 +12,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from edgevision.cli.app import app
-from edgevision.compare import Row, load_rows, mark_pareto, plot_png
+from edgevision.reports.compare import Row, load_rows, mark_pareto, plot_png
 from edgevision.errors import EdgevisionError
-from edgevision.sweep import sweep
+from edgevision.pipeline.sweep import sweep
 
 runner = CliRunner()
 FAST = {"calib_size": 8, "benchmark_iters": 3}

@@ -104,8 +104,8 @@ def test_eval_transform_follows_data_config():
 
 
 def test_unreadable_files_are_skipped_and_counted(image_folder):
-    from edgevision.backends.pytorch import TorchRunner
-    from edgevision.evaluate import evaluate
+    from edgevision.runtimes.pytorch import TorchRunner
+    from edgevision.measure.evaluate import evaluate
     from edgevision.models import load_model
 
     (image_folder / "dog" / "broken.jpg").write_bytes(broken_image_bytes())
@@ -118,8 +118,8 @@ def test_unreadable_files_are_skipped_and_counted(image_folder):
 
 
 def test_no_usable_image_is_an_error(tmp_path):
-    from edgevision.backends.pytorch import TorchRunner
-    from edgevision.evaluate import evaluate
+    from edgevision.runtimes.pytorch import TorchRunner
+    from edgevision.measure.evaluate import evaluate
     from edgevision.models import load_model
 
     (tmp_path / "bad").mkdir()

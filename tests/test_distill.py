@@ -17,10 +17,11 @@ import pytest
 import torch
 
 from edgevision import DistillConfig, distill, load_model, open_source
-from edgevision.compress.distill import STUDENT_FILE, TeacherCache, kd_loss, weights_digest
+from edgevision.compression.distill import STUDENT_FILE, TeacherCache, kd_loss, weights_digest
 from edgevision.data.loader import TransformedDataset
 from edgevision.errors import EdgevisionError
-from edgevision.training import state_path, transform_for
+from edgevision.training.loop import state_path
+from edgevision.training.supervised import transform_for
 from conftest import needs_fashion_mnist
 
 pytestmark = needs_fashion_mnist
@@ -74,7 +75,7 @@ def test_hybrid_student_is_a_timm_model_with_conv_stages_before_attention():
 def test_hybrid_student_exports_to_onnx_and_matches(tmp_path):
     import onnxruntime as ort
 
-    from edgevision.backends.onnxruntime import export_onnx
+    from edgevision.runtimes.onnxruntime import export_onnx
 
     loaded = load_model("hybrid_mini", weights="random", num_classes=10)
     path = tmp_path / "h.onnx"
@@ -114,7 +115,7 @@ def test_distill_caches_teacher_outputs_per_sample_and_view(tmp_path, teacher_pa
         transform = transform_for(data_config, augment)
         return lambda img: prepared.append(data_config["input_size"][-1]) or transform(img)
 
-    monkeypatch.setattr("edgevision.training.transform_for", counted_transform_for)
+    monkeypatch.setattr("edgevision.compression.distill.transform_for", counted_transform_for)
     calls = []
     teacher.model.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
     student = load_model("vit_mini", weights="random", num_classes=10)  # 28 px: the teacher gets its own view
@@ -192,8 +193,8 @@ def test_distilled_student_learns_from_the_teacher_and_feeds_compress(tmp_path, 
     # the teacher's exact weights, whatever file they came from
     assert ckpt["training"]["distilled_from"]["weights_sha256"] == weights_digest(teacher.model)
 
-    from edgevision import compress
-    from edgevision.compress.recipe import resolve
+    from edgevision.pipeline.run import compress_model as compress
+    from edgevision.pipeline.recipe import resolve
 
     loaded = load_model(checkpoint=tmp_path / "run")  # the run directory stands for its student.pt
     assert loaded.spec.checkpoint == result.checkpoint
@@ -391,7 +392,7 @@ def test_distill_on_gpu_under_bf16(tmp_path, teacher_path):
 
 
 def test_teacher_cache_files_are_created_once_and_shared(tmp_path):
-    from edgevision.distributed import DistEnv
+    from edgevision.training.distributed import DistEnv
 
     key = {"teacher": "t", "data": "d"}
     a = TeacherCache.open(tmp_path, key, views=2, size=10, classes=3, feature_dim=None, env=DistEnv())

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from edgevision.backends import Runner, create_runner
-from edgevision.bench import benchmark
+from edgevision.runtimes import Runner, create_runner
+from edgevision.measure.bench import benchmark
 from edgevision.errors import EdgevisionError
-from edgevision.evaluate import fidelity, topk_accuracy
+from edgevision.measure.evaluate import fidelity, topk_accuracy
 
 
 def test_topk_accuracy():

@@ -4,21 +4,24 @@ import os
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 from typer.testing import CliRunner
 
 from conftest import needs_fashion_mnist
-from edgevision.backends.tensorrt import check_int8_rules
+from edgevision.runtimes.tensorrt import check_int8_rules
 from edgevision.cli.app import app
-from edgevision.compress.export import export_model, export_run, latest_run, open_run
-from edgevision.compress.pipeline import compress
-from edgevision.compress.presets import preset_for
-from edgevision.compress.recipe import resolve
+from edgevision.pipeline.export import export_model, export_run, latest_run, open_run
+from edgevision.pipeline.run import compress_model as compress
+from edgevision.pipeline.presets import preset_for
+from edgevision.pipeline.recipe import resolve
 from edgevision.data import open_source
 from edgevision.errors import EdgevisionError
 from edgevision.models import load_model
-from edgevision.report import sha256
+from edgevision.data.loader import preprocess_each
+from edgevision.io import sha256
+from edgevision.runtimes import create_runner
 
 FAST = {"benchmark_iters": 3, "calib_size": 32}
 runner = CliRunner()
@@ -159,8 +162,12 @@ def test_export_reuses_the_run_model_and_data(cpu_run, tmp_path):
     result = export_run(run, "onnx", "int8", tmp_path / "onnx", progress=False)
     assert result.report["data"]["spec"] == run.report["data"]["spec"]
     assert result.report["calibration"]["images"] == run.report["calibration"]["images"]
-    # the same float model: PyTorch FP32 of the export agrees with the run's OpenVINO FP32 on every image
-    assert result.report["variants"][0]["top1"] == run.report["variants"][0]["top1"]
+    # the same float model: the export's ONNX FP32 gives the run's OpenVINO FP32 logits on the run's images
+    cfg = run.manifest["preprocessing"]
+    images = np.concatenate([x for _, x in preprocess_each(open_source(run.eval_spec), range(8), cfg)[0]])
+    onnx_logits = create_runner("onnxruntime", result.run_dir / "model_fp32.onnx")(images)
+    ir_logits = create_runner("openvino", run.run_dir / "model_fp32.xml")(images)
+    np.testing.assert_allclose(onnx_logits, ir_logits, atol=1e-3)
     cpu = export_run(run, "cpu", "int8", tmp_path / "cpu", overrides={"calib_size": None})  # as the CLI passes
     assert sha256(cpu.run_dir / "model_int8.bin") == sha256(run.run_dir / "model_int8.bin")  # copied, not redone
     assert cpu.report["exported_from"] == str(run.run_dir)
@@ -213,9 +220,22 @@ def test_latest_run_ignores_exports(cpu_run):
     assert latest_run(cpu_run / "runs").name == "convnext_mini-cpu-1"
 
 
-def test_benchmark_and_evaluate_pytorch_models_in_other_runtimes():
+@needs_fashion_mnist
+def test_benchmark_and_evaluate_pytorch_models_in_other_runtimes(trained_checkpoint):
+    """The same float model evaluated in each runtime gives the same top-1 (within one image of 64)."""
+    def top1(rt):
+        done = runner.invoke(app, ["evaluate", "--checkpoint", str(trained_checkpoint), "--runtime", rt, "--data",
+                                   "builtin:fashion-mnist", "--limit", "64", "--json"])
+        assert done.exit_code == 0, done.output
+        report = json.loads(done.stdout)
+        assert report["runtime"] == rt and report["images"] == 64
+        return report["top1"]
+
+    reference = top1("pytorch")
+    assert reference > 50  # a trained model: agreement across runtimes is not by chance
     for rt in ("openvino", "onnxruntime"):
         done = runner.invoke(app, ["benchmark", "convnext_mini", "--runtime", rt, "--iters", "2",
                                    "--throughput-batch", "0", "--json"])
         assert done.exit_code == 0, done.output
         assert json.loads(done.stdout)["runner"]["runtime"] == rt
+        assert abs(top1(rt) - reference) <= 100 / 64

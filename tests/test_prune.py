@@ -9,13 +9,15 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import needs_fashion_mnist
-from edgevision.backends.onnxruntime import ORTRunner, export_onnx
+from edgevision.runtimes.onnxruntime import ORTRunner, export_onnx
 from edgevision.cli.app import app
-from edgevision.compress.export import export_run, open_run
-from edgevision.compress.pipeline import compress
-from edgevision.compress.presets import preset_for
-from edgevision.compress.prune import PruneError, apply_structure, prune_model
-from edgevision.compress.recipe import resolve
+from edgevision.pipeline.export import export_run, open_run
+from edgevision.pipeline.run import compress_model as compress
+from edgevision.pipeline.presets import preset_for
+from edgevision.compression.prune import PruneError, prune_model
+from edgevision.errors import ModelError
+from edgevision.models.structure import apply_structure
+from edgevision.pipeline.recipe import resolve
 from edgevision.data import open_source
 from edgevision.models import load_model, write_checkpoint
 from edgevision.models.checkpoint import spec_meta
@@ -100,7 +102,7 @@ def test_unsupported_family_and_bad_ratio_are_one_line_errors():
         prune_model(other.model, other.spec.family, 0.5, other.spec.input_size)
     done = runner.invoke(app, ["prune", "convnext_mini", "--ratio", "0"])
     assert done.exit_code == 2 and "between 0 and 1" in done.output and "Traceback" not in done.output
-    with pytest.raises(PruneError, match="does not have"):
+    with pytest.raises(ModelError, match="does not have"):
         apply_structure(load_model("vit_mini", weights="random").model, {"no.such.module": {"x": 1}}, {})
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgevision.backends.tensorrt import (EngineMismatch, EngineOptions, build_script, check_engine_compat,
+from edgevision.runtimes.tensorrt import (write_build_files, EngineMismatch, EngineOptions, check_engine_compat,
                                           check_int8_rules, trtexec_args)
 from edgevision.errors import EdgevisionError
 
@@ -64,9 +64,7 @@ def bundle_dir(tmp_path):
     bundle = tmp_path / "my bundles" / "it's a \"jetson\" $HOME bundle"
     bundle.mkdir(parents=True)
     (bundle / "model.onnx").write_bytes(b"onnx")
-    script = bundle / "build_engine.sh"
-    script.write_text(build_script(opts(dla_core=0), "edgevision test"))
-    script.chmod(0o755)
+    write_build_files(bundle, opts(dla_core=0), "edgevision test")
     tools = tmp_path / "tools"
     tools.mkdir()
     fake = tools / "trtexec"
@@ -182,7 +180,7 @@ def test_the_head_output_is_produced_in_float(tmp_path):
     """ONNX Runtime puts Q/DQ on a Gemm's output; the TensorRT profile gives the logits back in float."""
     import torch
 
-    from edgevision.backends.onnxruntime import PROFILES, export_onnx, quantize_qdq
+    from edgevision.runtimes.onnxruntime import PROFILES, export_onnx, quantize_qdq
 
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 5))
     export_onnx(model, (3, 8, 8), tmp_path / "f.onnx", dynamic_batch=True)
@@ -248,10 +246,12 @@ def test_engine_builds_and_matches_the_simulation(tmp_path):
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
-    from edgevision.backends.tensorrt import TensorRTRunner, build_engine
-    from edgevision.compress.export import export_model
-    from edgevision.compress.presets import preset_for
-    from edgevision.compress.recipe import resolve
+    from edgevision.data.loader import preprocess_each
+    from edgevision.runtimes import create_runner
+    from edgevision.runtimes.tensorrt import TensorRTRunner, build_engine
+    from edgevision.pipeline.export import export_model
+    from edgevision.pipeline.presets import preset_for
+    from edgevision.pipeline.recipe import resolve
     from edgevision.data import open_source
     from edgevision.models import load_model
 
@@ -261,5 +261,11 @@ def test_engine_builds_and_matches_the_simulation(tmp_path):
                           progress=False)
     manifest = json.loads((result.run_dir / "manifest.json").read_text())
     engine = build_engine(result.run_dir, EngineOptions(**manifest["tensorrt"]["engine_options"]))
-    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
-    assert TensorRTRunner(engine)(x).shape == (1, loaded.spec.num_classes)
+    images = [x for _, x in preprocess_each(open_source("builtin:photos"), range(8), loaded.spec.data_config)[0]]
+    simulation = create_runner("tensorrt-sim", result.run_dir / "model.onnx")
+    trt_runner = TensorRTRunner(engine)
+    for x in images:  # the engine computes what the Q/DQ graph it was built from computes, within INT8 rounding
+        got, want = trt_runner(x)[0], simulation(x)[0]
+        assert got.shape == (loaded.spec.num_classes,)
+        cosine = float(got @ want / (np.linalg.norm(got) * np.linalg.norm(want)))
+        assert cosine > 0.98, cosine

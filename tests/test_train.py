@@ -9,10 +9,10 @@ import torch
 
 from conftest import needs_fashion_mnist
 from edgevision import TrainConfig, load_model, open_source, train
-from edgevision.api import evaluate_model
+from edgevision.measure import evaluate_model
 from edgevision.errors import EdgevisionError, OutputExistsError
 from edgevision.models import read_checkpoint
-from edgevision.training import lr_at, state_path
+from edgevision.training.loop import lr_at, state_path
 
 pytestmark = needs_fashion_mnist
 
@@ -168,7 +168,7 @@ def test_weights_fashion_mnist_reads_the_cache_and_names_its_recipes(tmp_path, m
 
     from edgevision.errors import ModelError
     from edgevision.models.checkpoint import read_checkpoint, write_checkpoint
-    from edgevision.models.trained import FASHION_MNIST_EPOCHS, fashion_mnist_settings
+    from edgevision.training.fashion_mnist import FASHION_MNIST_EPOCHS, fashion_mnist_settings
 
     monkeypatch.setenv("EDGEVISION_CACHE", str(tmp_path))
     cached = tmp_path / "fashion-mnist" / "convnext_mini.pt"

@@ -1,7 +1,6 @@
-"""Command-line interface: thin commands that parse, call the library, and print."""
+"""Command-line interface: thin commands that parse, call the library (edgevision/api.py), and print."""
+from edgevision.cli.app import app
 
 
 def main() -> None:
-    from edgevision.cli.app import app
-
     app()

@@ -4,13 +4,15 @@ from __future__ import annotations
 import typer
 
 from edgevision.cli.benchmark import benchmark_command
-from edgevision.cli.compare import compare_command, recommend_command, sweep_command
+from edgevision.cli.compare import compare_command
 from edgevision.cli.compress import compress_command
 from edgevision.cli.distill import distill_command
 from edgevision.cli.evaluate import evaluate_command
 from edgevision.cli.export import build_engine_command, export_command
 from edgevision.cli.models import models_command
 from edgevision.cli.prune import prune_command
+from edgevision.cli.recommend import recommend_command
+from edgevision.cli.sweep import sweep_command
 from edgevision.cli.train import train_command
 
 app = typer.Typer(

@@ -1,13 +1,15 @@
+"""`edgevision benchmark`."""
 from __future__ import annotations
 
 from typing import Annotated
 
 import typer
 
-from edgevision.cli.common import (CheckpointOpt, DebugOpt, ImgSizeOpt, JsonOpt, ModelArg, ModelArgOpt,
-                                   NumClassesOpt, RuntimeOpt, ThreadsOpt, WeightsOpt, cli_errors, console,
-                                   load_model_or_artifact, print_json)
-from edgevision.report import fmt
+from edgevision import api
+from edgevision.cli.common import cli_errors, console, model_options, print_json
+from edgevision.cli.options import (CheckpointOpt, DebugOpt, ImgSizeOpt, JsonOpt, ModelArg, ModelArgOpt,
+                                    NumClassesOpt, RuntimeOpt, ThreadsOpt, WeightsOpt)
+from edgevision.reports.render import fmt
 
 
 def benchmark_command(
@@ -33,28 +35,22 @@ def benchmark_command(
 
     Weights do not change speed, so without --checkpoint this uses random weights unless --weights says otherwise.
     """
-    from edgevision.api import benchmark_model, describe_model
-
     with cli_errors(debug):
-        loaded, runtime = load_model_or_artifact(model, runtime, weights or (None if checkpoint else "random"),
-                                                 checkpoint, num_classes, img_size, model_arg)
-        result = benchmark_model(loaded, runtime=runtime, threads=threads, batch=batch,
-                                 throughput_batch=throughput_batch or None, warmup=warmup, iters=iters,
-                                 min_seconds=min_seconds)
-        info = describe_model(loaded)
+        result = api.benchmark(model, runtime=runtime, threads=threads, batch=batch, throughput_batch=throughput_batch,
+                               warmup=warmup, iters=iters, min_seconds=min_seconds,
+                               **model_options(weights, checkpoint, num_classes, img_size, model_arg))
         if json_out:
-            print_json({"model": info, **result.to_dict()})
+            print_json(result)
             return
-        r = result.runner
-        out = console()
+        info, r, out = result["model"], result["runner"], console()
         size = (f"{info['params_m']} M params, {info['gmacs']} GMACs" if info.get("params_m") is not None
                 else f"artifact {info['artifact']}")
-        out.print(f"model      {info['name']} ({info['timm_name']}): {size} at "
-                  f"{result.input_shape[1]}x{result.input_shape[2]}")
+        shape = result["input_shape"]
+        out.print(f"model      {info['name']} ({info['timm_name']}): {size} at {shape[1]}x{shape[2]}")
         out.print(f"runtime    {r['runtime']} {r.get('version', '')} ({r.get('precision', '')}), "
-                  f"{r.get('threads', '?')} threads on {result.cpu}")
-        out.print(f"latency    batch {result.batch}: p50 {fmt(result.latency_ms_p50)} ms, "
-                  f"p90 {fmt(result.latency_ms_p90)} ms, p99 {fmt(result.latency_ms_p99)} ms "
-                  f"({result.iterations} calls after {result.warmup} warm-up)")
-        if result.throughput_ips is not None:
-            out.print(f"throughput batch {result.throughput_batch}: {fmt(result.throughput_ips, 1)} images/s")
+                  f"{r.get('threads', '?')} threads on {result['cpu']}")
+        out.print(f"latency    batch {result['batch']}: p50 {fmt(result['latency_ms_p50'])} ms, "
+                  f"p90 {fmt(result['latency_ms_p90'])} ms, p99 {fmt(result['latency_ms_p99'])} ms "
+                  f"({result['iterations']} calls after {result['warmup']} warm-up)")
+        if result["throughput_ips"] is not None:
+            out.print(f"throughput batch {result['throughput_batch']}: {fmt(result['throughput_ips'], 1)} images/s")

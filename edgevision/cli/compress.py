@@ -1,15 +1,16 @@
+"""`edgevision compress`."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from edgevision.cli.prune import FinetuneEpochsOpt, FinetuneImagesOpt, ImportanceOpt
-from edgevision.cli.common import (CheckpointOpt, DebugOpt, ImgSizeOpt, JsonOpt, ModelArg, ModelArgOpt,
-                                   NumClassesOpt, ThreadsOpt, WeightsOpt, cli_errors,
-                                   exit_for_status, load_model_from_options, note, print_json, show_run)
+from edgevision import api
+from edgevision.cli.common import cli_errors, exit_for_status, model_options, note, print_json, show_run
+from edgevision.cli.options import (TARGET_HELP, CheckpointOpt, DebugOpt, FinetuneEpochsOpt, FinetuneImagesOpt,
+                                    ForceOpt, ImgSizeOpt, ImportanceOpt, JsonOpt, ModelArg, ModelArgOpt,
+                                    NumClassesOpt, ThreadsOpt, WeightsOpt)
 
 
 def compress_command(
@@ -17,8 +18,7 @@ def compress_command(
     int8: Annotated[Optional[bool], typer.Option("--int8/--no-int8", help="Quantize to INT8 (the recipe's "
                                                  "default is yes).", show_default=False)] = None,
     target: Annotated[Optional[str], typer.Option(
-        "--target", help="Deployment target: cpu (OpenVINO IR), onnx (ONNX Runtime) or jetson (Q/DQ ONNX bundle "
-        "for TensorRT); default cpu.", show_default=False)] = None,
+        "--target", help=f"Deployment target (default cpu). {TARGET_HELP}.", show_default=False)] = None,
     data: Annotated[str, typer.Option("--data", help="Evaluation data; without labels, fidelity to the float "
                                       "model only. Builtin splits default to test.")] = "builtin:photos",
     calib_data: Annotated[Optional[str], typer.Option(
@@ -46,7 +46,7 @@ def compress_command(
                                                    "override it.", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Run directory (default: "
                                                 "runs/MODEL-TARGET-TIMESTAMP).", show_default=False)] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
+    force: ForceOpt = False,
     threads: ThreadsOpt = None,
     iters: Annotated[Optional[int], typer.Option("--iters", min=1, help="Timed calls per variant (50).",
                                                  show_default=False)] = None,
@@ -59,30 +59,15 @@ def compress_command(
     debug: DebugOpt = False,
 ) -> None:
     """Quantize to INT8 with calibration data, check it against the float model on the same data, and time it."""
-    from edgevision.compress.pipeline import compress
-    from edgevision.compress.presets import preset_for
-    from edgevision.compress.recipe import check_target, resolve
-    from edgevision.data import open_source
-
     with cli_errors(debug):
-        if target is not None:
-            check_target(target)
-        loaded = load_model_from_options(model, weights, checkpoint, num_classes, img_size, model_arg)
-        resolved = resolve(preset_for(loaded.spec.family), recipe, {
-            "target": target, "int8": int8, "calib_size": calib_size, "seed": seed, "max_drop": max_drop,
-            "eval_limit": limit, "threads": threads, "benchmark_iters": iters,
-            "prune": {"ratio": prune, "importance": importance, "finetune_epochs": finetune_epochs,
-                      "finetune_images": finetune_images}})
-        eval_source = open_source(data, default_split="test")
-        calib_source = open_source(calib_data, default_split="train") if calib_data else None
-        finetune_source = open_source(finetune_data, default_split="train") if finetune_data else None
-        out = out or Path("runs") / f"{loaded.spec.name}-{resolved['target']}-{time.strftime('%Y%m%d-%H%M%S')}"
-        result = compress(loaded, eval_source, resolved, out, calib_source=calib_source,
-                          finetune_source=finetune_source, force=force,
-                          progress=not json_out, log=note)
-        report = result.report
+        result = api.compress(
+            model, int8=int8, target=target, data=data, calib_data=calib_data, calib_size=calib_size, prune=prune,
+            importance=importance, finetune_data=finetune_data, finetune_epochs=finetune_epochs,
+            finetune_images=finetune_images, max_drop=max_drop, limit=limit, seed=seed, recipe=recipe, out=out,
+            force=force, threads=threads, iters=iters, progress=not json_out, log=note,
+            **model_options(weights, checkpoint, num_classes, img_size, model_arg))
         if json_out:
-            print_json(report)
+            print_json(result.report)
         else:
-            show_run(report, footer=(f"run directory: {result.run_dir}",))
-        exit_for_status(report, result.run_dir)
+            show_run(result.report, footer=(f"run directory: {result.run_dir}",))
+        exit_for_status(result.report, result.run_dir)

@@ -1,3 +1,4 @@
+"""`edgevision distill`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -5,79 +6,108 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgevision.cli.common import (DebugOpt, DeviceOpt, GradAccumOpt, JsonOpt, ResumeOpt, SaveEveryOpt, ThreadsOpt,
-                                   WorkersOpt, cli_errors, console, parse_model_args, print_json, rank_zero_log)
-from edgevision.compress.distill import DistillConfig
-from edgevision.errors import EdgevisionError
-from edgevision.report import fmt
+from edgevision import api
+from edgevision.cli.common import cli_errors, console, parse_model_args, print_json, rank_zero_log
+from edgevision.cli.options import (DebugOpt, DeviceOpt, GradAccumOpt, JsonOpt, ResumeOpt, SaveEveryOpt, ThreadsOpt,
+                                    WorkersOpt)
+from edgevision.compression.distill import DistillConfig
+from edgevision.reports.render import fmt
 
 _D = DistillConfig()
 
 
-def distill_command(
-    teacher: Annotated[Optional[str], typer.Option(
+TeacherOpt = Annotated[Optional[str], typer.Option(
         "--teacher", help="Teacher: alias or timm name (e.g. vit_l); optional with an edgevision "
-        "--teacher-checkpoint.", show_default=False)] = None,
-    student: Annotated[Optional[str], typer.Option(
+        "--teacher-checkpoint.", show_default=False)]
+StudentOpt = Annotated[Optional[str], typer.Option(
         "--student", help="Student: alias or timm name (vit_s, convnext_t, hybrid_t, ...); optional with an "
-        "edgevision --student-checkpoint.", show_default=False)] = None,
-    data: Annotated[str, typer.Option("--data", help="Training data: ImageFolder, labels CSV or builtin:NAME "
-                                      "(builtin splits default to train). Unlabelled data works with --alpha 1.")] = ...,
-    out: Annotated[Optional[Path], typer.Option(
+        "edgevision --student-checkpoint.", show_default=False)]
+DataOpt = Annotated[str, typer.Option("--data", help="Training data: ImageFolder, labels CSV or builtin:NAME "
+                                      "(builtin splits default to train). Unlabelled data works with --alpha 1.")]
+OutOpt = Annotated[Optional[Path], typer.Option(
         "--out", help="Run directory: student.pt, report.json (default runs/distill-TEACHER-to-STUDENT; rerunning "
-        "the same command resumes an interrupted run).", show_default=False)] = None,
-    epochs: Annotated[int, typer.Option("--epochs", min=1)] = _D.epochs,
-    alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Weight of the teacher's soft targets; "
-                                         "1 - alpha weighs the labels.")] = _D.alpha,
-    temperature: Annotated[float, typer.Option("--temperature", min=0.01, help="Softmax temperature T (the KL term "
-                                               "is scaled by T^2).")] = _D.temperature,
-    feature_weight: Annotated[float, typer.Option(
+        "the same command resumes an interrupted run).", show_default=False)]
+AlphaOpt = Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Weight of the teacher's soft targets; "
+                                         "1 - alpha weighs the labels.")]
+TemperatureOpt = Annotated[float, typer.Option("--temperature", min=0.01, help="Softmax temperature T (the KL term "
+                                               "is scaled by T^2).")]
+FeatureWeightOpt = Annotated[float, typer.Option(
         "--feature-weight", min=0.0, help="Add feature distillation (pooled features through a learned projection "
-        "where widths differ) with this weight; 0 = off.")] = _D.feature_weight,
-    eval_data: Annotated[Optional[str], typer.Option(
+        "where widths differ) with this weight; 0 = off.")]
+EvalDataOpt = Annotated[Optional[str], typer.Option(
         "--eval-data", help="Report teacher and student top-1 on this data (default: --data's test split for "
-        "builtin data).", show_default=False)] = None,
-    eval_limit: Annotated[Optional[int], typer.Option("--eval-limit", min=1, help="Evaluate a class-balanced "
-                                                      "subset of this many images.", show_default=False)] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Train on a seeded, class-balanced subset "
-                                                 "of this many images.", show_default=False)] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Per process.")] = _D.batch_size,
-    grad_accum: GradAccumOpt = 1,
-    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Peak AdamW learning rate.")] = _D.lr,
-    weight_decay: Annotated[float, typer.Option("--weight-decay", min=0.0)] = _D.weight_decay,
-    augment: Annotated[str, typer.Option("--augment", help="light (random resized crop, flip) or none.")] = _D.augment,
-    views: Annotated[int, typer.Option("--views", min=1, help="Augmentation views per image whose teacher outputs "
-                                       "are cached (epoch e uses view e mod VIEWS); 1 with --augment none.")] = _D.views,
-    teacher_cache: Annotated[Optional[Path], typer.Option(
+        "builtin data).", show_default=False)]
+EvalLimitOpt = Annotated[Optional[int], typer.Option("--eval-limit", min=1, help="Evaluate a class-balanced "
+                                                      "subset of this many images.", show_default=False)]
+LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Train on a seeded, class-balanced subset "
+                                                 "of this many images.", show_default=False)]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Per process.")]
+LrOpt = Annotated[float, typer.Option("--lr", min=0.0, help="Peak AdamW learning rate.")]
+AugmentOpt = Annotated[str, typer.Option("--augment", help="light (random resized crop, flip) or none.")]
+ViewsOpt = Annotated[int, typer.Option("--views", min=1, help="Augmentation views per image whose teacher outputs "
+                                       "are cached (epoch e uses view e mod VIEWS); 1 with --augment none.")]
+TeacherCacheOpt = Annotated[Optional[Path], typer.Option(
         "--teacher-cache", help="Folder for cached teacher outputs (default: under $EDGEVISION_CACHE, "
-        "~/.cache/edgevision).", show_default=False)] = None,
-    no_teacher_cache: Annotated[bool, typer.Option("--no-teacher-cache",
-                                                   help="Run the teacher on every batch.")] = False,
-    latency_runtime: Annotated[str, typer.Option(
+        "~/.cache/edgevision).", show_default=False)]
+NoTeacherCacheOpt = Annotated[bool, typer.Option("--no-teacher-cache",
+                                                   help="Run the teacher on every batch.")]
+LatencyRuntimeOpt = Annotated[str, typer.Option(
         "--latency-runtime", help="Where teacher and student latency is measured: openvino, pytorch, onnxruntime, "
-        "or none.")] = "openvino",
-    teacher_weights: Annotated[Optional[str], typer.Option("--teacher-weights", help="pretrained, random or "
-                                                           "fashion-mnist (see --weights).", show_default=False)] = None,
-    teacher_checkpoint: Annotated[Optional[Path], typer.Option("--teacher-checkpoint", show_default=False)] = None,
-    student_weights: Annotated[Optional[str], typer.Option("--student-weights", help="Initial student weights "
+        "or none.")]
+TeacherWeightsOpt = Annotated[Optional[str], typer.Option("--teacher-weights", help="pretrained, random or "
+                                                           "fashion-mnist (see --weights).", show_default=False)]
+TeacherCheckpointOpt = Annotated[Optional[Path], typer.Option("--teacher-checkpoint", show_default=False)]
+StudentWeightsOpt = Annotated[Optional[str], typer.Option("--student-weights", help="Initial student weights "
                                                            "(default: pretrained where timm has them, else random).",
-                                                           show_default=False)] = None,
-    student_checkpoint: Annotated[Optional[Path], typer.Option("--student-checkpoint", show_default=False)] = None,
-    student_arg: Annotated[Optional[list[str]], typer.Option(
+                                                           show_default=False)]
+StudentCheckpointOpt = Annotated[Optional[Path], typer.Option("--student-checkpoint", show_default=False)]
+StudentArgOpt = Annotated[Optional[list[str]], typer.Option(
         "--student-arg", help="Extra timm constructor argument for the student, KEY=VALUE, repeatable.",
-        show_default=False)] = None,
-    student_img_size: Annotated[Optional[int], typer.Option("--student-img-size", min=8, show_default=False)] = None,
-    num_classes: Annotated[Optional[int], typer.Option(
+        show_default=False)]
+StudentImgSizeOpt = Annotated[Optional[int], typer.Option("--student-img-size", min=8, show_default=False)]
+NumClassesOpt = Annotated[Optional[int], typer.Option(
         "--num-classes", min=1, help="Classifier outputs of both models when they are built (default: the "
-        "teacher's).", show_default=False)] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the data order, the augmentation and a random "
-                                      "model's initial weights.")] = _D.seed,
+        "teacher's).", show_default=False)]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the data order, the augmentation and a random "
+                                      "model's initial weights.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite a finished run in --out.")]
+
+
+def distill_command(
+    teacher: TeacherOpt = None,
+    student: StudentOpt = None,
+    data: DataOpt = ...,
+    out: OutOpt = None,
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = _D.epochs,
+    alpha: AlphaOpt = _D.alpha,
+    temperature: TemperatureOpt = _D.temperature,
+    feature_weight: FeatureWeightOpt = _D.feature_weight,
+    eval_data: EvalDataOpt = None,
+    eval_limit: EvalLimitOpt = None,
+    limit: LimitOpt = None,
+    batch_size: BatchSizeOpt = _D.batch_size,
+    grad_accum: GradAccumOpt = 1,
+    lr: LrOpt = _D.lr,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", min=0.0)] = _D.weight_decay,
+    augment: AugmentOpt = _D.augment,
+    views: ViewsOpt = _D.views,
+    teacher_cache: TeacherCacheOpt = None,
+    no_teacher_cache: NoTeacherCacheOpt = False,
+    latency_runtime: LatencyRuntimeOpt = "openvino",
+    teacher_weights: TeacherWeightsOpt = None,
+    teacher_checkpoint: TeacherCheckpointOpt = None,
+    student_weights: StudentWeightsOpt = None,
+    student_checkpoint: StudentCheckpointOpt = None,
+    student_arg: StudentArgOpt = None,
+    student_img_size: StudentImgSizeOpt = None,
+    num_classes: NumClassesOpt = None,
+    seed: SeedOpt = _D.seed,
     workers: WorkersOpt = _D.workers,
     threads: ThreadsOpt = None,
     device: DeviceOpt = None,
     resume: ResumeOpt = True,
     save_every: SaveEveryOpt = 60.0,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite a finished run in --out.")] = False,
+    force: ForceOpt = False,
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -86,43 +116,19 @@ def distill_command(
     Writes OUT/student.pt (use it with compress/export/evaluate --checkpoint) and OUT/report.json: teacher
     and student top-1 on the same data, and their latency side by side.
     """
-    import torch
-
-    from edgevision.compress.distill import distill
-    from edgevision.data import open_source
-    from edgevision.data.loader import balanced_indices
-    from edgevision.models import load_model
-
     main, log = rank_zero_log()
     with cli_errors(debug):
-        if teacher is None and teacher_checkpoint is None or student is None and student_checkpoint is None:
-            raise EdgevisionError("distill needs a teacher and a student",
-                                  "e.g. edgevision distill --teacher vit_l --student vit_s --data DIR")
-        if threads:
-            torch.set_num_threads(threads)
-        source = open_source(data, default_split="train")
-        if limit is not None and limit < len(source):
-            source = source.subset(balanced_indices(len(source), limit, source.labels, seed))
-        eval_spec = eval_data or (data if data.startswith("builtin:") and data.count(":") == 1 else None)
-        eval_source = open_source(eval_spec, default_split="test") if eval_spec else None
-        t = load_model(teacher, weights=teacher_weights, checkpoint=teacher_checkpoint, num_classes=num_classes,
-                       log=log)
-        torch.manual_seed(seed)  # a random model starts from the same weights on every run
-        s = load_model(student, weights=student_weights, checkpoint=student_checkpoint,
-                       num_classes=num_classes or t.spec.num_classes, img_size=student_img_size,
-                       model_kwargs=parse_model_args(student_arg) or None, log=log)
-        if t.spec.weights == "random":
-            log("warning: the teacher has random weights - the student learns noise (use for speed checks only)")
-        for msg in source.notes:
-            log(msg)
         cfg = DistillConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
                             workers=workers, augment=augment, grad_accum=grad_accum, alpha=alpha,
                             temperature=temperature, feature_weight=feature_weight, views=views)
-        cache = False if no_teacher_cache else (teacher_cache or True)
-        result = distill(t, s, source, out, cfg, eval_source=eval_source, eval_limit=eval_limit,
-                         teacher_cache=cache, latency_runtime=latency_runtime, threads=threads, resume=resume,
-                         force=force, device=device, progress=not json_out and main, save_every_s=save_every,
-                         log=log)
+        result = api.distill_models(
+            teacher, student, data, out, cfg, limit=limit, eval_data=eval_data, eval_limit=eval_limit, threads=threads,
+            teacher_options={"weights": teacher_weights, "checkpoint": teacher_checkpoint, "num_classes": num_classes},
+            student_options={"weights": student_weights, "checkpoint": student_checkpoint, "num_classes": num_classes,
+                             "img_size": student_img_size, "model_kwargs": parse_model_args(student_arg) or None},
+            teacher_cache=False if no_teacher_cache else (teacher_cache or True), latency_runtime=latency_runtime,
+            resume=resume, force=force, device=device, progress=not json_out and main, save_every_s=save_every,
+            log=log)
         if not main:
             return
         if json_out:

@@ -1,13 +1,15 @@
+"""`edgevision evaluate`."""
 from __future__ import annotations
 
 from typing import Annotated, Optional
 
 import typer
 
-from edgevision.cli.common import (CheckpointOpt, DebugOpt, ImgSizeOpt, JsonOpt, ModelArg, ModelArgOpt,
-                                   NumClassesOpt, RuntimeOpt, ThreadsOpt, WeightsOpt, cli_errors, console,
-                                   load_model_or_artifact, note, print_json, weights_warning)
-from edgevision.report import fmt
+from edgevision import api
+from edgevision.cli.common import cli_errors, console, model_options, note, print_json
+from edgevision.cli.options import (CheckpointOpt, DebugOpt, ImgSizeOpt, JsonOpt, ModelArg, ModelArgOpt,
+                                    NumClassesOpt, RuntimeOpt, ThreadsOpt, WeightsOpt)
+from edgevision.reports.render import fmt
 
 
 def evaluate_command(
@@ -31,30 +33,18 @@ def evaluate_command(
     debug: DebugOpt = False,
 ) -> None:
     """Top-1/top-5 of a model on labelled data, with the model's own preprocessing."""
-    from edgevision.api import evaluate_model
-    from edgevision.data import align_classes, open_source
-
     with cli_errors(debug):
-        source = open_source(data, default_split="test")
-        loaded, runtime = load_model_or_artifact(model, runtime, weights, checkpoint, num_classes, img_size,
-                                                 model_arg)
-        warning = weights_warning(loaded.spec)
-        if warning:
-            note(warning)
-        source = align_classes(source, loaded.spec.classes)
-        for msg in source.notes:
-            note(msg)
-        result = evaluate_model(loaded, source, runtime=runtime, limit=limit, seed=seed, batch_size=batch_size,
-                                threads=threads, workers=workers, progress=not json_out)
-        report = {"model": loaded.spec.to_dict(), "runtime": runtime, **result.to_dict()}
+        report = api.evaluate(model, data, runtime=runtime, limit=limit, seed=seed, batch_size=batch_size,
+                              threads=threads, workers=workers, progress=not json_out, log=note,
+                              **model_options(weights, checkpoint, num_classes, img_size, model_arg))
         if json_out:
             print_json(report)
             return
-        out = console()
-        out.print(f"model    {loaded.spec.name} ({loaded.spec.timm_name}), weights {loaded.spec.weights}")
-        out.print(f"data     {result.data}: {result.images} images"
-                  + (f", {result.skipped} unreadable skipped" if result.skipped else ""))
-        if result.top1 is None:
+        out, spec = console(), report["model"]
+        out.print(f"model    {spec['name']} ({spec['timm_name']}), weights {spec['weights']}")
+        out.print(f"data     {report['data']}: {report['images']} images"
+                  + (f", {report['skipped']} unreadable skipped" if report["skipped"] else ""))
+        if report["top1"] is None:
             out.print("top-1    - (no labels: use `edgevision compress` for agreement with the float model)")
         else:
-            out.print(f"top-1    {fmt(result.top1)} %\ntop-5    {fmt(result.top5)} %")
+            out.print(f"top-1    {fmt(report['top1'])} %\ntop-5    {fmt(report['top5'])} %")

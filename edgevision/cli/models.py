@@ -1,17 +1,17 @@
 from __future__ import annotations
 
-from edgevision.cli.common import DebugOpt, JsonOpt, cli_errors, console, print_json
-from edgevision.report import fmt
+from rich.table import Table
+
+from edgevision import api
+from edgevision.cli.common import cli_errors, console, print_json
+from edgevision.cli.options import DebugOpt, JsonOpt
+from edgevision.reports.render import fmt
 
 
 def models_command(json_out: JsonOpt = False, debug: DebugOpt = False) -> None:
     """List the model aliases: timm name, params, GMACs at the default input size, published top-1."""
-    from rich.table import Table
-
-    from edgevision.models.zoo import zoo_table
-
     with cli_errors(debug):
-        rows = zoo_table()
+        rows = api.list_models()
         if json_out:
             print_json(rows)
             return

@@ -1,25 +1,19 @@
+"""`edgevision prune`."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from edgevision.cli.common import (CheckpointOpt, DebugOpt, ImgSizeOpt, JsonOpt, ModelArg, ModelArgOpt,
-                                   NumClassesOpt, ThreadsOpt, WeightsOpt, cli_errors, load_model_from_options, note,
-                                   print_json, show_run)
+from edgevision import api
+from edgevision.cli.common import cli_errors, model_options, note, print_json, show_run
+from edgevision.cli.options import (CheckpointOpt, DebugOpt, FinetuneEpochsOpt, FinetuneImagesOpt, ForceOpt,
+                                    ImgSizeOpt, ImportanceOpt, JsonOpt, ModelArg, ModelArgOpt, NumClassesOpt,
+                                    ThreadsOpt, WeightsOpt)
 
 RatioOpt = Annotated[float, typer.Option("--ratio", min=0.0, max=1.0, help="Fraction of each group's channels/heads "
                                          "to remove, e.g. 0.3 or 0.5.")]
-ImportanceOpt = Annotated[Optional[str], typer.Option("--importance", help="magnitude (default) or taylor "
-                                                      "(gradients on calibration images).", show_default=False)]
-FinetuneEpochsOpt = Annotated[Optional[int], typer.Option("--finetune-epochs", min=0, help="Recovery epochs, "
-                                                          "distilled from the unpruned model (1; 0 = none).",
-                                                          show_default=False)]
-FinetuneImagesOpt = Annotated[Optional[int], typer.Option("--finetune-images", min=1, help="Recovery on a seeded, "
-                                                          "class-balanced subset of this many images.",
-                                                          show_default=False)]
 
 
 def prune_command(
@@ -40,7 +34,7 @@ def prune_command(
     out: Annotated[Optional[Path], typer.Option("--out", help="Run directory; the pruned checkpoint is "
                                                 "OUT/model.safetensors (default: runs/MODEL-pruneR-TIMESTAMP).",
                                                 show_default=False)] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
+    force: ForceOpt = False,
     threads: ThreadsOpt = None,
     weights: WeightsOpt = None,
     checkpoint: CheckpointOpt = None,
@@ -52,26 +46,11 @@ def prune_command(
 ) -> None:
     """Structured pruning (channels, heads, MLP width) with a distilled recovery fine-tune, checked against the
     unpruned model on the same data. The run directory holds the pruned checkpoint, loadable with --checkpoint."""
-    from edgevision.compress.pipeline import compress
-    from edgevision.compress.presets import preset_for
-    from edgevision.compress.recipe import resolve
-    from edgevision.data import open_source
-
     with cli_errors(debug):
-        loaded = load_model_from_options(model, weights, checkpoint, num_classes, img_size, model_arg)
-        epochs = finetune_epochs if data is not None else 0
-        if data is None and finetune_epochs:
-            note("no --data: the pruned model is not fine-tuned")
-        recipe = resolve(preset_for(loaded.spec.family), None, {
-            "target": "cpu", "int8": int8, "eval_limit": limit, "threads": threads,
-            "prune": {"ratio": ratio, "importance": importance, "finetune_epochs": epochs,
-                      "finetune_images": finetune_images}})
-        finetune_source = open_source(data, default_split="train") if data else None
-        eval_spec = eval_data or (data if data and data.startswith("builtin:") and data.count(":") == 1 else None)
-        eval_source = open_source(eval_spec or "builtin:photos", default_split="test")
-        out = out or Path("runs") / f"{loaded.spec.name}-prune{ratio:g}-{time.strftime('%Y%m%d-%H%M%S')}"
-        result = compress(loaded, eval_source, recipe, out, calib_source=finetune_source,
-                          finetune_source=finetune_source, force=force, progress=not json_out, log=note)
+        result = api.prune(model, ratio, importance=importance, data=data, eval_data=eval_data,
+                           finetune_epochs=finetune_epochs, finetune_images=finetune_images, int8=int8, limit=limit,
+                           out=out, force=force, threads=threads, progress=not json_out, log=note,
+                           **model_options(weights, checkpoint, num_classes, img_size, model_arg))
         report = result.report
         if json_out:
             print_json(report)

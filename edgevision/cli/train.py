@@ -1,3 +1,4 @@
+"""`edgevision train`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -5,12 +6,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgevision.cli.common import (CheckpointOpt, DebugOpt, DeviceOpt, GradAccumOpt, ImgSizeOpt, JsonOpt, ModelArg,
-                                   ModelArgOpt, NumClassesOpt, ResumeOpt, SaveEveryOpt, ThreadsOpt, WeightsOpt,
-                                   WorkersOpt, cli_errors, console, load_model_from_options, print_json,
-                                   rank_zero_log)
-from edgevision.report import fmt
-from edgevision.training import TrainConfig
+from edgevision import api
+from edgevision.cli.common import cli_errors, console, model_options, print_json, rank_zero_log
+from edgevision.cli.options import (CheckpointOpt, DebugOpt, DeviceOpt, GradAccumOpt, ImgSizeOpt, JsonOpt, ModelArg,
+                                    ModelArgOpt, NumClassesOpt, ResumeOpt, SaveEveryOpt, ThreadsOpt, WeightsOpt,
+                                    WorkersOpt)
+from edgevision.reports.render import fmt
+from edgevision.training.loop import TrainConfig
 
 _D = TrainConfig()
 
@@ -54,40 +56,33 @@ def train_command(
 ) -> None:
     """Train or fine-tune a model and write an edgevision checkpoint (resumable after a kill; runs under
     `torchrun --nproc_per_node N` as well)."""
-    import torch
-
-    from edgevision.data import open_source
-    from edgevision.training import train
-
     main, log = rank_zero_log()
     with cli_errors(debug):
-        if threads:
-            torch.set_num_threads(threads)
-        source = open_source(data, default_split="train")
-        eval_source = open_source(eval_data, default_split="test") if eval_data else None
-        torch.manual_seed(seed)  # a random model starts from the same weights on every run
-        loaded = load_model_from_options(model, weights, checkpoint, num_classes or source.num_classes,
-                                         img_size, model_arg)
-        for msg in source.notes:
-            log(msg)
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                           label_smoothing=label_smoothing, warmup_steps=warmup_steps, seed=seed, workers=workers,
                           augment=augment, grad_accum=grad_accum)
-        result = train(loaded, source, out, cfg, eval_source=eval_source, resume=resume, force=force,
-                       device=device, progress=not json_out and main, save_every_s=save_every, log=log)
+        loaded, source, result = api.train_model(
+            model, data, out, cfg, eval_data=eval_data, threads=threads, resume=resume, force=force, device=device,
+            progress=not json_out and main, save_every_s=save_every, log=log,
+            **model_options(weights, checkpoint, num_classes, img_size, model_arg))
         if not main:
             return
         if json_out:
             print_json({"model": loaded.spec.to_dict(), "data": source.spec, **result.to_dict()})
             return
-        from rich.table import Table
+        show_training(result, f"{loaded.spec.name} on {source.spec}")
 
-        table = Table(title=f"{loaded.spec.name} on {source.spec}")
-        for col in ("epoch", "train loss", "eval top-1", "time (s)"):
-            table.add_column(col, justify="right")
-        for h in result.history:
-            table.add_row(str(h["epoch"]), fmt(h["train_loss"], 4), fmt(h.get("eval_top1")), fmt(h["time_s"], 1))
-        console().print(table)
-        if result.skipped_images:
-            console().print(f"skipped {result.skipped_images} unreadable images")
-        console().print(f"checkpoint: {result.checkpoint}  ({result.train_time_s:.0f} s)")
+
+def show_training(result, title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("epoch", "train loss", "eval top-1", "time (s)"):
+        table.add_column(col, justify="right")
+    for h in result.history:
+        table.add_row(str(h["epoch"]), fmt(h["train_loss"], 4), fmt(h.get("eval_top1")), fmt(h["time_s"], 1))
+    out = console()
+    out.print(table)
+    if result.skipped_images:
+        out.print(f"skipped {result.skipped_images} unreadable images")
+    out.print(f"checkpoint: {result.checkpoint}  ({result.train_time_s:.0f} s)")

@@ -1,14 +1,19 @@
-"""Real datasets that install offline, addressed as `builtin:NAME[:SPLIT]`."""
+"""Real datasets that install offline, addressed as `builtin:NAME[:SPLIT]`, registered in BUILTINS."""
 from __future__ import annotations
 
 import gzip
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
+from edgevision.data.sources import ArraySource, FileSource, ImageSource
 from edgevision.errors import DataError
+
+BUILTIN_PREFIX = "builtin:"
 
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -79,7 +84,31 @@ def photo_files() -> list[Path]:
     return [f for f in files if f.is_file()]
 
 
-BUILTINS = {
-    "fashion-mnist": "Fashion-MNIST, 28x28 greyscale clothing, 10 classes; splits train (60k) and test (10k)",
-    "photos": "real colour photos shipped inside installed wheels, unlabelled (calibration, agreement)",
-}
+def open_fashion_mnist(split: str | None) -> ImageSource:
+    images, labels = fashion_mnist(split)
+    return ArraySource(spec=f"{BUILTIN_PREFIX}fashion-mnist:{split}", kind="builtin", labels=labels,
+                       classes=list(FASHION_MNIST_CLASSES), images=images)
+
+
+def open_photos(split: str | None) -> ImageSource:
+    files = photo_files()
+    if not files:
+        raise DataError("no built-in photos found",
+                        "install scikit-image, scikit-learn or matplotlib (edgevision's install does)")
+    return FileSource(spec=f"{BUILTIN_PREFIX}photos", kind="builtin", labels=None, files=files)
+
+
+@dataclass(frozen=True)
+class BuiltinDataset:
+    name: str
+    description: str
+    splits: tuple[str, ...]  # empty: the dataset has no splits
+    open: Callable[[str | None], ImageSource]
+
+
+BUILTINS: dict[str, BuiltinDataset] = {d.name: d for d in [
+    BuiltinDataset("fashion-mnist", "Fashion-MNIST, 28x28 greyscale clothing, 10 classes; splits train (60k) and "
+                   "test (10k)", ("train", "test"), open_fashion_mnist),
+    BuiltinDataset("photos", "real colour photos shipped inside installed wheels, unlabelled (calibration, "
+                   "agreement)", (), open_photos),
+]}

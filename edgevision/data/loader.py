@@ -8,8 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from edgevision.data.sources import ImageSource
+from edgevision.data.sources import ImageSource, balanced_indices  # noqa: F401 - re-exported
 from edgevision.errors import DataError
+
+# The keys of timm's data config that define a model's preprocessing (recorded in every spec and manifest).
+DATA_CONFIG_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
 
 
 def eval_transform(data_config: dict[str, Any]):
@@ -30,8 +33,7 @@ def train_transform(data_config: dict[str, Any]):
 
 
 def _timm_args(cfg: dict[str, Any]) -> dict[str, Any]:
-    keys = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
-    return {k: tuple(cfg[k]) if isinstance(cfg[k], list) else cfg[k] for k in keys if k in cfg}
+    return {k: tuple(cfg[k]) if isinstance(cfg[k], list) else cfg[k] for k in DATA_CONFIG_KEYS if k in cfg}
 
 
 def preprocess_each(source: ImageSource, indices, data_config: dict[str, Any]) -> tuple[list[tuple[int, np.ndarray]], int]:
@@ -59,11 +61,16 @@ class TransformedDataset:
 
     def __init__(self, source: ImageSource, transforms, seed: int | None = None):
         self.source = source
-        self.transforms = list(transforms) if isinstance(transforms, (list, tuple)) else [transforms]
+        self.all_transforms = list(transforms) if isinstance(transforms, (list, tuple)) else [transforms]
+        self.transforms = self.all_transforms
         self.seed, self.view_seed = seed, 0
 
     def set_view_seed(self, view_seed: int) -> None:
         self.view_seed = view_seed
+
+    def use_transforms(self, count: int | None) -> None:
+        """Prepare only the first `count` views (None: all), e.g. when a cache already holds the teacher's."""
+        self.transforms = self.all_transforms if count is None else self.all_transforms[:count]
 
     def __len__(self) -> int:
         return len(self.source)
@@ -148,22 +155,3 @@ class SkipCounter:
         if self.seen and self.skipped == self.seen:
             raise DataError(f"no usable image in {source.spec}: all {self.seen} files failed to decode",
                             "check the files are images")
-
-
-def balanced_indices(n: int, size: int, labels: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
-    """`size` indices out of `n`, drawn with a seed; class-balanced (round robin) when labelled.
-
-    Used for calibration sets and evaluation subsets, so the same seed gives the same images.
-    """
-    rng = np.random.default_rng(seed)
-    size = min(size, n)
-    if labels is None:
-        return np.sort(rng.permutation(n)[:size])
-    per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
-    picked, depth = [], 0
-    while len(picked) < size:
-        for members in per_class:
-            if depth < len(members) and len(picked) < size:
-                picked.append(members[depth])
-        depth += 1
-    return np.sort(np.array(picked, dtype=np.int64))

@@ -1,22 +1,18 @@
-"""Where images come from: an ImageFolder, a labels CSV, an unlabelled folder, or `builtin:NAME`.
+"""Image sources: indexable RGB PIL images and, when labelled, integer labels (data/open.py opens them).
 
-Every source gives indexable RGB PIL images and, when labelled, integer labels. Decoding happens
-lazily; files that fail to decode are skipped at load time and counted by the loader (see loader.py).
+Decoding happens lazily; files that fail to decode are skipped at load time and counted by the loader
+(see loader.py).
 """
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from edgevision.data import builtin
-from edgevision.data.images import IMAGE_EXTENSIONS, is_image_file, load_image
+from edgevision.data.images import load_image
 from edgevision.errors import DataError
-
-BUILTIN_PREFIX = "builtin:"
 
 
 @dataclass
@@ -96,6 +92,12 @@ class SubsetSource(ImageSource):
         return self.base.num_classes
 
 
+def sample(source: ImageSource, size: int | None, seed: int = 0) -> ImageSource:
+    """A seeded, class-balanced subset of `size` images (the whole source when size is None or larger)."""
+    if size is None or size >= len(source):
+        return source
+    return source.subset(balanced_indices(len(source), size, source.labels, seed))
+
 
 def align_classes(source: ImageSource, model_classes: list[str] | None) -> ImageSource:
     """Express the data's labels in the model's class order.
@@ -118,98 +120,20 @@ def align_classes(source: ImageSource, model_classes: list[str] | None) -> Image
     return aligned
 
 
-def open_source(spec: str, default_split: str = "test") -> ImageSource:
-    """Open a data source named by the user. `default_split` applies to builtin datasets with splits."""
-    if spec.startswith(BUILTIN_PREFIX):
-        return _open_builtin(spec, default_split)
-    path = Path(spec).expanduser()
-    if not path.exists():
-        raise DataError(f"data path not found: {spec}",
-                        f"give an image folder, a labels CSV, or one of {_builtin_names()}")
-    if path.is_file():
-        if path.suffix.lower() == ".csv":
-            return _open_csv(path, spec)
-        raise DataError(f"{spec} is a file but not a .csv", "give a folder of images or a labels CSV")
-    return _open_folder(path, spec)
+def balanced_indices(n: int, size: int, labels: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
+    """`size` indices out of `n`, drawn with a seed; class-balanced (round robin) when labelled.
 
-
-def _builtin_names() -> str:
-    return ", ".join(BUILTIN_PREFIX + n for n in builtin.BUILTINS)
-
-
-def _open_builtin(spec: str, default_split: str) -> ImageSource:
-    name, _, split = spec[len(BUILTIN_PREFIX):].partition(":")
-    if name == "fashion-mnist":
-        split = split or default_split
-        images, labels = builtin.fashion_mnist(split)
-        return ArraySource(spec=f"{BUILTIN_PREFIX}{name}:{split}", kind="builtin", labels=labels,
-                           classes=list(builtin.FASHION_MNIST_CLASSES), images=images)
-    if name == "photos":
-        if split:
-            raise DataError("builtin:photos has no splits", "use builtin:photos")
-        files = builtin.photo_files()
-        if not files:
-            raise DataError("no built-in photos found",
-                            "install scikit-image, scikit-learn or matplotlib (edgevision's install does)")
-        return FileSource(spec=spec, kind="builtin", labels=None, files=files)
-    raise DataError(f"unknown built-in dataset '{name}'", f"available: {_builtin_names()}")
-
-
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
-
-
-def _open_folder(path: Path, spec: str) -> ImageSource:
-    class_dirs = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
-    per_class = [(d.name, _image_files(d)) for d in class_dirs]
-    per_class = [(name, files) for name, files in per_class if files]
-    top_level = sorted(p for p in path.iterdir() if p.is_file() and is_image_file(p))
-    if per_class:  # ImageFolder: one subfolder per class
-        files, labels = [], []
-        for label, (_, class_files) in enumerate(per_class):
-            files += class_files
-            labels += [label] * len(class_files)
-        notes = [f"ignored {len(top_level)} images outside class folders"] if top_level else []
-        return FileSource(spec=spec, kind="imagefolder", labels=np.array(labels, dtype=np.int64),
-                          classes=[name for name, _ in per_class], notes=notes, files=files)
-    if top_level:
-        return FileSource(spec=spec, kind="folder", labels=None, files=top_level)
-    exts = ", ".join(sorted(IMAGE_EXTENSIONS))
-    raise DataError(f"no images in {spec}", f"expected image files ({exts}) or class subfolders of them")
-
-
-def _open_csv(path: Path, spec: str) -> ImageSource:
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"cannot read labels CSV {spec}: {e}") from None
-    if not rows or [c.strip().lower() for c in rows[0][:2]] != ["file", "label"]:
-        raise DataError(f"labels CSV {spec} must start with the header 'file,label'",
-                        "paths relative to the CSV, integer class indices")
-    files, labels, missing = [], [], []
-    for line_no, row in enumerate(rows[1:], start=2):
-        if not row or all(not c.strip() for c in row):
-            continue
-        if len(row) < 2:
-            raise DataError(f"{spec} line {line_no}: expected 'file,label', got {','.join(row)!r}")
-        name, label = row[0].strip(), row[1].strip()
-        try:
-            value = int(label)
-        except ValueError:
-            raise DataError(f"{spec} line {line_no}: label {label!r} is not an integer class index",
-                            "labels must be integers 0..N-1") from None
-        if value < 0:
-            raise DataError(f"{spec} line {line_no}: label {value} is negative", "labels must be 0..N-1")
-        file = (path.parent / name).resolve()
-        if not file.is_file():
-            missing.append(name)
-        files.append(file)
-        labels.append(value)
-    if missing:
-        shown = ", ".join(missing[:3]) + (f" (+{len(missing) - 3} more)" if len(missing) > 3 else "")
-        raise DataError(f"labels CSV {spec} names {len(missing)} missing files: {shown}",
-                        "paths are relative to the CSV's folder")
-    if not files:
-        raise DataError(f"labels CSV {spec} lists no images")
-    return FileSource(spec=spec, kind="csv", labels=np.array(labels, dtype=np.int64), files=files)
+    Used for calibration sets and evaluation subsets, so the same seed gives the same images.
+    """
+    rng = np.random.default_rng(seed)
+    size = min(size, n)
+    if labels is None:
+        return np.sort(rng.permutation(n)[:size])
+    per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    picked, depth = [], 0
+    while len(picked) < size:
+        for members in per_class:
+            if depth < len(members) and len(picked) < size:
+                picked.append(members[depth])
+        depth += 1
+    return np.sort(np.array(picked, dtype=np.int64))

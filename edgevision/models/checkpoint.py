@@ -8,12 +8,12 @@ path, as safetensors with the config in the header metadata.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from pathlib import Path
 from typing import Any
 
 from edgevision.errors import ModelError
+from edgevision.io import atomic_write
 
 FORMAT = "edgevision.checkpoint"
 FORMAT_VERSION = 1
@@ -24,13 +24,7 @@ def atomic_save(obj: Any, path: Path) -> None:
     """torch.save to a temporary file beside `path`, then rename: a kill never leaves half a file."""
     import torch
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def spec_meta(spec, classes: list[str] | None = None) -> dict[str, Any]:
@@ -52,12 +46,7 @@ def write_checkpoint(path: Path, state_dict: dict, meta: dict[str, Any]) -> None
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
 
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            save_file(state_dict, str(tmp), metadata={_META_KEY: json.dumps(meta)})
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write(path, lambda tmp: save_file(state_dict, str(tmp), metadata={_META_KEY: json.dumps(meta)}))
     else:
         atomic_save({**meta, "state_dict": state_dict}, path)
 

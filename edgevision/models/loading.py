@@ -4,17 +4,17 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from edgevision.data.loader import DATA_CONFIG_KEYS
 from edgevision.errors import ModelError
 from edgevision.models.checkpoint import check_fits, read_checkpoint, strip_prefixes
-from edgevision.models.zoo import ResolvedName, family_of, resolve_name, timm_with_students
-
-WEIGHTS_CHOICES = ("pretrained", "random", "fashion-mnist")
-DATA_CONFIG_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+from edgevision.models.structure import apply_structure
+from edgevision.models.weights import WeightRequest, WeightSource, register_weight_source, weight_source
+from edgevision.models.zoo import (ResolvedName, accepts_img_size, default_pretrained_tag, family_of, resolve_name,
+                                   timm_with_students)
 
 
 @dataclass
@@ -44,6 +44,14 @@ class ModelSpec:
         return tuple(self.data_config["input_size"])
 
 
+def random_weights_warning(spec: ModelSpec, role: str = "") -> str | None:
+    """The one warning for random weights, or None (`role`: whose weights, e.g. "teacher")."""
+    if spec.weights != "random":
+        return None
+    whose = f"the {role} weights" if role else "weights"
+    return f"{whose} are random: accuracy numbers are meaningless, latency is real"
+
+
 @dataclass
 class LoadedModel:
     model: Any  # torch.nn.Module, in eval mode
@@ -58,50 +66,68 @@ def load_model(
     num_classes: int | None = None,
     img_size: int | None = None,
     model_kwargs: dict[str, Any] | None = None,
+    seed: int | None = None,
     log=lambda message: None,
 ) -> LoadedModel:
-    """The one door to a model, mirroring `--weights`, `--checkpoint`, `--num-classes`, `--img-size`.
+    """The one door to a model, mirroring `--weights`, `--checkpoint`, `--num-classes`, `--img-size`, `--seed`.
 
     weights=None picks `checkpoint` when one is given, else `pretrained` when timm has pretrained weights
-    for the architecture as configured, else `random`. `fashion-mnist` is edgevision's own float model for
-    a *_mini alias, trained on builtin:fashion-mnist on first use and cached (models/trained.py).
+    for the architecture as configured, else `random`. Other names are weight sources registered in
+    models/weights.py (`fashion-mnist`: edgevision's own float model for a *_mini alias, trained on first use).
     """
-    if weights is not None and weights not in WEIGHTS_CHOICES:
-        raise ModelError(f"unknown --weights '{weights}'",
-                         "use pretrained, random or fashion-mnist, or --checkpoint PATH")
-    if weights == "fashion-mnist":  # edgevision's own float model, trained on first use and cached
-        from edgevision.models.trained import fashion_mnist_checkpoint, off_recipe_warning
-
-        if checkpoint is not None or name is None:
-            raise ModelError("--weights fashion-mnist needs a model alias and no --checkpoint",
-                             "e.g. edgevision compress convnext_mini --weights fashion-mnist")
-        path = fashion_mnist_checkpoint(name, log=log)
-        state, meta = read_checkpoint(path)
-        warning = off_recipe_warning(path, meta, name)
-        if warning:
-            log(warning)
-        return _model_from_checkpoint(name, path, state, meta, num_classes, img_size, model_kwargs)
+    source = weight_source(weights) if weights is not None else None
     if checkpoint is not None:
-        if weights == "random" or weights == "pretrained":
+        if source is not None:
             raise ModelError(f"--weights {weights} and --checkpoint both given", "use one of them")
         return _load_from_checkpoint(name, Path(checkpoint), num_classes, img_size, model_kwargs)
     if name is None:
         raise ModelError("no model given", "name a model (see `edgevision models`) or pass --checkpoint")
-    resolved = resolve_name(name)
-    kwargs = {**resolved.model_kwargs, **(model_kwargs or {})}
-    if weights is None:
-        weights = "pretrained" if not kwargs and _has_pretrained(resolved.timm_name) else "random"
-    if weights == "pretrained":
-        if kwargs:
-            raise ModelError(
-                f"'{name}' is configured with {sorted(kwargs)}, which no pretrained weights fit",
-                "use --weights random or --checkpoint PATH",
-            )
-        weights_file = pretrained_weights_file(resolved.timm_name)
-        model = _build(resolved, kwargs, num_classes, img_size, pretrained_file=weights_file)
-    else:
-        model = _build(resolved, kwargs, num_classes, img_size)
-    return LoadedModel(model.eval(), _spec(resolved, model, kwargs, weights, img_size))
+    request = WeightRequest(name, num_classes, img_size, dict(model_kwargs or {}), log, seed)
+    if source is None:
+        source = weight_source(_default_weights(request))
+    return source.load(request)
+
+
+def _default_weights(request: WeightRequest) -> str:
+    resolved = resolve_name(request.name)
+    kwargs = {**resolved.model_kwargs, **request.model_kwargs}
+    return "pretrained" if not kwargs and default_pretrained_tag(resolved.timm_name) is not None else "random"
+
+
+def _load_random(request: WeightRequest) -> LoadedModel:
+    import torch  # heavy: imported when a model is built
+
+    resolved = resolve_name(request.name)
+    kwargs = {**resolved.model_kwargs, **request.model_kwargs}
+    with torch.random.fork_rng(devices=[]):  # a seed fixes the initial weights; the caller's RNG is left alone
+        if request.seed is not None:
+            torch.manual_seed(request.seed)
+        model = _build(resolved, kwargs, request.num_classes, request.img_size)
+    return LoadedModel(model.eval(), _spec(resolved, model, kwargs, "random", request.img_size))
+
+
+def _load_pretrained(request: WeightRequest) -> LoadedModel:
+    resolved = resolve_name(request.name)
+    kwargs = {**resolved.model_kwargs, **request.model_kwargs}
+    if kwargs:
+        raise ModelError(f"'{request.name}' is configured with {sorted(kwargs)}, which no pretrained weights fit",
+                         "use --weights random or --checkpoint PATH")
+    weights_file = pretrained_weights_file(resolved.timm_name)
+    model = _build(resolved, kwargs, request.num_classes, request.img_size, pretrained_file=weights_file)
+    return LoadedModel(model.eval(), _spec(resolved, model, kwargs, "pretrained", request.img_size))
+
+
+register_weight_source(WeightSource("pretrained", "timm's pretrained weights (Hugging Face cache)", _load_pretrained))
+register_weight_source(WeightSource("random", "random initialisation (speed-only work)", _load_random))
+
+
+def load_checkpoint_file(request: WeightRequest, path: Path, check_meta=lambda meta: None) -> LoadedModel:
+    """A model from a checkpoint file that a weight source found (the same checks as --checkpoint);
+    `check_meta(meta)` sees the checkpoint's edgevision metadata first (read once)."""
+    state, meta = read_checkpoint(path)
+    check_meta(meta)
+    return _model_from_checkpoint(request.name, path, state, meta, request.num_classes, request.img_size,
+                                  request.model_kwargs or None)
 
 
 # What a run directory given as --checkpoint holds: distill's student, compress/prune's float model.
@@ -139,8 +165,6 @@ def _model_from_checkpoint(name, path: Path, state, meta, num_classes, img_size,
         model = _build(resolved, m["model_kwargs"], m["num_classes"], m["img_size"])
         structure = m.get("structure")
         if structure:  # a pruned model: the recorded attributes, and tensor shapes from the weights
-            from edgevision.compress.prune import apply_structure
-
             apply_structure(model, structure, state)
         check_fits(model, state, str(path))
         model.load_state_dict(state)
@@ -188,7 +212,7 @@ def _build(resolved: ResolvedName, kwargs: dict, num_classes, img_size, pretrain
     build_kwargs = dict(kwargs)
     if num_classes is not None:
         build_kwargs["num_classes"] = num_classes
-    if size is not None and _accepts_img_size(resolved.architecture):
+    if size is not None and accepts_img_size(resolved.architecture):
         build_kwargs["img_size"] = size
     extra = {}
     if pretrained_file is not None:
@@ -199,21 +223,6 @@ def _build(resolved: ResolvedName, kwargs: dict, num_classes, img_size, pretrain
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ModelError(f"timm cannot build {resolved.timm_name} with {build_kwargs}: {msg}",
                          "check --img-size and the model arguments") from None
-
-
-@lru_cache(maxsize=None)
-def _accepts_img_size(architecture: str) -> bool:
-    """Some timm families (ViT, Swin, MaxViT) fix their input size at construction; CNNs do not."""
-    import torch
-
-    timm = timm_with_students()
-
-    try:
-        with torch.device("meta"):
-            timm.create_model(architecture, pretrained=False, img_size=224)
-        return True
-    except TypeError:
-        return False
 
 
 def _spec(resolved: ResolvedName, model, kwargs, weights: str, img_size: int | None) -> ModelSpec:
@@ -231,20 +240,12 @@ def _spec(resolved: ResolvedName, model, kwargs, weights: str, img_size: int | N
     )
 
 
-def _has_pretrained(timm_name: str) -> bool:
-    from edgevision.models.zoo import default_pretrained_tag
-
-    return default_pretrained_tag(timm_name) is not None
-
-
 def pretrained_weights_file(timm_name: str, cache_dir: str | None = None) -> Path:
     """Path of timm's pretrained weights in the local Hugging Face cache, downloading if reachable.
 
     Offline and not cached fails at once with the alternatives, instead of timm's minute of retries.
     """
     from timm.models import get_pretrained_cfg
-
-    from edgevision.models.zoo import default_pretrained_tag
 
     tagged = default_pretrained_tag(timm_name)
     if tagged is None:

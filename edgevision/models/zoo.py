@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from edgevision.errors import ModelError
 
-FAMILIES = ("convnext", "swin", "vit", "maxvit", "hybrid")
+# The families with per-family rules (INT8 presets, pruning adapters), by timm name prefix; maxvit before
+# vit: both start alike. Everything else is "other".
+FAMILY_PREFIXES = ("convnext", "swin", "maxvit", "vit", "hybrid")
 
 
 @dataclass(frozen=True)
@@ -117,10 +120,7 @@ def timm_with_students():
 def family_of(timm_name: str) -> str:
     """The edgevision family of a timm architecture ('other' when no per-family rules apply)."""
     base = timm_name.split(".")[0]
-    for fam in ("convnext", "swin", "maxvit", "vit", "hybrid"):  # maxvit before vit: both start alike
-        if base.startswith(fam):
-            return fam
-    return "other"
+    return next((fam for fam in FAMILY_PREFIXES if base.startswith(fam)), "other")
 
 
 @dataclass(frozen=True)
@@ -149,12 +149,31 @@ def resolve_name(name: str) -> ResolvedName:
     if name in ZOO:
         e = ZOO[name]
         return ResolvedName(name, e.timm_name, e.img_size, dict(e.model_kwargs), dict(e.data_overrides))
-    if timm.is_model(name.split(".")[0]):
+    arch, _, tag = name.partition(".")
+    if timm.is_model(arch):
+        if tag and f"{arch}.{tag}" not in timm.list_pretrained(f"{arch}.*"):
+            tags = [t.partition(".")[2] for t in timm.list_pretrained(f"{arch}.*")]
+            fix = f"use one of: {', '.join(tags)}" if tags else f"drop the tag: {arch} has no pretrained weights"
+            raise ModelError(f"timm has no pretrained tag '{tag}' for {arch}", fix)
         return ResolvedName(name, name, None, {}, {})
     candidates = list(ZOO) + timm.list_models()
     close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}?" if close else "see `edgevision models` for aliases"
     raise ModelError(f"unknown model '{name}'", f"{hint} (any timm model name also works)")
+
+
+@lru_cache(maxsize=None)
+def accepts_img_size(architecture: str) -> bool:
+    """Some timm families (ViT, Swin, MaxViT) fix their input size at construction; CNNs do not."""
+    import torch
+
+    timm = timm_with_students()
+    try:
+        with torch.device("meta"):
+            timm.create_model(architecture, pretrained=False, img_size=224)
+        return True
+    except TypeError:
+        return False
 
 
 def default_pretrained_tag(timm_name: str) -> str | None:
@@ -197,7 +216,7 @@ def zoo_table() -> list[dict[str, Any]]:
     rows = []
     for alias, e in ZOO.items():
         kwargs = dict(e.model_kwargs)
-        if e.img_size is not None and e.family in ("vit", "swin", "maxvit", "hybrid"):
+        if e.img_size is not None and accepts_img_size(e.timm_name.split(".")[0]):
             kwargs["img_size"] = e.img_size
         with torch.device("meta"):
             model = timm.create_model(e.timm_name, pretrained=False, **kwargs)

@@ -1,0 +1,1 @@
+"""Runs over a target's stages: compress, export, sweep; the target registry, recipes and run directories."""

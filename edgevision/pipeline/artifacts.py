@@ -1,0 +1,42 @@
+"""Exported artifacts (model.onnx, model_int8.xml, model.engine) as models for evaluate and benchmark.
+
+An artifact carries no preprocessing of its own: it comes from the manifest.json that export or compress
+wrote beside it, so an artifact is evaluated with exactly the preprocessing it was checked with.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edgevision.errors import EdgevisionError
+from edgevision.models.loading import LoadedModel, ModelSpec
+from edgevision.runtimes import runtime_of_artifact
+
+
+def artifact_runtime(name: str | Path | None) -> str | None:
+    """The runtime of an artifact file, or None when `name` is not an artifact file."""
+    if name is None or not Path(name).is_file():
+        return None
+    return runtime_of_artifact(name)
+
+
+def load_artifact(path: str | Path) -> LoadedModel:
+    """A LoadedModel whose `model` is the artifact's path and whose spec comes from the manifest beside it."""
+    path = Path(path)
+    manifest_path = path.parent / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        fields = {k: v for k, v in manifest["model"].items() if k != "family"}
+        spec = ModelSpec(**fields)
+    except (OSError, ValueError, KeyError, TypeError):
+        raise EdgevisionError(f"{path} has no edgevision manifest.json beside it to say how to feed it",
+                              "keep the artifact in the directory export/compress wrote") from None
+    return LoadedModel(path, spec)
+
+
+def check_runtime(name: str | Path, runtime: str, asked: str | None) -> str:
+    """The artifact's runtime; a different --runtime is an error rather than a silent switch."""
+    if asked is not None and asked != runtime:
+        raise EdgevisionError(f"{Path(name).name} runs in {runtime}, not {asked}",
+                              f"drop --runtime or pass --runtime {runtime}")
+    return runtime

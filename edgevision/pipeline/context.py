@@ -1,0 +1,121 @@
+"""What the stages of a compress run share: the typed run context and the variants it collects.
+
+A torch-level stage (pruning) replaces `ctx.loaded`; a target stage adds variants (a runner plus its
+artifact files). Everything a later stage or the report reads is a typed field here, never an ad-hoc key.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgevision.data.loader import preprocess_each
+from edgevision.data.sources import ImageSource, balanced_indices
+from edgevision.errors import DataError
+from edgevision.models.loading import LoadedModel
+from edgevision.runtimes import Runner, runtime_info
+
+
+class Role(str, Enum):
+    """What a variant is in the comparison (recorded in report.json as `role`)."""
+
+    REFERENCE = "reference"  # PyTorch FP32 of the model as given: every drop and speedup is against it
+    PRUNED_BEFORE_RECOVERY = "pruned-before-recovery"  # a step, not a deployable model
+    PRUNED = "pruned"  # the pruned PyTorch model that the target stages export
+    CANDIDATE = "candidate"  # an artifact of the target: what would be deployed
+
+
+@dataclass
+class Variant:
+    name: str  # fp32, int8, pruned, ...
+    runtime: str  # a name in the runtime registry
+    runner: Runner
+    role: Role = Role.CANDIDATE
+    files: list[Path] = field(default_factory=list)  # artifacts inside the run directory
+    size_mb: float | None = None
+    quantization: dict[str, Any] | None = None  # what the quantizer did (settings, ops, excluded layers)
+    timed: bool | None = None  # None: as the runtime says (a simulation of another device is not timed)
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}/{self.runtime}"
+
+    @property
+    def is_timed(self) -> bool:
+        return runtime_info(self.runtime).timed if self.timed is None else self.timed
+
+
+@dataclass
+class GraphInput:
+    """The deployed graph's input, for the manifest."""
+
+    name: str | None
+    shape: list[Any]
+
+
+@dataclass
+class Context:
+    loaded: LoadedModel
+    recipe: dict[str, Any]
+    eval_source: ImageSource
+    calib_source: ImageSource
+    workdir: Path
+    threads: int
+    log: Callable[[str], None] = lambda msg: None
+    progress: bool = True
+    finetune_source: ImageSource | None = None  # recovery data after pruning (default: calib_source)
+    variants: list[Variant] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    calibration_info: dict[str, Any] | None = None
+    pruning: dict[str, Any] | None = None  # what PruneAndRecover did
+    bundle: dict[str, Any] | None = None  # the jetson target's engine settings and rules check
+    graph_input: GraphInput | None = None
+    float_graphs: dict[str, Any] = field(default_factory=dict)  # runtime -> float graph made for it (see below)
+    _calibration: list[np.ndarray] | None = None
+
+    @property
+    def model(self):
+        return self.loaded.model
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        self.log(f"warning: {message}")
+
+    def float_graph(self, runtime: str, make: Callable[[], Any]) -> Any:
+        """The float graph of the current model for `runtime`, made once: the INT8 stage quantizes the very
+        graph the float stage measured, and makes it itself when no float stage ran."""
+        if runtime not in self.float_graphs:
+            self.float_graphs[runtime] = make()
+        return self.float_graphs[runtime]
+
+    def calibration(self) -> list[np.ndarray]:
+        """The calibration images, preprocessed as in evaluation: batch-1 float32 arrays."""
+        if self._calibration is None:
+            self._calibration = self._load_calibration()
+        return self._calibration
+
+    def _load_calibration(self) -> list[np.ndarray]:
+        want, seed, src = self.recipe["calib_size"], self.recipe["seed"], self.calib_source
+        idx = balanced_indices(len(src), want, src.labels, seed)
+        decoded, failed = preprocess_each(src, idx, self.loaded.spec.data_config)
+        items = [x for _, x in decoded]
+        if not items:
+            raise DataError(f"no usable calibration image in {src.spec}", "give --calib-data with images")
+        if len(items) < want:
+            self.warn(f"asked for {want} calibration images, {src.spec} has {len(items)} usable: using all"
+                      + (f" ({failed} unreadable)" if failed else ""))
+        self.calibration_info = {"data": src.spec, "images": len(items), "requested": want, "seed": seed,
+                                 "sampling": "class-balanced" if src.labels is not None else "uniform"}
+        return items
+
+
+def size_mb(files: list[Path]) -> float:
+    return sum(f.stat().st_size for f in files) / 1e6
+
+
+def param_mb(model) -> float:
+    """A PyTorch model's size: its parameters' bytes."""
+    return sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6

@@ -1,0 +1,155 @@
+"""`edgevision export`: a compress run (or a model) -> the artifact a target deploys.
+
+An export runs the same pipeline as compress with the target's stages (pipeline/targets/), so every artifact
+is checked against the float model on the same data before it ships. From a run directory it rebuilds the
+run's float model (model.safetensors) and reuses the run's recipe, evaluation and calibration data; files the
+target says are reusable as they are (the cpu target's OpenVINO IR of a cpu run) are copied instead.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from edgevision.data.open import open_source
+from edgevision.errors import EdgevisionError
+from edgevision.io import staged_directory, write_json
+from edgevision.models.loading import LoadedModel, load_model
+from edgevision.pipeline.manifest import write_manifest
+from edgevision.pipeline.recipe import check_values, merge, validate
+from edgevision.pipeline.run import CompressResult, compress_model
+from edgevision.pipeline.targets import TARGETS, get_target
+
+RUNS_DIR = Path("runs")
+
+
+@dataclass
+class RunSource:
+    """What export needs from a compress run directory."""
+
+    run_dir: Path
+    manifest: dict[str, Any]
+    report: dict[str, Any]
+
+    @property
+    def recipe(self) -> dict[str, Any]:
+        return copy.deepcopy(self.manifest["recipe"])
+
+    @property
+    def eval_spec(self) -> str:
+        return self.manifest["data"]["evaluation"]
+
+    @property
+    def calib_spec(self) -> str | None:
+        calib = self.manifest["data"].get("calibration") or {}
+        spec = calib.get("data")
+        return None if spec == self.eval_spec else spec  # None: calibrated on the evaluation data
+
+    def load_model(self) -> LoadedModel:
+        checkpoint = self.run_dir / "model.safetensors"
+        if not checkpoint.is_file():
+            raise EdgevisionError(f"{self.run_dir} has no model.safetensors to export from",
+                                  "rerun `edgevision compress` with this version, or export the model by name")
+        return load_model(checkpoint=checkpoint)
+
+
+def is_run_dir(path: str | Path | None) -> bool:
+    return path is not None and Path(path).is_dir() and (Path(path) / "manifest.json").is_file()
+
+
+def open_run(run_dir: str | Path) -> RunSource:
+    run_dir = Path(run_dir)
+    try:
+        manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+        report = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
+        manifest["recipe"], manifest["data"]  # noqa: B018 - a compress run has both
+    except (OSError, ValueError, KeyError):
+        raise EdgevisionError(f"{run_dir} is not an edgevision compress run (manifest.json/report.json)",
+                              "give a directory made by `edgevision compress`, or a model name") from None
+    return RunSource(run_dir, manifest, report)
+
+
+def latest_run(runs_dir: Path = RUNS_DIR) -> Path:
+    """The most recent compress run under runs/ (exports inside runs are not runs: no model.safetensors)."""
+    runs = [m.parent for m in Path(runs_dir).glob("*/manifest.json") if (m.parent / "model.safetensors").is_file()]
+    if not runs:
+        raise EdgevisionError(f"no compress run found in {runs_dir}/",
+                              "run `edgevision compress MODEL --int8` first, or name a RUN_DIR or a MODEL")
+    return max(runs, key=lambda p: (p / "manifest.json").stat().st_mtime)
+
+
+def apply_target(recipe: dict[str, Any], target: str, precision: str, tensorrt: dict[str, Any] | None = None
+                 ) -> dict[str, Any]:
+    """The recipe for one target and precision (validated again after the change)."""
+    spec = get_target(target)
+    if precision not in spec.precisions:
+        others = [t.name for t in _targets_with(precision)]
+        where = f"is for --target {' or '.join(others)}; " if others else "is not known; "
+        raise EdgevisionError(f"--precision {precision} {where}{target} runs {' or '.join(spec.precisions)}",
+                              f"use --precision {' or '.join(spec.precisions)}")
+    recipe = merge(recipe, {"target": target, "int8": precision == "int8",
+                            "tensorrt": {k: v for k, v in (tensorrt or {}).items() if v is not None}})
+    recipe = merge(recipe, spec.precision_settings(precision))
+    validate(recipe, "export settings")
+    check_values(recipe)
+    return recipe
+
+
+def _targets_with(precision: str):
+    return [t for t in TARGETS.values() if precision in t.precisions]
+
+
+def export_run(
+    run: RunSource,
+    target: str,
+    precision: str = "int8",
+    out: Path | None = None,
+    *,
+    tensorrt: dict[str, Any] | None = None,
+    data: str | None = None,
+    calib_data: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    force: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = lambda msg: None,
+) -> CompressResult:
+    """Export a compress run for a target; `data`/`calib_data` replace the run's data (e.g. moved files)."""
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    recipe = apply_target(merge(run.recipe, given), target, precision, tensorrt)
+    out = Path(out) if out is not None else run.run_dir / f"export-{target}"
+    reusable = get_target(target).reusable_files(run.manifest["recipe"], recipe)
+    if reusable and all((run.run_dir / f).is_file() for f in reusable) and data is None and calib_data is None \
+            and not given:
+        return _copy_run_files(run, reusable, out, force)
+    eval_spec = data or run.eval_spec
+    calib_spec = calib_data or run.calib_spec
+    loaded = run.load_model()
+    eval_source = open_source(eval_spec, default_split="test")
+    calib_source = open_source(calib_spec, default_split="train") if calib_spec else None
+    log(f"exporting {run.run_dir} ({loaded.spec.name}) for {target}, {precision}")
+    return compress_model(loaded, eval_source, recipe, out, calib_source=calib_source, force=force,
+                          progress=progress, save_model=False, log=log)
+
+
+def export_model(loaded, eval_source, recipe: dict[str, Any], target: str, precision: str, out: Path, *,
+                 calib_source=None, tensorrt: dict[str, Any] | None = None, force: bool = False,
+                 progress: bool = True, log: Callable[[str], None] = lambda msg: None) -> CompressResult:
+    """Export a model that has no compress run yet (the same pipeline, made for the target)."""
+    recipe = apply_target(recipe, target, precision, tensorrt)
+    return compress_model(loaded, eval_source, recipe, out, calib_source=calib_source, force=force,
+                          progress=progress, save_model=False, log=log)
+
+
+def _copy_run_files(run: RunSource, names: tuple[str, ...], out: Path, force: bool) -> CompressResult:
+    """The run's own artifacts, already checked by compress, with the run's report."""
+    with staged_directory(out, force=force) as workdir:
+        for name in (*names, "recipe.yaml"):
+            shutil.copy2(run.run_dir / name, workdir / name)
+        report = {**run.report, "run_dir": str(out), "exported_from": str(run.run_dir)}
+        write_json(workdir / "report.json", report)
+        manifest = {k: v for k, v in run.manifest.items() if k not in ("files", "created", "versions", "machine")}
+        write_manifest(workdir, {**manifest, "artifact": names[0], "exported_from": str(run.run_dir)})
+    return CompressResult(out, report)

@@ -1,0 +1,185 @@
+"""`edgevision compress`: load -> [torch-level stages] -> target stages -> evaluate -> benchmark -> report.
+
+Stages share one typed context (pipeline/context.py). Evaluation, benchmarking and the report are the same
+for every target: all variants are evaluated in one pass over the same tensors and timed side by side. A
+new target is a new module in pipeline/targets/, not a copy of this file.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from edgevision.data.sources import ImageSource, align_classes, sample
+from edgevision.io import atomic_write_text, staged_directory, write_json
+from edgevision.measure.bench import BenchResult, available_cores, compare_latency
+from edgevision.measure.evaluate import EvalResult, evaluate_runners, fidelity
+from edgevision.models.checkpoint import spec_meta, write_checkpoint
+from edgevision.models.loading import LoadedModel, random_weights_warning
+from edgevision.pipeline.context import Context, GraphInput, Role, Variant
+from edgevision.pipeline.manifest import write_manifest
+from edgevision.pipeline.recipe import dump
+from edgevision.pipeline.stages import FloatReference, PruneAndRecover, Stage
+from edgevision.pipeline.status import MAX_DROP_NOT_MET, run_status
+from edgevision.pipeline.targets import get_target
+
+
+@dataclass
+class CompressResult:
+    run_dir: Path
+    report: dict[str, Any]
+
+    @property
+    def budget_met(self) -> bool:
+        return self.report["status"] != MAX_DROP_NOT_MET
+
+
+def build_stages(recipe: dict[str, Any]) -> list[Stage]:
+    torch_level: list[Stage] = [PruneAndRecover()] if recipe["prune"]["ratio"] else []
+    target_stages = [cls() for cls in get_target(recipe["target"]).stages if recipe["int8"] or not cls.int8_only]
+    return [FloatReference(), *torch_level, *target_stages]
+
+
+@dataclass
+class Measurements:
+    evals: dict[str, EvalResult]
+    bench: dict[str, BenchResult]
+    timings: dict[str, float]
+
+
+def _timed(timings: dict[str, float], name: str, work: Callable[[], Any]) -> Any:
+    t0 = time.perf_counter()
+    result = work()
+    timings[name] = round(time.perf_counter() - t0, 2)
+    return result
+
+
+def _measure(ctx: Context, stages: list[Stage]) -> Measurements:
+    timings: dict[str, float] = {}
+    for stage in stages:
+        ctx.log(f"stage: {stage.name}")
+        _timed(timings, stage.name, lambda: stage.run(ctx))
+    runners = {v.key: v.runner for v in ctx.variants}
+    ctx.log(f"evaluating {len(runners)} variants on {ctx.eval_source.spec}")
+    evals = _timed(timings, "evaluation", lambda: evaluate_runners(
+        runners, ctx.eval_source, ctx.loaded.spec.data_config, progress=ctx.progress))
+    timed = {v.key: v.runner for v in ctx.variants if v.is_timed}
+    ctx.log(f"timing {len(timed)} variants side by side ({ctx.threads} threads, batch 1)")
+    bench = _timed(timings, "benchmark", lambda: compare_latency(
+        timed, ctx.loaded.spec.input_size, iters=ctx.recipe["benchmark_iters"]))
+    return Measurements(evals, bench, timings)
+
+
+def _variant_row(v: Variant, m: Measurements, ref: Variant) -> dict[str, Any]:
+    ref_eval, ref_bench = m.evals[ref.key], m.bench[ref.key]
+    ev, b = m.evals[v.key], m.bench.get(v.key)
+    fid = fidelity(ref_eval.logits, ev.logits)
+    return {
+        "name": v.name, "runtime": v.runtime, "role": v.role.value, "top1": ev.top1,
+        "top1_drop": None if ev.top1 is None else ref_eval.top1 - ev.top1,
+        "top5": ev.top5, "agreement": fid["agreement"], "kl": fid["kl"], "cosine": fid["cosine"],
+        "latency_ms_p50": b and b.latency_ms_p50, "latency_ms_p90": b and b.latency_ms_p90,
+        "latency_ms_p99": b and b.latency_ms_p99, "speedup": b and ref_bench.latency_ms_p50 / b.latency_ms_p50,
+        "size_mb": v.size_mb, "artifact": str(v.files[0].name) if v.files else None,
+        "runner": v.runner.info(), **({"quantization": v.quantization} if v.quantization else {}),
+    }
+
+
+def _report(ctx: Context, m: Measurements) -> dict[str, Any]:
+    ref = next(v for v in ctx.variants if v.role is Role.REFERENCE)
+    ref_eval, ref_bench = m.evals[ref.key], m.bench[ref.key]
+    spec = ctx.loaded.spec
+    report = {
+        "model": {"name": spec.name, "timm_name": spec.timm_name, "family": spec.family,
+                  "input_size": list(spec.input_size), "num_classes": spec.num_classes},
+        "weights": spec.weights if spec.weights != "checkpoint" else f"checkpoint:{spec.checkpoint}",
+        "data": {"spec": ctx.eval_source.spec, "images": ref_eval.images, "skipped": ref_eval.skipped,
+                 "labelled": ref_eval.top1 is not None},
+        "calibration": ctx.calibration_info,
+        "target": ctx.recipe["target"],
+        "max_drop": ctx.recipe["max_drop"],
+        "benchmark": {"threads": ctx.threads, "batch": 1, "iterations": ref_bench.iterations,
+                      "cpu": ref_bench.cpu, "method": "side by side, interleaved rounds, medians"},
+        "variants": [_variant_row(v, m, ref) for v in ctx.variants],
+        **({"pruning": ctx.pruning} if ctx.pruning is not None else {}),
+        **({"tensorrt": ctx.bundle} if ctx.bundle is not None else {}),
+        "warnings": ctx.warnings,
+        "timings_s": m.timings,
+    }
+    not_timed = [v.key for v in ctx.variants if not v.is_timed]
+    if not_timed:
+        report["benchmark"]["not_timed"] = not_timed
+    report["status"] = run_status(report)
+    return report
+
+
+def run_pipeline(ctx: Context) -> dict[str, Any]:
+    """Run the stages, evaluate and benchmark every variant, and return the report (files in ctx.workdir)."""
+    stages = build_stages(ctx.recipe)
+    report = _report(ctx, _measure(ctx, stages))
+    for stage in stages:
+        stage.finish(ctx, report)
+    return report
+
+
+def _run_warnings(ctx: Context, calibrated_apart: bool) -> None:
+    warning = random_weights_warning(ctx.loaded.spec)
+    if warning:
+        ctx.warn(warning)
+    if not calibrated_apart and ctx.recipe["int8"]:
+        ctx.warn("calibrated on the evaluation data (give --calib-data to keep them apart)")
+
+
+def _write_run_files(ctx: Context, report: dict[str, Any], save_model: bool) -> None:
+    workdir, spec, recipe = ctx.workdir, ctx.loaded.spec, ctx.recipe
+    if save_model:
+        write_checkpoint(workdir / "model.safetensors", ctx.loaded.model.state_dict(), spec_meta(spec))
+    atomic_write_text(workdir / "recipe.yaml", dump(recipe))
+    write_json(workdir / "report.json", report)
+    graph = ctx.graph_input or GraphInput(None, [1, *spec.input_size])
+    write_manifest(workdir, {
+        "model": spec.to_dict(),
+        "input": {"name": graph.name, "shape": graph.shape, "dtype": "float32", "layout": "NCHW"},
+        "preprocessing": spec.data_config,
+        "classes": spec.classes,
+        "data": {"evaluation": ctx.eval_source.spec, "evaluation_images": report["data"]["images"],
+                 "calibration": report["calibration"]},
+        "accuracy": [{k: v[k] for k in ("name", "runtime", "role", "top1", "top1_drop", "agreement")}
+                     | {"simulated": bool(v.get("quantization", {}).get("simulated"))} for v in report["variants"]],
+        **({"tensorrt": report["tensorrt"]} if "tensorrt" in report else {}),
+        "recipe": recipe,
+    })
+
+
+def compress_model(
+    loaded: LoadedModel,
+    eval_source: ImageSource,
+    recipe: dict[str, Any],
+    out: Path,
+    *,
+    calib_source: ImageSource | None = None,
+    finetune_source: ImageSource | None = None,
+    force: bool = False,
+    progress: bool = True,
+    save_model: bool = True,
+    log: Callable[[str], None] = lambda msg: None,
+) -> CompressResult:
+    """The whole compress job into a run directory that appears only when complete.
+
+    With `save_model`, the float PyTorch model that the artifacts were made from (the pruned one after
+    pruning) goes in as model.safetensors (an edgevision checkpoint, structure as data), so that
+    `edgevision export RUN_DIR` rebuilds exactly this model whatever its weights came from.
+    """
+    eval_source = sample(align_classes(eval_source, loaded.spec.classes), recipe["eval_limit"], recipe["seed"])
+    out = Path(out)
+    with staged_directory(out, force=force) as workdir:
+        ctx = Context(loaded=loaded, recipe=recipe, eval_source=eval_source,
+                      calib_source=calib_source or eval_source, workdir=workdir,
+                      threads=recipe["threads"] or available_cores(), log=log, progress=progress,
+                      finetune_source=finetune_source)
+        _run_warnings(ctx, calibrated_apart=calib_source is not None)
+        report = run_pipeline(ctx)
+        report["run_dir"] = str(out)
+        _write_run_files(ctx, report, save_model)
+    return CompressResult(out, report)

@@ -1,0 +1,40 @@
+"""A run's status, as a pure function of its report, and what to tell the user when it is not ok."""
+from __future__ import annotations
+
+from typing import Any
+
+from edgevision.pipeline.targets import get_target
+
+OK = "ok"
+MAX_DROP_NOT_MET = "max_drop_not_met"
+CHECK_FAILED_EXIT = 3  # the run was written, but failed a check it was asked to pass
+
+
+def int8_drop(variant: dict[str, Any]) -> float:
+    """Points lost: top-1 with labels, else agreement with the float model."""
+    return variant["top1_drop"] if variant["top1_drop"] is not None else 100.0 - variant["agreement"]
+
+
+def run_status(report: dict[str, Any]) -> str:
+    """ok, max_drop_not_met (the INT8 candidate loses more than the budget), or the target's own failed check."""
+    max_drop = report.get("max_drop")
+    int8 = next((v for v in report["variants"] if v["name"] == "int8" and v["role"] == "candidate"), None)
+    status = OK
+    if max_drop is not None and int8 is not None and int8_drop(int8) > max_drop:
+        status = MAX_DROP_NOT_MET
+    return get_target(report["target"]).check_report(report) or status
+
+
+def failure_message(report: dict[str, Any], run_dir) -> str | None:
+    """The one line that explains a failed status (exit code CHECK_FAILED_EXIT), or None when ok."""
+    status = report["status"]
+    if status == OK:
+        return None
+    if status == MAX_DROP_NOT_MET:
+        hint = get_target(report["target"]).max_drop_hint
+        return (f"the INT8 model loses more than --max-drop {report['max_drop']} points {hint}; "
+                f"report written to {run_dir}")
+    template = get_target(report["target"]).status_messages.get(status)
+    if template:
+        return template.format(run_dir=run_dir)
+    return f"the run failed its check ({status}); see {run_dir}/report.json"

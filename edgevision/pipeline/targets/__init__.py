@@ -1,0 +1,10 @@
+"""Deployment targets, registered by name: the one place that says what a target is.
+
+Each module here defines one target's stages and registers one Target (pipeline/targets/registry.py).
+Adding a target is one new module, imported below.
+"""
+from edgevision.pipeline.targets import cpu, jetson, onnx  # noqa: F401 - each registers its target
+from edgevision.pipeline.targets.registry import (TARGETS, RecipeSection, Target, get_target, register_target,
+                                                  target_names)
+
+__all__ = ["TARGETS", "RecipeSection", "Target", "get_target", "register_target", "target_names"]

@@ -1,0 +1,102 @@
+"""The jetson target: a bundle for TensorRT on the device (Q/DQ ONNX, build_engine.sh, README, manifest).
+
+No engine is built here (TensorRT builds on the device); the Q/DQ model runs in ONNX Runtime instead
+(runtime `tensorrt-sim`), and that accuracy is reported as simulated, never timed.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from edgevision._version import __version__
+from edgevision.io import atomic_write_text
+from edgevision.pipeline.context import Context, GraphInput, Variant, size_mb
+from edgevision.pipeline.stages import Stage
+from edgevision.pipeline.targets.registry import RecipeSection, Target, register_target
+from edgevision.pipeline.targets.jetson_readme import bundle_readme
+from edgevision.pipeline.targets.onnx import QDQ
+from edgevision.runtimes import create_runner
+from edgevision.runtimes import onnxruntime as ort_backend
+from edgevision.runtimes import tensorrt as trt_backend
+
+RULES_FAILED = "tensorrt_rules_failed"
+
+# how the Jetson builds its engine
+TENSORRT = RecipeSection(
+    "tensorrt",
+    schema={"fp16": ((bool,), None), "batch": ((int,), None), "dynamic_batch": ((bool,), None),
+            "max_batch": ((int,), None), "dla_core": ((int, type(None)), None),
+            "workspace_mb": ((int, type(None)), None)},
+    defaults={"fp16": True, "batch": 1, "dynamic_batch": False, "max_batch": 32, "dla_core": None,
+              "workspace_mb": None},
+)
+
+
+class TensorRTBundle(Stage):
+    """model.onnx (symmetric INT8 Q/DQ where TensorRT fuses it, or float for --precision fp16/fp32),
+    build_engine.sh, README.md."""
+
+    name = "TensorRT bundle"
+
+    def run(self, ctx: Context) -> None:
+        cfg, int8, spec = ctx.recipe["tensorrt"], ctx.recipe["int8"], ctx.loaded.spec
+        model_path, info = self._write_onnx(ctx)
+        if not cfg["dynamic_batch"]:
+            ort_backend.pin_batch(model_path, cfg["batch"])
+        rules = trt_backend.check_int8_rules_of(model_path) if int8 else None
+        opts = trt_backend.EngineOptions(
+            input_name=ort_backend.INPUT_NAME, input_shape=spec.input_size, int8=int8, fp16=cfg["fp16"],
+            batch=cfg["batch"], dynamic_batch=cfg["dynamic_batch"], max_batch=cfg["max_batch"],
+            dla_core=cfg["dla_core"], workspace_mb=cfg["workspace_mb"])
+        scripts = trt_backend.write_build_files(ctx.workdir, opts, f"edgevision {__version__}")
+        precision = "int8" if int8 else ("fp16" if cfg["fp16"] else "fp32")
+        ctx.graph_input = GraphInput(ort_backend.INPUT_NAME,
+                                     ["batch" if cfg["dynamic_batch"] else cfg["batch"], *spec.input_size])
+        ctx.bundle = {"precision": precision, "engine_options": opts.__dict__,
+                      "trtexec": {"10": trt_backend.trtexec_args(opts, 10), "11": trt_backend.trtexec_args(opts, 11)},
+                      "rules_check": rules.to_dict() if rules else None}
+        if rules is not None and not rules.passed:
+            ctx.warn(f"model.onnx breaks {len(rules.violations)} TensorRT INT8 rule(s): {rules.violations[0]}")
+        # an INT8 graph runs here as a simulation of the engine; a float graph is plain ONNX Runtime
+        runtime = "tensorrt-sim" if int8 else "onnxruntime"
+        ctx.variants.append(Variant(
+            "int8" if int8 else "fp32", runtime, create_runner(runtime, model_path, threads=ctx.threads),
+            files=[model_path, *scripts], size_mb=size_mb([model_path]), timed=False,
+            quantization={**info, "simulated": int8, "engine_precision": precision}))
+
+    @staticmethod
+    def _write_onnx(ctx: Context) -> tuple[Any, dict[str, Any]]:
+        """Exported with a dynamic batch axis (Swin's traced reshapes would otherwise bake in the batch), then
+        quantized with the TensorRT Q/DQ profile when INT8 is asked for."""
+        model_path = ctx.workdir / "model.onnx"
+        if not ctx.recipe["int8"]:
+            ort_backend.export_onnx(ctx.model, ctx.loaded.spec.input_size, model_path, dynamic_batch=True)
+            return model_path, {}
+        float_path = ctx.workdir / ".model_fp32.onnx"
+        ort_backend.export_onnx(ctx.model, ctx.loaded.spec.input_size, float_path, dynamic_batch=True)
+        qdq = ctx.recipe["qdq"]
+        info = ort_backend.quantize_qdq(float_path, model_path, ctx.calibration(), ort_backend.PROFILES["tensorrt"],
+                                        qdq["calibration_method"], qdq["exclude_nodes"])
+        float_path.unlink()
+        return model_path, info
+
+    def finish(self, ctx: Context, report: dict[str, Any]) -> None:
+        atomic_write_text(ctx.workdir / "README.md", bundle_readme(report, ctx.loaded.spec))
+
+
+def _rules_status(report: dict[str, Any]) -> str | None:
+    rules = (report.get("tensorrt") or {}).get("rules_check")
+    return RULES_FAILED if rules is not None and not rules["passed"] else None
+
+
+register_target(Target(
+    name="jetson", description="a Q/DQ ONNX bundle for TensorRT, with build_engine.sh (built on the device)",
+    stages=(TensorRTBundle,), timed_runtimes=(), recipe_sections=(QDQ, TENSORRT),
+    precisions=("int8", "fp16", "fp32"),
+    # int8 with FP16 fallback for the layers outside Q/DQ, or a plain FP16 engine
+    precision_settings=lambda precision: {"tensorrt": {"fp16": precision != "fp32"}},
+    max_drop_hint="(accuracy control is OpenVINO's: try --target cpu, or keep layers float with qdq.exclude_nodes)",
+    next_step="next: copy it to the Jetson and run ./build_engine.sh there",
+    untimed_reason="no latency is measured for jetson here: TensorRT builds and runs on the device",
+    check_report=_rules_status,
+    status_messages={RULES_FAILED: "model.onnx breaks TensorRT's INT8 rules (see report.json); written to {run_dir}"},
+))

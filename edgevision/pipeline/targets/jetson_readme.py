@@ -1,0 +1,83 @@
+"""README.md of a Jetson bundle: what is in it, how to build and check the engine, what was measured."""
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{value:.2f} %"
+
+
+def bundle_readme(report: dict[str, Any], spec) -> str:
+    trt = report["tensorrt"]
+    opts = trt["engine_options"]
+    dc = spec.data_config
+    ref = next(v for v in report["variants"] if v["role"] == "reference")
+    onnx_variant = next(v for v in report["variants"] if v["role"] == "candidate")
+    shape = "x".join(str(d) for d in (("N" if opts["dynamic_batch"] else opts["batch"]), *spec.input_size))
+    batch = (f"dynamic, 1 to {opts['max_batch']} (optimised for {opts['batch']})" if opts["dynamic_batch"]
+             else f"static {opts['batch']}")
+    rules = trt["rules_check"]
+    rules_line = ("not applicable (no INT8)" if rules is None else
+                  "passed" if rules["passed"] else f"FAILED: {'; '.join(rules['violations'][:5])}")
+    accuracy_name = "top-1" if report["data"]["labelled"] else "agreement with PyTorch FP32"
+
+    def metric(v):
+        return _pct(v["top1"] if report["data"]["labelled"] else v["agreement"])
+
+    lines = [
+        f"# {spec.name} for Jetson (TensorRT), {trt['precision'].upper()}",
+        "",
+        f"Made by `edgevision` from `{spec.timm_name}` ({report['weights']}). TensorRT engines are built on the "
+        "device that runs them: an engine is tied to its TensorRT version, GPU and L4T release.",
+        "",
+        "## Files",
+        "- `model.onnx`: " + ("symmetric INT8 Q/DQ (zero point 0, per-channel weight scales) on the inputs of "
+                              "Conv/Gemm/weight MatMul; LayerNorm, Softmax, GELU and residual adds unquantized"
+                              if trt["precision"] == "int8" else "float32 graph") + f", opset 17, input `{opts['input_name']}` {shape}, batch {batch}",
+        "- `build_engine.sh`: runs `trtexec` with the right flags for TensorRT 10 or 11 (detected)",
+        "- `device_identity.py`: records what the engine was built on (`model.engine.json`), run by the script",
+        "- `manifest.json`: input, preprocessing, classes, accuracy, tool versions, sha256 of every file",
+        "- `report.json`: the full measurement report; `recipe.yaml`: the settings used",
+        "",
+        "## Build the engine on the device",
+        "JetPack 6 (TensorRT 10):",
+        "```",
+        "./build_engine.sh",
+        "# = trtexec " + " ".join(shlex.quote(a) for a in trt["trtexec"]["10"]),
+        "```",
+        "TensorRT 11 (no precision flags; FP16 outside Q/DQ comes from an FP16-cast ONNX that the script makes "
+        "with ModelOpt AutoCast when `nvidia-modelopt` is installed):",
+        "```",
+        "TRT_MAJOR=11 ./build_engine.sh",
+        "```",
+        "Or, with the TensorRT Python package: `edgevision build-engine .` (writes the same files). Then:",
+        "```",
+        "trtexec --loadEngine=model.engine               # latency on the device",
+        "edgevision benchmark model.engine",
+        "edgevision evaluate model.engine --data DATA    # accuracy in TensorRT",
+        "```",
+        "",
+        "## Preprocessing",
+        f"RGB, resize ({dc.get('interpolation')}) so that a center crop of {dc.get('crop_pct')} gives "
+        f"{spec.input_size[1]}x{spec.input_size[2]}, scale to [0, 1], normalise with mean {list(dc.get('mean', []))} and "
+        f"std {list(dc.get('std', []))}, NCHW float32.",
+        "",
+        "## Accuracy, measured before shipping",
+        f"On {report['data']['spec']} ({report['data']['images']} images), {accuracy_name}:",
+        "",
+        "| model | runtime | " + accuracy_name + " |",
+        "|---|---|---|",
+        f"| PyTorch FP32 | pytorch | {metric(ref)} |",
+        f"| model.onnx | {onnx_variant['runtime']} | {metric(onnx_variant)} |",
+        "",
+        ("The INT8 number is **simulated**: ONNX Runtime executing the same Q/DQ graph on a CPU. TensorRT fuses "
+         "and rounds differently; check it on the device with `edgevision evaluate model.engine`."
+         if trt["precision"] == "int8" else
+         "TensorRT runs this float graph in " + trt["precision"].upper() + "; check it on the device."),
+        "",
+        f"TensorRT INT8 rules check: {rules_line}.",
+        "",
+    ]
+    return "\n".join(lines)

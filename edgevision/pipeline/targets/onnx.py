@@ -1,0 +1,53 @@
+"""The onnx target: ONNX FP32 and ONNX Runtime static INT8 (Q/DQ) for its CPU kernels, timed in ONNX Runtime."""
+from __future__ import annotations
+
+from edgevision.pipeline.context import Context, GraphInput, Variant, size_mb
+from edgevision.pipeline.stages import Stage
+from edgevision.pipeline.targets.registry import RecipeSection, Target, register_target
+from edgevision.runtimes import create_runner
+from edgevision.runtimes import onnxruntime as ort_backend
+
+# ONNX Runtime static quantization (onnx and jetson targets)
+QDQ = RecipeSection(
+    "qdq",
+    schema={"calibration_method": ((str,), ort_backend.CALIBRATION_METHODS), "exclude_nodes": ((list,), None)},
+    defaults={"calibration_method": "minmax", "exclude_nodes": []},
+)
+
+
+def onnx_fp32(ctx: Context):
+    """The float ONNX of the current model (dynamic batch), exported once per run."""
+    return ctx.float_graph("onnxruntime", lambda: ort_backend.export_onnx(
+        ctx.model, ctx.loaded.spec.input_size, ctx.workdir / "model_fp32.onnx", dynamic_batch=True))
+
+
+class OnnxFloat(Stage):
+    name = "ONNX FP32"
+
+    def run(self, ctx: Context) -> None:
+        path = onnx_fp32(ctx)
+        ctx.graph_input = GraphInput(ort_backend.INPUT_NAME, [1, *ctx.loaded.spec.input_size])
+        ctx.variants.append(Variant("fp32", "onnxruntime", create_runner("onnxruntime", path, threads=ctx.threads),
+                                    files=[path], size_mb=size_mb([path])))
+
+
+class OnnxInt8(Stage):
+    """ONNX Runtime static INT8 for its CPU kernels: unsigned activations, signed per-channel weights."""
+
+    name = "ONNX Runtime INT8"
+    int8_only = True
+
+    def run(self, ctx: Context) -> None:
+        qdq = ctx.recipe["qdq"]
+        path = ctx.workdir / "model_int8.onnx"
+        info = ort_backend.quantize_qdq(onnx_fp32(ctx), path, ctx.calibration(), ort_backend.PROFILES["cpu"],
+                                        qdq["calibration_method"], qdq["exclude_nodes"])
+        ctx.variants.append(Variant("int8", "onnxruntime", create_runner("onnxruntime", path, threads=ctx.threads),
+                                    files=[path], size_mb=size_mb([path]), quantization=info))
+
+
+register_target(Target(
+    name="onnx", description="ONNX (FP32 and ONNX Runtime Q/DQ INT8), timed in ONNX Runtime",
+    stages=(OnnxFloat, OnnxInt8), timed_runtimes=("onnxruntime",), recipe_sections=(QDQ,),
+    max_drop_hint="(accuracy control is OpenVINO's: try --target cpu, or keep layers float with qdq.exclude_nodes)",
+))

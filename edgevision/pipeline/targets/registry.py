@@ -1,0 +1,60 @@
+"""The target registry: what a deployment target is (pipeline/targets/__init__.py imports the targets).
+
+A Target holds its stages (what compress and export run for it), the runtimes it times, the recipe
+sections it reads, the precisions `export` offers and how they set the recipe, which files of an earlier
+run can be reused as they are, and what to tell the user when its checks fail. Adding a target is one new
+module here that calls `register_target`, imported at the bottom of this file.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from edgevision.errors import EdgevisionError
+
+
+@dataclass(frozen=True)
+class RecipeSection:
+    """A recipe section a target reads: its schema (key -> (types, allowed values)) and its defaults."""
+
+    name: str
+    schema: dict[str, Any]
+    defaults: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str  # one line, for --help and docs
+    stages: tuple[type, ...]  # pipeline.stages.Stage subclasses, in order
+    timed_runtimes: tuple[str, ...]  # runtimes whose latency on this machine means something for the target
+    recipe_sections: tuple[RecipeSection, ...] = ()
+    precisions: tuple[str, ...] = ("int8", "fp32")
+    # (recipe, precision) -> recipe changes beyond int8 on/off, e.g. the jetson engine's FP16 flag
+    precision_settings: Callable[[str], dict[str, Any]] = lambda precision: {}
+    # (run recipe, export recipe) -> run files an export can copy as they are, or () to make them again
+    reusable_files: Callable[[dict[str, Any], dict[str, Any]], tuple[str, ...]] = lambda run, new: ()
+    max_drop_hint: str = ""  # said when the INT8 model misses the accuracy budget
+    next_step: str | None = None  # said after an export, e.g. where to build the engine
+    untimed_reason: str | None = None  # why recommend cannot rank it here (no timed runtime)
+    # report -> the target's own failed check (a status), or None; and the line that explains each such status
+    check_report: Callable[[dict[str, Any]], str | None] = lambda report: None
+    status_messages: dict[str, str] = field(default_factory=dict)  # status -> message, {run_dir} filled in
+
+
+TARGETS: dict[str, Target] = {}
+
+
+def register_target(target: Target) -> Target:
+    TARGETS[target.name] = target
+    return target
+
+
+def target_names() -> tuple[str, ...]:
+    return tuple(TARGETS)
+
+
+def get_target(name: str) -> Target:
+    if name not in TARGETS:
+        raise EdgevisionError(f"unknown target '{name}'", f"choose one of {', '.join(TARGETS)}")
+    return TARGETS[name]

@@ -1,0 +1,1 @@
+"""Reading runs back: compare (table, Pareto plot, HTML), recommend, and terminal rendering."""

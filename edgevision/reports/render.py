@@ -1,0 +1,34 @@
+"""What the terminal shows of a run: table cells and the variants table."""
+from __future__ import annotations
+
+from typing import Any
+
+from edgevision.runtimes import runtime_info
+
+
+def fmt(value: Any, digits: int = 2, suffix: str = "") -> str:
+    """A table cell: '-' for a missing value, floats to `digits` places."""
+    if value is None:
+        return "-"
+    return (f"{value:.{digits}f}" if isinstance(value, float) else str(value)) + suffix
+
+
+def variants_table(report: dict[str, Any]):
+    """The accuracy-drop vs speedup table of a report, as a rich Table."""
+    from rich.table import Table
+
+    f = fmt
+    table = Table(title=f"{report['model']['name']} on {report['data']['spec']} ({report['data']['images']} images)")
+    for col in ("variant", "runtime", "top-1 %", "drop", "agreement %", "KL", "p50 ms", "p90 ms", "speedup",
+                "size MB"):
+        table.add_column(col, justify="left" if col in ("variant", "runtime") else "right", no_wrap=True)
+    for v in report["variants"]:
+        table.add_row(v["name"], v["runtime"], f(v["top1"]), f(v["top1_drop"]), f(v["agreement"]),
+                      f(v["kl"], 4), f(v["latency_ms_p50"]), f(v["latency_ms_p90"]), f(v["speedup"], 2, "x"),
+                      f(v["size_mb"], 1))
+    not_timed = report.get("benchmark", {}).get("not_timed")
+    if not_timed:
+        simulations = {v["runtime"] for v in report["variants"] if runtime_info(v["runtime"]).simulates}
+        explained = "".join(f" ({name} = {runtime_info(name).description})" for name in sorted(simulations))
+        table.caption = f"not timed: {', '.join(not_timed)}" + explained
+    return table

@@ -1,0 +1,272 @@
+"""ONNX: export from PyTorch, static INT8 quantization with ONNX Runtime (QDQ), and a CPU runner.
+
+Two Q/DQ profiles, because the two consumers want different things:
+- `tensorrt`: symmetric INT8 everywhere (zero point 0), per-channel weight scales, Q/DQ only on the inputs
+  of Conv, Gemm and weight MatMuls; LayerNorm, Softmax, GELU, residual adds and the attention matmuls stay
+  unquantized, so TensorRT runs them in FP16. ONNX Runtime runs this graph too, which is how its accuracy
+  is checked on machines without TensorRT ("simulated").
+- `cpu`: ONNX Runtime's own CPU kernels, unsigned activations with signed per-channel weights (signed
+  activations made convnext_tiny slower than FP32 on a 2-core AVX-512 Xeon: 62 ms vs 41 ms, unsigned 31 ms).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import warnings
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgevision.runtimes import Runner, register_runner
+from edgevision.errors import EdgevisionError
+
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+OPSET = 17
+
+
+class ExportError(EdgevisionError):
+    """A model torch.onnx cannot export; the message names the operator when it can."""
+
+
+def export_onnx(model, input_size: tuple[int, int, int], path: Path, *, dynamic_batch: bool = False,
+                batch: int = 1, opset: int = OPSET) -> Path:
+    """torch.nn.Module -> ONNX file. The TorchScript exporter at opset 17 exports all four families with a dynamic
+    batch (ONNX Runtime matched torch to ~1e-6); the dynamo exporter failed on ConvNeXt at batch 1."""
+    import torch
+
+    example = torch.zeros(batch, *input_size)
+    axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about Python control flow in timm
+            torch.onnx.export(model.eval(), example, str(path), dynamo=False, opset_version=opset,
+                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=axes)
+    except Exception as e:  # noqa: BLE001 - the exporter raises many types; all mean "cannot export"
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ExportError(f"torch.onnx cannot export this model: {first}",
+                          "replace that operation in the model, or use --target cpu (OpenVINO)") from None
+    return Path(path)
+
+
+def pin_batch(path: Path, batch: int) -> None:
+    """Make the batch axis of a dynamic-batch ONNX static (TensorRT then folds the shape arithmetic)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for value in (*model.graph.input, *model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = batch
+    onnx.save(model, str(path))
+
+
+@dataclass
+class QDQProfile:
+    name: str
+    activation_type: str  # "int8" (symmetric, zero point 0) or "uint8" (asymmetric)
+    op_types: tuple[str, ...] | None  # None: ONNX Runtime's default set
+    weight_matmuls_only: bool  # leave activation x activation MatMuls (attention) in float
+    extra_options: dict[str, Any] | None = None
+
+    def quantize_kwargs(self) -> dict[str, Any]:
+        from onnxruntime.quantization import QuantFormat, QuantType
+
+        symmetric = self.activation_type == "int8"
+        return {
+            "quant_format": QuantFormat.QDQ,
+            "per_channel": True,
+            "activation_type": QuantType.QInt8 if symmetric else QuantType.QUInt8,
+            "weight_type": QuantType.QInt8,
+            "op_types_to_quantize": list(self.op_types) if self.op_types else None,
+            "extra_options": {"ActivationSymmetric": symmetric, "WeightSymmetric": True,
+                              **(self.extra_options or {})},
+        }
+
+
+PROFILES = {
+    # TensorRT: biases stay float (TensorRT has no INT32 dequantize; it fuses the bias itself).
+    "tensorrt": QDQProfile("tensorrt", "int8", ("Conv", "Gemm", "MatMul"), weight_matmuls_only=True,
+                           extra_options={"QuantizeBias": False}),
+    "cpu": QDQProfile("cpu", "uint8", None, weight_matmuls_only=False),
+}
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")  # the recipe's qdq.calibration_method
+
+
+def quantize_qdq(fp32_path: Path, out_path: Path, calibration: Sequence[np.ndarray], profile: QDQProfile,
+                 calibrate_method: str = "minmax", exclude_nodes: Sequence[str] = ()) -> dict[str, Any]:
+    """Static INT8 quantization of an ONNX file with ONNX Runtime; returns what was done, for the report.
+
+    ONNX Runtime's tools write scratch files into the working directory (when symbolic shape inference gives
+    up) and configure the root logger, so they run in a child process inside a scratch folder
+    (runtimes/ort_quantize_worker.py): the caller's working directory and logging stay as they were.
+    """
+    import onnx
+
+    fp32_path, out_path = Path(fp32_path).resolve(), Path(out_path).resolve()
+    nodes = _nodes_to_quantize(onnx.load(str(fp32_path), load_external_data=False), profile)
+    with tempfile.TemporaryDirectory(prefix="edgevision-ort-") as scratch:
+        job = {"fp32": str(fp32_path), "out": str(out_path), "calibration": str(Path(scratch) / "calibration.npy"),
+               "method": calibrate_method, "nodes": nodes, "exclude": list(exclude_nodes),
+               "profile": asdict(profile)}
+        np.save(job["calibration"], np.concatenate([np.asarray(x, dtype=np.float32) for x in calibration]))
+        (Path(scratch) / "job.json").write_text(json.dumps(job), encoding="utf-8")
+        done = subprocess.run([sys.executable, "-m", "edgevision.runtimes.ort_quantize_worker", "job.json"],
+                              cwd=scratch, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1][:300]
+        raise EdgevisionError(f"ONNX Runtime quantization failed: {last}",
+                              "exclude the failing node with qdq.exclude_nodes, or use --target cpu (OpenVINO)")
+    if profile.weight_matmuls_only:
+        quantized = onnx.load(str(out_path))
+        _float_fanout(quantized, set(nodes or ()) - set(exclude_nodes))
+        onnx.save(quantized, str(out_path))
+    ops = count_ops(onnx.load(str(out_path)))
+    return {"profile": profile.name, "activations": profile.activation_type, "weights": "int8 per-channel",
+            "calibration_method": calibrate_method, "calibration_images": len(calibration),
+            "quantize_linear_ops": ops.get("QuantizeLinear", 0),
+            "dequantize_linear_ops": ops.get("DequantizeLinear", 0),
+            "quantized_op_types": list(profile.op_types) if profile.op_types else "onnxruntime default",
+            "excluded_nodes": list(exclude_nodes)}
+
+
+def _nodes_to_quantize(model, profile: QDQProfile) -> list[str] | None:
+    """With weight_matmuls_only: the Conv/Gemm nodes and the MatMuls that have a constant (weight) input."""
+    if not profile.weight_matmuls_only:
+        return None
+    constants = {i.name for i in model.graph.initializer}
+    return [n.name for n in model.graph.node if n.op_type in profile.op_types
+            and (n.op_type != "MatMul" or any(i in constants for i in n.input))]
+
+
+def _float_fanout(model, quantized_nodes: set[str]) -> int:
+    """Give the unquantized consumers of a quantized activation the float tensor back.
+
+    ONNX Runtime replaces a tensor by its Q/DQ for every consumer, so a Conv output that feeds both the next
+    Conv and a residual Add (or a LayerNorm) reaches the Add/LayerNorm through INT8 too. TensorRT wants Q/DQ
+    only on the inputs of the weighted ops; everything else reads the higher-precision tensor.
+    """
+    producers = {out: node for node in model.graph.node for out in node.output}
+    rewired = 0
+    for node in model.graph.node:
+        if node.name in quantized_nodes or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for i, name in enumerate(node.input):
+            dq = producers.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            q = producers.get(dq.input[0])
+            if q is not None and q.op_type == "QuantizeLinear":  # an activation, not a constant weight
+                node.input[i] = q.input[0]
+                rewired += 1
+    # ONNX Runtime also quantizes a Gemm's output; when that is the graph output (the logits), produce the
+    # output in float again: the head's result should not be rounded to INT8.
+    for out in model.graph.output:
+        dq = producers.get(out.name)
+        q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        source = producers.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
+        if source is None:
+            continue
+        tensor = q.input[0]
+        for node in model.graph.node:
+            if node is not q:
+                for i, name in enumerate(node.input):
+                    if name == tensor:
+                        node.input[i] = out.name
+        dq.output[0] = f"{out.name}_unused_dequantized"
+        source.output[list(source.output).index(tensor)] = out.name
+        rewired += 1
+    _drop_unused_qdq(model)
+    return rewired
+
+
+def _drop_unused_qdq(model) -> None:
+    """Remove Q/DQ pairs left without consumers (and their scales), so the graph holds no dead INT8 ops."""
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    while True:
+        used = {name for node in graph.node for name in node.input} | outputs
+        dead = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for node in dead:
+            graph.node.remove(node)
+    used = {name for node in graph.node for name in node.input}
+    for init in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(init)
+
+
+def count_ops(model) -> dict[str, int]:
+    return dict(Counter(n.op_type for n in model.graph.node))
+
+
+class ORTRunner(Runner):
+    runtime = "onnxruntime"
+
+    def __init__(self, path: Path, threads: int | None = None, runtime: str = "onnxruntime"):
+        import onnxruntime as ort
+
+        self.ort, self.path, self.threads, self.runtime = ort, Path(path), threads, runtime
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.precision = "int8 (QDQ)" if _has_qdq(path) else "fp32"
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.static_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        n, size = len(batch), self.static_batch
+        if size is None or size == n:
+            return self.session.run(None, {self.input_name: batch})[0]
+        # A static-batch model runs in chunks of its batch; the last chunk is padded with zeros.
+        outputs = []
+        for start in range(0, n, size):
+            chunk = batch[start:start + size]
+            if len(chunk) < size:
+                chunk = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), np.float32)])
+            outputs.append(self.session.run(None, {self.input_name: chunk})[0])
+        return np.concatenate(outputs)[:n]
+
+    def info(self) -> dict[str, Any]:
+        return {"runtime": self.runtime, "version": self.ort.__version__, "device": "CPU",
+                "threads": self.threads or os.cpu_count(), "precision": self.precision, "artifact": self.path.name}
+
+
+def _has_qdq(path: Path) -> bool:
+    import onnx
+
+    return any(n.op_type == "QuantizeLinear" for n in onnx.load(str(path), load_external_data=False).graph.node)
+
+
+@register_runner("onnxruntime")
+def make_ort_runner(model, threads: int | None = None, input_size: tuple[int, int, int] | None = None,
+                    **_: Any) -> ORTRunner:
+    """An ONNX path, or a torch module (exported at `input_size` with a dynamic batch to a temporary file)."""
+    if isinstance(model, (str, Path)):
+        return ORTRunner(Path(model), threads=threads)
+
+    if input_size is None:
+        raise EdgevisionError("the ONNX Runtime runner needs input_size to export a PyTorch model")
+    with tempfile.TemporaryDirectory(prefix="edgevision-onnx-") as tmp:
+        path = export_onnx(model, input_size, Path(tmp) / "model.onnx", dynamic_batch=True)
+        return ORTRunner(path, threads=threads)  # the session holds the graph; the file can go
+
+
+@register_runner("tensorrt-sim")
+def make_tensorrt_simulation(model, threads: int | None = None, **_: Any) -> ORTRunner:
+    """The Q/DQ ONNX a TensorRT engine will be built from, run by ONNX Runtime: its accuracy, not its speed."""
+    if not isinstance(model, (str, Path)):
+        raise EdgevisionError("the TensorRT simulation runs a Q/DQ ONNX file, not a PyTorch model",
+                              "export it with `edgevision export --target jetson` first")
+    return ORTRunner(Path(model), threads=threads, runtime="tensorrt-sim")

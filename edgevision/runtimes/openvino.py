@@ -1,0 +1,218 @@
+"""OpenVINO: conversion from PyTorch, NNCF post-training quantization, and a CPU runner.
+
+Facts this module relies on (measured with benchmarks/int8_speed.py on the project's CPUs): a static input
+shape ran ~20% faster than a dynamic one; on a Xeon with AVX512-BF16, OpenVINO's default bf16 inference
+precision ran 1.3-2x slower than f32 for these models, so the runner asks for f32 explicitly (INT8 layers
+run in INT8 either way).
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from edgevision.runtimes import Runner, register_runner
+from edgevision.errors import EdgevisionError
+
+
+class ConversionError(EdgevisionError):
+    """A model OpenVINO cannot convert; the message names the operator."""
+
+
+def convert(model, input_size: tuple[int, int, int], batch: int = 1):
+    """torch.nn.Module -> ov.Model with a static input shape (batch, C, H, W)."""
+    import openvino as ov
+    import torch
+
+    example = torch.zeros(batch, *input_size)
+    try:
+        with torch.no_grad():
+            return ov.convert_model(model.eval(), example_input=example, input=[(batch, *input_size)])
+    except Exception as e:  # noqa: BLE001 - OpenVINO raises several types; all mean "cannot convert"
+        text = str(e)
+        ops = sorted(set(re.findall(r"aten::[A-Za-z0-9_.]+", text)))
+        what = f"operator {', '.join(ops)}" if ops else text.strip().splitlines()[-1][:200]
+        raise ConversionError(f"OpenVINO cannot convert this model: {what}",
+                              "replace that operation in the model, or choose another model") from None
+
+
+def reshape(ov_model, batch: int):
+    """A copy of a static-shape model for another batch size (evaluation runs batches, latency batch 1)."""
+    model = ov_model.clone()
+    shape = list(model.input(0).get_partial_shape().to_shape())
+    shape[0] = batch
+    model.reshape({model.input(0): shape})
+    return model
+
+
+def save(ov_model, path: Path) -> list[Path]:
+    """Write IR (.xml + .bin) without fp16 weight compression; returns the files written."""
+    import openvino as ov
+
+    ov.save_model(ov_model, str(path), compress_to_fp16=False)
+    return [path, path.with_suffix(".bin")]
+
+
+def load(path: Path):
+    import openvino as ov
+
+    return ov.Core().read_model(str(path))
+
+
+@dataclass
+class QuantizationSettings:
+    """What NNCF is told; each family has measured defaults in edgevision/compression/presets.py."""
+
+    preset: str = "performance"  # performance (symmetric) | mixed (asymmetric activations)
+    model_type: str | None = None  # None | transformer
+    smooth_quant_alpha: float | None = None  # None: NNCF's default for the model type; < 0: off
+    bias_correction: str = "fast"  # fast | full | off
+    ignored_names: tuple[str, ...] = ()
+    ignored_patterns: tuple[str, ...] = ()
+    ignored_types: tuple[str, ...] = ()
+
+    def nncf_kwargs(self) -> dict[str, Any]:
+        import nncf
+        from nncf.quantization.advanced_parameters import (AdvancedQuantizationParameters,
+                                                           AdvancedSmoothQuantParameters)
+
+        advanced = AdvancedQuantizationParameters(disable_bias_correction=self.bias_correction == "off")
+        if self.smooth_quant_alpha is not None:
+            advanced.smooth_quant_alphas = AdvancedSmoothQuantParameters(matmul=self.smooth_quant_alpha)
+        kwargs: dict[str, Any] = {
+            "preset": nncf.QuantizationPreset(self.preset),
+            "fast_bias_correction": self.bias_correction != "full",
+            "advanced_parameters": advanced,
+        }
+        if self.model_type:
+            kwargs["model_type"] = nncf.ModelType(self.model_type)
+        if self.ignored_names or self.ignored_patterns or self.ignored_types:
+            kwargs["ignored_scope"] = nncf.IgnoredScope(
+                names=list(self.ignored_names), patterns=list(self.ignored_patterns),
+                types=list(self.ignored_types), validate=False)
+        return kwargs
+
+
+@contextlib.contextmanager
+def _nncf_output_to_stderr():
+    """NNCF draws its progress bars on stdout; stdout belongs to `--json`."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def quantize(ov_model, calibration: list[np.ndarray], settings: QuantizationSettings):
+    """INT8 post-training quantization of an OpenVINO model with NNCF, on preprocessed batch-1 inputs."""
+    import nncf
+
+    with _nncf_output_to_stderr():
+        return nncf.quantize(ov_model, nncf.Dataset(calibration), subset_size=len(calibration),
+                             **settings.nncf_kwargs())
+
+
+def quantize_with_accuracy_control(ov_model, calibration: list[np.ndarray], validation: Iterable,
+                                   validation_fn, max_drop: float, settings: QuantizationSettings):
+    """NNCF's accuracy-aware quantization: returns the most sensitive layers to float until the drop
+    measured by `validation_fn(compiled_model, items) -> metric` is within `max_drop` (absolute)."""
+    import nncf
+
+    kwargs = settings.nncf_kwargs()
+    advanced = kwargs.pop("advanced_parameters")
+    with _nncf_output_to_stderr():
+        return nncf.quantize_with_accuracy_control(
+            ov_model, nncf.Dataset(calibration), nncf.Dataset(list(validation)), validation_fn,
+            max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calibration),
+            advanced_quantization_parameters=advanced, **kwargs)
+
+
+def fake_quantized_layers(ov_model) -> list[str]:
+    """Names of the layers whose inputs NNCF quantized (consumers of FakeQuantize outputs)."""
+    names = set()
+    for op in ov_model.get_ops():
+        if op.get_type_name() != "FakeQuantize":
+            continue
+        for output in op.outputs():
+            for target in output.get_target_inputs():
+                consumer = target.get_node()
+                if consumer.get_type_name() != "FakeQuantize":
+                    names.add(consumer.get_friendly_name())
+    return sorted(names)
+
+
+def count_ops(ov_model) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for op in ov_model.get_ops():
+        counts[op.get_type_name()] = counts.get(op.get_type_name(), 0) + 1
+    return counts
+
+
+class OpenVINORunner(Runner):
+    runtime = "openvino"
+
+    def __init__(self, model, threads: int | None = None, precision: str = "f32"):
+        import openvino as ov
+
+        self.ov = ov
+        self.core = ov.Core()
+        self.model = load(Path(model)) if isinstance(model, (str, Path)) else model
+        self.config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_PRECISION_HINT": precision}
+        if threads:
+            self.config["INFERENCE_NUM_THREADS"] = str(threads)
+        self.threads, self.precision = threads, precision
+        self._compiled: tuple[int, Any] | None = None  # (batch, compiled model): one at a time, see compiled()
+        self._batch_one_only = False
+
+    def compiled(self, batch: int = 1):
+        """The model compiled for this batch size (static shapes run faster than dynamic ones).
+
+        Only one compiled model is kept: executors of other batch sizes left alive in the process
+        slowed batch-1 latency by up to 45% (measured: convnext_t INT8 29.6 vs 20.1 ms in benchmark_app).
+        """
+        if self._compiled is None or self._compiled[0] != batch:
+            self._compiled = None  # release the old executor before compiling the new one
+            model = self.model
+            if list(model.input(0).get_partial_shape().to_shape())[0] != batch:
+                model = reshape(model, batch)
+            self._compiled = (batch, self.core.compile_model(model, "CPU", self.config))
+        return self._compiled[1]
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if len(batch) > 1 and not self._batch_one_only:
+            try:
+                return np.asarray(self.compiled(len(batch))(batch)[0])
+            except RuntimeError:
+                # Some traced graphs (timm's Swin window partitioning) bake batch 1 into Reshape
+                # constants and cannot be reshaped: run them one image at a time instead.
+                self._batch_one_only = True
+        compiled = self.compiled(1)
+        return np.concatenate([np.asarray(compiled(batch[i:i + 1])[0]) for i in range(len(batch))])
+
+    def int8_layers(self) -> int:
+        """Layers the CPU plugin actually executes in INT8 (its runtime graph, not the IR)."""
+        runtime = self.compiled(1).get_runtime_model()
+        count = 0
+        for op in runtime.get_ops():
+            info = op.get_rt_info()
+            if "runtimePrecision" in info and info["runtimePrecision"].astype(str).lower() in ("i8", "u8"):
+                count += 1
+        return count
+
+    def info(self) -> dict[str, Any]:
+        return {"runtime": self.runtime, "version": self.ov.get_version(), "device": "CPU",
+                "threads": self.threads, "precision": self.precision}
+
+
+@register_runner("openvino")
+def make_openvino_runner(model, threads: int | None = None, precision: str = "f32",
+                         input_size: tuple[int, int, int] | None = None, **_: Any) -> OpenVINORunner:
+    """An IR path, an ov.Model, or a torch module (converted at `input_size`)."""
+    if not isinstance(model, (str, Path)) and not hasattr(model, "input"):
+        if input_size is None:
+            raise EdgevisionError("the OpenVINO runner needs input_size to convert a PyTorch model")
+        model = convert(model, input_size)
+    return OpenVINORunner(model, threads=threads, precision=precision)
