@@ -5,7 +5,7 @@ candidate setting and record INT8 top-1, drop and agreement on the 10,000 test i
 
 Uses the cached models of `--weights fashion-mnist` (trained on first use), calibration on 300 training
 images, and the real `edgevision compress` pipeline. Writes benchmarks/results/int8_presets.{json,md};
-edgevision/compression/presets.py quotes the numbers behind each family's choice.
+edgevision/pipeline/presets.py quotes the numbers behind each family's choice.
 """
 from __future__ import annotations
 

@@ -66,7 +66,7 @@ def load(path: Path):
 
 @dataclass
 class QuantizationSettings:
-    """What NNCF is told; each family has measured defaults in edgevision/compression/presets.py."""
+    """What NNCF is told; each family has measured defaults in edgevision/pipeline/presets.py."""
 
     preset: str = "performance"  # performance (symmetric) | mixed (asymmetric activations)
     model_type: str | None = None  # None | transformer
