@@ -7,6 +7,8 @@ Parts, each a script of its own that can also run alone:
   (PyTorch FP32, OpenVINO FP32/INT8, ONNX Runtime FP32/INT8, each unpruned and 50% pruned, at 224x224,
   batch 1), compared into results/speed224.{json,md} and a plot;
 - int8: benchmarks/int8_speed.py (compress --int8 at 224, and OpenVINO's benchmark_app on the same IR);
+- selection: benchmarks/cpu_selection.py (the selected candidate vs each runtime at 224, with the CPU profile);
+- guard: benchmarks/guard.py (the default accuracy guard on Fashion-MNIST models, MobileNetV3 and ConvNeXt);
 - export: benchmarks/export_targets.py (jetson/onnx accuracy on the Fashion-MNIST models, ONNX Runtime speed);
 - prune: benchmarks/prune.py (pruning + recovery + INT8 accuracy, pruned speed at 224);
 - distill: benchmarks/distill.py (a ViT teacher into ConvNeXt, ViT and hybrid students on Fashion-MNIST, vs the
@@ -28,7 +30,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-DEFAULT_PARTS = ["speed224", "int8", "export", "prune", "distill"]
+DEFAULT_PARTS = ["speed224", "int8", "selection", "guard", "export", "prune", "distill"]
 
 
 def run(cmd: list[str]) -> None:
@@ -64,6 +66,8 @@ def benchmarks_md() -> str:
              "", "## Machine", "", *machine(), ""]
     sections = [("speed224.md", "Speed at 224x224: four families x fp32/int8/pruned+int8 x PyTorch/OpenVINO/ONNX Runtime "
                  "(random weights: read the latency and speedup columns; accuracy and Pareto marks mean nothing here)"),
+                ("cpu_selection.md", "CPU selection: the fastest candidate on this CPU"),
+                ("guard.md", "The accuracy guard"),
                 ("int8_speed.md", "INT8 speed (compress --int8) and benchmark_app"),
                 ("export_targets.md", "Export targets"), ("prune.md", "Structured pruning"),
                 ("distill.md", "Distillation"),
@@ -89,6 +93,8 @@ def main() -> None:
     args = ap.parse_args()
     RESULTS.mkdir(exist_ok=True)
     scripts = {"int8": [str(HERE / "int8_speed.py"), "--threads", str(args.threads)],
+               "selection": [str(HERE / "cpu_selection.py"), "--threads", str(args.threads)],
+               "guard": [str(HERE / "guard.py"), "--threads", str(args.threads)],
                "export": [str(HERE / "export_targets.py"), "--threads", str(args.threads)],
                "prune": [str(HERE / "prune.py"), "--threads", str(args.threads)],
                "distill": [str(HERE / "distill.py"), "--threads", str(args.threads)],

@@ -20,6 +20,7 @@ from edgevision.data.open import default_eval_spec, open_source
 from edgevision.data.sources import ImageSource, align_classes, sample
 from edgevision.errors import EdgevisionError, OutputExistsError
 from edgevision.measure.bench import benchmark_model
+from edgevision.measure.cpu_profile import cpu_profile
 from edgevision.measure.describe import describe_model
 from edgevision.measure.evaluate import evaluate_model
 from edgevision.models.loading import LoadedModel, load_model, random_weights_warning
@@ -79,6 +80,11 @@ def open_model(model: str | Path | LoadedModel | None, runtime: str | None = Non
     return model_of(model, **options), runtime or "pytorch"
 
 
+def device(*, threads: int | None = None, refresh: bool = False) -> dict[str, Any]:
+    """`edgevision device`: this CPU's INT8 features and measured GEMM roofline per runtime, cached."""
+    return cpu_profile(threads, refresh=refresh).to_dict()
+
+
 def list_models() -> list[dict[str, Any]]:
     """The model aliases: timm name, params and GMACs at the default input size, published top-1."""
     return zoo_table()
@@ -128,7 +134,7 @@ def compress(
     finetune_data: str | ImageSource | None = None,
     finetune_epochs: int | None = None,
     finetune_images: int | None = None,
-    max_drop: float | None = None,
+    max_drop: float | str | None = None,
     limit: int | None = None,
     seed: int | None = None,
     recipe: str | Path | None = None,
@@ -136,18 +142,21 @@ def compress(
     force: bool = False,
     threads: int | None = None,
     iters: int | None = None,
+    runtime: str | None = None,
     progress: bool = True,
     log: Log = _quiet,
     **model_options: Any,
 ) -> CompressResult:
     """Quantize (and optionally prune) a model for a target, check it against the float model on the same data,
-    and time it: `edgevision compress`. The recipe is the family preset <- `recipe` file <- these arguments."""
+    time every candidate side by side and select the fastest within the accuracy budget: `edgevision compress`.
+    The recipe is the family preset <- `recipe` file <- these arguments. `max_drop`: points, "none" (no
+    guard), or None (the default budget, 1 point; off with random weights). `runtime` pins one runtime."""
     if target is not None:
         check_target(target)
-    loaded = model_of(model, log=log, **model_options)
+    loaded = model_of(model, seed=seed, log=log, **model_options)  # a seed fixes a random model's weights too
     resolved = resolve(preset_for(loaded.spec.family), recipe, {
         "target": target, "int8": int8, "calib_size": calib_size, "seed": seed, "max_drop": max_drop,
-        "eval_limit": limit, "threads": threads, "benchmark_iters": iters,
+        "eval_limit": limit, "threads": threads, "benchmark_iters": iters, "runtime": runtime,
         "prune": {"ratio": prune, "importance": importance, "finetune_epochs": finetune_epochs,
                   "finetune_images": finetune_images}})
     out = Path(out) if out else RUNS_DIR / f"{loaded.spec.name}-{resolved['target']}-{_stamp()}"

@@ -169,7 +169,8 @@ def test_export_reuses_the_run_model_and_data(cpu_run, tmp_path):
     ir_logits = create_runner("openvino", run.run_dir / "model_fp32.xml")(images)
     np.testing.assert_allclose(onnx_logits, ir_logits, atol=1e-3)
     cpu = export_run(run, "cpu", "int8", tmp_path / "cpu", overrides={"calib_size": None})  # as the CLI passes
-    assert sha256(cpu.run_dir / "model_int8.bin") == sha256(run.run_dir / "model_int8.bin")  # copied, not redone
+    selected = next(v for v in run.report["variants"] if v["selected"])  # the run's pick is the cpu export
+    assert sha256(cpu.run_dir / selected["artifact"]) == sha256(run.run_dir / selected["artifact"])  # copied
     assert cpu.report["exported_from"] == str(run.run_dir)
 
 

@@ -110,7 +110,7 @@ def test_unsupported_family_and_bad_ratio_are_one_line_errors():
 def test_pruned_models_quantize_to_int8_in_openvino(tmp_path, name):
     loaded = load_model(name, weights="random")
     recipe = resolve(preset_for(loaded.spec.family), None, {
-        "calib_size": 16, "benchmark_iters": 3, "prune": {"ratio": 0.5, "finetune_epochs": 0}})
+        "calib_size": 16, "benchmark_iters": 3, "runtime": "openvino", "prune": {"ratio": 0.5, "finetune_epochs": 0}})
     result = compress(loaded, open_source("builtin:photos"), recipe, tmp_path / "run", progress=False)
     report = result.report
     names = [(v["name"], v["runtime"]) for v in report["variants"]]

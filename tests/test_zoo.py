@@ -6,7 +6,7 @@ from edgevision.models import ZOO, family_of, load_model, resolve_name, zoo_tabl
 from edgevision.models.zoo import PUBLISHED_TOP1, default_pretrained_tag
 
 # timm's architectures at their published sizes (hybrid_t is edgevision's own student: no published weights)
-FULL_SIZE = [a for a, e in ZOO.items() if not e.model_kwargs and e.family != "hybrid"]
+FULL_SIZE = [a for a, e in ZOO.items() if not e.model_kwargs and e.img_size is None and e.family != "hybrid"]
 MINI = [a for a, e in ZOO.items() if e.img_size is not None]  # the small-input models, hybrid_mini included
 
 

@@ -6,6 +6,7 @@ import typer
 from edgevision.cli.benchmark import benchmark_command
 from edgevision.cli.compare import compare_command
 from edgevision.cli.compress import compress_command
+from edgevision.cli.device import device_command
 from edgevision.cli.distill import distill_command
 from edgevision.cli.evaluate import evaluate_command
 from edgevision.cli.export import build_engine_command, export_command
@@ -23,6 +24,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("models")(models_command)
+app.command("device")(device_command)
 app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
 app.command("benchmark")(benchmark_command)

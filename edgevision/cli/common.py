@@ -12,7 +12,7 @@ import yaml
 from edgevision.errors import EdgevisionError
 from edgevision.io import json_default
 from edgevision.pipeline.status import CHECK_FAILED_EXIT, failure_message
-from edgevision.reports.render import variants_table
+from edgevision.reports.render import selection_line, variants_table
 from edgevision.training.distributed import env_from_torchrun
 
 # --- errors ----------------------------------------------------------------------------------------
@@ -62,7 +62,8 @@ def show_run(report: dict[str, Any], summary: tuple[str, ...] = (), footer: tupl
     """What compress, prune and export print: the variants table, summary lines, the run's notes, footer lines."""
     out = console()
     out.print(variants_table(report))
-    for line in (*summary, *(f"note: {w}" for w in report["warnings"]), *footer):
+    selected = selection_line(report)
+    for line in (*summary, *([selected] if selected else []), *(f"note: {w}" for w in report["warnings"]), *footer):
         out.print(line)
 
 
@@ -104,3 +105,16 @@ def model_options(weights, checkpoint, num_classes, img_size, model_args) -> dic
     """The model options every command shares, as the API's keyword arguments."""
     return {"weights": weights, "checkpoint": checkpoint, "num_classes": num_classes, "img_size": img_size,
             "model_kwargs": parse_model_args(model_args) or None}
+
+
+def parse_budget(text: str | None) -> float | str | None:
+    """--max-drop: points (a number >= 0), `none` (no guard), or not given (None: the default budget)."""
+    if text is None or text.strip().lower() == "none":
+        return None if text is None else "none"
+    try:
+        value = float(text)
+    except ValueError:
+        raise EdgevisionError(f"--max-drop {text!r} is not a number of points", "e.g. --max-drop 1, or --max-drop none") from None
+    if value < 0:
+        raise EdgevisionError(f"--max-drop {text} is negative", "give points to lose at most, e.g. --max-drop 1")
+    return value

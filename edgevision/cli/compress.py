@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from edgevision import api
-from edgevision.cli.common import cli_errors, exit_for_status, model_options, note, print_json, show_run
+from edgevision.cli.common import (cli_errors, exit_for_status, model_options, note, parse_budget, print_json,
+                                   show_run)
 from edgevision.cli.options import (TARGET_HELP, CheckpointOpt, DebugOpt, FinetuneEpochsOpt, FinetuneImagesOpt,
                                     ForceOpt, ImgSizeOpt, ImportanceOpt, JsonOpt, ModelArg, ModelArgOpt,
                                     NumClassesOpt, ThreadsOpt, WeightsOpt)
@@ -35,12 +36,14 @@ def compress_command(
         show_default=False)] = None,
     finetune_epochs: FinetuneEpochsOpt = None,
     finetune_images: FinetuneImagesOpt = None,
-    max_drop: Annotated[Optional[float], typer.Option(
-        "--max-drop", min=0.0, help="Accuracy budget in top-1 points (agreement points without labels); "
-        "exit code 3 if it cannot be met.", show_default=False)] = None,
+    max_drop: Annotated[Optional[str], typer.Option(
+        "--max-drop", help="Accuracy budget in top-1 points (agreement points without labels), or none; default 1 "
+        "(off with random weights). INT8 that misses it tries other settings, then NNCF's accuracy control; exit "
+        "code 3 if no INT8 candidate holds it.", show_default=False)] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Evaluate a seeded, class-balanced "
                                                  "subset of this many images.", show_default=False)] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the calibration and --limit draws (0).",
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the calibration and --limit draws (0), and of "
+                                                "a random model's initial weights.",
                                                 show_default=False)] = None,
     recipe: Annotated[Optional[Path], typer.Option("--recipe", help="YAML recipe (see recipes/); flags "
                                                    "override it.", show_default=False)] = None,
@@ -50,6 +53,9 @@ def compress_command(
     threads: ThreadsOpt = None,
     iters: Annotated[Optional[int], typer.Option("--iters", min=1, help="Timed calls per variant (50).",
                                                  show_default=False)] = None,
+    runtime: Annotated[Optional[str], typer.Option(
+        "--runtime", help="Pin one of the target's runtimes (cpu: openvino or onnxruntime); default: build the "
+        "candidates of every runtime and select the fastest measured.", show_default=False)] = None,
     weights: WeightsOpt = None,
     checkpoint: CheckpointOpt = None,
     num_classes: NumClassesOpt = None,
@@ -63,8 +69,8 @@ def compress_command(
         result = api.compress(
             model, int8=int8, target=target, data=data, calib_data=calib_data, calib_size=calib_size, prune=prune,
             importance=importance, finetune_data=finetune_data, finetune_epochs=finetune_epochs,
-            finetune_images=finetune_images, max_drop=max_drop, limit=limit, seed=seed, recipe=recipe, out=out,
-            force=force, threads=threads, iters=iters, progress=not json_out, log=note,
+            finetune_images=finetune_images, max_drop=parse_budget(max_drop), limit=limit, seed=seed, recipe=recipe, out=out,
+            force=force, threads=threads, iters=iters, runtime=runtime, progress=not json_out, log=note,
             **model_options(weights, checkpoint, num_classes, img_size, model_arg))
         if json_out:
             print_json(result.report)

@@ -91,7 +91,8 @@ def load_model(
 def _default_weights(request: WeightRequest) -> str:
     resolved = resolve_name(request.name)
     kwargs = {**resolved.model_kwargs, **request.model_kwargs}
-    return "pretrained" if not kwargs and default_pretrained_tag(resolved.timm_name) is not None else "random"
+    pretrained = not kwargs and resolved.pretrained_default and default_pretrained_tag(resolved.timm_name) is not None
+    return "pretrained" if pretrained else "random"
 
 
 def _load_random(request: WeightRequest) -> LoadedModel:

@@ -22,6 +22,9 @@ class ZooEntry:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     # Preprocessing that differs from timm's default for this architecture.
     data_overrides: dict[str, Any] = field(default_factory=dict)
+    # Whether timm's pretrained weights are the alias's default weights (where timm has them); False for a small-
+    # input alias whose ImageNet weights at that size are not what it is for.
+    pretrained_default: bool = True
 
     @property
     def family(self) -> str:
@@ -81,6 +84,12 @@ ZOO: dict[str, ZooEntry] = {
             data_overrides=_MINI_DATA,
         ),
         ZooEntry(
+            "mobilenetv3_mini", "mobilenetv3_small_050",
+            "MobileNetV3-Small 0.5 (depthwise convolutions, hard-swish, SE), 32px, random weights by default: the kind "
+            "of CNN that "
+            "loses the most in INT8", img_size=32, data_overrides=_MINI_DATA, pretrained_default=False,
+        ),
+        ZooEntry(
             "maxvit_mini", "maxvit_tiny_tf_224",
             "MaxViT, dims 32-64-128, depths 1-1-1, partition 2, 32px", img_size=32,
             model_kwargs={"embed_dim": [32, 64, 128], "depths": [1, 1, 1], "stem_width": [16, 32],
@@ -132,6 +141,7 @@ class ResolvedName:
     img_size: int | None
     model_kwargs: dict[str, Any]
     data_overrides: dict[str, Any]
+    pretrained_default: bool = True
 
     @property
     def family(self) -> str:
@@ -148,7 +158,8 @@ def resolve_name(name: str) -> ResolvedName:
 
     if name in ZOO:
         e = ZOO[name]
-        return ResolvedName(name, e.timm_name, e.img_size, dict(e.model_kwargs), dict(e.data_overrides))
+        return ResolvedName(name, e.timm_name, e.img_size, dict(e.model_kwargs), dict(e.data_overrides),
+                            e.pretrained_default)
     arch, _, tag = name.partition(".")
     if timm.is_model(arch):
         if tag and f"{arch}.{tag}" not in timm.list_pretrained(f"{arch}.*"):
@@ -221,7 +232,7 @@ def zoo_table() -> list[dict[str, Any]]:
         with torch.device("meta"):
             model = timm.create_model(e.timm_name, pretrained=False, **kwargs)
         size = e.img_size or model.pretrained_cfg["input_size"][-1]
-        tag = None if e.model_kwargs else default_pretrained_tag(e.timm_name)
+        tag = None if e.model_kwargs or not e.pretrained_default else default_pretrained_tag(e.timm_name)
         top1, top1_res = PUBLISHED_TOP1.get(tag or "", (None, None))
         rows.append({
             "alias": alias,

@@ -15,6 +15,8 @@ import numpy as np
 from edgevision.data.loader import preprocess_each
 from edgevision.data.sources import ImageSource, balanced_indices
 from edgevision.errors import DataError
+from edgevision.measure.cpu_profile import CpuProfile
+from edgevision.pipeline.selection import Guard
 from edgevision.models.loading import LoadedModel
 from edgevision.runtimes import Runner, runtime_info
 
@@ -73,6 +75,8 @@ class Context:
     pruning: dict[str, Any] | None = None  # what PruneAndRecover did
     bundle: dict[str, Any] | None = None  # the jetson target's engine settings and rules check
     graph_input: GraphInput | None = None
+    cpu_profile: CpuProfile | None = None  # this machine's INT8 features and GEMM roofline
+    guard: Guard = Guard(None, "off (asked)")  # the accuracy budget INT8 candidates are held to
     float_graphs: dict[str, Any] = field(default_factory=dict)  # runtime -> float graph made for it (see below)
     _calibration: list[np.ndarray] | None = None
 

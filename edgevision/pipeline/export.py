@@ -120,7 +120,7 @@ def export_run(
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     recipe = apply_target(merge(run.recipe, given), target, precision, tensorrt)
     out = Path(out) if out is not None else run.run_dir / f"export-{target}"
-    reusable = get_target(target).reusable_files(run.manifest["recipe"], recipe)
+    reusable = get_target(target).reusable_files(run.report, recipe)
     if reusable and all((run.run_dir / f).is_file() for f in reusable) and data is None and calib_data is None \
             and not given:
         return _copy_run_files(run, reusable, out, force)
@@ -131,7 +131,7 @@ def export_run(
     calib_source = open_source(calib_spec, default_split="train") if calib_spec else None
     log(f"exporting {run.run_dir} ({loaded.spec.name}) for {target}, {precision}")
     return compress_model(loaded, eval_source, recipe, out, calib_source=calib_source, force=force,
-                          progress=progress, save_model=False, log=log)
+                          progress=progress, save_model=False, origin_weights=run.report.get("weights"), log=log)
 
 
 def export_model(loaded, eval_source, recipe: dict[str, Any], target: str, precision: str, out: Path, *,

@@ -18,10 +18,11 @@ from edgevision.pipeline.targets import TARGETS, RecipeSection, target_names
 # (quantization, qdq, tensorrt) come from the target registry: each target declares what it reads.
 COMMON_SCHEMA: dict[str, Any] = {
     "target": ((str,), None),  # checked against the target registry
+    "runtime": ((str, type(None)), None),  # pins one of the target's timed runtimes; None: the fastest measured
     "int8": ((bool,), None),
     "calib_size": ((int,), None),
     "seed": ((int,), None),
-    "max_drop": ((int, float, type(None)), None),
+    "max_drop": ((int, float, str, type(None)), None),  # points; "none": no accuracy guard; null: the default
     "eval_limit": ((int, type(None)), None),
     "threads": ((int, type(None)), None),
     "benchmark_iters": ((int,), None),
@@ -39,6 +40,7 @@ COMMON_SCHEMA: dict[str, Any] = {
 
 COMMON_DEFAULTS: dict[str, Any] = {
     "target": "cpu",
+    "runtime": None,
     "int8": True,
     "calib_size": 300,
     "seed": 0,
@@ -136,6 +138,14 @@ def resolve(family_preset: dict[str, Any], recipe_file: str | Path | None,
 
 def check_values(recipe: dict[str, Any]) -> None:
     """What the schema's types cannot say: ranges, and values that depend on each other."""
+    max_drop = recipe["max_drop"]
+    if max_drop is not None and max_drop != "none" and (isinstance(max_drop, str) or max_drop < 0):
+        raise RecipeError(f"max_drop must be a number of points >= 0 or 'none', got {max_drop!r}",
+                          "e.g. --max-drop 1 or --max-drop none")
+    timed = TARGETS[recipe["target"]].timed_runtimes
+    if recipe["runtime"] is not None and recipe["runtime"] not in timed:
+        raise RecipeError(f"--runtime {recipe['runtime']} is not a runtime of --target {recipe['target']}",
+                          f"use one of {', '.join(timed)}" if timed else "drop --runtime: this target is not timed here")
     if recipe["calib_size"] < 1:
         raise RecipeError(f"calib_size must be at least 1, got {recipe['calib_size']}")
     ratio = recipe["prune"]["ratio"]

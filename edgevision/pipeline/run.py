@@ -14,12 +14,14 @@ from typing import Any, Callable
 from edgevision.data.sources import ImageSource, align_classes, sample
 from edgevision.io import atomic_write_text, staged_directory, write_json
 from edgevision.measure.bench import BenchResult, available_cores, compare_latency
+from edgevision.measure.cpu_profile import cpu_profile
 from edgevision.measure.evaluate import EvalResult, evaluate_runners, fidelity
 from edgevision.models.checkpoint import spec_meta, write_checkpoint
 from edgevision.models.loading import LoadedModel, random_weights_warning
 from edgevision.pipeline.context import Context, GraphInput, Role, Variant
 from edgevision.pipeline.manifest import write_manifest
 from edgevision.pipeline.recipe import dump
+from edgevision.pipeline.selection import accuracy_guard, int8_no_faster, select
 from edgevision.pipeline.stages import FloatReference, PruneAndRecover, Stage
 from edgevision.pipeline.status import MAX_DROP_NOT_MET, run_status
 from edgevision.pipeline.targets import get_target
@@ -34,10 +36,17 @@ class CompressResult:
     def budget_met(self) -> bool:
         return self.report["status"] != MAX_DROP_NOT_MET
 
+    @property
+    def selected(self) -> dict[str, Any] | None:
+        """The variant row to deploy: the fastest measured within the accuracy budget."""
+        return next((v for v in self.report["variants"] if v.get("selected")), None)
+
 
 def build_stages(recipe: dict[str, Any]) -> list[Stage]:
     torch_level: list[Stage] = [PruneAndRecover()] if recipe["prune"]["ratio"] else []
-    target_stages = [cls() for cls in get_target(recipe["target"]).stages if recipe["int8"] or not cls.int8_only]
+    pinned = recipe["runtime"]
+    target_stages = [cls() for cls in get_target(recipe["target"]).stages if (recipe["int8"] or not cls.int8_only)
+                     and (pinned is None or cls.runtime in (None, pinned))]
     return [FloatReference(), *torch_level, *target_stages]
 
 
@@ -98,9 +107,11 @@ def _report(ctx: Context, m: Measurements) -> dict[str, Any]:
                  "labelled": ref_eval.top1 is not None},
         "calibration": ctx.calibration_info,
         "target": ctx.recipe["target"],
-        "max_drop": ctx.recipe["max_drop"],
+        "max_drop": ctx.guard.max_drop,  # the budget in force (null: no guard); `guard` says why
+        "guard": ctx.guard.to_dict(),
         "benchmark": {"threads": ctx.threads, "batch": 1, "iterations": ref_bench.iterations,
-                      "cpu": ref_bench.cpu, "method": "side by side, interleaved rounds, medians"},
+                      "cpu": ref_bench.cpu, "method": "side by side, interleaved rounds, medians",
+                      "cpu_profile": ctx.cpu_profile.to_dict() if ctx.cpu_profile else None},
         "variants": [_variant_row(v, m, ref) for v in ctx.variants],
         **({"pruning": ctx.pruning} if ctx.pruning is not None else {}),
         **({"tensorrt": ctx.bundle} if ctx.bundle is not None else {}),
@@ -110,8 +121,24 @@ def _report(ctx: Context, m: Measurements) -> dict[str, Any]:
     not_timed = [v.key for v in ctx.variants if not v.is_timed]
     if not_timed:
         report["benchmark"]["not_timed"] = not_timed
+    _select(ctx, report)
     report["status"] = run_status(report)
     return report
+
+
+def _select(ctx: Context, report: dict[str, Any]) -> None:
+    """Name the variant to deploy (pipeline/selection.py), and say so when INT8 does not pay on this CPU."""
+    selection = select(report["variants"], ctx.guard.max_drop, guard=ctx.guard.source != "off (random weights)")
+    report["selection"] = selection.to_dict()
+    for row in report["variants"]:
+        row["selected"] = selection.selected == f"{row['name']}/{row['runtime']}"
+    slower = int8_no_faster(report["variants"])
+    if slower and ctx.recipe["int8"]:
+        int8, fp32 = slower
+        why = f" ({ctx.cpu_profile.conclusions()[0]})" if ctx.cpu_profile and ctx.cpu_profile.gemm_gops else ""
+        ctx.warn(f"INT8 is no faster than FP32 here: {int8['runtime']} INT8 {int8['latency_ms_p50']:.2f} ms vs "
+                 f"{fp32['runtime']} FP32 {fp32['latency_ms_p50']:.2f} ms{why}; the INT8 artifacts are written "
+                 "anyway (VNNI or AMX CPUs run them faster)")
 
 
 def run_pipeline(ctx: Context) -> dict[str, Any]:
@@ -163,9 +190,13 @@ def compress_model(
     force: bool = False,
     progress: bool = True,
     save_model: bool = True,
+    origin_weights: str | None = None,
     log: Callable[[str], None] = lambda msg: None,
 ) -> CompressResult:
     """The whole compress job into a run directory that appears only when complete.
+
+    `origin_weights`: what the model's weights were when they came from an earlier run's checkpoint (an export
+    of a random-weight run keeps the guard off, as its run had).
 
     With `save_model`, the float PyTorch model that the artifacts were made from (the pruned one after
     pruning) goes in as model.safetensors (an edgevision checkpoint, structure as data), so that
@@ -174,10 +205,12 @@ def compress_model(
     eval_source = sample(align_classes(eval_source, loaded.spec.classes), recipe["eval_limit"], recipe["seed"])
     out = Path(out)
     with staged_directory(out, force=force) as workdir:
+        threads = recipe["threads"] or available_cores()
         ctx = Context(loaded=loaded, recipe=recipe, eval_source=eval_source,
-                      calib_source=calib_source or eval_source, workdir=workdir,
-                      threads=recipe["threads"] or available_cores(), log=log, progress=progress,
-                      finetune_source=finetune_source)
+                      calib_source=calib_source or eval_source, workdir=workdir, threads=threads, log=log,
+                      progress=progress, finetune_source=finetune_source,
+                      cpu_profile=cpu_profile(threads, measure=bool(get_target(recipe["target"]).timed_runtimes)),
+                      guard=accuracy_guard(recipe["max_drop"], origin_weights or loaded.spec.weights))
         _run_warnings(ctx, calibrated_apart=calib_source is not None)
         report = run_pipeline(ctx)
         report["run_dir"] = str(out)

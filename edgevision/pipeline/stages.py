@@ -19,6 +19,7 @@ from edgevision.runtimes import create_runner
 class Stage:
     name = "stage"
     int8_only = False  # skipped when the recipe says int8: false
+    runtime: str | None = None  # the runtime its variants run in; skipped when the recipe pins another
 
     def run(self, ctx: Context) -> None:
         raise NotImplementedError

@@ -92,7 +92,10 @@ PROFILES = {
     "tensorrt": QDQProfile("tensorrt", "int8", ("Conv", "Gemm", "MatMul"), weight_matmuls_only=True,
                            extra_options={"QuantizeBias": False}),
     "cpu": QDQProfile("cpu", "uint8", None, weight_matmuls_only=False),
+    # signed activations: faster GEMMs on some CPUs, but whole models can be slower (unfused s8 operators)
+    "cpu-s8s8": QDQProfile("cpu-s8s8", "int8", None, weight_matmuls_only=False),
 }
+CPU_FORMATS = {"u8s8": "cpu", "s8s8": "cpu-s8s8"}  # activations x weights -> profile name
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")  # the recipe's qdq.calibration_method
 
 

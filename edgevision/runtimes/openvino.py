@@ -8,6 +8,7 @@ run in INT8 either way).
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import sys
 from dataclasses import dataclass
@@ -100,9 +101,19 @@ class QuantizationSettings:
 
 @contextlib.contextmanager
 def _nncf_output_to_stderr():
-    """NNCF draws its progress bars on stdout; stdout belongs to `--json`."""
-    with contextlib.redirect_stdout(sys.stderr):
-        yield
+    """NNCF draws its progress bars on stdout and its logger (`nncf`, INFO, accuracy control's report) writes
+    to stdout too; stdout belongs to `--json`. Both go to stderr while NNCF works, then back as they were."""
+    handlers = [h for h in logging.getLogger("nncf").handlers
+                if isinstance(h, logging.StreamHandler) and h.stream in (sys.stdout, sys.__stdout__)]
+    streams = [h.stream for h in handlers]
+    for handler in handlers:
+        handler.setStream(sys.stderr)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        for handler, stream in zip(handlers, streams):
+            handler.setStream(stream)
 
 
 def quantize(ov_model, calibration: list[np.ndarray], settings: QuantizationSettings):

@@ -3,7 +3,10 @@
 Each module here defines one target's stages and registers one Target (pipeline/targets/registry.py).
 Adding a target is one new module, imported below.
 """
-from edgevision.pipeline.targets import cpu, jetson, onnx  # noqa: F401 - each registers its target
+# each registers its target; the order is the order users see (--target help, errors)
+from edgevision.pipeline.targets import cpu  # noqa: F401, I001
+from edgevision.pipeline.targets import onnx  # noqa: F401
+from edgevision.pipeline.targets import jetson  # noqa: F401
 from edgevision.pipeline.targets.registry import (TARGETS, RecipeSection, Target, get_target, register_target,
                                                   target_names)
 

@@ -1,15 +1,21 @@
-"""The cpu target: OpenVINO IR, FP32 and NNCF post-training INT8, timed in OpenVINO on this CPU."""
+"""The cpu target: the fastest CPU model within the accuracy budget, chosen by measuring on this CPU.
+
+Candidates: OpenVINO IR in FP32 (the float fallback) and NNCF INT8, and ONNX Runtime static INT8 in the
+activation format(s) the CPU profile ranks first (pipeline/selection.py picks among them after they are all
+evaluated and timed side by side). `--runtime openvino|onnxruntime` (recipe `runtime`) pins one runtime.
+"""
 from __future__ import annotations
 
+import shutil
 from typing import Any
 
-import numpy as np
-
-from edgevision.data.loader import preprocess_each
 from edgevision.pipeline.context import Context, GraphInput, Variant, size_mb
 from edgevision.pipeline.stages import Stage
+from edgevision.pipeline.targets.cpu_guard import guard_int8, quantization_settings
+from edgevision.pipeline.targets.sections import QDQ
 from edgevision.pipeline.targets.registry import RecipeSection, Target, register_target
 from edgevision.runtimes import create_runner
+from edgevision.runtimes import onnxruntime as ort_backend
 from edgevision.runtimes import openvino as ov_backend
 
 QUANTIZATION = RecipeSection(
@@ -32,6 +38,7 @@ def _openvino_fp32(ctx: Context):
 
 class OpenVINOFloat(Stage):
     name = "OpenVINO FP32"
+    runtime = "openvino"
 
     def run(self, ctx: Context) -> None:
         ov_model = _openvino_fp32(ctx)
@@ -41,20 +48,13 @@ class OpenVINOFloat(Stage):
                                     files=files, size_mb=size_mb(files)))
 
 
-def quantization_settings(q: dict[str, Any]) -> ov_backend.QuantizationSettings:
-    scope = q["ignored_scope"]
-    return ov_backend.QuantizationSettings(
-        preset=q["preset"], model_type=q["model_type"], smooth_quant_alpha=q["smooth_quant_alpha"],
-        bias_correction=q["bias_correction"], ignored_names=tuple(scope["names"]),
-        ignored_patterns=tuple(scope["patterns"]), ignored_types=tuple(scope["types"]))
-
-
 class OpenVINOInt8(Stage):
-    """NNCF post-training INT8 on the OpenVINO model; with max_drop, NNCF's accuracy control returns the
-    most sensitive layers to float until the drop (top-1 with labels, else agreement) is within budget."""
+    """NNCF post-training INT8 on the OpenVINO model, held to the accuracy budget by the guard
+    (pipeline/targets/cpu_guard.py: other settings in order, then NNCF's accuracy control)."""
 
     name = "OpenVINO INT8"
     int8_only = True
+    runtime = "openvino"
 
     def run(self, ctx: Context) -> None:
         q = ctx.recipe["quantization"]
@@ -67,8 +67,8 @@ class OpenVINOInt8(Stage):
         quantized = ov_backend.fake_quantized_layers(int8)
         info: dict[str, Any] = {"settings": q, "fake_quantize_ops": ov_backend.count_ops(int8).get("FakeQuantize", 0),
                                 "layers_returned_to_float": []}
-        if ctx.recipe["max_drop"] is not None:
-            int8, info["accuracy_control"] = _within_budget(ctx, fp32, int8, calibration, settings)
+        if ctx.guard.max_drop is not None:
+            int8, info["accuracy_control"] = guard_int8(ctx, fp32, int8, calibration)
             info["layers_returned_to_float"] = sorted(set(quantized) - set(ov_backend.fake_quantized_layers(int8)))
             info["fake_quantize_ops"] = ov_backend.count_ops(int8).get("FakeQuantize", 0)
         files = ov_backend.save(int8, ctx.workdir / "model_int8.xml")
@@ -78,50 +78,47 @@ class OpenVINOInt8(Stage):
                                     quantization=info))
 
 
-def _validation_items(ctx: Context, reference) -> list[tuple[np.ndarray, int]]:
-    """Each item carries its own target (the label, or the float model's prediction without labels): NNCF
-    calls the metric on subsets of the items, so positions cannot be relied on."""
-    src = ctx.eval_source
-    decoded, _ = preprocess_each(src, range(len(src)), ctx.loaded.spec.data_config)
-    if src.labels is not None:
-        return [(x, int(src.labels[i])) for i, x in decoded]
-    return [(x, int(reference(x).argmax())) for _, x in decoded]
+class OnnxRuntimeInt8(Stage):
+    """ONNX Runtime static INT8 in each activation format the CPU profile says can win here."""
+
+    name = "ONNX Runtime INT8"
+    int8_only = True
+    runtime = "onnxruntime"
+
+    def run(self, ctx: Context) -> None:
+        qdq = ctx.recipe["qdq"]
+        formats = ctx.cpu_profile.onnxruntime_formats() if ctx.cpu_profile else ["u8s8"]
+        scratch = ctx.workdir / ".onnx-fp32"
+        scratch.mkdir(exist_ok=True)
+        fp32 = ort_backend.export_onnx(ctx.model, ctx.loaded.spec.input_size, scratch / "model.onnx", dynamic_batch=True)
+        for i, fmt in enumerate(formats):
+            name = "int8" if i == 0 else f"int8-{fmt}"
+            path = ctx.workdir / f"model_{name.replace('-', '_')}.onnx"
+            info = ort_backend.quantize_qdq(fp32, path, ctx.calibration(),
+                                            ort_backend.PROFILES[ort_backend.CPU_FORMATS[fmt]],
+                                            qdq["calibration_method"], qdq["exclude_nodes"])
+            ctx.variants.append(Variant(name, "onnxruntime", create_runner("onnxruntime", path, threads=ctx.threads),
+                                        files=[path], size_mb=size_mb([path]), quantization={**info, "format": fmt}))
+        shutil.rmtree(scratch)
 
 
-def _metric(compiled, data) -> float:
-    return float(np.mean([int(np.asarray(compiled(x)[0]).argmax()) == target for x, target in data]) * 100)
-
-
-def _within_budget(ctx: Context, fp32, int8, calibration, settings):
-    """Measure plain INT8 on the evaluation data; if it loses more than max_drop, run accuracy control."""
-    max_drop = float(ctx.recipe["max_drop"])
-    metric_name = "top1" if ctx.eval_source.labels is not None else "agreement"
-    reference = create_runner("openvino", fp32, threads=ctx.threads)
-    items = _validation_items(ctx, reference)
-    float_metric = _metric(reference.compiled(1), items)
-    plain = _metric(create_runner("openvino", int8, threads=ctx.threads).compiled(1), items)
-    summary = {"metric": metric_name, "max_drop": max_drop, "float": float_metric, "plain_int8": plain}
-    if float_metric - plain <= max_drop:
-        summary["needed"] = False
-        return int8, summary
-    ctx.log(f"plain INT8 loses {float_metric - plain:.2f} points of {metric_name} (budget {max_drop}): "
-            "running NNCF accuracy control")
-    controlled = ov_backend.quantize_with_accuracy_control(fp32, calibration, items, _metric, max_drop, settings)
-    summary.update(needed=True, controlled_int8=_metric(
-        create_runner("openvino", controlled, threads=ctx.threads).compiled(1), items))
-    return controlled, summary
-
-
-def _reusable_ir(run_recipe: dict[str, Any], recipe: dict[str, Any]) -> tuple[str, ...]:
-    """A cpu run's IR is the cpu export: copied as compress checked it."""
-    if run_recipe["target"] != "cpu":
+def _reusable_files(run_report: dict[str, Any], recipe: dict[str, Any]) -> tuple[str, ...]:
+    """A cpu run's checked artifact is the cpu export: the selected INT8 variant (or the OpenVINO FP32 IR for
+    --precision fp32), copied as compress checked it."""
+    if run_report.get("target") != "cpu":
         return ()
-    stem = "model_int8" if recipe["int8"] else "model_fp32"
-    return (f"{stem}.xml", f"{stem}.bin")
+    selected = (run_report.get("selection") or {}).get("selected")
+    rows = {f"{v['name']}/{v['runtime']}": v for v in run_report["variants"]}
+    chosen = rows.get(selected) if recipe["int8"] else rows.get("fp32/openvino")
+    if chosen is None or not chosen.get("artifact") or chosen["name"].startswith("int8") != recipe["int8"]:
+        return ()
+    artifact = chosen["artifact"]
+    return (artifact, artifact[:-4] + ".bin") if artifact.endswith(".xml") else (artifact,)
 
 
 register_target(Target(
-    name="cpu", description="OpenVINO IR (FP32 and NNCF INT8), timed in OpenVINO",
-    stages=(OpenVINOFloat, OpenVINOInt8), timed_runtimes=("openvino",), recipe_sections=(QUANTIZATION,),
-    reusable_files=_reusable_ir, max_drop_hint="even with NNCF's accuracy control",
+    name="cpu", description="the fastest of OpenVINO (FP32, NNCF INT8) and ONNX Runtime INT8 on this CPU",
+    stages=(OpenVINOFloat, OpenVINOInt8, OnnxRuntimeInt8), timed_runtimes=("openvino", "onnxruntime"),
+    recipe_sections=(QUANTIZATION, QDQ), reusable_files=_reusable_files,
+    max_drop_hint="even with NNCF's accuracy control",
 ))

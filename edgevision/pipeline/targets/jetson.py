@@ -13,7 +13,7 @@ from edgevision.pipeline.context import Context, GraphInput, Variant, size_mb
 from edgevision.pipeline.stages import Stage
 from edgevision.pipeline.targets.registry import RecipeSection, Target, register_target
 from edgevision.pipeline.targets.jetson_readme import bundle_readme
-from edgevision.pipeline.targets.onnx import QDQ
+from edgevision.pipeline.targets.sections import QDQ
 from edgevision.runtimes import create_runner
 from edgevision.runtimes import onnxruntime as ort_backend
 from edgevision.runtimes import tensorrt as trt_backend

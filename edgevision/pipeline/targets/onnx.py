@@ -3,17 +3,10 @@ from __future__ import annotations
 
 from edgevision.pipeline.context import Context, GraphInput, Variant, size_mb
 from edgevision.pipeline.stages import Stage
-from edgevision.pipeline.targets.registry import RecipeSection, Target, register_target
+from edgevision.pipeline.targets.registry import Target, register_target
+from edgevision.pipeline.targets.sections import QDQ
 from edgevision.runtimes import create_runner
 from edgevision.runtimes import onnxruntime as ort_backend
-
-# ONNX Runtime static quantization (onnx and jetson targets)
-QDQ = RecipeSection(
-    "qdq",
-    schema={"calibration_method": ((str,), ort_backend.CALIBRATION_METHODS), "exclude_nodes": ((list,), None)},
-    defaults={"calibration_method": "minmax", "exclude_nodes": []},
-)
-
 
 def onnx_fp32(ctx: Context):
     """The float ONNX of the current model (dynamic batch), exported once per run."""
@@ -23,6 +16,7 @@ def onnx_fp32(ctx: Context):
 
 class OnnxFloat(Stage):
     name = "ONNX FP32"
+    runtime = "onnxruntime"
 
     def run(self, ctx: Context) -> None:
         path = onnx_fp32(ctx)
@@ -36,6 +30,7 @@ class OnnxInt8(Stage):
 
     name = "ONNX Runtime INT8"
     int8_only = True
+    runtime = "onnxruntime"
 
     def run(self, ctx: Context) -> None:
         qdq = ctx.recipe["qdq"]

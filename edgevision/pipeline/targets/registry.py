@@ -32,7 +32,7 @@ class Target:
     precisions: tuple[str, ...] = ("int8", "fp32")
     # (recipe, precision) -> recipe changes beyond int8 on/off, e.g. the jetson engine's FP16 flag
     precision_settings: Callable[[str], dict[str, Any]] = lambda precision: {}
-    # (run recipe, export recipe) -> run files an export can copy as they are, or () to make them again
+    # (run report, export recipe) -> run files an export can copy as they are, or () to make them again
     reusable_files: Callable[[dict[str, Any], dict[str, Any]], tuple[str, ...]] = lambda run, new: ()
     max_drop_hint: str = ""  # said when the INT8 model misses the accuracy budget
     next_step: str | None = None  # said after an export, e.g. where to build the engine

@@ -1,0 +1,87 @@
+"""Which variant to deploy: the fastest candidate measured in this run that holds the accuracy budget.
+
+Pure functions of the report's variant rows (name, runtime, role, latency, drop), so the rule is tested
+with recorded numbers: candidates are the target's timed artifacts; with the guard on, those losing more
+than the budget are out; the fastest p50 of the rest is selected. With random weights accuracy means
+nothing, so the guard is off and speed alone decides (the report says which rule was used).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+NOISE = 0.03  # two medians within 3% of each other are not told apart
+
+
+def drop_points(variant: dict[str, Any]) -> float:
+    """Points lost: top-1 with labels, else agreement with the float model."""
+    return variant["top1_drop"] if variant["top1_drop"] is not None else 100.0 - variant["agreement"]
+
+
+@dataclass
+class Selection:
+    selected: str | None  # "name/runtime" of the selected variant, None when nothing holds the budget
+    rule: str  # how it was chosen, in words
+    max_drop: float | None
+    candidates: list[dict[str, Any]] = field(default_factory=list)  # key, p50, drop, within budget
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def key(variant: dict[str, Any]) -> str:
+    return f"{variant['name']}/{variant['runtime']}"
+
+
+def select(variants: list[dict[str, Any]], max_drop: float | None, guard: bool = True) -> Selection:
+    """The fastest timed candidate within `max_drop` (all timed candidates when the guard is off)."""
+    timed = [v for v in variants if v["role"] == "candidate" and v["latency_ms_p50"] is not None]
+    guarded = guard and max_drop is not None
+    rows = [{"key": key(v), "latency_ms_p50": v["latency_ms_p50"], "drop": drop_points(v),
+             "within_budget": not guarded or drop_points(v) <= max_drop} for v in timed]
+    if not guarded:
+        rule = ("fastest measured (accuracy guard off: random weights, accuracy means nothing)" if not guard
+                else "fastest measured (no accuracy budget)")
+    else:
+        rule = f"fastest measured within the accuracy budget ({max_drop:g} points)"
+    holding = [r for r in rows if r["within_budget"]]
+    best = min(holding, key=lambda r: r["latency_ms_p50"], default=None)
+    return Selection(best["key"] if best else None, rule, max_drop if guarded else None, rows)
+
+
+def int8_no_faster(variants: list[dict[str, Any]]) -> tuple[dict, dict] | None:
+    """(fastest INT8, fastest float) candidate when INT8 is no faster than float in this run, else None."""
+    timed = [v for v in variants if v["role"] == "candidate" and v["latency_ms_p50"] is not None]
+    int8 = [v for v in timed if v["name"].startswith("int8")]
+    fp32 = [v for v in timed if not v["name"].startswith("int8")]
+    if not int8 or not fp32:
+        return None
+    best_int8 = min(int8, key=lambda v: v["latency_ms_p50"])
+    best_fp32 = min(fp32, key=lambda v: v["latency_ms_p50"])
+    return (best_int8, best_fp32) if best_int8["latency_ms_p50"] >= best_fp32["latency_ms_p50"] * (1 - NOISE) else None
+
+
+DEFAULT_MAX_DROP = 1.0  # top-1 points with labels, agreement points without
+
+
+@dataclass(frozen=True)
+class Guard:
+    """The accuracy budget a run holds its INT8 candidates to, and where it came from."""
+
+    max_drop: float | None  # None: off
+    source: str  # default | asked | off (asked) | off (random weights)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def accuracy_guard(asked: float | str | None, weights: str) -> Guard:
+    """`asked` is the recipe's max_drop: None (not given: the default budget), "none" (off), or points.
+    With random weights accuracy means nothing: the default budget is off (an explicit one still holds)."""
+    if asked == "none":
+        return Guard(None, "off (asked)")
+    if asked is not None:
+        return Guard(float(asked), "asked")
+    if weights == "random":
+        return Guard(None, "off (random weights)")
+    return Guard(DEFAULT_MAX_DROP, "default")

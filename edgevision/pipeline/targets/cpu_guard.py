@@ -1,0 +1,103 @@
+"""The accuracy guard of the cpu target's OpenVINO INT8 candidate.
+
+When plain INT8 (the family preset) loses more than the budget on the evaluation data, the guard tries the
+settings that measured better for some family, in order, each a variation of the preset: the transformer
+scheme, the transformer scheme without SmoothQuant, full bias correction; it stops at the first that holds.
+If none does, NNCF's accuracy control returns the most sensitive layers of the best of them to float. Every
+step is recorded with its metric and what it cost in time.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from edgevision.data.loader import preprocess_each
+from edgevision.pipeline.context import Context
+from edgevision.runtimes import create_runner
+from edgevision.runtimes import openvino as ov_backend
+
+
+def quantization_settings(q: dict[str, Any]) -> ov_backend.QuantizationSettings:
+    scope = q["ignored_scope"]
+    return ov_backend.QuantizationSettings(
+        preset=q["preset"], model_type=q["model_type"], smooth_quant_alpha=q["smooth_quant_alpha"],
+        bias_correction=q["bias_correction"], ignored_names=tuple(scope["names"]),
+        ignored_patterns=tuple(scope["patterns"]), ignored_types=tuple(scope["types"]))
+
+
+def ladder(q: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The settings to try after the preset, in order, skipping those the preset already is."""
+    transformer = {**q, "model_type": "transformer"}
+    steps = [("transformer scheme", transformer),
+             ("transformer scheme, SmoothQuant off", {**transformer, "smooth_quant_alpha": -1}),
+             ("full bias correction", {**q, "bias_correction": "full"})]
+    seen = [q]
+    out = []
+    for name, settings in steps:
+        if settings not in seen:
+            seen.append(settings)
+            out.append((name, settings))
+    return out
+
+
+def _validation_items(ctx: Context, reference) -> list[tuple[np.ndarray, int]]:
+    """Each item carries its own target (the label, or the float model's prediction without labels): NNCF
+    calls the metric on subsets of the items, so positions cannot be relied on."""
+    src = ctx.eval_source
+    decoded, _ = preprocess_each(src, range(len(src)), ctx.loaded.spec.data_config)
+    if src.labels is not None:
+        return [(x, int(src.labels[i])) for i, x in decoded]
+    return [(x, int(reference(x).argmax())) for _, x in decoded]
+
+
+def metric(compiled, data) -> float:
+    return float(np.mean([int(np.asarray(compiled(x)[0]).argmax()) == target for x, target in data]) * 100)
+
+
+def guard_int8(ctx: Context, fp32, plain, calibration) -> tuple[Any, dict[str, Any]]:
+    """The first INT8 model that holds ctx.guard's budget (or accuracy control's), and the path taken."""
+    max_drop = ctx.guard.max_drop
+    q = ctx.recipe["quantization"]
+    reference = create_runner("openvino", fp32, threads=ctx.threads)
+    items = _validation_items(ctx, reference)
+    float_metric = metric(reference.compiled(1), items)
+
+    def measure(model) -> float:
+        return metric(create_runner("openvino", model, threads=ctx.threads).compiled(1), items)
+
+    plain_metric = measure(plain)
+    summary = {"metric": "top1" if ctx.eval_source.labels is not None else "agreement", "max_drop": max_drop,
+               "float": float_metric, "plain_int8": plain_metric, "needed": float_metric - plain_metric > max_drop,
+               "path": [{"step": "preset", "settings": q, "int8": plain_metric, "seconds": None}]}
+    best = (plain_metric, plain, q)
+    if not summary["needed"]:
+        return plain, summary
+    ctx.log(f"plain INT8 loses {float_metric - plain_metric:.2f} points of {summary['metric']} (budget {max_drop}): "
+            "trying the next settings")
+    for name, settings in ladder(q):
+        t0 = time.perf_counter()
+        model = ov_backend.quantize(fp32, calibration, quantization_settings(settings))
+        value = measure(model)
+        summary["path"].append({"step": name, "settings": settings, "int8": value,
+                                "seconds": round(time.perf_counter() - t0, 2)})
+        best = max(best, (value, model, settings), key=lambda b: b[0])
+        if float_metric - value <= max_drop:
+            summary.update(final_int8=value, settings=settings)
+            return model, summary
+    return _accuracy_control(ctx, fp32, calibration, items, best, summary, measure)
+
+
+def _accuracy_control(ctx: Context, fp32, calibration, items, best, summary, measure):
+    """NNCF's accuracy control from the best settings tried: the most sensitive layers go back to float."""
+    _, _, settings = best
+    ctx.log(f"no setting holds the budget: NNCF accuracy control from '{summary['path'][-1]['step']}' and the best")
+    t0 = time.perf_counter()
+    controlled = ov_backend.quantize_with_accuracy_control(fp32, calibration, items, metric, ctx.guard.max_drop,
+                                                           quantization_settings(settings))
+    value = measure(controlled)
+    summary["path"].append({"step": "NNCF accuracy control", "settings": settings, "int8": value,
+                            "seconds": round(time.perf_counter() - t0, 2)})
+    summary.update(controlled_int8=value, final_int8=value, settings=settings)
+    return controlled, summary

@@ -1,0 +1,116 @@
+"""Choosing by measurement: the CPU profile's reading of instruction sets (recorded machines), the selection
+rule (recorded variant rows), the --runtime pin, and one real run whose selected artifact is checked."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from edgevision.measure.cpu_profile import CpuProfile, int8_features, int8_tier
+from edgevision.pipeline.recipe import RecipeError, resolve
+from edgevision.pipeline.run import build_stages
+from edgevision.pipeline.selection import int8_no_faster, select
+
+# /proc/cpuinfo flags (the INT8-relevant part and some neighbours) of machines this project has met or targets
+AVX2_EPYC = "fpu sse sse2 ssse3 fma sse4_1 sse4_2 avx f16c avx2 bmi2 sha_ni".split()
+VNNI_XEON = AVX2_EPYC + "avx512f avx512dq avx512bw avx512vl avx512_vnni avx512_bf16".split()
+AMX_XEON = VNNI_XEON + "avx_vnni amx_bf16 amx_tile amx_int8".split()
+ARM_NEOVERSE = "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics asimddp sve i8mm bf16".split()
+
+
+def profile(flags, **gops):
+    return CpuProfile("test cpu", "x86_64", 2, int8_features(flags), {},
+                      {k.replace("_", " ").replace("ov ", "openvino ").replace("ort ", "onnxruntime "): v
+                       for k, v in gops.items()})
+
+
+@pytest.mark.parametrize("flags,tier", [(AVX2_EPYC, "avx2"), (VNNI_XEON, "vnni"), (AMX_XEON, "amx"),
+                                        (ARM_NEOVERSE, "dotprod"), ("fpu sse sse2".split(), "none")])
+def test_instruction_set_tiers_of_recorded_machines(flags, tier):
+    assert int8_tier(int8_features(flags)) == tier
+
+
+def test_avx2_profile_says_openvino_int8_does_not_pay_and_why():
+    """Measured on a 2-core AMD EPYC (Zen 3), AVX2, no VNNI: OpenVINO INT8 166 vs FP32 168 GOP/s."""
+    p = profile(AVX2_EPYC, ov_fp32=168, ov_int8=166, ort_fp32=184, ort_int8_u8s8=212, ort_int8_s8s8=323)
+    lines = p.conclusions()
+    assert lines[0] == ("INT8 in OpenVINO is no faster than FP32 on this CPU (0.99x on a GEMM): AVX2 only, "
+                        "no VNNI or AMX")
+    # s8 x s8 won this GEMM, but ran convnext_tiny slower than u8 x s8 on that CPU: both are built and timed
+    assert p.onnxruntime_formats() == ["u8s8", "s8s8"]
+    assert profile(AVX2_EPYC, ort_int8_u8s8=128, ort_int8_s8s8=81).onnxruntime_formats() == ["u8s8"]
+
+
+def test_vnni_profile_says_int8_pays_and_close_formats_are_both_tried():
+    p = profile(VNNI_XEON, ov_fp32=330, ov_int8=850, ort_fp32=320, ort_int8_u8s8=700, ort_int8_s8s8=690)
+    assert "runs 2.58x FP32" in p.conclusions()[0] and "(VNNI)" in p.conclusions()[0]
+    assert p.onnxruntime_formats() == ["u8s8", "s8s8"]  # within 15%: the model's own timing decides
+
+
+def test_unmeasured_profile_falls_back_to_unsigned_activations():
+    assert profile(ARM_NEOVERSE).onnxruntime_formats() == ["u8s8"]
+
+
+def row(name, runtime, p50, drop, role="candidate"):
+    return {"name": name, "runtime": runtime, "role": role, "latency_ms_p50": p50, "top1_drop": drop,
+            "agreement": 100.0 - (drop or 0.0)}
+
+
+ROWS = [row("fp32", "pytorch", 60.0, 0.0, role="reference"), row("fp32", "openvino", 45.0, 0.0),
+        row("int8", "openvino", 48.0, 0.3), row("int8", "onnxruntime", 39.0, 1.4)]
+
+
+def test_selection_is_the_fastest_within_the_budget():
+    picked = select(ROWS, max_drop=1.0)
+    assert picked.selected == "fp32/openvino"  # ORT INT8 is fastest but loses 1.4 points; OV INT8 is slower
+    assert {c["key"]: c["within_budget"] for c in picked.candidates} == {
+        "fp32/openvino": True, "int8/openvino": True, "int8/onnxruntime": False}
+    assert select(ROWS, max_drop=2.0).selected == "int8/onnxruntime"
+
+
+def test_selection_without_guard_is_by_speed_and_says_so():
+    picked = select(ROWS, max_drop=1.0, guard=False)
+    assert picked.selected == "int8/onnxruntime" and "accuracy guard off" in picked.rule
+    assert picked.max_drop is None
+
+
+def test_untimed_and_reference_variants_are_never_selected():
+    rows = [row("fp32", "pytorch", 1.0, 0.0, role="reference"), row("int8", "tensorrt-sim", None, 0.1)]
+    assert select(rows, max_drop=1.0).selected is None
+
+
+def test_int8_no_faster_is_told_apart_from_noise():
+    assert int8_no_faster(ROWS) is None  # ORT INT8 39 ms beats OV FP32 45 ms
+    slow = [row("fp32", "openvino", 45.0, 0.0), row("int8", "openvino", 44.5, 0.1)]  # within 3%: no faster
+    int8, fp32 = int8_no_faster(slow)
+    assert int8["name"] == "int8" and fp32["name"] == "fp32"
+
+
+def test_runtime_pin_keeps_only_that_runtimes_stages():
+    names = [s.name for s in build_stages(resolve({}, None, {"runtime": "openvino"}))]
+    assert names == ["float reference", "OpenVINO FP32", "OpenVINO INT8"]
+    names = [s.name for s in build_stages(resolve({}, None, {"runtime": "onnxruntime"}))]
+    assert names == ["float reference", "ONNX Runtime INT8"]
+    with pytest.raises(RecipeError, match="--runtime tensorrt is not a runtime of --target cpu"):
+        resolve({}, None, {"runtime": "tensorrt"})
+
+
+def test_compress_selects_a_real_loadable_artifact_that_is_the_fastest_measured(tmp_path):
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "edgevision", "compress", "convnext_mini", "--weights", "random",
+                           "--int8", "--calib-size", "8", "--iters", "20", "--out", str(out), "--json"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)  # stdout is the JSON alone
+    selection = report["selection"]
+    assert "accuracy guard off" in selection["rule"]  # random weights
+    candidates = {c["key"]: c["latency_ms_p50"] for c in selection["candidates"]}
+    assert {"fp32/openvino", "int8/openvino", "int8/onnxruntime"} <= set(candidates)
+    assert candidates[selection["selected"]] == min(candidates.values())
+    chosen = next(v for v in report["variants"] if v["selected"])
+    assert (out / chosen["artifact"]).is_file()
+    evaluated = subprocess.run([sys.executable, "-m", "edgevision", "evaluate", str(out / chosen["artifact"]),
+                                "--data", "builtin:photos", "--json"], capture_output=True, text=True, timeout=300)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["runtime"] == chosen["runtime"]
+    assert report["benchmark"]["cpu_profile"]["gemm_gops"]  # the machine it was chosen on, with its roofline
