@@ -27,9 +27,9 @@ TARGETS = {"avx2": {"convnext_t": 1.8, "vit_b": 2.2, "swin_t": 1.7, "maxvit_t": 
            "vnni": {"convnext_t": 4.0, "vit_b": 3.6, "swin_t": 3.4, "maxvit_t": 3.6}}
 
 
-def compress(alias: str, out: Path, threads: int, iters: int) -> dict:
+def compress(alias: str, out: Path, threads: int, iters: int, calib_size: int) -> dict:
     cmd = [sys.executable, "-m", "edgevision", "compress", alias, "--weights", "random", "--int8",
-           "--data", "builtin:photos", "--calib-data", "builtin:fashion-mnist:train", "--calib-size", "300",
+           "--data", "builtin:photos", "--calib-data", "builtin:fashion-mnist:train", "--calib-size", str(calib_size),
            "--threads", str(threads), "--iters", str(iters), "--out", str(out), "--json"]
     print("+", " ".join(cmd[2:]), file=sys.stderr, flush=True)
     done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
@@ -85,24 +85,25 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=list(TARGETS["avx2"]))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=100)
+    ap.add_argument("--calib-size", type=int, default=64, help="calibration images (speed does not depend on them)")
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args()
     from edgevision.measure.cpu_profile import cpu_profile
     from edgevision.models import load_model
     from edgevision.models.zoo import count_gmacs
 
-    profile = cpu_profile(args.threads)
-    rows = []
+    profile = cpu_profile(args.threads, refresh=True)  # measured now, on the quiet machine, for every run below
+    result = {"measured": time.strftime("%Y-%m-%d %H:%M"), "cpu_profile": profile.to_dict(), "rows": []}
+    args.results.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edgevision-selection-") as tmp:
         for alias in args.models:
             loaded = load_model(alias, weights="random")
-            report = compress(alias, Path(tmp) / alias, args.threads, args.iters)
-            rows.append(row(alias, report, count_gmacs(loaded.model, loaded.spec.input_size), profile.tier))
-            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    result = {"measured": time.strftime("%Y-%m-%d %H:%M"), "cpu_profile": profile.to_dict(), "rows": rows}
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "cpu_selection.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.results / "cpu_selection.md").write_text(markdown(result))
+            report = compress(alias, Path(tmp) / alias, args.threads, args.iters, args.calib_size)
+            result["rows"].append(row(alias, report, count_gmacs(loaded.model, loaded.spec.input_size), profile.tier))
+            print(json.dumps(result["rows"][-1]), file=sys.stderr, flush=True)
+            # written after every model: a stopped run keeps the models it finished
+            (args.results / "cpu_selection.json").write_text(json.dumps(result, indent=2) + "\n")
+            (args.results / "cpu_selection.md").write_text(markdown(result))
     print(markdown(result))
 
 

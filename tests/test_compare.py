@@ -36,8 +36,8 @@ def test_pareto_frontier_marks_the_undominated():
 def small_sweep(tmp_path_factory):
     """A real 2 x 2 sweep: convnext_mini and vit_mini, unpruned and 50% pruned, cpu target, builtin:photos."""
     out = tmp_path_factory.mktemp("sweeps") / "grid"
-    result = sweep(["convnext_mini", "vit_mini"], [0.0, 0.5], ["cpu"], out, weights="random",
-                   overrides={**FAST, "prune": {"finetune_epochs": 0}}, progress=False)
+    result = sweep(["convnext_mini", "vit_mini"], [0.0, 0.5], ["cpu"], out, weights="random",  # OpenVINO only
+                   overrides={**FAST, "runtime": "openvino", "prune": {"finetune_epochs": 0}}, progress=False)
     assert len(result.done) == 4 and not result.skipped
     return out
 

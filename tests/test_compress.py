@@ -285,7 +285,7 @@ def test_cli_compress_json_and_exit_codes(tmp_path, trained_checkpoint):
 def test_cli_exit_code_3_when_the_budget_cannot_be_met(tmp_path, budget_not_met):
     """The budget decision is NNCF's to make; here the result says it failed, and the CLI must exit 3."""
     out = tmp_path / "run"
-    result = CliRunner().invoke(app, ["compress", "convnext_mini", "--int8", "--max-drop", "0.5", "--calib-size",
+    result = CliRunner().invoke(app, ["compress", "convnext_mini", "--int8", "--runtime", "openvino", "--calib-size",
                                       "8", "--iters", "2", "--out", str(out)])
     assert result.exit_code == 3
     assert "report written to" in result.output and (out / "report.json").exists()

@@ -80,10 +80,12 @@ def test_untimed_and_reference_variants_are_never_selected():
 
 
 def test_int8_no_faster_is_told_apart_from_noise():
-    assert int8_no_faster(ROWS) is None  # ORT INT8 39 ms beats OV FP32 45 ms
+    # OpenVINO INT8 (48 ms) is slower than OpenVINO FP32 (45 ms): said, though ONNX Runtime INT8 (39 ms) wins
+    assert [(a["runtime"], b["runtime"]) for a, b in int8_no_faster(ROWS)] == [("openvino", "openvino")]
     slow = [row("fp32", "openvino", 45.0, 0.0), row("int8", "openvino", 44.5, 0.1)]  # within 3%: no faster
-    int8, fp32 = int8_no_faster(slow)
-    assert int8["name"] == "int8" and fp32["name"] == "fp32"
+    assert [(a["name"], b["name"]) for a, b in int8_no_faster(slow)] == [("int8", "fp32")]
+    fast = [row("fp32", "openvino", 45.0, 0.0), row("int8", "openvino", 30.0, 0.1)]
+    assert int8_no_faster(fast) == []
 
 
 def test_runtime_pin_keeps_only_that_runtimes_stages():

@@ -79,19 +79,21 @@ class CpuProfile:
         u8, s8 = self.gemm_gops.get("onnxruntime int8 u8s8"), self.gemm_gops.get("onnxruntime int8 s8s8")
         return ["u8s8", "s8s8"] if u8 and s8 and s8 * INT8_PAYS >= u8 else ["u8s8"]
 
-    def conclusions(self) -> list[str]:
-        """What follows, in plain words."""
+    def int8_conclusion(self, runtime: str) -> str | None:
+        """Whether INT8 pays in `runtime` on this CPU, and the instruction-set reason, or None if not measured."""
         reason = {"avx2": "AVX2 only, no VNNI or AMX", "none": "no AVX2, VNNI or AMX",
                   "dotprod": "ARM dot-product instructions", "vnni": "VNNI", "amx": "AMX"}[self.tier]
-        lines = []
-        for runtime, name in (("openvino", "OpenVINO"), ("onnxruntime", "ONNX Runtime")):
-            gain = self.int8_speedup(runtime)
-            if gain is None:
-                continue
-            if gain < INT8_PAYS:
-                lines.append(f"INT8 in {name} is no faster than FP32 on this CPU ({gain:.2f}x on a GEMM): {reason}")
-            else:
-                lines.append(f"INT8 in {name} runs {gain:.2f}x FP32 on a GEMM on this CPU ({reason})")
+        name = {"openvino": "OpenVINO", "onnxruntime": "ONNX Runtime"}.get(runtime, runtime)
+        gain = self.int8_speedup(runtime)
+        if gain is None:
+            return None
+        if gain < INT8_PAYS:
+            return f"INT8 in {name} is no faster than FP32 on this CPU ({gain:.2f}x on a GEMM): {reason}"
+        return f"INT8 in {name} runs {gain:.2f}x FP32 on a GEMM on this CPU ({reason})"
+
+    def conclusions(self) -> list[str]:
+        """What follows, in plain words."""
+        lines = [line for line in map(self.int8_conclusion, ("openvino", "onnxruntime")) if line]
         formats = self.onnxruntime_formats()
         lines.append(f"ONNX Runtime INT8 formats to build and time: {' and '.join(formats)} (activations x weights)")
         return lines

@@ -85,9 +85,9 @@ ZOO: dict[str, ZooEntry] = {
         ),
         ZooEntry(
             "mobilenetv3_mini", "mobilenetv3_small_050",
-            "MobileNetV3-Small 0.5 (depthwise convolutions, hard-swish, SE), 32px, random weights by default: the kind "
-            "of CNN that "
-            "loses the most in INT8", img_size=32, data_overrides=_MINI_DATA, pretrained_default=False,
+            "MobileNetV3-Small 0.5 (depthwise convolutions, hard-swish, SE), 32px, random weights by default: "
+            "the kind of CNN that loses the most in INT8", img_size=32, data_overrides=_MINI_DATA,
+            pretrained_default=False,
         ),
         ZooEntry(
             "maxvit_mini", "maxvit_tiny_tf_224",

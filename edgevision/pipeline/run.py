@@ -128,14 +128,13 @@ def _report(ctx: Context, m: Measurements) -> dict[str, Any]:
 
 def _select(ctx: Context, report: dict[str, Any]) -> None:
     """Name the variant to deploy (pipeline/selection.py), and say so when INT8 does not pay on this CPU."""
-    selection = select(report["variants"], ctx.guard.max_drop, guard=ctx.guard.source != "off (random weights)")
+    selection = select(report["variants"], ctx.guard.max_drop, guard=not ctx.guard.speed_only)
     report["selection"] = selection.to_dict()
     for row in report["variants"]:
         row["selected"] = selection.selected == f"{row['name']}/{row['runtime']}"
-    slower = int8_no_faster(report["variants"])
-    if slower and ctx.recipe["int8"]:
-        int8, fp32 = slower
-        why = f" ({ctx.cpu_profile.conclusions()[0]})" if ctx.cpu_profile and ctx.cpu_profile.gemm_gops else ""
+    for int8, fp32 in int8_no_faster(report["variants"]) if ctx.recipe["int8"] else []:
+        reason = ctx.cpu_profile.int8_conclusion(int8["runtime"]) if ctx.cpu_profile else None
+        why = f" ({reason})" if reason else ""
         ctx.warn(f"INT8 is no faster than FP32 here: {int8['runtime']} INT8 {int8['latency_ms_p50']:.2f} ms vs "
                  f"{fp32['runtime']} FP32 {fp32['latency_ms_p50']:.2f} ms{why}; the INT8 artifacts are written "
                  "anyway (VNNI or AMX CPUs run them faster)")

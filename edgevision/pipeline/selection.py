@@ -49,19 +49,35 @@ def select(variants: list[dict[str, Any]], max_drop: float | None, guard: bool =
     return Selection(best["key"] if best else None, rule, max_drop if guarded else None, rows)
 
 
-def int8_no_faster(variants: list[dict[str, Any]]) -> tuple[dict, dict] | None:
-    """(fastest INT8, fastest float) candidate when INT8 is no faster than float in this run, else None."""
+def int8_no_faster(variants: list[dict[str, Any]]) -> list[tuple[dict, dict]]:
+    """(INT8, FP32) candidate pairs where INT8 is no faster than float in this run (within the noise): per
+    runtime that has both, and the fastest INT8 against the fastest float overall."""
     timed = [v for v in variants if v["role"] == "candidate" and v["latency_ms_p50"] is not None]
     int8 = [v for v in timed if v["name"].startswith("int8")]
     fp32 = [v for v in timed if not v["name"].startswith("int8")]
-    if not int8 or not fp32:
-        return None
-    best_int8 = min(int8, key=lambda v: v["latency_ms_p50"])
-    best_fp32 = min(fp32, key=lambda v: v["latency_ms_p50"])
-    return (best_int8, best_fp32) if best_int8["latency_ms_p50"] >= best_fp32["latency_ms_p50"] * (1 - NOISE) else None
+
+    def fastest(rows):
+        return min(rows, key=lambda v: v["latency_ms_p50"])
+
+    def no_faster(a, b) -> bool:
+        return a["latency_ms_p50"] >= b["latency_ms_p50"] * (1 - NOISE)
+
+    def by_runtime(rows) -> dict[str, list[dict]]:
+        groups: dict[str, list[dict]] = {}
+        for v in rows:
+            groups.setdefault(v["runtime"], []).append(v)
+        return groups
+
+    int8_of, fp32_of = by_runtime(int8), by_runtime(fp32)
+    pairs = [(fastest(int8_of[r]), fastest(fp32_of[r])) for r in sorted(int8_of.keys() & fp32_of.keys())
+             if no_faster(fastest(int8_of[r]), fastest(fp32_of[r]))]
+    if int8 and fp32 and no_faster(fastest(int8), fastest(fp32)) and (fastest(int8), fastest(fp32)) not in pairs:
+        pairs.append((fastest(int8), fastest(fp32)))
+    return pairs
 
 
 DEFAULT_MAX_DROP = 1.0  # top-1 points with labels, agreement points without
+RANDOM_WEIGHTS = "off (random weights)"
 
 
 @dataclass(frozen=True)
@@ -70,6 +86,11 @@ class Guard:
 
     max_drop: float | None  # None: off
     source: str  # default | asked | off (asked) | off (random weights)
+
+    @property
+    def speed_only(self) -> bool:
+        """Random weights: accuracy means nothing, speed alone decides."""
+        return self.source == RANDOM_WEIGHTS
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,5 +104,5 @@ def accuracy_guard(asked: float | str | None, weights: str) -> Guard:
     if asked is not None:
         return Guard(float(asked), "asked")
     if weights == "random":
-        return Guard(None, "off (random weights)")
+        return Guard(None, RANDOM_WEIGHTS)
     return Guard(DEFAULT_MAX_DROP, "default")
