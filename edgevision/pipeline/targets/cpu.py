@@ -12,6 +12,7 @@ from typing import Any
 from edgevision.pipeline.context import Context, GraphInput, Variant, size_mb
 from edgevision.pipeline.stages import Stage
 from edgevision.pipeline.targets.cpu_guard import guard_int8, quantization_settings
+from edgevision.pipeline.targets.ort_int8 import add_int8_variant
 from edgevision.pipeline.targets.sections import QDQ
 from edgevision.pipeline.targets.registry import RecipeSection, Target, register_target
 from edgevision.runtimes import create_runner
@@ -86,19 +87,13 @@ class OnnxRuntimeInt8(Stage):
     runtime = "onnxruntime"
 
     def run(self, ctx: Context) -> None:
-        qdq = ctx.recipe["qdq"]
         formats = ctx.cpu_profile.onnxruntime_formats() if ctx.cpu_profile else ["u8s8"]
         scratch = ctx.workdir / ".onnx-fp32"
         scratch.mkdir(exist_ok=True)
-        fp32 = ort_backend.export_onnx(ctx.model, ctx.loaded.spec.input_size, scratch / "model.onnx", dynamic_batch=True)
+        fp32 = ort_backend.export_onnx(ctx.model, ctx.loaded.spec.input_size, scratch / "model.onnx",
+                                       dynamic_batch=True)
         for i, fmt in enumerate(formats):
-            name = "int8" if i == 0 else f"int8-{fmt}"
-            path = ctx.workdir / f"model_{name.replace('-', '_')}.onnx"
-            info = ort_backend.quantize_qdq(fp32, path, ctx.calibration(),
-                                            ort_backend.PROFILES[ort_backend.CPU_FORMATS[fmt]],
-                                            qdq["calibration_method"], qdq["exclude_nodes"])
-            ctx.variants.append(Variant(name, "onnxruntime", create_runner("onnxruntime", path, threads=ctx.threads),
-                                        files=[path], size_mb=size_mb([path]), quantization={**info, "format": fmt}))
+            add_int8_variant(ctx, fp32, "int8" if i == 0 else f"int8-{fmt}", fmt)
         shutil.rmtree(scratch)
 
 

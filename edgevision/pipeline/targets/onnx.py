@@ -4,6 +4,7 @@ from __future__ import annotations
 from edgevision.pipeline.context import Context, GraphInput, Variant, size_mb
 from edgevision.pipeline.stages import Stage
 from edgevision.pipeline.targets.registry import Target, register_target
+from edgevision.pipeline.targets.ort_int8 import add_int8_variant
 from edgevision.pipeline.targets.sections import QDQ
 from edgevision.runtimes import create_runner
 from edgevision.runtimes import onnxruntime as ort_backend
@@ -33,12 +34,7 @@ class OnnxInt8(Stage):
     runtime = "onnxruntime"
 
     def run(self, ctx: Context) -> None:
-        qdq = ctx.recipe["qdq"]
-        path = ctx.workdir / "model_int8.onnx"
-        info = ort_backend.quantize_qdq(onnx_fp32(ctx), path, ctx.calibration(), ort_backend.PROFILES["cpu"],
-                                        qdq["calibration_method"], qdq["exclude_nodes"])
-        ctx.variants.append(Variant("int8", "onnxruntime", create_runner("onnxruntime", path, threads=ctx.threads),
-                                    files=[path], size_mb=size_mb([path]), quantization=info))
+        add_int8_variant(ctx, onnx_fp32(ctx), "int8")
 
 
 register_target(Target(

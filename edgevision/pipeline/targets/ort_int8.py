@@ -1,0 +1,18 @@
+"""The ONNX Runtime INT8 candidate that the cpu and onnx targets share (it registers no target)."""
+from __future__ import annotations
+
+from edgevision.pipeline.context import Context, Variant, size_mb
+from edgevision.runtimes import create_runner
+from edgevision.runtimes import onnxruntime as ort_backend
+
+
+def add_int8_variant(ctx: Context, fp32_path, name: str, fmt: str = "u8s8") -> None:
+    """Quantize a float ONNX for ONNX Runtime's CPU kernels in one activation format (u8s8 or s8s8) and add it
+    as a candidate: model_NAME.onnx."""
+    qdq = ctx.recipe["qdq"]
+    path = ctx.workdir / f"model_{name.replace('-', '_')}.onnx"
+    profile = ort_backend.PROFILES[ort_backend.CPU_FORMATS[fmt]]
+    info = ort_backend.quantize_qdq(fp32_path, path, ctx.calibration(), profile, qdq["calibration_method"],
+                                    qdq["exclude_nodes"])
+    ctx.variants.append(Variant(name, "onnxruntime", create_runner("onnxruntime", path, threads=ctx.threads),
+                                files=[path], size_mb=size_mb([path]), quantization={**info, "format": fmt}))
