@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import archspec.cpu
+import archspec.cpu.detect
 import numpy as np
 
 from edgevision.io import cache_dir, write_json
@@ -103,8 +104,12 @@ class CpuProfile:
 
 
 def host_flags() -> set[str]:
-    """The host CPU's feature flags, through archspec (which reads /proc/cpuinfo or sysctl)."""
-    return set(archspec.cpu.host().features)
+    """The host CPU's own feature flags, through archspec (which reads /proc/cpuinfo or sysctl).
+
+    Not `archspec.cpu.host().features`: those are the flags of the closest *named* microarchitecture, which
+    drops what that name lacks (a KVM Xeon with AMX and AVX-VNNI is reported as an icelake, without either)."""
+    detected = getattr(archspec.cpu.detect, "detected_info", None)  # archspec >= 0.2.7
+    return set((detected() if detected else archspec.cpu.host()).features)
 
 
 def runtime_versions() -> dict[str, str]:
