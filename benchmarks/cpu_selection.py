@@ -8,8 +8,8 @@ them side by side against PyTorch eager FP32 (interleaved rounds, medians) and s
 weights: the accuracy guard is off, speed alone decides). The table gives each candidate's speedup, the
 selected one, whether it is the fastest measured (within the medians' 3% noise), its speedup against the
 issue's target for this CPU's INT8 tier, and the INT8 efficiency: the model's GOPs / latency as a share of the
-profile's INT8 GEMM roofline for the selected runtime. Writes benchmarks/results/cpu_selection.{json,md} with
-the CPU profile of the machine.
+profile's INT8 GEMM roofline for the selected runtime. Writes benchmarks/results/cpu_selection_TIER.{json,md}
+(TIER: the CPU's INT8 tier, avx2, vnni, amx, ...) with the CPU profile of the machine.
 """
 from __future__ import annotations
 
@@ -103,8 +103,9 @@ def main() -> None:
             result["rows"].append(row(alias, report, count_gmacs(loaded.model, loaded.spec.input_size), profile.tier))
             print(json.dumps(result["rows"][-1]), file=sys.stderr, flush=True)
             # written after every model: a stopped run keeps the models it finished
-            (args.results / "cpu_selection.json").write_text(json.dumps(result, indent=2) + "\n")
-            (args.results / "cpu_selection.md").write_text(markdown(result))
+            name = f"cpu_selection_{profile.tier}"  # one file per INT8 tier: machines differ from day to day
+            (args.results / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+            (args.results / f"{name}.md").write_text(markdown(result))
     print(markdown(result))
 
 

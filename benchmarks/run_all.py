@@ -63,10 +63,11 @@ def machine() -> list[str]:
 
 def benchmarks_md() -> str:
     parts = ["# Benchmarks", "", "Reproduce with `python benchmarks/run_all.py` (see its docstring for the parts).",
-             "", "## Machine", "", *machine(), ""]
+             "", "## Machine that assembled this file (each section says where it was measured)", "", *machine(), ""]
     sections = [("speed224.md", "Speed at 224x224: four families x fp32/int8/pruned+int8 x PyTorch/OpenVINO/ONNX Runtime "
                  "(random weights: read the latency and speedup columns; accuracy and Pareto marks mean nothing here)"),
-                ("cpu_selection.md", "CPU selection: the fastest candidate on this CPU"),
+                *((f"cpu_selection_{tier}.md", f"CPU selection: the fastest candidate, on a CPU of INT8 tier {tier}")
+                  for tier in ("avx2", "vnni", "amx", "dotprod", "none")),
                 ("guard.md", "The accuracy guard"),
                 ("int8_speed.md", "INT8 speed (compress --int8) and benchmark_app"),
                 ("export_targets.md", "Export targets"), ("prune.md", "Structured pruning"),
