@@ -307,21 +307,22 @@ def distill_models(teacher: str | LoadedModel | None, student: str | LoadedModel
 
 
 def sweep(models: list[str], ratios: list[float], targets: list[str], out: str | Path | None = None, *,
-          log: Log = _quiet, **options: Any) -> tuple[SweepResult, list[cmp.Row], dict[str, str]]:
+          log: Log = _quiet, **options: Any) -> tuple[SweepResult, cmp.Comparison, dict[str, str]]:
     """`edgevision sweep`: every (model, prune ratio, target) cell, then the comparison of all of them
     (compare.png, compare.html, compare.md in the sweep directory)."""
     out = Path(out) if out else RUNS_DIR / f"sweep-{'-'.join(models)}"
     result = run_sweep(models, ratios, targets, out, log=log, **options)
-    rows = cmp.load_rows([out])
-    written = cmp.write_outputs(rows, out / "compare.png", out / "compare.html", out / "compare.md")
-    return result, rows, written
+    comparison = cmp.load_comparison([out])
+    written = cmp.write_outputs(comparison, out / "compare.png", out / "compare.html", out / "compare.md")
+    return result, comparison, written
 
 
 def compare(runs: list[str | Path], *, plot: str | Path | None = None, html: str | Path | None = None,
-            markdown: str | Path | None = None, allow_mixed: bool = False) -> tuple[list[cmp.Row], dict[str, str]]:
-    """`edgevision compare`: the rows of every run (Pareto frontier marked) and the files written."""
-    rows = cmp.load_rows(runs, allow_mixed=allow_mixed)
-    return rows, cmp.write_outputs(rows, plot, html, markdown)
+            markdown: str | Path | None = None, allow_mixed: bool = False) -> tuple[cmp.Comparison, dict[str, str]]:
+    """`edgevision compare`: the rows of every run (each model's Pareto frontier and the selected variants
+    marked) with their caveats, and the files written."""
+    comparison = cmp.load_comparison(runs, allow_mixed=allow_mixed)
+    return comparison, cmp.write_outputs(comparison, plot, html, markdown)
 
 
 def recommend(runs: list[str | Path] | None = None, *, target: str = "cpu", max_latency_ms: float,

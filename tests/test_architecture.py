@@ -11,7 +11,8 @@ MAX_FUNCTION_LINES = 80
 # Libraries heavy enough (or optional enough) to be imported inside the function that needs them, so that
 # `edgevision --help` and the registries load without them.
 HEAVY = {"torch", "timm", "torchvision", "openvino", "nncf", "onnx", "onnxruntime", "torch_pruning",
-         "tensorrt", "matplotlib", "rich", "safetensors", "huggingface_hub", "skimage", "sklearn", "selenium"}
+         "tensorrt", "matplotlib", "rich", "safetensors", "huggingface_hub", "skimage", "sklearn", "selenium",
+         "adjustText"}
 # The modules that are registries: the only places that may dispatch on a target, runtime or family name.
 REGISTRIES = {"pipeline/targets/registry.py", "runtimes/__init__.py", "compression/prune.py", "models/zoo.py",
               "models/weights.py", "data/builtin.py"}

@@ -1,4 +1,5 @@
 """compare, sweep and recommend on real runs; the HTML report opened in headless Chromium."""
+import io
 import json
 import os
 import shutil
@@ -6,13 +7,15 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
 from edgevision.cli.app import app
-from edgevision.reports.compare import Row, load_rows, mark_pareto, plot_png
+from edgevision.reports.compare import Comparison, Row, load_comparison, load_rows, mark_pareto, rich_table
+from edgevision.reports.compare_plot import overlapping, plot_comparison
 from edgevision.errors import EdgevisionError
 from edgevision.pipeline.sweep import sweep
 
@@ -20,16 +23,69 @@ runner = CliRunner()
 FAST = {"calib_size": 8, "benchmark_iters": 3}
 
 
-def row(model, variant, runtime, top1, p50):
-    return Row(model, variant, runtime, top1, None, 100.0, p50, p50, p50 and 1000 / p50, 1.0, 1.0, "d", 10, "r", "cpu")
+def row(model, variant, runtime, top1, p50, speedup=1.0, agreement=100.0, role="candidate", selected=False):
+    return Row(model, variant, runtime, top1, None, agreement, p50, p50, p50 and 1000 / p50, 1.0, speedup, "d", 10,
+               "r", "cpu", role, selected=selected)
 
 
-def test_pareto_frontier_marks_the_undominated():
+def test_pareto_frontier_is_each_models_own():
     rows = [row("a", "fp32", "pytorch", 90, 10), row("a", "int8", "openvino", 89, 3),
             row("a", "fp32", "openvino", 90, 5), row("b", "int8", "openvino", 85, 4),
-            row("b", "sim", "tensorrt-sim", 95, None)]
+            row("b", "fp32", "pytorch", 86, 9), row("b", "sim", "tensorrt-sim", 95, None)]
     mark_pareto(rows)
-    assert [r.pareto for r in rows] == [False, True, True, False, False]  # untimed rows are never on it
+    # b's int8 is slower and less accurate than a's, yet on b's own frontier; untimed rows are never on one
+    assert [r.pareto for r in rows] == [False, True, True, True, True, False]
+
+
+def crowded_rows():
+    """Four models, five variants each, at the speedups and agreements a random-weights sweep gives."""
+    rows = []
+    for i, (model, ms) in enumerate([("convnext_t", 120), ("swin_t", 140), ("vit_b", 280), ("maxvit_t", 160)]):
+        for variant, runtime, speedup, agreement, role in [
+                ("fp32", "pytorch", 1.0, 100.0, "reference"), ("fp32", "openvino", 1.34 + i / 50, 100.0, "candidate"),
+                ("int8", "openvino", 1.24 + i / 40, 92.3, "candidate"),
+                ("int8", "onnxruntime", 1.5 + i / 10, 92.3 - 7.7 * (i % 2), "candidate"),
+                ("pruned 50%", "pytorch", 1.4 + i / 30, 84.6, "pruned"),
+                ("pruned 50% + int8", "openvino", 2.4 + i / 20, 76.9, "candidate")]:
+            rows.append(row(model, variant, runtime, None, ms / speedup, speedup, agreement, role,
+                            selected=runtime == "onnxruntime"))
+    mark_pareto(rows)
+    return rows
+
+
+def test_plot_labels_of_a_crowded_four_model_sweep_do_not_overlap():
+    plot = plot_comparison(crowded_rows(), labelled=False, title="t")
+    assert plot.labels in ("labels", "keys") and len(plot.label_boxes) >= 20  # every non-reference point named
+    assert overlapping(plot.label_boxes) == []
+    assert all(0 <= b.x0 < b.x1 <= plot.width and 0 <= b.y0 < b.y1 <= plot.height for b in plot.label_boxes)
+    image = Image.open(io.BytesIO(plot.png)).convert("L")
+    assert image.size == (plot.width, plot.height)
+    for b in plot.label_boxes:  # each box holds its drawn label: dark text pixels inside it
+        assert min(image.crop((int(b.x0), int(b.y0), int(b.x1) + 1, int(b.y1) + 1)).getdata()) < 100, b.text
+
+
+def test_overlap_check_sees_intersecting_boxes():
+    from edgevision.reports.compare_plot import LabelBox
+
+    boxes = [LabelBox("a", 0, 0, 10, 10), LabelBox("b", 9, 9, 20, 20), LabelBox("c", 10, 0, 15, 5)]
+    assert overlapping(boxes) == [("a", "b")]
+
+
+def test_narrow_table_fits_80_columns_and_names_each_model_once():
+    from rich.console import Console
+
+    comparison = Comparison(crowded_rows(), ["weights are random: accuracy numbers are meaningless (convnext_t)"])
+    console = Console(width=80, record=True)
+    console.print(rich_table(comparison))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80 and "…" not in text
+    for model in ("convnext_t", "swin_t", "vit_b", "maxvit_t"):
+        assert sum(line.split()[:1] == [model] for line in text.splitlines()) == 1  # its group's heading, once
+    assert "pruned 50% + int8" in text and "pick" in text and "caveat: weights are random" in text
+    wide = Console(width=250, record=True)
+    wide.print(rich_table(comparison, wide=True))
+    wide_text = wide.export_text()
+    assert "img/s (batch 1)" in wide_text and "onnxruntime" in wide_text
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +123,37 @@ def test_compare_table_files_and_mixed_data_refusal(small_sweep, tmp_path):
 
 
 def test_plot_is_not_blank(small_sweep, tmp_path):
-    path = tmp_path / "plot.png"
-    path.write_bytes(plot_png(load_rows([small_sweep])))
-    image = Image.open(path).convert("L")
+    comparison = load_comparison([small_sweep])
+    plot = plot_comparison(comparison.rows, comparison.labelled, "t")
+    image = Image.open(io.BytesIO(plot.png)).convert("L")
     assert image.size[0] >= 800 and len(set(image.getdata())) > 20  # axes, points, labels: many grey levels
+    assert plot.label_boxes and overlapping(plot.label_boxes) == []
+
+
+def test_compare_marks_selected_variants_and_carries_the_runs_caveats(small_sweep, tmp_path):
+    comparison = load_comparison([small_sweep])
+    for run in {r.run for r in comparison.rows}:
+        report = json.loads((Path(run) / "report.json").read_text())
+        picked = [r for r in comparison.rows if r.run == run and r.selected]
+        assert [(r.variant.split(" + ")[-1], r.runtime) for r in picked] == [tuple(report["selection"]["selected"]
+                                                                                 .split("/"))]
+    caveats = "\n".join(comparison.caveats)
+    assert "weights are random" in caveats and "convnext_mini" in caveats and "vit_mini" in caveats
+    images = comparison.rows[0].images
+    assert f"only {images} images" in caveats and f"{100 / images:.2f} points" in caveats
+    assert "different CPUs" not in caveats
+    # a run timed on another CPU, an hour later: both said
+    other = tmp_path / "other"
+    shutil.copytree(small_sweep / "convnext_mini-prune0-cpu", other)
+    report = json.loads((other / "report.json").read_text())
+    report["benchmark"]["cpu_profile"]["model"] = "Some Other CPU"
+    (other / "report.json").write_text(json.dumps(report))
+    later = time.time() + 3600
+    os.utime(other / "report.json", (later, later))
+    caveats = "\n".join(load_comparison([small_sweep, other]).caveats)
+    assert "different CPUs" in caveats and "Some Other CPU" in caveats and "minutes apart" in caveats
+    done = runner.invoke(app, ["compare", str(small_sweep), "--json"])
+    assert json.loads(done.stdout)["caveats"] == comparison.caveats
 
 
 def chromium_driver():
@@ -108,8 +191,27 @@ def test_html_report_renders_table_and_plot_in_headless_chromium(small_sweep, tm
         plot.screenshot(str(shot))
         pixels = Image.open(shot).convert("L")
         assert len(set(pixels.getdata())) > 20  # rendered, not a blank box
+        _assert_labels_apart_on_screen(driver, plot, pixels)
+        caveats = driver.find_element(By.ID, "caveats")
+        assert caveats.is_displayed() and caveats.size["height"] > 10
+        assert "weights are random" in caveats.text and "images of builtin:photos evaluated" in caveats.text
     finally:
         driver.quit()
+
+
+def _assert_labels_apart_on_screen(driver, plot, shot):
+    """The label boxes the plot's layout produced, scaled to the image as the browser drew it: none overlaps
+    another, and each holds dark (text) pixels in the screenshot."""
+    from edgevision.reports.compare_plot import LabelBox
+
+    boxes = json.loads(plot.get_attribute("data-label-boxes"))
+    natural = driver.execute_script("return arguments[0].naturalWidth", plot)
+    scale = shot.size[0] / natural
+    scaled = [LabelBox(b["text"], *(b[k] * scale for k in ("x0", "y0", "x1", "y1"))) for b in boxes]
+    assert scaled and overlapping(scaled) == []
+    for b in scaled:
+        crop = shot.crop((int(b.x0), int(b.y0), int(b.x1) + 1, int(b.y1) + 1))
+        assert min(crop.getdata()) < 110, f"label {b.text!r} not drawn where its box says"
 
 
 def test_sweep_resumes_after_a_kill(tmp_path):

@@ -56,3 +56,5 @@ FinetuneImagesOpt = Annotated[Optional[int], typer.Option("--finetune-images", m
                                                           show_default=False)]
 TARGET_HELP = "; ".join(f"{t.name}: {t.description}" for t in TARGETS.values())
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")]
+WideOpt = Annotated[bool, typer.Option("--wide", help="Every column in the terminal table (the default fits 80 "
+                                       "columns).")]

@@ -8,7 +8,8 @@ import typer
 
 from edgevision import api
 from edgevision.cli.common import cli_errors, console, note, print_json
-from edgevision.cli.options import DebugOpt, FinetuneEpochsOpt, FinetuneImagesOpt, JsonOpt, ThreadsOpt, WeightsOpt
+from edgevision.cli.options import (DebugOpt, FinetuneEpochsOpt, FinetuneImagesOpt, JsonOpt, ThreadsOpt, WeightsOpt,
+                                    WideOpt)
 from edgevision.errors import EdgevisionError
 from edgevision.reports import compare as cmp
 
@@ -33,6 +34,7 @@ def sweep_command(
     iters: Annotated[Optional[int], typer.Option("--iters", min=1, show_default=False)] = None,
     threads: ThreadsOpt = None,
     weights: WeightsOpt = None,
+    wide: WideOpt = False,
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -47,15 +49,15 @@ def sweep_command(
                     if v is not None}
         if recovery:
             overrides["prune"] = recovery
-        result, rows, written = api.sweep(models, ratios, target_list, out, int8=int8, weights=weights, data=data,
+        result, comparison, written = api.sweep(models, ratios, target_list, out, int8=int8, weights=weights, data=data,
                                           calib_data=calib_data, finetune_data=finetune_data, overrides=overrides,
-                                          progress=not json_out, log=note)
+                                                progress=not json_out, log=note)
         out = result.out
         if json_out:
             print_json({"sweep": str(out), "done": result.done, "skipped": result.skipped,
-                        "rows": cmp.rows_to_json(rows), "written": written})
+                        "rows": cmp.rows_to_json(comparison.rows), "caveats": comparison.caveats, "written": written})
             return
-        console().print(cmp.rich_table(rows))
+        console().print(cmp.rich_table(comparison, wide=wide))
         note(f"sweep {out}: {len(result.done)} cells run, {len(result.skipped)} already done; report {out / 'compare.html'}")
 
 

@@ -1,52 +1,33 @@
-"""`edgevision compare`: accuracy drop vs speedup across runs, as a table, a Pareto plot and reports.
+"""`edgevision compare`: accuracy drop vs speedup across runs, as a table, a plot and reports.
 
 Rows come from the report.json of compress/prune/export runs (a directory of runs, such as a sweep, is
 searched for them). The accuracy axis is top-1 where the runs had labels, else agreement with the float
-model. A row is on the Pareto frontier when no other timed row is at least as fast and at least as accurate
-and better in one of the two. Runs evaluated on different data are not compared unless asked.
+model; the drop is against each model's own PyTorch FP32. Each model has its own Pareto frontier: a row is on
+it when no other timed row of that model is at least as fast and at least as accurate and better in one of
+the two. Every output carries the runs' caveats (their warnings, the evaluation set's size, CPUs and times
+that differ). Runs evaluated on different data are not compared unless asked.
 """
 from __future__ import annotations
 
 import base64
 import html
-import io
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable
 
 from edgevision.errors import EdgevisionError
 from edgevision.io import atomic_write_bytes, make_parent
+from edgevision.reports.compare_plot import Plot, plot_comparison
 from edgevision.reports.render import fmt
+from edgevision.reports.rows import Comparison, Row
+from edgevision.runtimes import RUNTIMES
 
+__all__ = ["Comparison", "Row", "load_comparison", "load_rows", "mark_pareto", "rich_table", "markdown",
+           "html_report", "write_outputs", "rows_to_json", "caveats"]
 
-@dataclass
-class Row:
-    model: str
-    variant: str  # fp32, int8, pruned 50%, pruned 50% + int8, ...
-    runtime: str
-    top1: float | None
-    drop: float | None
-    agreement: float
-    latency_ms_p50: float | None
-    latency_ms_p90: float | None
-    throughput_ips: float | None  # batch 1: 1000 / p50
-    size_mb: float | None
-    speedup: float | None
-    data: str
-    images: int
-    run: str
-    target: str
-    role: str = "candidate"  # reference | pruned | candidate (pipeline/context.Role)
-    pareto: bool = False
-
-    @property
-    def accuracy(self) -> float:
-        return self.top1 if self.top1 is not None else self.agreement
-
-    @property
-    def label(self) -> str:
-        return f"{self.model} {self.variant}"
+SMALL_EVAL_SET = 1000  # fewer images than this: say what one flipped image is worth
+RUNS_APART_S = 120  # runs further apart than this: say so (latencies across runs are not side by side)
 
 
 def find_reports(paths: Iterable[str | Path]) -> list[Path]:
@@ -99,17 +80,21 @@ def rows_from_report(report: dict[str, Any], run: str) -> list[Row]:
             agreement=v["agreement"], latency_ms_p50=p50, latency_ms_p90=v.get("latency_ms_p90"),
             throughput_ips=1000.0 / p50 if p50 else None, size_mb=v.get("size_mb"), speedup=v.get("speedup"),
             data=report["data"]["spec"], images=report["data"]["images"], run=run, target=report.get("target", "cpu"),
-            role=_role(v)))
+            role=_role(v), selected=bool(v.get("selected"))))
     return rows
 
 
-def load_rows(paths: Iterable[str | Path], allow_mixed: bool = False) -> list[Row]:
+def load_comparison(paths: Iterable[str | Path], allow_mixed: bool = False) -> Comparison:
+    """Every run's rows (one PyTorch reference per model, each model's frontier marked) and their caveats."""
     rows: list[Row] = []
+    reports: dict[str, dict[str, Any]] = {}
     for report_path in find_reports(paths):
         try:
             report = json.loads(report_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             raise EdgevisionError(f"{report_path} is not readable JSON", "rerun the command that wrote it") from None
+        report["_finished_s"] = report_path.stat().st_mtime  # not in the file: for the timing caveat
+        reports[str(report_path.parent)] = report
         rows += rows_from_report(report, str(report_path.parent))
     if not rows:
         raise EdgevisionError("no variants to compare", "give run directories made by compress or sweep")
@@ -120,7 +105,11 @@ def load_rows(paths: Iterable[str | Path], allow_mixed: bool = False) -> list[Ro
                               "compare runs made on the same data, or pass --allow-mixed")
     rows = _dedupe_references(rows)
     mark_pareto(rows)
-    return rows
+    return Comparison(rows, caveats(reports))
+
+
+def load_rows(paths: Iterable[str | Path], allow_mixed: bool = False) -> list[Row]:
+    return load_comparison(paths, allow_mixed).rows
 
 
 def _dedupe_references(rows: list[Row]) -> list[Row]:
@@ -138,140 +127,162 @@ def _dedupe_references(rows: list[Row]) -> list[Row]:
 
 
 def mark_pareto(rows: list[Row]) -> None:
+    """Each model's own frontier: a timed row no other timed row of the same model (and data) dominates."""
     timed = [r for r in rows if r.latency_ms_p50 is not None]
     for r in rows:
+        rivals = [o for o in timed if (o.model, o.data) == (r.model, r.data) and o is not r]
         r.pareto = r in timed and not any(
-            o is not r and o.latency_ms_p50 <= r.latency_ms_p50 and o.accuracy >= r.accuracy
-            and (o.latency_ms_p50 < r.latency_ms_p50 or o.accuracy > r.accuracy) for o in timed)
+            o.latency_ms_p50 <= r.latency_ms_p50 and o.accuracy >= r.accuracy
+            and (o.latency_ms_p50 < r.latency_ms_p50 or o.accuracy > r.accuracy) for o in rivals)
+
+
+def caveats(reports: dict[str, dict[str, Any]]) -> list[str]:
+    """What a reader must know before trusting the numbers: the runs' own warnings (with the models they came
+    from), a small evaluation set, runs timed on different CPUs or far apart in time."""
+    said: dict[str, list[str]] = {}
+    for report in reports.values():
+        for warning in report.get("warnings", []):
+            models = said.setdefault(warning, [])
+            if report["model"]["name"] not in models:
+                models.append(report["model"]["name"])
+    out = [f"{warning} ({', '.join(models)})" for warning, models in said.items()]
+    for spec, images in sorted({(r["data"]["spec"], r["data"]["images"]) for r in reports.values()}):
+        if 0 < images < SMALL_EVAL_SET:
+            out.append(f"only {images} images of {spec} evaluated: one image changing its answer moves accuracy "
+                       f"by {100 / images:.2f} points")
+    cpus = sorted({_cpu(r) for r in reports.values()})
+    if len(cpus) > 1:
+        out.append(f"runs timed on different CPUs ({'; '.join(cpus)}): compare speedups, not latencies, across them")
+    times = [r["_finished_s"] for r in reports.values()]
+    if max(times) - min(times) > RUNS_APART_S:
+        out.append(f"runs made {(max(times) - min(times)) / 60:.0f} minutes apart: each speedup is timed side by "
+                   "side within its run; latencies across runs are not")
+    return out
+
+
+def _cpu(report: dict[str, Any]) -> str:
+    bench = report.get("benchmark", {})
+    profile = bench.get("cpu_profile") or {}
+    tier = f", INT8 tier {profile['tier']}" if profile.get("tier") else ""
+    return f"{profile.get('model') or bench.get('cpu', '?')}{tier}, {bench.get('threads', '?')} threads"
+
+
+def sorted_rows(rows: list[Row]) -> list[Row]:
+    """Grouped by model, fastest first within each."""
+    return sorted(rows, key=lambda r: (r.model, r.latency_ms_p50 is None, r.latency_ms_p50 or 0))
+
+
+def _marks(row: Row) -> str:
+    return " ".join(m for m, on in (("*", row.pareto), ("pick", row.selected)) if on)
 
 
 COLUMNS = ["model", "variant", "runtime", "top-1 %", "drop", "agreement %", "p50 ms", "p90 ms", "img/s (batch 1)",
-           "size MB", "speedup", "Pareto"]
+           "size MB", "speedup", "Pareto", "selected"]
+NARROW_COLUMNS = ["variant", "rt", "acc %", "drop", "ms", "speedup", "mark"]
+MARKS_LEGEND = "* = on the model's Pareto frontier; pick = the variant its run selected"
 
 
 def table_cells(row: Row) -> list[str]:
     f = fmt
     return [row.model, row.variant, row.runtime, f(row.top1), f(row.drop), f(row.agreement), f(row.latency_ms_p50),
             f(row.latency_ms_p90), f(row.throughput_ips, 1), f(row.size_mb, 1), f(row.speedup, 2, "x"),
-            "*" if row.pareto else ""]
+            "*" if row.pareto else "", "pick" if row.selected else ""]
 
 
-def sorted_rows(rows: list[Row]) -> list[Row]:
-    return sorted(rows, key=lambda r: (r.model, r.latency_ms_p50 is None, r.latency_ms_p50 or 0))
+def narrow_cells(row: Row) -> list[str]:
+    """What fits in 80 columns: the model is its group's heading, accuracy is top-1 or agreement."""
+    f = fmt
+    return [row.variant, row.runtime_short, f(row.accuracy), f(row.accuracy_drop), f(row.latency_ms_p50, 1),
+            f(row.speedup, 2, "x"), _marks(row)]
 
 
-def rich_table(rows: list[Row]):
+def _title(comparison: Comparison) -> str:
+    first = comparison.rows[0]
+    metric = "top-1" if comparison.labelled else "agreement with the float model"
+    return f"accuracy ({metric}) drop vs speedup on {first.data} ({first.images} images)"
+
+
+def rich_table(comparison: Comparison, wide: bool = False):
+    """The terminal table: narrow by default (fits 80 columns; rows grouped under their model), all columns
+    with `wide`; the caveats as its caption."""
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=f"accuracy vs latency on {rows[0].data} ({rows[0].images} images); * = Pareto frontier")
-    for col in COLUMNS:
-        table.add_column(col, justify="left" if col in ("model", "variant", "runtime") else "right", no_wrap=True)
-    for r in sorted_rows(rows):
-        table.add_row(*table_cells(r))
+    table = Table(title=_title(comparison), box=box.SIMPLE_HEAD, title_justify="left", caption_justify="left")
+    columns = COLUMNS if wide else NARROW_COLUMNS
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("model", "variant", "runtime", "rt", "mark") else "right",
+                         no_wrap=col != "variant", overflow="fold")
+    model = None
+    for r in sorted_rows(comparison.rows):
+        if not wide and r.model != model:
+            table.add_row(f"[bold]{r.model}[/bold]", *[""] * (len(columns) - 1), end_section=False)
+            model = r.model
+        table.add_row(*(table_cells(r) if wide else narrow_cells(r)))
+    legend = MARKS_LEGEND + ("" if wide else "; rt: " + ", ".join(
+        f"{RUNTIMES[n].short} {n}" for n in sorted({r.runtime for r in comparison.rows}) if n in RUNTIMES))
+    table.caption = "\n".join([legend] + [f"caveat: {c}" for c in comparison.caveats])
     return table
 
 
-def markdown(rows: list[Row]) -> str:
-    lines = [f"Accuracy vs latency on {rows[0].data} ({rows[0].images} images); * = on the Pareto frontier.", "",
+def markdown(comparison: Comparison) -> str:
+    lines = [f"{_title(comparison)[0].upper()}{_title(comparison)[1:]}. {MARKS_LEGEND}.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(table_cells(r)) + " |" for r in sorted_rows(rows)]
+    lines += ["| " + " | ".join(table_cells(r)) + " |" for r in sorted_rows(comparison.rows)]
+    if comparison.caveats:
+        lines += ["", "Caveats:", ""] + [f"- {c}" for c in comparison.caveats]
     return "\n".join(lines) + "\n"
 
 
-def plot_png(rows: list[Row]) -> bytes:
-    """Accuracy against p50 latency: a point per timed row, labelled, coloured by runtime, frontier drawn.
-
-    Drawn on a Figure with its own Agg canvas: no pyplot, so the process's matplotlib backend is left alone."""
-    from matplotlib import colormaps  # heavy: only when a plot is asked for
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    timed = [r for r in rows if r.latency_ms_p50 is not None]
-    if not timed:
-        raise EdgevisionError("no timed variant to plot", "compare runs with timed variants (cpu or onnx targets)")
-    labelled = all(r.top1 is not None for r in timed)
-    fig = Figure(figsize=(11, 6.5), dpi=110)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    colors = colormaps["tab10"]
-    markers = "osD^v<>p*h"
-    by_runtime: dict[str, list[Row]] = {}
-    for r in timed:
-        by_runtime.setdefault(r.runtime, []).append(r)
-    for i, (runtime, pts) in enumerate(sorted(by_runtime.items())):
-        ax.scatter([r.latency_ms_p50 for r in pts], [r.accuracy for r in pts], s=60, color=colors(i),
-                   marker=markers[i % len(markers)], label=runtime, zorder=3, edgecolors="black", linewidths=0.5)
-    latencies = [r.latency_ms_p50 for r in timed]
-    if max(latencies) / max(min(latencies), 1e-9) > 5:
-        ax.set_xscale("log")
-    _label_points(fig, ax, timed)
-    frontier = sorted((r for r in timed if r.pareto), key=lambda r: r.latency_ms_p50)
-    if frontier:
-        ax.plot([r.latency_ms_p50 for r in frontier], [r.accuracy for r in frontier], "--", color="grey",
-                drawstyle="steps-post", label="Pareto frontier", zorder=2)
-    ax.set_xlabel("latency p50, batch 1 (ms)")
-    ax.set_ylabel("top-1 accuracy (%)" if labelled else "top-1 agreement with the float model (%)")
-    ax.set_title(f"accuracy vs latency on {timed[0].data} ({timed[0].images} images)")
-    ax.margins(x=0.12)
-    ax.grid(True, alpha=0.3)
-    ax.legend(title="runtime", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
-def _label_points(fig, ax, rows: list[Row]) -> None:
-    """Label every point; a label that would land on an earlier one is moved down a line until it is free."""
-    fig.canvas.draw()  # fixes the axes' transform
-    placed: list[tuple[float, float, float]] = []  # label boxes in pixels: left, right, baseline
-    for r in sorted(rows, key=lambda r: (-r.accuracy, r.latency_ms_p50)):
-        x, y = ax.transData.transform((r.latency_ms_p50, r.accuracy))
-        width = 5.0 * len(r.label) + 10
-        dy = 4
-        while any(x < right and left < x + width and abs((y + dy) - base) < 11 for left, right, base in placed):
-            dy -= 11
-        placed.append((x, x + width, y + dy))
-        ax.annotate(r.label, (r.latency_ms_p50, r.accuracy), textcoords="offset points", xytext=(6, dy), fontsize=7,
-                    arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5} if dy < -6 else None)
-
-
-def html_report(rows: list[Row], png: bytes | None) -> str:
-    """One self-contained page: the table and the plot (embedded as a data URI), no external resources."""
+def html_report(comparison: Comparison, plot: Plot | None) -> str:
+    """One self-contained page (no script, nothing fetched): caveats, the plot (a data URI, its label boxes in
+    data-label-boxes for checking), the table grouped by model."""
+    rows = comparison.rows
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
     body = []
     for r in sorted_rows(rows):
         cells = "".join(f"<td>{html.escape(c)}</td>" for c in table_cells(r))
-        body.append(f'<tr class="{"pareto" if r.pareto else ""}">{cells}</tr>')
-    image = (f'<img id="plot" alt="accuracy vs latency" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-             if png else "<p>No timed variants to plot.</p>")
+        classes = " ".join(c for c, on in (("pareto", r.pareto), ("selected", r.selected)) if on)
+        body.append(f'<tr class="{classes}" data-model="{html.escape(r.model)}">{cells}</tr>')
+    image = "<p>No timed variants to plot.</p>"
+    if plot:
+        boxes = html.escape(json.dumps([asdict(b) for b in plot.label_boxes]))
+        image = (f'<img id="plot" alt="accuracy drop vs speedup, per model" width="{plot.width}" '
+                 f'height="{plot.height}" data-label-boxes="{boxes}" '
+                 f'src="data:image/png;base64,{base64.b64encode(plot.png).decode()}">')
+    caveat_items = "".join(f"<li>{html.escape(c)}</li>" for c in comparison.caveats) or "<li>none</li>"
     runs = "".join(f"<li>{html.escape(run)}</li>" for run in sorted({r.run for r in rows}))
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>edgevision: accuracy vs latency</title>
+<html lang="en"><head><meta charset="utf-8"><title>edgevision: accuracy drop vs speedup</title>
 <style>
 body {{ font-family: sans-serif; margin: 2em; }}
 table {{ border-collapse: collapse; }} th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
 td:nth-child(-n+3), th:nth-child(-n+3) {{ text-align: left; }} tr.pareto {{ background: #eef7ee; font-weight: bold; }}
-img {{ max-width: 100%; margin-top: 1em; }}
+tr.selected td:first-child::before {{ content: "\\25B6  "; }}
+#caveats {{ background: #fff6e0; border-left: 4px solid #e0a000; padding: 0.5em 2em; }}
+img {{ max-width: 100%; height: auto; margin-top: 1em; }}
 </style></head><body>
-<h1>Accuracy vs latency</h1>
-<p>Evaluated on {html.escape(rows[0].data)} ({rows[0].images} images). Bold rows are on the Pareto frontier
-(no other variant is both faster and more accurate). Latency is p50 at batch 1; speedup is against each
-model's PyTorch FP32.</p>
-<table id="variants"><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>
+<h1>Accuracy drop vs speedup</h1>
+<p>{html.escape(_title(comparison))}. Speedup is against each model's own PyTorch FP32 (p50 latency, batch 1).
+Bold rows are on their model's Pareto frontier (no other variant of that model is both faster and more
+accurate); the row marked &#9654; is the variant its run selected.</p>
+<h2>Caveats</h2><ul id="caveats">{caveat_items}</ul>
 {image}
+<table id="variants"><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>
 <h2>Runs</h2><ul>{runs}</ul>
 </body></html>
 """
 
 
-def write_outputs(rows: list[Row], plot: Path | None = None, html_path: Path | None = None,
+def write_outputs(comparison: Comparison, plot: Path | None = None, html_path: Path | None = None,
                   markdown_path: Path | None = None) -> dict[str, str]:
     """Write the asked-for files (each via a temporary file and a rename); return what was written."""
     written = {}
-    png = plot_png(rows) if (plot or html_path) and any(r.latency_ms_p50 for r in rows) else None
-    for path, content in ((plot, png), (html_path, html_report(rows, png) if html_path else None),
-                          (markdown_path, markdown(rows) if markdown_path else None)):
+    drawn = (plot_comparison(comparison.rows, comparison.labelled, _title(comparison))
+             if (plot or html_path) and any(r.latency_ms_p50 for r in comparison.rows) else None)
+    for path, content in ((plot, drawn.png if drawn else None),
+                          (html_path, html_report(comparison, drawn) if html_path else None),
+                          (markdown_path, markdown(comparison) if markdown_path else None)):
         if path is None or content is None:
             continue
         path = Path(path)
@@ -282,4 +293,4 @@ def write_outputs(rows: list[Row], plot: Path | None = None, html_path: Path | N
 
 
 def rows_to_json(rows: list[Row]) -> list[dict[str, Any]]:
-    return [asdict(r) for r in sorted_rows(rows)]
+    return [{**asdict(r), "accuracy_drop": r.accuracy_drop} for r in sorted_rows(rows)]

@@ -67,7 +67,7 @@ def _describe(row) -> dict[str, Any] | None:
         return None
     return {"model": row.model, "variant": row.variant, "runtime": row.runtime, "top1": row.top1, "drop": row.drop,
             "agreement": row.agreement, "latency_ms_p50": row.latency_ms_p50, "size_mb": row.size_mb,
-            "speedup": row.speedup, "run": row.run}
+            "speedup": row.speedup, "selected": row.selected, "run": row.run}
 
 
 def _machine(runs: list[str]) -> tuple[str, Any]:

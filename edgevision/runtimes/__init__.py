@@ -39,6 +39,7 @@ class RuntimeInfo:
     # A simulation runs another device's graph on this CPU: its accuracy means something, its latency nothing.
     simulates: str | None = None
     description: str = ""
+    short: str = ""  # for narrow tables and plot labels
 
     @property
     def timed(self) -> bool:
@@ -46,14 +47,15 @@ class RuntimeInfo:
 
 
 RUNTIMES: dict[str, RuntimeInfo] = {r.name: r for r in [
-    RuntimeInfo("pytorch", "edgevision.runtimes.pytorch", description="PyTorch eager FP32, the reference"),
-    RuntimeInfo("openvino", "edgevision.runtimes.openvino", (".xml",), description="OpenVINO on the CPU"),
+    RuntimeInfo("pytorch", "edgevision.runtimes.pytorch", description="PyTorch eager FP32, the reference", short="PT"),
+    RuntimeInfo("openvino", "edgevision.runtimes.openvino", (".xml",), description="OpenVINO on the CPU", short="OV"),
     RuntimeInfo("onnxruntime", "edgevision.runtimes.onnxruntime", (".onnx",),
-                description="ONNX Runtime, CPU execution provider"),
+                description="ONNX Runtime, CPU execution provider", short="ORT"),
     RuntimeInfo("tensorrt", "edgevision.runtimes.tensorrt", (".engine", ".plan"), runs_torch_models=False,
-                description="a TensorRT engine on an NVIDIA GPU"),
+                description="a TensorRT engine on an NVIDIA GPU", short="TRT"),
     RuntimeInfo("tensorrt-sim", "edgevision.runtimes.onnxruntime", runs_torch_models=False, simulates="tensorrt",
-                description="the Q/DQ graph TensorRT will build, run by ONNX Runtime on this CPU: accuracy only"),
+                description="the Q/DQ graph TensorRT will build, run by ONNX Runtime on this CPU: accuracy only",
+                short="TRT-sim"),
 ]}
 _FACTORIES: dict[str, Callable[..., Runner]] = {}
 
