@@ -217,7 +217,8 @@ def _assert_labels_apart_on_screen(driver, plot, shot):
 def test_sweep_resumes_after_a_kill(tmp_path):
     out = tmp_path / "grid"
     cmd = [sys.executable, "-m", "edgevision", "sweep", "convnext_mini", "--weights", "random", "--prune", "0,0.5",
-           "--targets", "cpu", "--calib-size", "8", "--iters", "3", "--finetune-epochs", "0", "--out", str(out)]
+           "--targets", "cpu", "--runtime", "openvino", "--calib-size", "8", "--iters", "3", "--finetune-epochs", "0",
+           "--out", str(out)]
     first = out / "convnext_mini-prune0-cpu" / "report.json"
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
@@ -232,7 +233,8 @@ def test_sweep_resumes_after_a_kill(tmp_path):
     result = json.loads(done.stdout)
     assert "convnext_mini-prune0-cpu" in result["skipped"]
     assert first.stat().st_mtime_ns == stamp  # not redone
-    assert (out / "convnext_mini-prune0.5-cpu" / "report.json").exists()
+    second = json.loads((out / "convnext_mini-prune0.5-cpu" / "report.json").read_text())
+    assert {v["runtime"] for v in second["variants"]} == {"pytorch", "openvino"}  # --runtime pinned every cell
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no half-written cell left behind
     changed = subprocess.run(cmd[:-2] + ["--prune", "0"] + ["--out", str(out)], capture_output=True, text=True)
     assert changed.returncode == 2 and "other settings" in changed.stderr

@@ -11,7 +11,7 @@ from edgevision.cli.common import (cli_errors, exit_for_status, model_options, n
                                    show_run)
 from edgevision.cli.options import (TARGET_HELP, CheckpointOpt, DebugOpt, FinetuneEpochsOpt, FinetuneImagesOpt,
                                     ForceOpt, ImgSizeOpt, ImportanceOpt, JsonOpt, ModelArg, ModelArgOpt,
-                                    NumClassesOpt, ThreadsOpt, WeightsOpt)
+                                    NumClassesOpt, PinRuntimeOpt, ThreadsOpt, WeightsOpt)
 
 
 def compress_command(
@@ -53,9 +53,7 @@ def compress_command(
     threads: ThreadsOpt = None,
     iters: Annotated[Optional[int], typer.Option("--iters", min=1, help="Timed calls per variant (50).",
                                                  show_default=False)] = None,
-    runtime: Annotated[Optional[str], typer.Option(
-        "--runtime", help="Pin one of the target's runtimes (cpu: openvino or onnxruntime); default: build the "
-        "candidates of every runtime and select the fastest measured.", show_default=False)] = None,
+    runtime: PinRuntimeOpt = None,
     weights: WeightsOpt = None,
     checkpoint: CheckpointOpt = None,
     num_classes: NumClassesOpt = None,

@@ -58,3 +58,6 @@ TARGET_HELP = "; ".join(f"{t.name}: {t.description}" for t in TARGETS.values())
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")]
 WideOpt = Annotated[bool, typer.Option("--wide", help="Every column in the terminal table (the default fits 80 "
                                        "columns).")]
+PinRuntimeOpt = Annotated[Optional[str], typer.Option(
+    "--runtime", help="Pin one of the target's runtimes (cpu: openvino or onnxruntime); default: build the "
+    "candidates of every runtime and select the fastest measured.", show_default=False)]

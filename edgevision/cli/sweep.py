@@ -8,8 +8,8 @@ import typer
 
 from edgevision import api
 from edgevision.cli.common import cli_errors, console, note, print_json
-from edgevision.cli.options import (DebugOpt, FinetuneEpochsOpt, FinetuneImagesOpt, JsonOpt, ThreadsOpt, WeightsOpt,
-                                    WideOpt)
+from edgevision.cli.options import (DebugOpt, FinetuneEpochsOpt, FinetuneImagesOpt, JsonOpt, PinRuntimeOpt,
+                                    ThreadsOpt, WeightsOpt, WideOpt)
 from edgevision.errors import EdgevisionError
 from edgevision.reports import compare as cmp
 
@@ -34,6 +34,7 @@ def sweep_command(
     iters: Annotated[Optional[int], typer.Option("--iters", min=1, show_default=False)] = None,
     threads: ThreadsOpt = None,
     weights: WeightsOpt = None,
+    runtime: PinRuntimeOpt = None,
     wide: WideOpt = False,
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
@@ -44,7 +45,7 @@ def sweep_command(
         ratios = _floats(prune, "--prune")
         target_list = [t.strip() for t in targets.split(",") if t.strip()]
         overrides = {k: v for k, v in {"calib_size": calib_size, "eval_limit": limit, "benchmark_iters": iters,
-                                        "threads": threads}.items() if v is not None}
+                                        "threads": threads, "runtime": runtime}.items() if v is not None}
         recovery = {k: v for k, v in {"finetune_epochs": finetune_epochs, "finetune_images": finetune_images}.items()
                     if v is not None}
         if recovery:
