@@ -27,11 +27,8 @@ def recommend(paths: list[str | Path], target: str, max_latency_ms: float, max_d
         raise EdgevisionError(f"no measured {target} variant in {', '.join(map(str, paths))}",
                               f"run `edgevision sweep MODELS --int8 --targets {target}` first")
 
-    def drop(r) -> float:
-        return r.drop if r.drop is not None else 100.0 - r.agreement
-
     fast = [r for r in candidates if r.latency_ms_p50 <= max_latency_ms]
-    accurate = [r for r in candidates if drop(r) <= max_drop]
+    accurate = [r for r in candidates if r.accuracy_drop <= max_drop]
     small = [r for r in candidates if max_size_mb is None or (r.size_mb is not None and r.size_mb <= max_size_mb)]
     meeting = [r for r in fast if r in accurate and r in small]
     pick = max(meeting, key=lambda r: (r.accuracy, -r.latency_ms_p50)) if meeting else None

@@ -47,10 +47,6 @@ class Row:
         info = RUNTIMES.get(self.runtime)
         return info.short if info and info.short else self.runtime
 
-    @property
-    def label(self) -> str:
-        return f"{self.model} {self.variant}"
-
 
 @dataclass
 class Comparison:
