@@ -53,26 +53,16 @@ def int8_no_faster(variants: list[dict[str, Any]]) -> list[tuple[dict, dict]]:
     """(INT8, FP32) candidate pairs where INT8 is no faster than float in this run (within the noise): per
     runtime that has both, and the fastest INT8 against the fastest float overall."""
     timed = [v for v in variants if v["role"] == "candidate" and v["latency_ms_p50"] is not None]
-    int8 = [v for v in timed if v["name"].startswith("int8")]
-    fp32 = [v for v in timed if not v["name"].startswith("int8")]
-
-    def fastest(rows):
-        return min(rows, key=lambda v: v["latency_ms_p50"])
-
-    def no_faster(a, b) -> bool:
-        return a["latency_ms_p50"] >= b["latency_ms_p50"] * (1 - NOISE)
-
-    def by_runtime(rows) -> dict[str, list[dict]]:
-        groups: dict[str, list[dict]] = {}
-        for v in rows:
-            groups.setdefault(v["runtime"], []).append(v)
-        return groups
-
-    int8_of, fp32_of = by_runtime(int8), by_runtime(fp32)
-    pairs = [(fastest(int8_of[r]), fastest(fp32_of[r])) for r in sorted(int8_of.keys() & fp32_of.keys())
-             if no_faster(fastest(int8_of[r]), fastest(fp32_of[r]))]
-    if int8 and fp32 and no_faster(fastest(int8), fastest(fp32)) and (fastest(int8), fastest(fp32)) not in pairs:
-        pairs.append((fastest(int8), fastest(fp32)))
+    groups = [[v for v in timed if v["runtime"] == r] for r in sorted({v["runtime"] for v in timed})] + [timed]
+    pairs: list[tuple[dict, dict]] = []
+    for rows in groups:
+        int8 = [v for v in rows if v["name"].startswith("int8")]
+        fp32 = [v for v in rows if not v["name"].startswith("int8")]
+        if not int8 or not fp32:
+            continue
+        pair = (min(int8, key=lambda v: v["latency_ms_p50"]), min(fp32, key=lambda v: v["latency_ms_p50"]))
+        if pair[0]["latency_ms_p50"] >= pair[1]["latency_ms_p50"] * (1 - NOISE) and pair not in pairs:
+            pairs.append(pair)
     return pairs
 
 

@@ -88,12 +88,13 @@ def load_comparison(paths: Iterable[str | Path], allow_mixed: bool = False) -> C
     """Every run's rows (one PyTorch reference per model, each model's frontier marked) and their caveats."""
     rows: list[Row] = []
     reports: dict[str, dict[str, Any]] = {}
+    finished: list[float] = []  # when each report.json was written, for the timing caveat
     for report_path in find_reports(paths):
         try:
             report = json.loads(report_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             raise EdgevisionError(f"{report_path} is not readable JSON", "rerun the command that wrote it") from None
-        report["_finished_s"] = report_path.stat().st_mtime  # not in the file: for the timing caveat
+        finished.append(report_path.stat().st_mtime)
         reports[str(report_path.parent)] = report
         rows += rows_from_report(report, str(report_path.parent))
     if not rows:
@@ -105,7 +106,7 @@ def load_comparison(paths: Iterable[str | Path], allow_mixed: bool = False) -> C
                               "compare runs made on the same data, or pass --allow-mixed")
     rows = _dedupe_references(rows)
     mark_pareto(rows)
-    return Comparison(rows, caveats(reports))
+    return Comparison(rows, caveats(reports, finished))
 
 
 def load_rows(paths: Iterable[str | Path], allow_mixed: bool = False) -> list[Row]:
@@ -131,12 +132,12 @@ def mark_pareto(rows: list[Row]) -> None:
     timed = [r for r in rows if r.latency_ms_p50 is not None]
     for r in rows:
         rivals = [o for o in timed if (o.model, o.data) == (r.model, r.data) and o is not r]
-        r.pareto = r in timed and not any(
+        r.pareto = r.latency_ms_p50 is not None and not any(
             o.latency_ms_p50 <= r.latency_ms_p50 and o.accuracy >= r.accuracy
             and (o.latency_ms_p50 < r.latency_ms_p50 or o.accuracy > r.accuracy) for o in rivals)
 
 
-def caveats(reports: dict[str, dict[str, Any]]) -> list[str]:
+def caveats(reports: dict[str, dict[str, Any]], finished: list[float]) -> list[str]:
     """What a reader must know before trusting the numbers: the runs' own warnings (with the models they came
     from), a small evaluation set, runs timed on different CPUs or far apart in time."""
     said: dict[str, list[str]] = {}
@@ -153,9 +154,8 @@ def caveats(reports: dict[str, dict[str, Any]]) -> list[str]:
     cpus = sorted({_cpu(r) for r in reports.values()})
     if len(cpus) > 1:
         out.append(f"runs timed on different CPUs ({'; '.join(cpus)}): compare speedups, not latencies, across them")
-    times = [r["_finished_s"] for r in reports.values()]
-    if max(times) - min(times) > RUNS_APART_S:
-        out.append(f"runs made {(max(times) - min(times)) / 60:.0f} minutes apart: each speedup is timed side by "
+    if max(finished) - min(finished) > RUNS_APART_S:
+        out.append(f"runs made {(max(finished) - min(finished)) / 60:.0f} minutes apart: each speedup is timed side by "
                    "side within its run; latencies across runs are not")
     return out
 
