@@ -1,6 +1,7 @@
 """Build a model from a name and weights: timm pretrained, a local checkpoint, or random init."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from dataclasses import asdict, dataclass, field
@@ -11,6 +12,7 @@ from urllib.parse import urlparse
 from edgevision.data.loader import DATA_CONFIG_KEYS
 from edgevision.errors import ModelError
 from edgevision.models.checkpoint import check_fits, read_checkpoint, strip_prefixes
+from edgevision.models.resize import resize_input, rebuild_kwargs
 from edgevision.models.structure import apply_structure
 from edgevision.models.weights import WeightRequest, WeightSource, register_weight_source, weight_source
 from edgevision.models.zoo import (ResolvedName, accepts_img_size, default_pretrained_tag, family_of, resolve_name,
@@ -31,6 +33,7 @@ class ModelSpec:
     classes: list[str] | None = None
     checkpoint: str | None = None
     structure: dict[str, dict[str, Any]] | None = None  # a pruned model's changed attributes (compress/prune.py)
+    resized: dict[str, Any] | None = None  # weights made at another input size: what was adapted (models/resize.py)
     family: str = field(init=False)
 
     def __post_init__(self):
@@ -79,7 +82,7 @@ def load_model(
     if checkpoint is not None:
         if source is not None:
             raise ModelError(f"--weights {weights} and --checkpoint both given", "use one of them")
-        return _load_from_checkpoint(name, Path(checkpoint), num_classes, img_size, model_kwargs)
+        return _load_from_checkpoint(name, Path(checkpoint), num_classes, img_size, model_kwargs, log)
     if name is None:
         raise ModelError("no model given", "name a model (see `edgevision models`) or pass --checkpoint")
     request = WeightRequest(name, num_classes, img_size, dict(model_kwargs or {}), log, seed)
@@ -114,8 +117,22 @@ def _load_pretrained(request: WeightRequest) -> LoadedModel:
         raise ModelError(f"'{request.name}' is configured with {sorted(kwargs)}, which no pretrained weights fit",
                          "use --weights random or --checkpoint PATH")
     weights_file = pretrained_weights_file(resolved.timm_name)
-    model = _build(resolved, kwargs, request.num_classes, request.img_size, pretrained_file=weights_file)
-    return LoadedModel(model.eval(), _spec(resolved, model, kwargs, "pretrained", request.img_size))
+    model = _build(resolved, kwargs, request.num_classes, None, pretrained_file=weights_file)
+    return _at_size(LoadedModel(model.eval(), _spec(resolved, model, kwargs, "pretrained", None)),
+                    request.img_size, request.log)
+
+
+def _at_size(loaded: LoadedModel, img_size: int | None, log) -> LoadedModel:
+    """`loaded` adapted to `img_size` when its weights were made at another size (timm's set_input_size)."""
+    spec = loaded.spec
+    if img_size is None or img_size == spec.img_size:
+        return loaded
+    resize = resize_input(loaded.model, spec.img_size, img_size)
+    log(resize.summary())
+    data_config = {**spec.data_config, "input_size": [spec.input_size[0], img_size, img_size]}
+    kwargs = {**spec.model_kwargs, **rebuild_kwargs(loaded.model)}
+    return LoadedModel(loaded.model, dataclasses.replace(spec, img_size=img_size, data_config=data_config,
+                                                         model_kwargs=kwargs, resized=resize.to_dict()))
 
 
 register_weight_source(WeightSource("pretrained", "timm's pretrained weights (Hugging Face cache)", _load_pretrained))
@@ -128,14 +145,14 @@ def load_checkpoint_file(request: WeightRequest, path: Path, check_meta=lambda m
     state, meta = read_checkpoint(path)
     check_meta(meta)
     return _model_from_checkpoint(request.name, path, state, meta, request.num_classes, request.img_size,
-                                  request.model_kwargs or None)
+                                  request.model_kwargs or None, request.log)
 
 
 # What a run directory given as --checkpoint holds: distill's student, compress/prune's float model.
 RUN_DIR_CHECKPOINTS = ("student.pt", "model.safetensors")
 
 
-def _load_from_checkpoint(name, path: Path, num_classes, img_size, model_kwargs) -> LoadedModel:
+def _load_from_checkpoint(name, path: Path, num_classes, img_size, model_kwargs, log) -> LoadedModel:
     if path.is_dir():
         found = [path / f for f in RUN_DIR_CHECKPOINTS if (path / f).is_file()]
         if not found:
@@ -143,39 +160,13 @@ def _load_from_checkpoint(name, path: Path, num_classes, img_size, model_kwargs)
                              f"pass the checkpoint file, or a run directory holding {' or '.join(RUN_DIR_CHECKPOINTS)}")
         path = found[0]
     state, meta = read_checkpoint(path)
-    return _model_from_checkpoint(name, path, state, meta, num_classes, img_size, model_kwargs)
+    return _model_from_checkpoint(name, path, state, meta, num_classes, img_size, model_kwargs, log)
 
 
-def _model_from_checkpoint(name, path: Path, state, meta, num_classes, img_size, model_kwargs) -> LoadedModel:
+def _model_from_checkpoint(name, path: Path, state, meta, num_classes, img_size, model_kwargs, log) -> LoadedModel:
     state = strip_prefixes(state)
     if meta is not None:  # an edgevision checkpoint knows its model
-        m = meta["model"]
-        if name is not None:
-            wanted = resolve_name(name).architecture
-            if wanted != m["timm_name"].split(".")[0]:
-                raise ModelError(
-                    f"checkpoint {path} holds a {m['timm_name']} model, not {name}",
-                    "drop the model name or pick the matching checkpoint",
-                )
-        for flag, given, recorded in (("--num-classes", num_classes, m["num_classes"]),
-                                      ("--img-size", img_size, m["img_size"])):
-            if given is not None and given != recorded:
-                raise ModelError(f"{flag} {given} differs from the checkpoint's {recorded}",
-                                 f"drop {flag}: the checkpoint records it")
-        resolved = ResolvedName(m["name"], m["timm_name"], m["img_size"], m["model_kwargs"], {})
-        model = _build(resolved, m["model_kwargs"], m["num_classes"], m["img_size"])
-        structure = m.get("structure")
-        if structure:  # a pruned model: the recorded attributes, and tensor shapes from the weights
-            apply_structure(model, structure, state)
-        check_fits(model, state, str(path))
-        model.load_state_dict(state)
-        spec = ModelSpec(
-            name=m["name"], timm_name=m["timm_name"], num_classes=m["num_classes"],
-            img_size=m["img_size"], model_kwargs=m["model_kwargs"], weights="checkpoint",
-            data_config=dict(meta["data_config"]), classes=meta.get("classes"), checkpoint=str(path),
-            structure=structure or None,
-        )
-        return LoadedModel(model.eval(), spec)
+        return _at_size(_from_edgevision_checkpoint(name, path, state, meta, num_classes), img_size, log)
     if name is None:
         raise ModelError(f"checkpoint {path} is a plain state dict that does not name its model",
                          "give the model name too, e.g. `edgevision evaluate convnext_t --checkpoint ...`")
@@ -183,12 +174,49 @@ def _model_from_checkpoint(name, path: Path, state, meta, num_classes, img_size,
     kwargs = {**resolved.model_kwargs, **(model_kwargs or {})}
     if num_classes is None:
         num_classes = _classes_in_state(resolved, kwargs, state)
-    model = _build(resolved, kwargs, num_classes, img_size)
+    # A plain state dict does not say its input size: the default one, else the one asked for (then no resizing).
+    built_at = None
+    model = _build(resolved, kwargs, num_classes, None)
+    if img_size is not None and not _fits(model, state):
+        built_at, model = img_size, _build(resolved, kwargs, num_classes, img_size)
     check_fits(model, state, str(path))
     model.load_state_dict(state)
-    spec = _spec(resolved, model, kwargs, "checkpoint", img_size)
+    spec = _spec(resolved, model, kwargs, "checkpoint", built_at)
     spec.checkpoint = str(path)
+    return _at_size(LoadedModel(model.eval(), spec), img_size, log)
+
+
+def _from_edgevision_checkpoint(name, path: Path, state, meta, num_classes) -> LoadedModel:
+    """The model an edgevision checkpoint records, at the size it was made at."""
+    m = meta["model"]
+    if name is not None and resolve_name(name).architecture != m["timm_name"].split(".")[0]:
+        raise ModelError(f"checkpoint {path} holds a {m['timm_name']} model, not {name}",
+                         "drop the model name or pick the matching checkpoint")
+    if num_classes is not None and num_classes != m["num_classes"]:
+        raise ModelError(f"--num-classes {num_classes} differs from the checkpoint's {m['num_classes']}",
+                         "drop --num-classes: the checkpoint records it")
+    resolved = ResolvedName(m["name"], m["timm_name"], m["img_size"], m["model_kwargs"], {})
+    model = _build(resolved, m["model_kwargs"], m["num_classes"], m["img_size"])
+    structure = m.get("structure")
+    if structure:  # a pruned model: the recorded attributes, and tensor shapes from the weights
+        apply_structure(model, structure, state)
+    check_fits(model, state, str(path))
+    model.load_state_dict(state)
+    spec = ModelSpec(
+        name=m["name"], timm_name=m["timm_name"], num_classes=m["num_classes"],
+        img_size=m["img_size"], model_kwargs=m["model_kwargs"], weights="checkpoint",
+        data_config=dict(meta["data_config"]), classes=meta.get("classes"), checkpoint=str(path),
+        structure=structure or None,
+    )
     return LoadedModel(model.eval(), spec)
+
+
+def _fits(model, state: dict) -> bool:
+    try:
+        check_fits(model, state, "")
+        return True
+    except ModelError:
+        return False
 
 
 def _classes_in_state(resolved: ResolvedName, kwargs: dict, state: dict) -> int | None:
