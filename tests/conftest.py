@@ -23,6 +23,23 @@ needs_fashion_mnist = pytest.mark.skipif(
     not fashion_mnist_installed(), reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
 
 
+def fake_hub_cache(tmp_path: Path, monkeypatch, tagged_name: str):
+    """A Hugging Face cache laid out as the hub client does, holding random weights of a tiny timm model
+    (`test_vit.r160_in1k`...); returns (the model those weights came from, the snapshot folder)."""
+    import huggingface_hub.constants as c
+    import timm
+    from safetensors.torch import save_file
+
+    reference = timm.create_model(tagged_name.split(".")[0], pretrained=False)
+    snapshot = tmp_path / "hub" / f"models--timm--{tagged_name}" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(snapshot / "model.safetensors"))
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    return reference, snapshot
+
+
 def photo(size=(40, 30), seed=0) -> Image.Image:
     """A real-looking RGB image: a crop of a real photo shipped with scikit-image, resized."""
     import skimage.data

@@ -12,7 +12,7 @@ from edgevision.errors import ModelError
 from edgevision.models import load_model, write_checkpoint
 from edgevision.models.checkpoint import spec_meta
 
-from conftest import fashion_mnist_installed
+from conftest import fake_hub_cache, fashion_mnist_installed
 
 # alias, size it is made at (the zoo's), size asked for, the tensors timm must resize
 RESIZABLE = [("vit_mini", 28, 56, "pos_embed"),
@@ -105,3 +105,15 @@ def test_checkpoint_evaluates_at_another_size(tmp_path, alias):
     result = api.evaluate(None, "builtin:fashion-mnist:test", checkpoint=path, img_size=size, limit=32, progress=False)
     assert result["model"]["img_size"] == size and result["model"]["resized"]["to_size"] == size
     assert result["images"] == 32 and 0.0 <= result["top1"] <= 100.0
+
+
+def test_pretrained_weights_at_another_size_are_resampled_like_timm_does(tmp_path, monkeypatch):
+    from timm.layers import resample_abs_pos_embed
+
+    reference, _ = fake_hub_cache(tmp_path, monkeypatch, "test_vit.r160_in1k")
+    loaded = load_model("test_vit", weights="pretrained", img_size=192)
+    grid = reference.patch_embed.grid_size
+    expected = resample_abs_pos_embed(reference.pos_embed.detach(), new_size=(192 // 16, 192 // 16),
+                                      old_size=grid, num_prefix_tokens=reference.num_prefix_tokens)
+    assert loaded.spec.resized["from_size"] == 160 and loaded.spec.weights == "pretrained"
+    torch.testing.assert_close(loaded.model.pos_embed.detach(), expected, rtol=0, atol=1e-6)

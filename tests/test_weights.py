@@ -10,6 +10,8 @@ from edgevision.errors import ModelError
 from edgevision.models import load_model, write_checkpoint
 from edgevision.models.loading import pretrained_weights_file
 
+from conftest import fake_hub_cache
+
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
 
@@ -42,16 +44,7 @@ def test_pretrained_offline_and_not_cached_fails_fast_in_one_line(tmp_path, monk
 
 def test_pretrained_loads_from_local_hub_cache(tmp_path, monkeypatch):
     """Lay out a Hugging Face cache as the hub client does, holding timm's tiny test_convnext weights."""
-    import huggingface_hub.constants as c
-    import timm
-
-    reference = timm.create_model("test_convnext", pretrained=False)
-    snapshot = tmp_path / "hub" / "models--timm--test_convnext.r160_in1k" / "snapshots" / "abc123"
-    snapshot.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(snapshot / "model.safetensors"))
-    (snapshot.parent.parent / "refs").mkdir()
-    (snapshot.parent.parent / "refs" / "main").write_text("abc123")
-    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    reference, snapshot = fake_hub_cache(tmp_path, monkeypatch, "test_convnext.r160_in1k")
 
     assert pretrained_weights_file("test_convnext") == snapshot / "model.safetensors"
     loaded = load_model("test_convnext", weights="pretrained")
