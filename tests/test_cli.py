@@ -6,6 +6,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from conftest import needs_fashion_mnist
 from edgevision.cli.app import app
 
 runner = CliRunner()
@@ -196,3 +197,14 @@ def test_full_disk_is_one_line_and_leaves_nothing(tiny_disk):
     last = result.output.strip().splitlines()[-1]  # after the run's progress lines on stderr
     assert last.startswith("error: no space left on device writing") and str(out) in last
     assert list(tiny_disk.iterdir()) == []  # the staged run directory was removed
+
+
+@needs_fashion_mnist
+def test_train_freeze_options_conflict_is_one_line(tmp_path):
+    result = run("train", "convnext_mini", "--data", "builtin:fashion-mnist", "--out", tmp_path / "m.pt",
+                 "--freeze", "backbone", "--freeze-backbone-epochs", "1")
+    assert_one_line_error(result, "--freeze backbone and --freeze-backbone-epochs both given")
+    result = run("train", "convnext_mini", "--data", "builtin:fashion-mnist", "--out", tmp_path / "m.pt",
+                 "--epochs", "2", "--freeze-backbone-epochs", "3")
+    assert_one_line_error(result, "--freeze-backbone-epochs 3 is outside 0..--epochs 2")
+    assert not (tmp_path / "m.pt").exists()

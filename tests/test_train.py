@@ -206,3 +206,88 @@ def test_weights_fashion_mnist_reads_the_cache_and_names_its_recipes(tmp_path, m
     assert "vit_teacher_mini" in err.value.hint  # the fix lists the aliases that have one
     for alias in FASHION_MNIST_EPOCHS:  # every recipe is a valid training configuration
         TrainConfig(**fashion_mnist_settings(alias))
+
+
+def _seeded(alias="convnext_mini"):
+    loaded = load_model(alias, num_classes=10, weights="random", seed=0)
+    return loaded, {k: v.clone() for k, v in loaded.model.state_dict().items()}
+
+
+def _classifier_names(model):
+    from edgevision.training.freeze import classifier_module
+
+    ids = {id(p) for p in classifier_module(model).parameters()}
+    return {n for n, p in model.named_parameters() if id(p) in ids}
+
+
+def test_freeze_schedule_trains_exactly_the_classifier_then_every_layer_and_survives_a_resume(tmp_path):
+    """Epoch 1 with the backbone frozen, epoch 2 all layers: the parameters that receive a gradient in each
+    epoch are checked, a kill after epoch 1 leaves the backbone untouched, and the resumed run unfreezes it."""
+    loaded, initial = _seeded()
+    model, out = loaded.model, tmp_path / "m.pt"
+    head, names = _classifier_names(model), {n for n, _ in model.named_parameters()}
+    cfg = TrainConfig(epochs=2, batch_size=32, workers=0, warmup_steps=1, augment="none", freeze_backbone_epochs=1)
+    got_grad: list[set[str]] = []  # per micro-batch: the parameters whose gradient was accumulated
+    for name, p in model.named_parameters():
+        p.register_post_accumulate_grad_hook(lambda p, name=name: got_grad[-1].add(name))
+
+    def stop_at_epoch_two(logits, labels, images):
+        got_grad.append(set())
+        if len(got_grad) == 5:  # 4 batches an epoch: the first of epoch 2
+            raise KeyboardInterrupt
+        return torch.nn.functional.cross_entropy(logits, labels)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(loaded, small(128), out, cfg, progress=False, loss_fn=stop_at_epoch_two)
+    assert all(seen == head for seen in got_grad[:4])
+    saved = torch.load(state_path(out), weights_only=True)
+    assert saved["epoch"] == 1 and saved["history"][0]["trained"] == "classifier"
+    for name in names - head:
+        assert torch.equal(saved["model"][name], initial[name]), name  # no gradient, no weight decay
+    assert all(not torch.equal(saved["model"][name], initial[name]) for name in head)
+    assert all(p.requires_grad for p in model.parameters())  # handed back trainable
+
+    got_grad.clear()
+    result = train(loaded, small(128), out, cfg, progress=False,
+                   loss_fn=lambda lo, la, im: got_grad.append(set()) or torch.nn.functional.cross_entropy(lo, la))
+    assert result.resumed_from == {"epoch": 1, "step": 0}
+    assert len(got_grad) == 4 and all(seen == names for seen in got_grad)
+    state, meta = read_checkpoint(out)
+    assert [h["trained"] for h in meta["training"]["history"]] == ["classifier", "all"]
+    assert meta["training"]["config"]["freeze_backbone_epochs"] == 1
+    assert all(not torch.equal(state[name], initial[name]) for name in names - head)
+
+
+def test_backbone_learning_rate_is_scaled(tmp_path):
+    """One AdamW step from the same weights on the same batch: Adam's first update is the learning rate times
+    the gradient's sign, so the backbone moves by exactly the scale times as much, the classifier the same."""
+    moved = []
+    for scale in (1.0, 0.1):
+        loaded, initial = _seeded()
+        cfg = TrainConfig(epochs=1, batch_size=64, workers=0, warmup_steps=1, augment="none", weight_decay=0.0,
+                          backbone_lr_scale=scale)
+        train(loaded, small(64), tmp_path / f"s{scale}.pt", cfg, progress=False)
+        moved.append({k: (v - initial[k]).abs() for k, v in loaded.model.state_dict().items()
+                      if v.dtype.is_floating_point})
+    head = _classifier_names(loaded.model)
+    backbone = [n for n, _ in loaded.model.named_parameters() if n not in head]
+    for name in head:
+        torch.testing.assert_close(moved[1][name], moved[0][name])
+    for name in backbone:  # float32 rounding of weight + update: a few 1e-8
+        torch.testing.assert_close(moved[1][name], moved[0][name] * 0.1, rtol=1e-3, atol=2e-7)
+    total = [sum(float(m[n].sum()) for n in backbone) for m in moved]
+    assert total[1] / total[0] == pytest.approx(0.1, rel=1e-3)
+
+
+def test_freeze_options_are_checked_before_any_work(tmp_path):
+    from edgevision.training.freeze import frozen_backbone_epochs
+
+    assert frozen_backbone_epochs("backbone", 0, 3) == 3 and frozen_backbone_epochs(None, 2, 3) == 2
+    with pytest.raises(EdgevisionError, match="both given"):
+        frozen_backbone_epochs("backbone", 1, 3)
+    with pytest.raises(EdgevisionError, match="unknown --freeze 'head'"):
+        frozen_backbone_epochs("head", 0, 3)
+    loaded, _ = _seeded()
+    with pytest.raises(EdgevisionError, match="outside 0..--epochs 2"):
+        train(loaded, small(64), tmp_path / "m.pt", TrainConfig(epochs=2, freeze_backbone_epochs=3), progress=False)
+    assert not (tmp_path / "m.pt").exists() and not state_path(tmp_path / "m.pt").exists()

@@ -12,6 +12,7 @@ from edgevision.cli.options import (CheckpointOpt, DebugOpt, DeviceOpt, GradAccu
                                     ModelArgOpt, NumClassesOpt, ResumeOpt, SaveEveryOpt, ThreadsOpt, WeightsOpt,
                                     WorkersOpt)
 from edgevision.reports.render import fmt
+from edgevision.training.freeze import frozen_backbone_epochs
 from edgevision.training.loop import TrainConfig
 
 _D = TrainConfig()
@@ -38,6 +39,15 @@ def train_command(
     augment: Annotated[str, typer.Option(
         "--augment", help="light: random resized crop (80-100%) and flip; none: the evaluation preprocessing "
         "only (learns faster in short runs from scratch).")] = _D.augment,
+    freeze_backbone_epochs: Annotated[int, typer.Option(
+        "--freeze-backbone-epochs", min=0, help="Train only the classifier for the first N epochs, then every "
+        "layer.")] = _D.freeze_backbone_epochs,
+    backbone_lr_scale: Annotated[float, typer.Option(
+        "--backbone-lr-scale", min=0.0, help="Backbone learning rate = F x the classifier's "
+        "(once unfrozen).")] = _D.backbone_lr_scale,
+    freeze: Annotated[Optional[str], typer.Option(
+        "--freeze", help="backbone: train only the classifier in every epoch (a linear probe).",
+        show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the data order, the augmentation and a random "
                                       "model's initial weights.")] = _D.seed,
     workers: WorkersOpt = _D.workers,
@@ -60,7 +70,8 @@ def train_command(
     with cli_errors(debug):
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                           label_smoothing=label_smoothing, warmup_steps=warmup_steps, seed=seed, workers=workers,
-                          augment=augment, grad_accum=grad_accum)
+                          augment=augment, grad_accum=grad_accum, backbone_lr_scale=backbone_lr_scale,
+                          freeze_backbone_epochs=frozen_backbone_epochs(freeze, freeze_backbone_epochs, epochs))
         loaded, source, result = api.train_model(
             model, data, out, cfg, eval_data=eval_data, threads=threads, resume=resume, force=force, device=device,
             progress=not json_out and main, save_every_s=save_every, log=log,
@@ -77,10 +88,12 @@ def show_training(result, title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    for col in ("epoch", "train loss", "eval top-1", "time (s)"):
+    phases = any("trained" in h for h in result.history)
+    for col in ("epoch", "train loss", "eval top-1", "time (s)") + (("trained",) if phases else ()):
         table.add_column(col, justify="right")
     for h in result.history:
-        table.add_row(str(h["epoch"]), fmt(h["train_loss"], 4), fmt(h.get("eval_top1")), fmt(h["time_s"], 1))
+        table.add_row(str(h["epoch"]), fmt(h["train_loss"], 4), fmt(h.get("eval_top1")), fmt(h["time_s"], 1),
+                      *((h.get("trained", ""),) if phases else ()))
     out = console()
     out.print(table)
     if result.skipped_images:

@@ -21,6 +21,7 @@ from edgevision.errors import DataError, EdgevisionError
 from edgevision.models.checkpoint import atomic_save
 from edgevision.progress import progress_bar
 from edgevision.training.distributed import DistEnv, all_sum, broadcast
+from edgevision.training.freeze import FreezeSchedule, backbone_parameters, enter_phase, unfreeze
 
 STATE_FORMAT = "edgevision.train-state"
 
@@ -38,9 +39,15 @@ class TrainConfig:
     workers: int = 1
     augment: str = "light"  # light: random resized crop 80-100% + flip; none: eval preprocessing only
     grad_accum: int = 1  # micro-batches per optimiser step (effective batch = batch_size x grad_accum x processes)
+    freeze_backbone_epochs: int = 0  # the classifier alone for this many epochs first (all: a linear probe)
+    backbone_lr_scale: float = 1.0  # backbone learning rate = this x the classifier's
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def freeze(self) -> FreezeSchedule:
+        return FreezeSchedule(self.freeze_backbone_epochs, self.backbone_lr_scale)
 
 
 @dataclass
@@ -79,13 +86,16 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
 
 
-def _param_groups(model, weight_decay: float):
-    """No weight decay on norms, biases, tokens and position embeddings (1-d parameters)."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def _param_groups(model, weight_decay: float, backbone: list, backbone_lr_scale: float):
+    """No weight decay on norms, biases, tokens and position embeddings (1-d parameters); the `backbone`
+    parameters (a freeze schedule's, else none) in groups of their own at `backbone_lr_scale` x the rate."""
+    in_backbone = {id(p) for p in backbone}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in in_backbone]
+    groups = []
+    for params, scale in [(rest, 1.0)] + ([(backbone, backbone_lr_scale)] if backbone else []):
+        groups += [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay, "lr_scale": scale},
+                   {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lr_scale": scale}]
+    return groups
 
 
 class _Loop:
@@ -99,12 +109,16 @@ class _Loop:
         self.module, self.dataset, self.cfg, self.key = module, dataset, cfg, key
         self.state_file, self.env, self.dev, self.log = state_file, env, dev, log
         module.to(dev).train()
+        self.backbone = backbone_parameters(module) if cfg.freeze.active else []
         self.net = module
         if env.active:
             from torch.nn.parallel import DistributedDataParallel
 
-            self.net = DistributedDataParallel(module, device_ids=[dev.index] if dev.type == "cuda" else None)
-        self.optimizer = torch.optim.AdamW(_param_groups(module, cfg.weight_decay), lr=cfg.lr)
+            # a frozen backbone takes no gradient: DDP must not wait for one
+            self.net = DistributedDataParallel(module, device_ids=[dev.index] if dev.type == "cuda" else None,
+                                               find_unused_parameters=cfg.freeze_backbone_epochs > 0)
+        self.optimizer = torch.optim.AdamW(_param_groups(module, cfg.weight_decay, self.backbone,
+                                                         cfg.backbone_lr_scale), lr=cfg.lr)
         # DistributedSampler with one replica is a seeded shuffle: one code path for 1 and N processes.
         self.sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True,
                                           seed=cfg.seed)
@@ -173,8 +187,9 @@ class _Loop:
 
     def optimizer_step(self, micro: int) -> None:
         step = (micro - 1) // self.cfg.grad_accum
+        lr = lr_at(self.epoch * self.steps_per_epoch + step, self.total_steps, self.cfg)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr_at(self.epoch * self.steps_per_epoch + step, self.total_steps, self.cfg)
+            group["lr"] = lr * group["lr_scale"]
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.done = micro
@@ -187,7 +202,10 @@ class _Loop:
                              workers=cfg.workers)
         task = bar.add_task(f"epoch {self.epoch + 1}/{cfg.epochs}", total=self.micro_per_epoch, completed=first,
                             status="")
-        self.module.train()
+        if self.backbone:
+            enter_phase(self.module, self.cfg.freeze, self.epoch, self.backbone)
+        else:
+            self.module.train()
         loss_sum, seen, last_save = 0.0, 0, time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
         for micro, batch in enumerate(loader, start=first + 1):
@@ -207,6 +225,8 @@ class _Loop:
         loss_total, seen_total = all_sum([loss_sum, float(seen)], self.env, self.dev)
         record = {"epoch": self.epoch + 1, "train_loss": loss_total / max(seen_total, 1.0),
                   "time_s": round(time.perf_counter() - self.t_start, 1)}
+        if self.backbone:
+            record["trained"] = self.cfg.freeze.trained_at(self.epoch)
         if end_of_epoch is not None and self.env.is_main:
             record.update(end_of_epoch(self.module))
             self.module.train()
@@ -231,6 +251,8 @@ class _Loop:
         except KeyboardInterrupt:
             self.save(self.epoch, self.done)
             raise
+        finally:
+            unfreeze(self.backbone)
 
 
 def fit(module, dataset: TransformedDataset, cfg: TrainConfig, *, key: dict[str, Any], state_file: Path,

@@ -16,6 +16,7 @@ from edgevision.measure.evaluate import evaluate_model
 from edgevision.models.checkpoint import spec_meta, write_checkpoint
 from edgevision.models.loading import LoadedModel
 from edgevision.training.distributed import setup, teardown
+from edgevision.training.freeze import check_schedule
 from edgevision.training.loop import LoopHooks, TrainConfig, fit, state_path
 
 AUGMENTS = ("light", "none")
@@ -56,6 +57,7 @@ def check_training_inputs(loaded: LoadedModel, source: ImageSource, out: Path, c
     if source.num_classes and source.num_classes > loaded.model.num_classes:
         raise EdgevisionError(f"{source.spec} has {source.num_classes} classes but the model has "
                               f"{loaded.model.num_classes} outputs", f"pass --num-classes {source.num_classes}")
+    check_schedule(loaded.model, cfg.freeze, cfg.epochs)
 
 
 def transform_for(data_config: dict[str, Any], augment: str):
