@@ -2,19 +2,19 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import socket
+import functools
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from edgevision.data.loader import DATA_CONFIG_KEYS
 from edgevision.errors import ModelError
+from edgevision.models import hf
 from edgevision.models.checkpoint import check_fits, read_checkpoint, strip_prefixes
 from edgevision.models.resize import resize_input, rebuild_kwargs
 from edgevision.models.structure import apply_structure
-from edgevision.models.weights import WeightRequest, WeightSource, register_weight_source, weight_source
+from edgevision.models.weights import (WeightRequest, WeightSource, may_download, register_weight_source,
+                                       weight_source)
 from edgevision.models.zoo import (ResolvedName, accepts_img_size, default_pretrained_tag, family_of, resolve_name,
                                    timm_with_students)
 
@@ -78,6 +78,12 @@ def load_model(
     for the architecture as configured, else `random`. Other names are weight sources registered in
     models/weights.py (`fashion-mnist`: edgevision's own float model for a *_mini alias, trained on first use).
     """
+    if name is not None and name.startswith(hf.HF_PREFIX) or checkpoint is not None and hf.is_hf_folder(Path(checkpoint)):
+        if weights is not None or model_kwargs:
+            raise ModelError("a Transformers model carries its weights and configuration",
+                             "drop --weights and --model-arg")
+        source_id = str(checkpoint) if checkpoint is not None else name[len(hf.HF_PREFIX):]
+        return _load_transformers(source_id, num_classes, img_size, log)
     source = weight_source(weights) if weights is not None else None
     if checkpoint is not None:
         if source is not None:
@@ -120,6 +126,33 @@ def _load_pretrained(request: WeightRequest) -> LoadedModel:
     model = _build(resolved, kwargs, request.num_classes, None, pretrained_file=weights_file)
     return _at_size(LoadedModel(model.eval(), _spec(resolved, model, kwargs, "pretrained", None)),
                     request.img_size, request.log)
+
+
+def _load_transformers(source: str, num_classes: int | None, img_size: int | None, log) -> LoadedModel:
+    """A Transformers image classifier converted into its timm equivalent, logits checked (models/hf.py)."""
+    original, config, processor = hf.open_hf(source)
+    convert = hf.conversion(config["model_type"])
+    kwargs, size = convert.kwargs(config), config.get("image_size", 224)
+    labels = len(config.get("id2label") or {}) or config.get("num_labels", 2)
+    name = f"{hf.HF_PREFIX}{Path(source).name if Path(source).is_dir() else source}"
+    resolved = ResolvedName(name, convert.timm_name, size, kwargs, {})
+    model = _build(resolved, kwargs, labels, size)
+    state = convert.rename(original.state_dict())
+    check_fits(model, state, source)
+    model.load_state_dict(state)
+    gap = hf.logits_gap(original, model.eval(), (kwargs.get("in_chans", 3), size, size))
+    if gap > hf.LOGITS_ATOL:
+        raise ModelError(f"{source} converted to timm {convert.timm_name} gives other logits (off by {gap:.2g})",
+                         "this variant of the architecture is not convertible; use a timm model")
+    log(f"converted {source} ({type(original).__name__}) to timm {convert.timm_name}: logits within {gap:.1g}")
+    data_config = {**hf.data_config(processor, config), "input_size": [kwargs.get("in_chans", 3), size, size]}
+    spec = ModelSpec(name=name, timm_name=convert.timm_name, num_classes=labels, img_size=size, model_kwargs=kwargs,
+                     weights="checkpoint", data_config=data_config, classes=hf.classes(config), checkpoint=source)
+    if num_classes is not None and num_classes != labels:  # a new dataset: a new classifier, as timm's pretrained
+        model.reset_classifier(num_classes)
+        spec = dataclasses.replace(spec, num_classes=num_classes, classes=None)
+        log(f"new {num_classes}-class classifier in place of the checkpoint's {labels} classes")
+    return _at_size(LoadedModel(model.eval(), spec), img_size, log)
 
 
 def _at_size(loaded: LoadedModel, img_size: int | None, log) -> LoadedModel:
@@ -239,6 +272,8 @@ def _build(resolved: ResolvedName, kwargs: dict, num_classes, img_size, pretrain
 
     size = img_size or resolved.img_size
     build_kwargs = dict(kwargs)
+    if "layer_norm_eps" in build_kwargs:  # as data in the spec; timm takes it as a LayerNorm with that eps
+        build_kwargs["norm_layer"] = functools.partial(_layer_norm(), eps=build_kwargs.pop("layer_norm_eps"))
     if num_classes is not None:
         build_kwargs["num_classes"] = num_classes
     if size is not None and accepts_img_size(resolved.architecture):
@@ -252,6 +287,12 @@ def _build(resolved: ResolvedName, kwargs: dict, num_classes, img_size, pretrain
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ModelError(f"timm cannot build {resolved.timm_name} with {build_kwargs}: {msg}",
                          "check --img-size and the model arguments") from None
+
+
+def _layer_norm():
+    import torch
+
+    return torch.nn.LayerNorm
 
 
 def _spec(resolved: ResolvedName, model, kwargs, weights: str, img_size: int | None) -> ModelSpec:
@@ -298,7 +339,7 @@ def pretrained_weights_file(timm_name: str, cache_dir: str | None = None) -> Pat
         cached = try_to_load_from_cache(cfg.hf_hub_id, filename, cache_dir=cache_dir)
         if isinstance(cached, str):
             return Path(cached)
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or not _hub_reachable():
+    if not may_download():
         raise ModelError(
             f"pretrained weights for {tagged} are not in the local cache and the hub cannot be reached",
             "use --checkpoint PATH, --weights random (speed only), or run once online to cache them",
@@ -308,14 +349,3 @@ def pretrained_weights_file(timm_name: str, cache_dir: str | None = None) -> Pat
     except Exception as e:  # noqa: BLE001 - any hub failure is the same user-facing problem
         raise ModelError(f"downloading pretrained weights for {tagged} failed: {e}",
                          "use --checkpoint PATH or --weights random") from None
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    from huggingface_hub import constants
-
-    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False

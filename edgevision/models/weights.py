@@ -6,8 +6,11 @@ layer that owns the training loop. A new source is one module calling `register_
 """
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass, field
 from typing import Any, Callable
+from urllib.parse import urlparse
 
 from edgevision.errors import ModelError
 
@@ -44,3 +47,18 @@ def weight_source(name: str) -> WeightSource:
         raise ModelError(f"unknown --weights '{name}'",
                          f"use {', '.join(sorted(WEIGHT_SOURCES))}, or --checkpoint PATH")
     return WEIGHT_SOURCES[name]
+
+
+def may_download(timeout: float = 3.0) -> bool:
+    """Whether weights missing from the Hugging Face cache may be fetched: HF_HUB_OFFLINE unset and the hub
+    reachable within `timeout` (checked first, so that offline fails at once instead of after retries)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+        return False
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
