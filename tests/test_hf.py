@@ -48,6 +48,15 @@ def tiny_convnext(tmp_path):
     return _save(transformers.ConvNextForImageClassification(config), processor, tmp_path / "tiny-convnext")
 
 
+@pytest.fixture
+def tiny_swin(tmp_path):
+    torch.manual_seed(0)
+    config = transformers.SwinConfig(image_size=32, patch_size=2, embed_dim=16, depths=[2, 2, 2], num_heads=[1, 2, 4],
+                                     window_size=4, num_labels=3)
+    processor = transformers.ViTImageProcessor(size={"height": 32, "width": 32})
+    return _save(transformers.SwinForImageClassification(config), processor, tmp_path / "tiny-swin")
+
+
 def _logits_gap(original, loaded, seed=1):
     x = torch.randn(3, *loaded.spec.input_size, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
@@ -55,7 +64,8 @@ def _logits_gap(original, loaded, seed=1):
 
 
 @pytest.mark.parametrize("fixture,timm_name,family", [("tiny_vit", "vit_base_patch16_224", "vit"),
-                                                      ("tiny_convnext", "convnext_tiny", "convnext")])
+                                                      ("tiny_convnext", "convnext_tiny", "convnext"),
+                                                      ("tiny_swin", "swin_tiny_patch4_window7_224", "swin")])
 def test_save_pretrained_folder_converts_to_timm_with_matching_logits(request, fixture, timm_name, family):
     original, folder = request.getfixturevalue(fixture)
     logs: list[str] = []
@@ -64,6 +74,13 @@ def test_save_pretrained_folder_converts_to_timm_with_matching_logits(request, f
     assert loaded.spec.timm_name == timm_name and loaded.spec.family == family  # presets and pruning apply
     assert _logits_gap(original, loaded) < 1e-4
     assert any("converted" in line and timm_name in line for line in logs)
+
+
+def test_converted_swin_is_resized_by_timm_at_another_size(tiny_swin):
+    loaded = load_model(checkpoint=tiny_swin[1], img_size=64)
+    assert loaded.spec.resized["settings"]["window_size"] == [[8, 8]] * 3
+    with torch.no_grad():
+        assert loaded.model(torch.zeros(1, 3, 64, 64)).shape == (1, 3)
 
 
 def test_class_names_and_preprocessing_come_from_the_checkpoint(tiny_vit, tiny_convnext):
@@ -109,7 +126,7 @@ def test_missing_transformers_is_one_line_naming_the_extra(tiny_vit, monkeypatch
 def test_unconvertible_model_type_names_the_ones_that_convert(tmp_path):
     config = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=2)
     transformers.ResNetForImageClassification(config).save_pretrained(tmp_path / "resnet")
-    with pytest.raises(ModelError, match="'resnet' has no timm conversion.*convnext or vit"):
+    with pytest.raises(ModelError, match="'resnet' has no timm conversion.*convnext or swin or vit"):
         load_model(checkpoint=tmp_path / "resnet")
 
 

@@ -1,7 +1,7 @@
 """Hugging Face Transformers image classifiers as a model source: `hf:ORG/NAME` (the Hugging Face cache,
 offline first) or a folder written by `save_pretrained` given as `--checkpoint DIR`.
 
-Where timm has the same architecture (ViT, ConvNeXt), the weights are converted into it, so that pruning, the
+Where timm has the same architecture (ViT, ConvNeXt, Swin), the weights are converted into it, so that pruning, the
 family presets and every target apply, and the converted model's logits are checked against the original's
 on a random batch before anything else runs. Preprocessing comes from the checkpoint's image-processor config
 (preprocessor_config.json), expressed as timm's data config, so float and compressed models see the same
@@ -21,7 +21,7 @@ from edgevision.models.weights import may_download
 HF_PREFIX = "hf:"
 LOGITS_ATOL = 1e-4  # converted vs original logits, on a random batch
 _RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}  # PIL's codes in preprocessor_config.json
-_LAYER = r"vit\.(?:encoder\.layer|layers)\.(\d+)\."  # transformers 4 and 5 name ViT's blocks differently
+_LAYER = r"vit\.encoder\.layer\.(\d+)\."
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,8 @@ class Conversion:
     config, and the weight names."""
 
     timm_name: str
-    kwargs: Callable[[dict], dict]
-    rename: Callable[[dict], dict]
+    kwargs: Callable[[dict], dict]  # Transformers config -> timm constructor arguments
+    rename: Callable[[dict, Any], dict]  # (stored weights, the timm model built for them) -> its state dict
 
 
 def is_hf_folder(path: Path) -> bool:
@@ -48,9 +48,11 @@ def _transformers():
     return transformers
 
 
-def open_hf(source: str) -> tuple[Any, dict, dict]:
-    """(the Transformers model in eval mode, its config as a dict, its preprocessor config) from a folder or
-    a hub id in the local cache (downloaded only when the hub is reachable and HF_HUB_OFFLINE is unset)."""
+def open_hf(source: str) -> tuple[Any, dict, dict, dict]:
+    """(the Transformers model in eval mode, its config as a dict, its preprocessor config, its weights as
+    stored) from a folder or a hub id in the local cache (downloaded only when the hub is reachable and
+    HF_HUB_OFFLINE is unset). The stored weights carry the names every Transformers version writes, which the
+    conversions read; the loaded model is the reference their logits are checked against."""
     transformers = _transformers()
     local = Path(source).is_dir()
     cached_only = local or _cached(source) or not may_download()
@@ -65,24 +67,44 @@ def open_hf(source: str) -> tuple[Any, dict, dict]:
     except ValueError as e:
         raise ModelError(f"{source} is not an image classifier Transformers can load: {str(e).splitlines()[0]}",
                          "pass an *ForImageClassification checkpoint") from None
-    return model.eval(), model.config.to_dict(), _preprocessor_config(source, local)
+    processor = _file(source, "preprocessor_config.json")
+    return (model.eval(), model.config.to_dict(), json.loads(processor.read_text()) if processor else {},
+            _stored_weights(source))
+
+
+def _file(source: str, name: str) -> Path | None:
+    """A file of a save_pretrained folder or of a hub id's cached snapshot, or None."""
+    if Path(source).is_dir():
+        path = Path(source) / name
+        return path if path.is_file() else None
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(source, name)
+    return Path(cached) if isinstance(cached, str) else None
 
 
 def _cached(hub_id: str) -> bool:
-    from huggingface_hub import try_to_load_from_cache
-
-    return isinstance(try_to_load_from_cache(hub_id, "config.json"), str)
+    return _file(hub_id, "config.json") is not None
 
 
-def _preprocessor_config(source: str, local: bool) -> dict:
-    if local:
-        path = Path(source) / "preprocessor_config.json"
-    else:
-        from huggingface_hub import try_to_load_from_cache
+def _stored_weights(source: str) -> dict:
+    """The checkpoint's tensors as stored: safetensors, or torch files read with weights_only, sharded or not."""
+    import torch
+    from safetensors.torch import load_file
 
-        cached = try_to_load_from_cache(source, "preprocessor_config.json")
-        path = Path(cached) if isinstance(cached, str) else None
-    return json.loads(path.read_text()) if path is not None and path.is_file() else {}
+    for name, read in (("model.safetensors", load_file), ("pytorch_model.bin", _torch_file(torch))):
+        single = _file(source, name)
+        if single is not None:
+            return read(str(single))
+        index = _file(source, f"{name}.index.json")
+        if index is not None:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            return {k: v for shard in shards for k, v in read(str(index.parent / shard)).items()}
+    raise ModelError(f"{source} holds no model.safetensors or pytorch_model.bin", "save it with save_pretrained")
+
+
+def _torch_file(torch):
+    return lambda path: torch.load(path, map_location="cpu", weights_only=True)
 
 
 def data_config(processor: dict, config: dict) -> dict[str, Any]:
@@ -145,30 +167,23 @@ _VIT_RULES = [
     (r"vit\.embeddings\.patch_embeddings\.projection\.(weight|bias)", r"patch_embed.proj.\1"),
     (_LAYER + r"layernorm_before\.(weight|bias)", r"blocks.\1.norm1.\2"),
     (_LAYER + r"layernorm_after\.(weight|bias)", r"blocks.\1.norm2.\2"),
-    (_LAYER + r"attention\.(?:attention\.)?(query|key|value|q_proj|k_proj|v_proj)\.(weight|bias)",
-     r"blocks.\1.attn.\2.\3"),
-    (_LAYER + r"attention\.(?:output\.dense|o_proj)\.(weight|bias)", r"blocks.\1.attn.proj.\2"),
-    (_LAYER + r"(?:intermediate\.dense|mlp\.fc1)\.(weight|bias)", r"blocks.\1.mlp.fc1.\2"),
-    (_LAYER + r"(?:output\.dense|mlp\.fc2)\.(weight|bias)", r"blocks.\1.mlp.fc2.\2"),
+    (_LAYER + r"attention\.attention\.(query|key|value)\.(weight|bias)", r"blocks.\1.attn.\2.\3"),
+    (_LAYER + r"attention\.output\.dense\.(weight|bias)", r"blocks.\1.attn.proj.\2"),
+    (_LAYER + r"intermediate\.dense\.(weight|bias)", r"blocks.\1.mlp.fc1.\2"),
+    (_LAYER + r"output\.dense\.(weight|bias)", r"blocks.\1.mlp.fc2.\2"),
     (r"vit\.layernorm\.(weight|bias)", r"norm.\1"),
     (r"classifier\.(weight|bias)", r"head.\1"),
 ]
 
 
-def _vit_rename(state: dict) -> dict:
-    """Transformers' separate query/key/value projections become timm's one qkv projection."""
+def merge_qkv(named: dict) -> dict:
+    """Separate `attn.query/key/value` projections become timm's one `attn.qkv` projection."""
     import torch
 
-    named = convert_state(state, _VIT_RULES)
-    out = {k: v for k, v in named.items() if not re.search(r"\.attn\.(query|key|value|[qkv]_proj)\.", k)}
-    blocks = {int(m.group(1)) for k in named if (m := re.match(r"blocks\.(\d+)\.attn\.(query|q_proj)\.", k))}
-    for i in sorted(blocks):
-        for part in ("weight", "bias"):
-            names = [f"blocks.{i}.attn.{a}.{part}" for a in ("query", "key", "value")]
-            if names[0] not in named:
-                names = [f"blocks.{i}.attn.{a}_proj.{part}" for a in "qkv"]
-            if all(n in named for n in names):
-                out[f"blocks.{i}.attn.qkv.{part}"] = torch.cat([named[n] for n in names])
+    out = {k: v for k, v in named.items() if not re.search(r"\.attn\.(query|key|value)\.", k)}
+    for q in (k for k in named if re.search(r"\.attn\.query\.(weight|bias)$", k)):
+        out[q.replace(".query.", ".qkv.")] = torch.cat([named[q.replace(".query.", f".{a}.")]
+                                                       for a in ("query", "key", "value")])
     return out
 
 
@@ -190,10 +205,47 @@ _CONVNEXT_RULES = [
     (r"classifier\.(weight|bias)", r"head.fc.\1"),
 ]
 
+def _swin_kwargs(c: dict) -> dict:
+    return {"patch_size": c["patch_size"], "embed_dim": c["embed_dim"], "depths": list(c["depths"]),
+            "num_heads": list(c["num_heads"]), "window_size": c["window_size"], "mlp_ratio": c.get("mlp_ratio", 4.0),
+            "qkv_bias": c.get("qkv_bias", True), "in_chans": c.get("num_channels", 3)}
+
+
+_SWIN_BLOCK = r"swin\.encoder\.layers\.(\d+)\.blocks\.(\d+)\."
+# To the Swin authors' own names, which timm's checkpoint filter then takes (it moves each stage's patch
+# merging from the stage's end, where the authors and Transformers put it, to the next stage's start).
+_SWIN_RULES = [
+    (r"swin\.embeddings\.patch_embeddings\.projection\.(weight|bias)", r"patch_embed.proj.\1"),
+    (r"swin\.embeddings\.norm\.(weight|bias)", r"patch_embed.norm.\1"),
+    (_SWIN_BLOCK + r"layernorm_before\.(weight|bias)", r"layers.\1.blocks.\2.norm1.\3"),
+    (_SWIN_BLOCK + r"attention\.self\.(query|key|value)\.(weight|bias)", r"layers.\1.blocks.\2.attn.\3.\4"),
+    (_SWIN_BLOCK + r"attention\.self\.relative_position_bias_table",
+     r"layers.\1.blocks.\2.attn.relative_position_bias_table"),
+    (_SWIN_BLOCK + r"attention\.self\.relative_position_index", r"layers.\1.blocks.\2.attn.relative_position_index"),
+    (_SWIN_BLOCK + r"attention\.output\.dense\.(weight|bias)", r"layers.\1.blocks.\2.attn.proj.\3"),
+    (_SWIN_BLOCK + r"layernorm_after\.(weight|bias)", r"layers.\1.blocks.\2.norm2.\3"),
+    (_SWIN_BLOCK + r"intermediate\.dense\.(weight|bias)", r"layers.\1.blocks.\2.mlp.fc1.\3"),
+    (_SWIN_BLOCK + r"output\.dense\.(weight|bias)", r"layers.\1.blocks.\2.mlp.fc2.\3"),
+    (r"swin\.encoder\.layers\.(\d+)\.downsample\.(reduction|norm)\.(weight|bias)", r"layers.\1.downsample.\2.\3"),
+    (r"swin\.layernorm\.(weight|bias)", r"norm.\1"),
+    (r"classifier\.(weight|bias)", r"head.\1"),
+]
+
+
+def _swin_rename(state: dict, model) -> dict:
+    from timm.models.swin_transformer import checkpoint_filter_fn
+
+    original = merge_qkv(convert_state(state, _SWIN_RULES))
+    if "layers.0.downsample.reduction.weight" not in original:  # one stage: nothing tells timm the layout
+        original = {k.replace("head.", "head.fc."): v for k, v in original.items()}
+    return checkpoint_filter_fn(original, model)
+
+
 # Transformers model_type -> its timm equivalent
 CONVERSIONS: dict[str, Conversion] = {
-    "vit": Conversion("vit_base_patch16_224", _vit_kwargs, _vit_rename),
-    "convnext": Conversion("convnext_tiny", _convnext_kwargs, lambda s: convert_state(s, _CONVNEXT_RULES)),
+    "vit": Conversion("vit_base_patch16_224", _vit_kwargs, lambda s, m: merge_qkv(convert_state(s, _VIT_RULES))),
+    "convnext": Conversion("convnext_tiny", _convnext_kwargs, lambda s, m: convert_state(s, _CONVNEXT_RULES)),
+    "swin": Conversion("swin_tiny_patch4_window7_224", _swin_kwargs, _swin_rename),
 }
 
 

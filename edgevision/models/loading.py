@@ -130,14 +130,14 @@ def _load_pretrained(request: WeightRequest) -> LoadedModel:
 
 def _load_transformers(source: str, num_classes: int | None, img_size: int | None, log) -> LoadedModel:
     """A Transformers image classifier converted into its timm equivalent, logits checked (models/hf.py)."""
-    original, config, processor = hf.open_hf(source)
+    original, config, processor, stored = hf.open_hf(source)
     convert = hf.conversion(config["model_type"])
     kwargs, size = convert.kwargs(config), config.get("image_size", 224)
     labels = len(config.get("id2label") or {}) or config.get("num_labels", 2)
     name = f"{hf.HF_PREFIX}{Path(source).name if Path(source).is_dir() else source}"
     resolved = ResolvedName(name, convert.timm_name, size, kwargs, {})
     model = _build(resolved, kwargs, labels, size)
-    state = convert.rename(original.state_dict())
+    state = convert.rename(stored, model)
     check_fits(model, state, source)
     model.load_state_dict(state)
     gap = hf.logits_gap(original, model.eval(), (kwargs.get("in_chans", 3), size, size))
