@@ -291,3 +291,23 @@ def test_freeze_options_are_checked_before_any_work(tmp_path):
     with pytest.raises(EdgevisionError, match="outside 0..--epochs 2"):
         train(loaded, small(64), tmp_path / "m.pt", TrainConfig(epochs=2, freeze_backbone_epochs=3), progress=False)
     assert not (tmp_path / "m.pt").exists() and not state_path(tmp_path / "m.pt").exists()
+
+
+def test_freeze_schedule_under_torchrun_two_processes(tmp_path, fmnist_folder):
+    """Two processes (gloo): the frozen backbone takes no gradient, DDP does not wait for it, and after the
+    frozen epoch every layer trains."""
+    import json
+
+    out = tmp_path / "m.pt"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+           "edgevision", "train", "convnext_mini", "--weights", "random", "--data", str(fmnist_folder), "--epochs", "2",
+           "--freeze-backbone-epochs", "1", "--batch-size", "32", "--augment", "none", "--workers", "0",
+           "--threads", "1", "--out", str(out), "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert [h["trained"] for h in report["history"]] == ["classifier", "all"]
+    state, meta = read_checkpoint(out)
+    assert meta["training"]["processes"] == 2 and meta["training"]["config"]["freeze_backbone_epochs"] == 1
+    initial = load_model("convnext_mini", weights="random", seed=0, num_classes=10).model.state_dict()
+    assert not torch.equal(state["stem.0.weight"], initial["stem.0.weight"])  # the backbone trained in epoch 2
