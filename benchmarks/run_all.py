@@ -14,6 +14,8 @@ Parts, each a script of its own that can also run alone:
 - distill: benchmarks/distill.py (a ViT teacher into ConvNeXt, ViT and hybrid students on Fashion-MNIST, vs the
   students trained without it, 8 epochs each; about 6 minutes a run for convnext_mini on 2 cores, 13 for
   hybrid_mini, 20 for vit_mini, and the teacher on first use about two hours);
+- finetune: benchmarks/finetune_resolution.py (a Fashion-MNIST model trained at 28 px fine-tuned at 56 px: all
+  layers vs the classifier first, a linear probe; vit_mini by default, about 5 minutes after its weights exist);
 - train: benchmarks/train_fashion_mnist.py (the float Fashion-MNIST models; about an hour on 2 cores, so it
   runs only when asked with --only train).
 BENCHMARKS.md is rebuilt from every results file present, with the machine's details.
@@ -30,7 +32,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-DEFAULT_PARTS = ["speed224", "int8", "selection", "guard", "export", "prune", "distill"]
+DEFAULT_PARTS = ["speed224", "int8", "selection", "guard", "export", "prune", "distill", "finetune"]
 
 
 def run(cmd: list[str]) -> None:
@@ -72,6 +74,7 @@ def benchmarks_md() -> str:
                 ("int8_speed.md", "INT8 speed (compress --int8) and benchmark_app"),
                 ("export_targets.md", "Export targets"), ("prune.md", "Structured pruning"),
                 ("distill.md", "Distillation"),
+                ("finetune_resolution.md", "Fine-tuning at a new resolution, with a frozen backbone first"),
                 ("int8_presets.md", "INT8 presets (how they were chosen)"),
                 ("fashion_mnist_train.md", "Float Fashion-MNIST models"),
                 ("history.md", "Measurement history (what the README said at the time)")]
@@ -99,6 +102,7 @@ def main() -> None:
                "export": [str(HERE / "export_targets.py"), "--threads", str(args.threads)],
                "prune": [str(HERE / "prune.py"), "--threads", str(args.threads)],
                "distill": [str(HERE / "distill.py"), "--threads", str(args.threads)],
+               "finetune": [str(HERE / "finetune_resolution.py"), "--threads", str(args.threads)],
                "train": [str(HERE / "train_fashion_mnist.py")]}
     for part in args.only:
         if part == "speed224":

@@ -34,9 +34,13 @@ class Conversion:
     rename: Callable[[dict, Any], dict]  # (stored weights, the timm model built for them) -> its state dict
 
 
-def is_hf_folder(path: Path) -> bool:
-    """A `save_pretrained` folder: config.json beside the weights."""
-    return path.is_dir() and (path / "config.json").is_file()
+def transformers_source(name: str | None, checkpoint: str | Path | None) -> str | None:
+    """The hub id of `hf:ORG/NAME`, or a `save_pretrained` folder (config.json beside the weights) given as
+    --checkpoint; None for anything else."""
+    if checkpoint is not None:
+        folder = Path(checkpoint)
+        return str(folder) if folder.is_dir() and (folder / "config.json").is_file() else None
+    return name[len(HF_PREFIX):] if name is not None and name.startswith(HF_PREFIX) else None
 
 
 def _transformers():

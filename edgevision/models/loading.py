@@ -78,12 +78,12 @@ def load_model(
     for the architecture as configured, else `random`. Other names are weight sources registered in
     models/weights.py (`fashion-mnist`: edgevision's own float model for a *_mini alias, trained on first use).
     """
-    if name is not None and name.startswith(hf.HF_PREFIX) or checkpoint is not None and hf.is_hf_folder(Path(checkpoint)):
+    transformers_source = hf.transformers_source(name, checkpoint)
+    if transformers_source is not None:
         if weights is not None or model_kwargs:
             raise ModelError("a Transformers model carries its weights and configuration",
                              "drop --weights and --model-arg")
-        source_id = str(checkpoint) if checkpoint is not None else name[len(hf.HF_PREFIX):]
-        return _load_transformers(source_id, num_classes, img_size, log)
+        return _load_transformers(transformers_source, num_classes, img_size, log)
     source = weight_source(weights) if weights is not None else None
     if checkpoint is not None:
         if source is not None:
