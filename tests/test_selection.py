@@ -9,7 +9,8 @@ import pytest
 
 from edgevision.measure.cpu_profile import INT8_FEATURES, CpuProfile, host_flags, int8_features, int8_tier
 from edgevision.pipeline.recipe import RecipeError, resolve
-from edgevision.pipeline.run import build_stages
+from edgevision.pipeline.run import build_stages, runner_options
+from edgevision.runtimes.openvino import native_bf16
 from edgevision.pipeline.selection import int8_no_faster, select
 
 # /proc/cpuinfo flags (the INT8-relevant part and some neighbours) of machines this project has met or targets
@@ -128,3 +129,35 @@ def test_compress_selects_a_real_loadable_artifact_that_is_the_fastest_measured(
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout)["runtime"] == chosen["runtime"]
     assert report["benchmark"]["cpu_profile"]["gemm_gops"]  # the machine it was chosen on, with its roofline
+    # OpenVINO INT8 with bf16 for its float layers is a candidate exactly where the CPU has bf16; when chosen,
+    # the manifest tells evaluate, benchmark and deployment to run the IR that way
+    assert ("int8-bf16/openvino" in candidates) == native_bf16()
+    manifest = json.loads((out / "manifest.json").read_text())
+    bf16 = chosen["name"] == "int8-bf16"
+    assert manifest["runner_options"] == ({"model_int8.xml": {"precision": "bf16"}} if bf16 else {})
+
+
+def test_runner_options_name_the_selected_artifacts_precision():
+    rows = [{**row("int8", "openvino", 30.0, 0.1), "artifact": "model_int8.xml", "quantization": {}},
+            {**row("int8-bf16", "openvino", 27.0, 0.1), "artifact": "model_int8.xml",
+             "quantization": {"inference_precision": "bf16"}}]
+    for selected, expected in ((1, {"model_int8.xml": {"precision": "bf16"}}), (0, {})):
+        report = {"variants": [{**r, "selected": i == selected} for i, r in enumerate(rows)]}
+        assert runner_options(report) == expected
+
+
+@pytest.mark.skipif(not native_bf16(), reason="this CPU has no native bf16 (AVX512-BF16 or AMX)")
+def test_an_artifact_runs_with_the_runner_options_of_its_manifest(tmp_path):
+    from edgevision.measure import benchmark_model
+    from edgevision.models import load_model
+    from edgevision.pipeline.artifacts import load_artifact
+    from edgevision.pipeline.manifest import write_manifest
+    from edgevision.runtimes import openvino as ov_backend
+
+    loaded = load_model("convnext_mini", weights="random")
+    ov_backend.save(ov_backend.convert(loaded.model, loaded.spec.input_size), tmp_path / "model_int8.xml")
+    write_manifest(tmp_path, {"model": loaded.spec.to_dict(), "runner_options": {"model_int8.xml": {"precision": "bf16"}}})
+    artifact = load_artifact(tmp_path / "model_int8.xml")
+    assert artifact.runner_options == {"precision": "bf16"}
+    result = benchmark_model(artifact, runtime="openvino", iters=2, warmup=1, throughput_batch=None)
+    assert result.runner["precision"] == "bf16"

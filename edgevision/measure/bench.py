@@ -141,6 +141,7 @@ def benchmark_model(
 ) -> BenchResult:
     """Latency at `batch` and throughput at `throughput_batch` at a stated thread count."""
     threads = threads or available_cores()
-    runner = create_runner(runtime, loaded.model, threads=threads, input_size=loaded.spec.input_size)
+    runner = create_runner(runtime, loaded.model, threads=threads, input_size=loaded.spec.input_size,
+                           **loaded.runner_options)
     return benchmark(runner, loaded.spec.input_size, batch=batch, warmup=warmup, iters=iters,
                      min_seconds=min_seconds, throughput_batch=throughput_batch)

@@ -132,6 +132,7 @@ def evaluate_model(
     `device` (pytorch runtime only): where the model runs, e.g. the GPU it is training on."""
     source = sample(align_classes(source, loaded.spec.classes), limit, seed)
     placement = {"device": device} if device is not None else {}
-    runner = create_runner(runtime, loaded.model, threads=threads, input_size=loaded.spec.input_size, **placement)
+    runner = create_runner(runtime, loaded.model, threads=threads, input_size=loaded.spec.input_size, **placement,
+                           **loaded.runner_options)
     return evaluate(runner, source, loaded.spec.data_config, batch_size=batch_size, workers=workers,
                     progress=progress)

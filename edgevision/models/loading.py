@@ -57,8 +57,9 @@ def random_weights_warning(spec: ModelSpec, role: str = "") -> str | None:
 
 @dataclass
 class LoadedModel:
-    model: Any  # torch.nn.Module, in eval mode
+    model: Any  # torch.nn.Module, in eval mode (or an artifact's path, pipeline/artifacts.py)
     spec: ModelSpec
+    runner_options: dict[str, Any] = field(default_factory=dict)  # an artifact's, e.g. OpenVINO's precision
 
 
 def load_model(

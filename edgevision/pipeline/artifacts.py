@@ -31,7 +31,8 @@ def load_artifact(path: str | Path) -> LoadedModel:
     except (OSError, ValueError, KeyError, TypeError):
         raise EdgevisionError(f"{path} has no edgevision manifest.json beside it to say how to feed it",
                               "keep the artifact in the directory export/compress wrote") from None
-    return LoadedModel(path, spec)
+    # the runner settings the selected variant was checked with (OpenVINO INT8 with BF16 for the rest)
+    return LoadedModel(path, spec, dict((manifest.get("runner_options") or {}).get(path.name, {})))
 
 
 def check_runtime(name: str | Path, runtime: str, asked: str | None) -> str:

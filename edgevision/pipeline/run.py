@@ -174,8 +174,19 @@ def _write_run_files(ctx: Context, report: dict[str, Any], save_model: bool) -> 
         "accuracy": [{k: v[k] for k in ("name", "runtime", "role", "top1", "top1_drop", "agreement")}
                      | {"simulated": bool(v.get("quantization", {}).get("simulated"))} for v in report["variants"]],
         **({"tensorrt": report["tensorrt"]} if "tensorrt" in report else {}),
+        "runner_options": runner_options(report),
         "recipe": recipe,
     })
+
+
+def runner_options(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{artifact: runner settings} for a selected variant that runs its artifact in other than the default way
+    (OpenVINO INT8 with its float layers in bf16), so that evaluate, benchmark and deployment run it as checked."""
+    selected = next((v for v in report["variants"] if v.get("selected")), None)
+    precision = ((selected or {}).get("quantization") or {}).get("inference_precision")
+    if not precision or not selected.get("artifact"):
+        return {}
+    return {Path(selected["artifact"]).name: {"precision": precision}}
 
 
 def compress_model(

@@ -1,9 +1,11 @@
 """OpenVINO: conversion from PyTorch, NNCF post-training quantization, and a CPU runner.
 
 Facts this module relies on (measured with benchmarks/int8_speed.py on the project's CPUs): a static input
-shape ran ~20% faster than a dynamic one; on a Xeon with AVX512-BF16, OpenVINO's default bf16 inference
-precision ran 1.3-2x slower than f32 for these models, so the runner asks for f32 explicitly (INT8 layers
-run in INT8 either way).
+shape ran ~20% faster than a dynamic one. OpenVINO's default inference precision is bf16 wherever the CPU has
+it natively, and whether that pays depends on the CPU: on one Xeon with AVX512-BF16 it ran 1.3-2x slower than
+f32, on a Zen 4 EPYC (AVX512-BF16) and an AMX Xeon faster. So the runner asks for f32 unless told otherwise,
+and the cpu target times INT8 with bf16 for its float layers as a candidate of its own where the CPU has bf16
+(`native_bf16`); INT8 layers run in INT8 either way.
 """
 from __future__ import annotations
 
@@ -159,6 +161,13 @@ def count_ops(ov_model) -> dict[str, int]:
     for op in ov_model.get_ops():
         counts[op.get_type_name()] = counts.get(op.get_type_name(), 0) + 1
     return counts
+
+
+def native_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin computes in bf16 natively here (AVX512-BF16 or AMX)."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 class OpenVINORunner(Runner):

@@ -77,6 +77,11 @@ class OpenVINOInt8(Stage):
         info["int8_layers_executed"] = runner.int8_layers()
         ctx.variants.append(Variant("int8", "openvino", runner, files=files, size_mb=size_mb(files),
                                     quantization=info))
+        if ov_backend.native_bf16():  # the same IR, its float layers in bf16: measured 0-12% faster on Zen 4
+            ctx.variants.append(Variant("int8-bf16", "openvino",
+                                        create_runner("openvino", int8, threads=ctx.threads, precision="bf16"),
+                                        files=files, size_mb=size_mb(files),
+                                        quantization={**info, "inference_precision": "bf16"}))
 
 
 class OnnxRuntimeInt8(Stage):
