@@ -123,11 +123,25 @@ def test_missing_transformers_is_one_line_naming_the_extra(tiny_vit, monkeypatch
     assert '.[hf]' in result.output and "Traceback" not in result.output
 
 
-def test_unconvertible_model_type_names_the_ones_that_convert(tmp_path):
+def test_other_model_types_run_as_generic_models_without_pruning(tmp_path):
+    """A Transformers ResNet (no timm conversion): loaded as transformers_image_classifier with the original's
+    logits, compressed to INT8, exported from the run without transformers' help, refused by prune in one line."""
+    torch.manual_seed(0)
     config = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=2)
-    transformers.ResNetForImageClassification(config).save_pretrained(tmp_path / "resnet")
-    with pytest.raises(ModelError, match="'resnet' has no timm conversion.*convnext or swin or vit"):
-        load_model(checkpoint=tmp_path / "resnet")
+    original, folder = _save(transformers.ResNetForImageClassification(config),
+                             transformers.ConvNextImageProcessor(size={"shortest_edge": 32}), tmp_path / "resnet")
+    loaded = load_model(checkpoint=folder)
+    assert loaded.spec.timm_name == "transformers_image_classifier" and loaded.spec.family == "other"
+    assert loaded.spec.input_size == (3, 32, 32) and _logits_gap(original, loaded) == 0.0
+    run = tmp_path / "run"
+    done = runner.invoke(app, ["compress", "--checkpoint", str(folder), "--int8", "--data", "builtin:photos",
+                               "--calib-size", "8", "--iters", "3", "--out", str(run), "--json"])
+    assert done.exit_code == 0, done.output
+    exported = runner.invoke(app, ["export", str(run), "--target", "onnx", "--out", str(tmp_path / "onnx"), "--json"])
+    assert exported.exit_code == 0, exported.output
+    assert (tmp_path / "onnx" / "model_int8.onnx").is_file()
+    pruned = runner.invoke(app, ["prune", "--checkpoint", str(folder), "--ratio", "0.5", "--out", str(tmp_path / "p")])
+    assert pruned.exit_code == 2 and "no pruning rules for the 'other' family" in pruned.output
 
 
 def test_tiny_vit_compresses_to_int8_and_exports_for_the_three_targets(tiny_vit, tmp_path):

@@ -3,7 +3,8 @@ offline first) or a folder written by `save_pretrained` given as `--checkpoint D
 
 Where timm has the same architecture (ViT, ConvNeXt, Swin), the weights are converted into it, so that pruning, the
 family presets and every target apply, and the converted model's logits are checked against the original's
-on a random batch before anything else runs. Preprocessing comes from the checkpoint's image-processor config
+on a random batch before anything else runs. Any other image classifier runs as a generic model
+(models/hf_generic.py): every target, no pruning. Preprocessing comes from the checkpoint's image-processor config
 (preprocessor_config.json), expressed as timm's data config, so float and compressed models see the same
 tensors. `transformers` is an optional extra (`pip install -e ".[hf]"`).
 """
@@ -19,6 +20,7 @@ from edgevision.errors import ModelError
 from edgevision.models.weights import may_download
 
 HF_PREFIX = "hf:"
+GENERIC_NAME = "transformers_image_classifier"  # the timm name of a model without a conversion (hf_generic.py)
 LOGITS_ATOL = 1e-4  # converted vs original logits, on a random batch
 _RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}  # PIL's codes in preprocessor_config.json
 _LAYER = r"vit\.encoder\.layer\.(\d+)\."
@@ -43,7 +45,7 @@ def transformers_source(name: str | None, checkpoint: str | Path | None) -> str 
     return name[len(HF_PREFIX):] if name is not None and name.startswith(HF_PREFIX) else None
 
 
-def _transformers():
+def require_transformers():
     try:
         import transformers
     except ImportError:
@@ -57,7 +59,7 @@ def open_hf(source: str) -> tuple[Any, dict, dict, dict]:
     stored) from a folder or a hub id in the local cache (downloaded only when the hub is reachable and
     HF_HUB_OFFLINE is unset). The stored weights carry the names every Transformers version writes, which the
     conversions read; the loaded model is the reference their logits are checked against."""
-    transformers = _transformers()
+    transformers = require_transformers()
     local = Path(source).is_dir()
     cached_only = local or _cached(source) or not may_download()
     try:
@@ -137,13 +139,6 @@ def classes(config: dict) -> list[str] | None:
     labels = config.get("id2label") or {}
     names = [labels.get(i, labels.get(str(i))) for i in range(len(labels))]
     return None if not names or all(re.fullmatch(r"LABEL_\d+", str(n)) for n in names) else names
-
-
-def conversion(model_type: str) -> Conversion:
-    if model_type not in CONVERSIONS:
-        raise ModelError(f"Transformers model type '{model_type}' has no timm conversion in edgevision",
-                         f"use a {' or '.join(sorted(CONVERSIONS))} checkpoint, or a timm model")
-    return CONVERSIONS[model_type]
 
 
 def convert_state(state: dict, rules: list[tuple[str, str]]) -> dict:

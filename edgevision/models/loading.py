@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,30 +131,46 @@ def _load_pretrained(request: WeightRequest) -> LoadedModel:
 
 
 def _load_transformers(source: str, num_classes: int | None, img_size: int | None, log) -> LoadedModel:
-    """A Transformers image classifier converted into its timm equivalent, logits checked (models/hf.py)."""
+    """A Transformers image classifier as a timm model, its logits checked against the original's (models/hf.py):
+    converted into its timm equivalent where there is one, else wrapped as a generic model."""
     original, config, processor, stored = hf.open_hf(source)
-    convert = hf.conversion(config["model_type"])
-    kwargs, size = convert.kwargs(config), config.get("image_size", 224)
     labels = len(config.get("id2label") or {}) or config.get("num_labels", 2)
+    preprocessing = hf.data_config(processor, config)
+    size = config.get("image_size") or preprocessing["input_size"][-1]  # a size-free CNN: the processor's
+    size, channels = size if isinstance(size, int) else size[0], config.get("num_channels", 3)
     name = f"{hf.HF_PREFIX}{Path(source).name if Path(source).is_dir() else source}"
-    resolved = ResolvedName(name, convert.timm_name, size, kwargs, {})
-    model = _build(resolved, kwargs, labels, size)
-    state = convert.rename(stored, model)
-    check_fits(model, state, source)
-    model.load_state_dict(state)
-    gap = hf.logits_gap(original, model.eval(), (kwargs.get("in_chans", 3), size, size))
+    model, timm_name, kwargs = _timm_twin(original, config, stored, name, labels, size)
+    gap = hf.logits_gap(original, model.eval(), (channels, size, size))
     if gap > hf.LOGITS_ATOL:
-        raise ModelError(f"{source} converted to timm {convert.timm_name} gives other logits (off by {gap:.2g})",
+        raise ModelError(f"{source} as timm {timm_name} gives other logits (off by {gap:.2g})",
                          "this variant of the architecture is not convertible; use a timm model")
-    log(f"converted {source} ({type(original).__name__}) to timm {convert.timm_name}: logits within {gap:.1g}")
-    data_config = {**hf.data_config(processor, config), "input_size": [kwargs.get("in_chans", 3), size, size]}
-    spec = ModelSpec(name=name, timm_name=convert.timm_name, num_classes=labels, img_size=size, model_kwargs=kwargs,
+    how = "converted to timm" if timm_name != hf.GENERIC_NAME else "runs as a generic model (no pruning) as"
+    log(f"{source} ({type(original).__name__}) {how} {timm_name}: logits within {gap:.1g}")
+    data_config = {**preprocessing, "input_size": [channels, size, size]}
+    spec = ModelSpec(name=name, timm_name=timm_name, num_classes=labels, img_size=size, model_kwargs=kwargs,
                      weights="checkpoint", data_config=data_config, classes=hf.classes(config), checkpoint=source)
     if num_classes is not None and num_classes != labels:  # a new dataset: a new classifier, as timm's pretrained
         model.reset_classifier(num_classes)
         spec = dataclasses.replace(spec, num_classes=num_classes, classes=None)
         log(f"new {num_classes}-class classifier in place of the checkpoint's {labels} classes")
     return _at_size(LoadedModel(model.eval(), spec), img_size, log)
+
+
+def _timm_twin(original, config: dict, stored: dict, name: str, labels: int, size: int) -> tuple[Any, str, dict]:
+    """(the timm model holding the original's weights, its timm name, its constructor arguments as data)."""
+    convert = hf.CONVERSIONS.get(config["model_type"])
+    if convert is None:  # models/hf_generic.py
+        kwargs = {"transformers_config": json.loads(original.config.to_json_string(use_diff=False)),
+                  "in_chans": config.get("num_channels", 3)}
+        model = _build(ResolvedName(name, hf.GENERIC_NAME, None, kwargs, {}), kwargs, labels, None)
+        model.net.load_state_dict(original.state_dict())
+        return model, hf.GENERIC_NAME, kwargs
+    kwargs = convert.kwargs(config)
+    model = _build(ResolvedName(name, convert.timm_name, size, kwargs, {}), kwargs, labels, size)
+    state = convert.rename(stored, model)
+    check_fits(model, state, name)
+    model.load_state_dict(state)
+    return model, convert.timm_name, kwargs
 
 
 def _at_size(loaded: LoadedModel, img_size: int | None, log) -> LoadedModel:

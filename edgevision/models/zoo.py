@@ -123,6 +123,7 @@ def timm_with_students():
     import timm
 
     importlib.import_module("edgevision.models.hybrid")  # registers hybrid_cnn_vit_* with timm
+    importlib.import_module("edgevision.models.hf_generic")  # and transformers_image_classifier
     return timm
 
 
