@@ -22,6 +22,7 @@ from edgevision.data import open_source
 from edgevision.models import load_model, write_checkpoint
 from edgevision.models.checkpoint import spec_meta
 from edgevision.models.zoo import count_gmacs
+from edgevision.runtimes.openvino import native_bf16
 
 FAMILIES = ["convnext_mini", "vit_mini", "swin_mini", "maxvit_mini"]
 runner = CliRunner()
@@ -114,7 +115,8 @@ def test_pruned_models_quantize_to_int8_in_openvino(tmp_path, name):
     result = compress(loaded, open_source("builtin:photos"), recipe, tmp_path / "run", progress=False)
     report = result.report
     names = [(v["name"], v["runtime"]) for v in report["variants"]]
-    assert names == [("fp32", "pytorch"), ("pruned", "pytorch"), ("fp32", "openvino"), ("int8", "openvino")]
+    bf16 = [("int8-bf16", "openvino")] if native_bf16() else []  # where the CPU computes bf16 natively
+    assert names == [("fp32", "pytorch"), ("pruned", "pytorch"), ("fp32", "openvino"), ("int8", "openvino"), *bf16]
     assert report["pruning"]["params_after"] < report["pruning"]["params_before"]
     assert report["variants"][3]["quantization"]["fake_quantize_ops"] > 0
     # the run keeps the pruned model, and its manifest the structure

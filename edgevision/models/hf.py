@@ -10,6 +10,7 @@ tensors. `transformers` is an optional extra (`pip install -e ".[hf]"`).
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -98,7 +99,8 @@ def _stored_weights(source: str) -> dict:
     import torch
     from safetensors.torch import load_file
 
-    for name, read in (("model.safetensors", load_file), ("pytorch_model.bin", _torch_file(torch))):
+    torch_file = functools.partial(torch.load, map_location="cpu", weights_only=True)
+    for name, read in (("model.safetensors", load_file), ("pytorch_model.bin", torch_file)):
         single = _file(source, name)
         if single is not None:
             return read(str(single))
@@ -107,10 +109,6 @@ def _stored_weights(source: str) -> dict:
             shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
             return {k: v for shard in shards for k, v in read(str(index.parent / shard)).items()}
     raise ModelError(f"{source} holds no model.safetensors or pytorch_model.bin", "save it with save_pretrained")
-
-
-def _torch_file(torch):
-    return lambda path: torch.load(path, map_location="cpu", weights_only=True)
 
 
 def data_config(processor: dict, config: dict) -> dict[str, Any]:
