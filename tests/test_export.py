@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from conftest import needs_fashion_mnist
@@ -240,3 +241,60 @@ def test_benchmark_and_evaluate_pytorch_models_in_other_runtimes(trained_checkpo
         assert done.exit_code == 0, done.output
         assert json.loads(done.stdout)["runner"]["runtime"] == rt
         assert abs(top1(rt) - reference) <= 100 / 64
+
+
+class _PowLayerNorm(torch.nn.Module):
+    """A LayerNorm written out by hand, as some exports decompose it: its Pow of activations near 1000 passes
+    FP16's 65504."""
+
+    def forward(self, x):
+        mean = x.mean(-1, keepdim=True)
+        var = (x - mean).pow(2).mean(-1, keepdim=True)
+        return (x - mean) / torch.sqrt(var + 1e-5)
+
+
+class _LoudNet(torch.nn.Module):
+    def __init__(self, scale: float):
+        super().__init__()
+        self.conv, self.scale = torch.nn.Conv2d(3, 16, 3, padding=1), scale
+        self.norm, self.fc = _PowLayerNorm(), torch.nn.Linear(16, 10)
+        self.num_classes = 10
+
+    def forward(self, x):
+        x = self.norm((self.conv(x) * self.scale).permute(0, 2, 3, 1))
+        return self.fc(x.mean((1, 2)))
+
+
+@pytest.mark.parametrize("scale,overflows", [(1.0, False), (3000.0, True)])
+def test_fp16_preflight_names_the_node_that_overflows_and_not_its_consumers(tmp_path, scale, overflows):
+    from edgevision.runtimes.fp16_preflight import fp16_preflight
+    from edgevision.runtimes.onnxruntime import export_onnx
+
+    torch.manual_seed(0)
+    path = export_onnx(_LoudNet(scale).eval(), (3, 16, 16), tmp_path / "m.onnx")
+    images = [np.random.default_rng(i).standard_normal((1, 3, 16, 16)).astype(np.float32) for i in range(4)]
+    found = fp16_preflight(path, images)
+    assert found.nodes_checked > 10 and found.images == 4
+    assert found.keep_fp32 == (["/norm/Pow"] if overflows else [])  # the ReduceMean after it is not named
+
+
+def test_jetson_bundle_keeps_the_fp16_overflow_in_fp32(tmp_path):
+    """The bundle carries the pre-flight's decision: manifest and report name the node, build_engine.sh
+    keeps it in FP32 (TensorRT 10 flags; AutoCast's exclusion for TensorRT 11)."""
+    import dataclasses
+
+    from edgevision.models.loading import LoadedModel
+
+    torch.manual_seed(0)
+    spec = load_model("convnext_mini", weights="random").spec
+    loaded = LoadedModel(_LoudNet(3000.0).eval(), dataclasses.replace(spec, data_config={
+        **spec.data_config, "input_size": [3, 16, 16]}, img_size=16))
+    result = export_model(loaded, open_source("builtin:photos"), recipe_for("convnext"), "jetson", "int8",
+                          tmp_path / "bundle", progress=False)
+    bundle = result.run_dir
+    preflight = json.loads((bundle / "manifest.json").read_text())["tensorrt"]["fp16_preflight"]
+    assert preflight["keep_fp32"] == ["/norm/Pow"] and preflight["overflow"] == ["/norm/Pow"]
+    script = (bundle / "build_engine.sh").read_text()
+    assert "--precisionConstraints=obey --layerPrecisions=/norm/Pow:fp32" in script
+    assert "--nodes_to_exclude '^/norm/Pow$'" in script
+    assert any("overflow or lose accuracy in FP16 (/norm/Pow)" in w for w in result.report["warnings"])

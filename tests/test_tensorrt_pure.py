@@ -269,3 +269,12 @@ def test_engine_builds_and_matches_the_simulation(tmp_path):
         assert got.shape == (loaded.spec.num_classes,)
         cosine = float(got @ want / (np.linalg.norm(got) * np.linalg.norm(want)))
         assert cosine > 0.98, cosine
+
+
+def test_fp32_layers_are_precision_constraints_for_tensorrt_10_only_with_fp16():
+    opts = EngineOptions(input_name="input", input_shape=(3, 32, 32), fp32_layers=("/norm/Pow", "/a/b.1/Mul"))
+    args10 = trtexec_args(opts, 10)
+    assert args10[-2:] == ["--precisionConstraints=obey", "--layerPrecisions=/norm/Pow:fp32,/a/b.1/Mul:fp32"]
+    assert not any("layerPrecisions" in a for a in trtexec_args(opts, 11))  # strongly typed: AutoCast excludes
+    no_fp16 = EngineOptions(input_name="input", input_shape=(3, 32, 32), fp16=False, fp32_layers=("/norm/Pow",))
+    assert not any("layerPrecisions" in a for a in trtexec_args(no_fp16, 10))  # FP32 everywhere already

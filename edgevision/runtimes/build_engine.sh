@@ -26,7 +26,7 @@ if [ "$major" -ge 11 ]; then
   if [ @FP16_11@ = yes ]; then
     # TensorRT 11 has no --fp16: layers outside Q/DQ stay FP32 unless the ONNX itself is cast to FP16.
     if python3 -c "import modelopt.onnx.autocast" >/dev/null 2>&1; then
-      python3 -m modelopt.onnx.autocast --onnx_path @ONNX@ --output_path model.fp16.onnx
+      python3 -m modelopt.onnx.autocast --onnx_path @ONNX@ --output_path model.fp16.onnx@AUTOCAST_EXCLUDE@
       onnx=model.fp16.onnx
     else
       echo "note: nvidia-modelopt not installed: layers outside Q/DQ will run in FP32 (pip install nvidia-modelopt)" >&2

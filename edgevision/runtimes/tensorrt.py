@@ -8,6 +8,7 @@ pure Python that runs and is tested on any machine. `import tensorrt` happens on
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,7 @@ class EngineOptions:
     max_batch: int = 32
     dla_core: int | None = None  # Jetson Orin/Xavier DLA, with GPU fallback
     workspace_mb: int | None = None
+    fp32_layers: tuple[str, ...] = ()  # kept in FP32 under --fp16: the FP16 pre-flight's findings (ONNX node names)
     onnx: str = "model.onnx"
     engine: str = "model.engine"
     timing_cache: str = "timing.cache"
@@ -72,6 +74,9 @@ def trtexec_args(opts: EngineOptions, trt_major: int, onnx: str | None = None) -
     if trt_major == 10:
         args += ["--int8"] if opts.int8 else []
         args += ["--fp16"] if opts.fp16 else []
+        if opts.fp16 and opts.fp32_layers:  # TensorRT names its layers after the ONNX nodes
+            args += ["--precisionConstraints=obey",
+                     "--layerPrecisions=" + ",".join(f"{name}:fp32" for name in opts.fp32_layers)]
     if opts.dla_core is not None:
         args += [f"--useDLACore={opts.dla_core}", "--allowGPUFallback"]
     if opts.workspace_mb:
@@ -95,11 +100,18 @@ def build_script(opts: EngineOptions, tool_version: str) -> str:
         q("--onnx=__ONNX__"), '--onnx="$onnx"')
     values = {"@TOOL_VERSION@": tool_version, "@TRTEXEC_10@": " ".join(q(a) for a in trtexec_args(opts, 10)),
               "@TRTEXEC_11@": line11, "@ONNX@": q(opts.onnx), "@ENGINE@": q(opts.engine),
-              "@FP16_11@": "yes" if opts.fp16 else "no"}
+              "@FP16_11@": "yes" if opts.fp16 else "no", "@AUTOCAST_EXCLUDE@": _autocast_exclude(opts)}
     script = SCRIPT_TEMPLATE.read_text(encoding="utf-8")
     for placeholder, value in values.items():
         script = script.replace(placeholder, value)
     return script
+
+
+def _autocast_exclude(opts: EngineOptions) -> str:
+    """AutoCast's node exclusion (regular expressions, one per node) for TensorRT 11's FP16 cast, or nothing."""
+    if not opts.fp32_layers:
+        return ""
+    return " --nodes_to_exclude " + " ".join(shlex.quote(f"^{re.escape(name)}$") for name in opts.fp32_layers)
 
 
 def write_build_files(bundle: Path, opts: EngineOptions, tool_version: str) -> list[Path]:
@@ -308,6 +320,21 @@ def _short(text: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _keep_fp32(trt, network, config, names) -> None:
+    """The layers the FP16 pre-flight named run in FP32 (trtexec's --layerPrecisions with --precisionConstraints
+    obey). The parser names layers after the ONNX nodes."""
+    if not names:
+        return
+    config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    wanted = set(names)
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.name in wanted:
+            layer.precision = trt.float32
+            for j in range(layer.num_outputs):
+                layer.set_output_type(j, trt.float32)
+
+
 def build_engine(bundle: Path, opts: EngineOptions, log=lambda msg: None) -> Path:
     """Build the engine with the TensorRT Python API (what build_engine.sh does with trtexec)."""
     trt = import_tensorrt()
@@ -325,6 +352,7 @@ def build_engine(bundle: Path, opts: EngineOptions, log=lambda msg: None) -> Pat
             config.set_flag(trt.BuilderFlag.INT8)
         if opts.fp16:
             config.set_flag(trt.BuilderFlag.FP16)
+            _keep_fp32(trt, network, config, opts.fp32_layers)
     if opts.dynamic_batch:
         profile = builder.create_optimization_profile()
         profile.set_shape(opts.input_name, (1, *opts.input_shape), (opts.batch, *opts.input_shape),

@@ -17,6 +17,7 @@ from edgevision.pipeline.targets.sections import QDQ
 from edgevision.runtimes import create_runner
 from edgevision.runtimes import onnxruntime as ort_backend
 from edgevision.runtimes import tensorrt as trt_backend
+from edgevision.runtimes.fp16_preflight import fp16_preflight
 
 RULES_FAILED = "tensorrt_rules_failed"
 
@@ -40,20 +41,22 @@ class TensorRTBundle(Stage):
     def run(self, ctx: Context) -> None:
         cfg, int8, spec = ctx.recipe["tensorrt"], ctx.recipe["int8"], ctx.loaded.spec
         model_path, info = self._write_onnx(ctx)
+        keep_fp32 = tuple((info.get("fp16_preflight") or {}).get("keep_fp32", ()))
         if not cfg["dynamic_batch"]:
             ort_backend.pin_batch(model_path, cfg["batch"])
         rules = trt_backend.check_int8_rules_of(model_path) if int8 else None
         opts = trt_backend.EngineOptions(
             input_name=ort_backend.INPUT_NAME, input_shape=spec.input_size, int8=int8, fp16=cfg["fp16"],
             batch=cfg["batch"], dynamic_batch=cfg["dynamic_batch"], max_batch=cfg["max_batch"],
-            dla_core=cfg["dla_core"], workspace_mb=cfg["workspace_mb"])
+            dla_core=cfg["dla_core"], workspace_mb=cfg["workspace_mb"], fp32_layers=keep_fp32)
         scripts = trt_backend.write_build_files(ctx.workdir, opts, f"edgevision {__version__}")
         precision = "int8" if int8 else ("fp16" if cfg["fp16"] else "fp32")
         ctx.graph_input = GraphInput(ort_backend.INPUT_NAME,
                                      ["batch" if cfg["dynamic_batch"] else cfg["batch"], *spec.input_size])
         ctx.bundle = {"precision": precision, "engine_options": opts.__dict__,
                       "trtexec": {"10": trt_backend.trtexec_args(opts, 10), "11": trt_backend.trtexec_args(opts, 11)},
-                      "rules_check": rules.to_dict() if rules else None}
+                      "rules_check": rules.to_dict() if rules else None,
+                      "fp16_preflight": info.get("fp16_preflight")}
         if rules is not None and not rules.passed:
             ctx.warn(f"model.onnx breaks {len(rules.violations)} TensorRT INT8 rule(s): {rules.violations[0]}")
         # an INT8 graph runs here as a simulation of the engine; a float graph is plain ONNX Runtime
@@ -70,17 +73,30 @@ class TensorRTBundle(Stage):
         model_path = ctx.workdir / "model.onnx"
         if not ctx.recipe["int8"]:
             ort_backend.export_onnx(ctx.model, ctx.loaded.spec.input_size, model_path, dynamic_batch=True)
-            return model_path, {}
+            return model_path, _fp16_check(ctx, model_path)
         float_path = ctx.workdir / ".model_fp32.onnx"
         ort_backend.export_onnx(ctx.model, ctx.loaded.spec.input_size, float_path, dynamic_batch=True)
         qdq = ctx.recipe["qdq"]
         info = ort_backend.quantize_qdq(float_path, model_path, ctx.calibration(), ort_backend.PROFILES["tensorrt"],
                                         qdq["calibration_method"], qdq["exclude_nodes"])
+        info.update(_fp16_check(ctx, float_path))
         float_path.unlink()
         return model_path, info
 
     def finish(self, ctx: Context, report: dict[str, Any]) -> None:
         atomic_write_text(ctx.workdir / "README.md", bundle_readme(report, ctx.loaded.spec))
+
+
+def _fp16_check(ctx: Context, float_path) -> dict[str, Any]:
+    """The FP16 pre-flight of the float graph when the engine runs its float layers in FP16 (runtimes/
+    fp16_preflight.py): the nodes to keep in FP32 go into build_engine.sh's precision flags."""
+    if not ctx.recipe["tensorrt"]["fp16"]:
+        return {}
+    found = fp16_preflight(float_path, ctx.calibration())
+    if found.keep_fp32:
+        ctx.warn(f"{len(found.keep_fp32)} node(s) overflow or lose accuracy in FP16 ({', '.join(found.keep_fp32[:3])}"
+                 f"{', ...' if len(found.keep_fp32) > 3 else ''}): build_engine.sh keeps them in FP32")
+    return {"fp16_preflight": found.to_dict()}
 
 
 def _rules_status(report: dict[str, Any]) -> str | None:

@@ -79,5 +79,18 @@ def bundle_readme(report: dict[str, Any], spec) -> str:
         "",
         f"TensorRT INT8 rules check: {rules_line}.",
         "",
+        _fp16_line(trt.get("fp16_preflight")),
+        "",
     ]
     return "\n".join(lines)
+
+
+def _fp16_line(preflight: dict | None) -> str:
+    """What the FP16 pre-flight found, in one sentence."""
+    if preflight is None:
+        return "FP16 pre-flight: not run (the engine's float layers run in FP32)."
+    kept = preflight["keep_fp32"]
+    found = (f"{len(kept)} node(s) overflow or lose accuracy in FP16 and are kept in FP32 by build_engine.sh: "
+             + ", ".join(f"`{n}`" for n in kept)) if kept else "no node overflows or loses accuracy in FP16"
+    return (f"FP16 pre-flight (the float graph in FP16 vs FP32 on {preflight['images']} calibration images, "
+            f"{preflight['nodes_checked']} nodes): {found}.")
