@@ -63,7 +63,7 @@ def markdown(result: dict) -> str:
     p = result["cpu_profile"]
     keys = sorted({k for r in result["rows"] for k in r["speedups"]})
     lines = ["# CPU selection at 224x224 (compress --int8, target cpu)", "",
-             f"Measured {result['measured']} on {p['cpu']} ({p['arch']}), {p['threads']} threads, INT8 features "
+             f"Measured {result['measured']} on {p['cpu']} ({p['arch']}), {p['threads']} threads, INT8 and bf16 features "
              f"{', '.join(p['features']) or 'none'} (tier {p['tier']}); GEMM roofline GOP/s: "
              + ", ".join(f"{k} {v}" for k, v in p["gemm_gops"].items()) + ".", "",
              "Speedup over PyTorch eager FP32, batch 1, random weights, measured side by side in each run.", "",

@@ -65,7 +65,7 @@ def row(alias: str, plain: dict, plain_s: float, guarded: dict, guarded_s: float
 def markdown(result: dict) -> str:
     p = result["cpu_profile"]
     lines = ["# The accuracy guard (compress --int8, target cpu, default budget 1 top-1 point)", "",
-             f"Measured {result['measured']} on {p['cpu']}, {p['threads']} threads, INT8 features "
+             f"Measured {result['measured']} on {p['cpu']}, {p['threads']} threads, INT8 and bf16 features "
              f"{', '.join(p['features']) or 'none'} (tier {p['tier']}); {result['images']} Fashion-MNIST test images.",
              "", "| model | float top-1 | INT8 drops, no guard | guard path (top-1 after each step, s) | INT8 drops, "
              "guarded | selected (drop) | status | time guarded / unguarded |", "|---|---|---|---|---|---|---|---|"]

@@ -60,6 +60,13 @@ def test_vnni_profile_says_int8_pays_and_close_formats_are_both_tried():
     assert p.onnxruntime_formats() == ["u8s8", "s8s8"]  # within 15%: the model's own timing decides
 
 
+def test_bf16_features_are_recorded_and_named_in_the_conclusions():
+    assert "bf16 in hardware (avx512_bf16)" in profile(VNNI_XEON).conclusions()[-1]
+    assert profile(AMX_XEON).features[-2:] == ["avx512_bf16", "amx_bf16"]
+    assert not any("bf16" in line for line in profile(AVX2_EPYC).conclusions())
+    assert not any("bf16" in line for line in profile(ARM_NEOVERSE).conclusions())  # ARM's bf16: not OpenVINO's
+
+
 def test_unmeasured_profile_falls_back_to_unsigned_activations():
     assert profile(ARM_NEOVERSE).onnxruntime_formats() == ["u8s8"]
 

@@ -25,7 +25,7 @@ def device_command(
             return
         out = console()
         out.print(f"cpu        {profile['cpu']} ({profile['arch']}), {profile['threads']} threads")
-        out.print(f"int8 isa   {', '.join(profile['features']) or 'none of ' + 'avx2/vnni/amx/dotprod'} "
+        out.print(f"isa        {', '.join(profile['features']) or 'none of ' + 'avx2/vnni/amx/dotprod'} "
                   f"(tier: {profile['tier']})")
         out.print("runtimes   " + ", ".join(f"{k} {v}" for k, v in profile["versions"].items()))
         for name, gops in profile["gemm_gops"].items():

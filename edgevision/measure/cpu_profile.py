@@ -27,16 +27,18 @@ from edgevision.measure.bench import available_cores, cpu_model
 from edgevision.runtimes import create_runner
 
 GEMM_SHAPE = (784, 768, 3072)  # M, K, N
-# INT8-relevant features, as /proc/cpuinfo (and archspec) names them
+# INT8-relevant features, as /proc/cpuinfo (and archspec) names them, and the x86 bf16 ones that an INT8
+# model's float layers can use in OpenVINO
 INT8_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+BF16_FEATURES = ("avx512_bf16", "amx_bf16")
 INT8_PAYS = 1.15  # INT8 GEMM at least this much faster than FP32 counts as paying
-PROFILE_VERSION = 1
+PROFILE_VERSION = 2  # 2: bf16 features recorded
 
 
 def int8_features(flags: Iterable[str]) -> list[str]:
-    """The INT8-relevant features among a CPU's flags, in a fixed order."""
+    """The INT8-relevant (and x86 bf16) features among a CPU's flags, in a fixed order."""
     present = set(flags)
-    return [f for f in INT8_FEATURES if f in present]
+    return [f for f in (*INT8_FEATURES, *BF16_FEATURES) if f in present]
 
 
 def int8_tier(features: Iterable[str]) -> str:
@@ -97,6 +99,10 @@ class CpuProfile:
         lines = [line for line in map(self.int8_conclusion, ("openvino", "onnxruntime")) if line]
         formats = self.onnxruntime_formats()
         lines.append(f"ONNX Runtime INT8 formats to build and time: {' and '.join(formats)} (activations x weights)")
+        bf16 = [f for f in BF16_FEATURES if f in self.features]
+        if bf16:
+            lines.append(f"bf16 in hardware ({', '.join(bf16)}): OpenVINO INT8 with its float layers in bf16 is "
+                         "timed as a candidate too")
         return lines
 
     def to_dict(self) -> dict[str, Any]:
