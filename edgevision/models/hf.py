@@ -55,11 +55,10 @@ def require_transformers():
     return transformers
 
 
-def open_hf(source: str) -> tuple[Any, dict, dict, dict]:
-    """(the Transformers model in eval mode, its config as a dict, its preprocessor config, its weights as
-    stored) from a folder or a hub id in the local cache (downloaded only when the hub is reachable and
-    HF_HUB_OFFLINE is unset). The stored weights carry the names every Transformers version writes, which the
-    conversions read; the loaded model is the reference their logits are checked against."""
+def open_hf(source: str) -> tuple[Any, dict, dict]:
+    """(the Transformers model in eval mode, its config as a dict, its preprocessor config) from a folder or a
+    hub id in the local cache (downloaded only when the hub is reachable and HF_HUB_OFFLINE is unset). The
+    loaded model is the reference a conversion's logits are checked against."""
     transformers = require_transformers()
     local = Path(source).is_dir()
     cached_only = local or _cached(source) or not may_download()
@@ -75,8 +74,7 @@ def open_hf(source: str) -> tuple[Any, dict, dict, dict]:
         raise ModelError(f"{source} is not an image classifier Transformers can load: {str(e).splitlines()[0]}",
                          "pass an *ForImageClassification checkpoint") from None
     processor = _file(source, "preprocessor_config.json")
-    return (model.eval(), model.config.to_dict(), json.loads(processor.read_text()) if processor else {},
-            _stored_weights(source))
+    return model.eval(), model.config.to_dict(), json.loads(processor.read_text()) if processor else {}
 
 
 def _file(source: str, name: str) -> Path | None:
@@ -94,8 +92,9 @@ def _cached(hub_id: str) -> bool:
     return _file(hub_id, "config.json") is not None
 
 
-def _stored_weights(source: str) -> dict:
-    """The checkpoint's tensors as stored: safetensors, or torch files read with weights_only, sharded or not."""
+def stored_weights(source: str) -> dict:
+    """The checkpoint's tensors as stored, under the names every Transformers version writes (what the
+    conversions read): safetensors, or torch files read with weights_only, sharded or not."""
     import torch
     from safetensors.torch import load_file
 

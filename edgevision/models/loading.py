@@ -133,13 +133,13 @@ def _load_pretrained(request: WeightRequest) -> LoadedModel:
 def _load_transformers(source: str, num_classes: int | None, img_size: int | None, log) -> LoadedModel:
     """A Transformers image classifier as a timm model, its logits checked against the original's (models/hf.py):
     converted into its timm equivalent where there is one, else wrapped as a generic model."""
-    original, config, processor, stored = hf.open_hf(source)
+    original, config, processor = hf.open_hf(source)
     labels = len(config.get("id2label") or {}) or config.get("num_labels", 2)
     preprocessing = hf.data_config(processor, config)
     size = config.get("image_size") or preprocessing["input_size"][-1]  # a size-free CNN: the processor's
     size, channels = size if isinstance(size, int) else size[0], config.get("num_channels", 3)
     name = f"{hf.HF_PREFIX}{Path(source).name if Path(source).is_dir() else source}"
-    model, timm_name, kwargs = _timm_twin(original, config, stored, name, labels, size)
+    model, timm_name, kwargs = _timm_twin(original, config, source, name, labels, size)
     gap = hf.logits_gap(original, model.eval(), (channels, size, size))
     if gap > hf.LOGITS_ATOL:
         raise ModelError(f"{source} as timm {timm_name} gives other logits (off by {gap:.2g})",
@@ -156,7 +156,7 @@ def _load_transformers(source: str, num_classes: int | None, img_size: int | Non
     return _at_size(LoadedModel(model.eval(), spec), img_size, log)
 
 
-def _timm_twin(original, config: dict, stored: dict, name: str, labels: int, size: int) -> tuple[Any, str, dict]:
+def _timm_twin(original, config: dict, source: str, name: str, labels: int, size: int) -> tuple[Any, str, dict]:
     """(the timm model holding the original's weights, its timm name, its constructor arguments as data)."""
     convert = hf.CONVERSIONS.get(config["model_type"])
     if convert is None:  # models/hf_generic.py
@@ -167,7 +167,7 @@ def _timm_twin(original, config: dict, stored: dict, name: str, labels: int, siz
         return model, hf.GENERIC_NAME, kwargs
     kwargs = convert.kwargs(config)
     model = _build(ResolvedName(name, convert.timm_name, size, kwargs, {}), kwargs, labels, size)
-    state = convert.rename(stored, model)
+    state = convert.rename(hf.stored_weights(source), model)
     check_fits(model, state, name)
     model.load_state_dict(state)
     return model, convert.timm_name, kwargs
