@@ -131,6 +131,16 @@ def data_config(processor: dict, config: dict) -> dict[str, Any]:
     return {**out, "input_size": [3, edge, edge], "crop_pct": 1.0, "crop_mode": "squash"}
 
 
+def label_count(config: dict) -> int:
+    """The checkpoint's class count: its id2label entries, else num_labels (Transformers' default 2)."""
+    return len(config.get("id2label") or {}) or config.get("num_labels", 2)
+
+
+def side(size) -> int:
+    """A Transformers image_size (an int, or a [height, width] pair) as the one side of a square input."""
+    return size if isinstance(size, int) else size[0]
+
+
 def classes(config: dict) -> list[str] | None:
     """The class names, unless they are Transformers' placeholders (LABEL_0, ...)."""
     labels = config.get("id2label") or {}

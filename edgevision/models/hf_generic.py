@@ -12,7 +12,7 @@ from timm.models import register_model
 from torch import nn
 
 from edgevision.errors import ModelError
-from edgevision.models.hf import require_transformers
+from edgevision.models.hf import label_count, require_transformers, side
 
 
 class TransformersClassifier(nn.Module):
@@ -23,15 +23,14 @@ class TransformersClassifier(nn.Module):
         super().__init__()
         transformers = require_transformers()
         config = dict(transformers_config)
-        labels = len(config.get("id2label") or {}) or config.get("num_labels", 2)
+        labels = label_count(config)
         if num_classes is not None and num_classes != labels:
             config["id2label"] = {str(i): f"LABEL_{i}" for i in range(num_classes)}
             config.pop("label2id", None)
         built = transformers.AutoConfig.for_model(config.pop("model_type"), **config)
         self.net = transformers.AutoModelForImageClassification.from_config(built)
         self.num_classes, self.in_chans = built.num_labels, in_chans
-        size = getattr(built, "image_size", 224)
-        size = size if isinstance(size, int) else size[0]
+        size = side(getattr(built, "image_size", 224))
         self.pretrained_cfg = {"input_size": (in_chans, size, size), "classifier": "net.classifier",
                                "num_classes": self.num_classes}
 

@@ -134,10 +134,10 @@ def _load_transformers(source: str, num_classes: int | None, img_size: int | Non
     """A Transformers image classifier as a timm model, its logits checked against the original's (models/hf.py):
     converted into its timm equivalent where there is one, else wrapped as a generic model."""
     original, config, processor = hf.open_hf(source)
-    labels = len(config.get("id2label") or {}) or config.get("num_labels", 2)
+    labels = hf.label_count(config)
     preprocessing = hf.data_config(processor, config)
     size = config.get("image_size") or preprocessing["input_size"][-1]  # a size-free CNN: the processor's
-    size, channels = size if isinstance(size, int) else size[0], config.get("num_channels", 3)
+    size, channels = hf.side(size), config.get("num_channels", 3)
     name = f"{hf.HF_PREFIX}{Path(source).name if Path(source).is_dir() else source}"
     model, timm_name, kwargs = _timm_twin(original, config, source, name, labels, size)
     gap = hf.logits_gap(original, model.eval(), (channels, size, size))
