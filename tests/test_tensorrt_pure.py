@@ -215,6 +215,40 @@ def test_each_broken_rule_is_reported(kwargs, rule):
     assert found <= {rule, "weight-axis", "int8-consumer"} or rule == "opset"
 
 
+def fused_graph(*, branch_op="Conv", norm_after_conv=False):
+    """x -> Q/DQ -> Conv -> (branch_op) -> y0; skip = Q/DQ(x); y = Add(y0 * layer_scale, skip): the residual
+    placement TensorRT fuses (and Model Optimizer writes). norm_after_conv: Q/DQ on a Conv output that feeds a
+    LayerNorm (through a Transpose), the Conv->LayerNorm placement."""
+    c = lambda v, name: numpy_helper.from_array(np.asarray(v, np.float32), name)
+    inits = [c(0.02, "s"), numpy_helper.from_array(np.array(0, np.int8), "zp"), c(np.ones((1, 3, 1, 1)), "gamma"),
+             numpy_helper.from_array(np.ones((3, 3, 1, 1), np.int8), "w"), c(np.full(3, 0.01), "w_s"),
+             numpy_helper.from_array(np.zeros(3, np.int8), "w_zp"), c(np.ones(3), "ln_scale")]
+    q = lambda src, dst: [helper.make_node("QuantizeLinear", [src, "s", "zp"], [dst + "q"], name=dst + "_q"),
+                          helper.make_node("DequantizeLinear", [dst + "q", "s", "zp"], [dst], name=dst + "_dq")]
+    nodes = [*q("x", "xd"), helper.make_node("DequantizeLinear", ["w", "w_s", "w_zp"], ["wd"], name="w_dq", axis=0),
+             helper.make_node(branch_op, ["xd", "wd"] if branch_op == "Conv" else ["xd"], ["y0"], name="op"),
+             helper.make_node("Mul", ["y0", "gamma"], ["y1"], name="layer_scale"),
+             helper.make_node("Add", ["y1", "xd"], ["y"], name="residual")]
+    out = "y"
+    if norm_after_conv:
+        nodes += [helper.make_node("Transpose", ["y0"], ["t"], name="to_nhwc", perm=[0, 2, 3, 1]), *q("t", "td"),
+                  helper.make_node("LayerNormalization", ["td", "ln_scale"], ["n"], name="norm", axis=-1)]
+        out = "n"
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_quantized_skip_input_passes_where_the_add_fuses_into_a_conv():
+    assert rules(fused_graph()) == set()
+    assert rules(fused_graph(branch_op="Sigmoid")) == {"residual-add", "int8-consumer"}  # nothing to fuse into
+
+
+def test_a_conv_output_quantized_for_a_layernorm_passes():
+    assert rules(fused_graph(norm_after_conv=True)) == set()
+    assert "int8-consumer" in rules(qdq_graph(consumer="LayerNormalization"))  # a LayerNorm on the raw input
+
+
 # --- engines built elsewhere are refused ------------------------------------------------------------------
 ORIN = {"tensorrt": "10.3.0", "gpu": "NVIDIA Jetson AGX Orin Developer Kit",
         "l4t": "# R36 (release), REVISION: 3.0", "machine": "aarch64"}

@@ -134,6 +134,10 @@ WEIGHT_AXIS = {"Conv": lambda node, rank: 0, "ConvTranspose": lambda node, rank:
                "MatMul": lambda node, rank: rank - 1,
                "Gemm": lambda node, rank: 0 if _attr(node, "transB", 0) else 1}
 MIN_OPSET = 17
+WEIGHTED_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+COPY_OPS = {"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"}
+# pointwise ops TensorRT fuses after a weighted op (with constant operands: layer scale, bias)
+EPILOGUE_OPS = {"Mul", "Add", "Sub", "Div", "Relu", "Sigmoid", "Tanh", "Clip", "LeakyRelu", "HardSigmoid", "HardSwish"}
 
 
 @dataclass
@@ -170,8 +174,10 @@ def check_int8_rules(model) -> RulesReport:
       zero point that is 0 (no zero point means UINT8, which TensorRT rejects);
     - weight-axis: weights are per-channel on the output-channel axis of their consumer (Conv 0,
       ConvTranspose 1, MatMul last, Gemm by transB), one scale per channel;
-    - int8-consumer: a DequantizeLinear only feeds ops TensorRT runs in INT8 (not LayerNorm, Softmax, GELU...);
-    - residual-add: an Add fed by a DequantizeLinear gets all its inputs dequantized, or TensorRT cannot fuse it;
+    - int8-consumer: a DequantizeLinear only feeds ops TensorRT runs in INT8 (not LayerNorm, Softmax, GELU...),
+      except a Conv output that feeds a LayerNorm;
+    - residual-add: an Add fed by a DequantizeLinear gets all its inputs dequantized, or its other input comes
+      out of a Conv/Gemm/MatMul (through bias/scale ops) that TensorRT fuses the Add into;
     - float-output: no graph output comes out of a DequantizeLinear (the logits are not rounded to INT8).
     """
     from onnx import TensorProto, numpy_helper
@@ -185,6 +191,8 @@ def check_int8_rules(model) -> RulesReport:
     for node in graph.node:  # Constant nodes are constants too
         if node.op_type == "Constant" and node.attribute:
             constants[node.output[0]] = node.attribute[0].t
+        elif node.op_type == "Identity" and node.input[0] in constants:  # the exporter's shared weights
+            constants[node.output[0]] = constants[node.input[0]]
     producers = {out: node for node in graph.node for out in node.output}
     consumers: dict[str, list] = {}
     for node in graph.node:
@@ -221,23 +229,72 @@ def check_int8_rules(model) -> RulesReport:
             report.int8_weights += 1
             _check_weight(node, label, weight, value(node.input[1]), users, report)
         for user in users:
-            if user.op_type not in INT8_CONSUMERS:
-                report.violations.append(RuleViolation(
-                    "int8-consumer", label, f"feeds {user.op_type} '{user.name}', which TensorRT does not run in INT8; "
-                    "leave it unquantized"))
-            elif user.op_type == "Add":
-                plain = [i for i in user.input if i in producers and producers[i].op_type != "DequantizeLinear"
-                         and i not in constants]
-                if plain:
-                    report.violations.append(RuleViolation(
-                        "residual-add", label, f"feeds Add '{user.name}' whose other input is not quantized; "
-                        "quantize both inputs or neither"))
+            _check_consumer(label, node, user, producers, constants, report)
     for out in graph.output:
         if out.name in producers and producers[out.name].op_type == "DequantizeLinear":
             report.violations.append(RuleViolation("float-output", out.name, "the graph output is dequantized "
                                                    "INT8; keep the model's output in float"))
     report.violations = _unique(report.violations)
     return report
+
+
+def _check_consumer(label: str, dq, user, producers, constants, report: RulesReport) -> None:
+    """int8-consumer and residual-add for one consumer of a DequantizeLinear. Two placements TensorRT's guide
+    recommends (and Model Optimizer writes) pass: the skip input of a residual Add quantized when the Add's
+    other input comes out of a Conv/Gemm/MatMul (TensorRT fuses the Add into that op, with an INT8 residual),
+    and a Conv's output quantized where it feeds a LayerNorm (the Conv writes INT8, the LayerNorm reads it)."""
+    quantized = producers.get(dq.input[0])
+    source = quantized.input[0] if quantized is not None and quantized.op_type == "QuantizeLinear" else None
+    if user.op_type == "LayerNormalization" and source and _made_by(source, {"Conv"}, COPY_OPS | EPILOGUE_OPS,
+                                                                   producers, constants):
+        return
+    if user.op_type not in INT8_CONSUMERS:
+        report.violations.append(RuleViolation(
+            "int8-consumer", label, f"feeds {user.op_type} '{user.name}', which TensorRT does not run in INT8; "
+            "leave it unquantized"))
+    elif user.op_type == "Add":
+        plain = [i for i in user.input if i in producers and producers[i].op_type != "DequantizeLinear"
+                 and i not in constants]
+        if any(not _made_by(i, WEIGHTED_OPS, COPY_OPS | EPILOGUE_OPS, producers, constants) for i in plain):
+            report.violations.append(RuleViolation(
+                "residual-add", label, f"feeds Add '{user.name}' whose other input is not quantized and not the "
+                "output of a Conv/Gemm/MatMul TensorRT fuses it into; quantize both inputs or neither"))
+
+
+def float_readers(model) -> set[str]:
+    """The nodes that read an INT8 activation but that TensorRT runs in float and cannot take it from a fused op
+    (the int8-consumer rule): give them the float tensor instead."""
+    graph = model.graph
+    constants = {i.name for i in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
+    producers = {out: node for node in graph.node for out in node.output}
+    found = set()
+    for node in graph.node:
+        if node.op_type in INT8_CONSUMERS or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for name in node.input:
+            dq = producers.get(name)
+            q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is None or q.op_type != "QuantizeLinear":
+                continue
+            conv_to_norm = node.op_type == "LayerNormalization" and _made_by(
+                q.input[0], {"Conv"}, COPY_OPS | EPILOGUE_OPS, producers, constants)
+            if not conv_to_norm:
+                found.add(node.name)
+    return found
+
+
+def _made_by(tensor: str, ops: set[str], through: set[str], producers, constants, depth: int = 0) -> bool:
+    """Whether `tensor` is the output of one of `ops`, directly or through `through` ops whose other inputs are
+    constants (a layer scale, a bias, a transpose), or through a residual Add one of whose inputs is."""
+    node = producers.get(tensor)
+    if node is None or depth > 8:
+        return False
+    if node.op_type in ops:
+        return True
+    varying = [i for i in node.input if i and i not in constants]
+    if node.op_type not in through or (len(varying) != 1 and node.op_type != "Add"):
+        return False
+    return any(_made_by(i, ops, through, producers, constants, depth + 1) for i in varying)
 
 
 def check_int8_rules_of(path: Path) -> RulesReport:
