@@ -12,7 +12,7 @@ MAX_FUNCTION_LINES = 80
 # `edgevision --help` and the registries load without them.
 HEAVY = {"torch", "timm", "torchvision", "openvino", "nncf", "onnx", "onnxruntime", "torch_pruning",
          "tensorrt", "matplotlib", "rich", "safetensors", "huggingface_hub", "skimage", "sklearn", "selenium",
-         "adjustText", "transformers"}
+         "adjustText", "transformers", "modelopt"}
 # The modules that are registries: the only places that may dispatch on a target, runtime or family name.
 REGISTRIES = {"pipeline/targets/registry.py", "runtimes/__init__.py", "compression/prune.py", "models/zoo.py",
               "models/weights.py", "data/builtin.py"}

@@ -11,6 +11,7 @@ from edgevision.cli.common import cli_errors, console, exit_for_status, model_op
 from edgevision.cli.options import (TARGET_HELP, CheckpointOpt, DebugOpt, ForceOpt, ImgSizeOpt, JsonOpt,
                                     ModelArgOpt, NumClassesOpt, ThreadsOpt, WeightsOpt)
 from edgevision.pipeline.targets import get_target
+from edgevision.runtimes.qdq_engines import DEFAULT_QDQ_ENGINE, QDQ_ENGINES
 
 
 def export_command(
@@ -31,6 +32,9 @@ def export_command(
                                                      "dynamic engine (32).", show_default=False)] = None,
     dla_core: Annotated[Optional[int], typer.Option("--dla-core", min=0, help="jetson: build for this DLA core, "
                                                     "with GPU fallback.", show_default=False)] = None,
+    qdq_engine: Annotated[Optional[str], typer.Option(
+        "--qdq-engine", help=f"jetson INT8: who writes the Q/DQ graph, {' or '.join(QDQ_ENGINES)} (default "
+        f"{DEFAULT_QDQ_ENGINE}; modelopt needs the jetson extra).", show_default=False)] = None,
     data: Annotated[Optional[str], typer.Option("--data", help="Evaluation data (default: the run's; "
                                                 "builtin:photos for a model).", show_default=False)] = None,
     calib_data: Annotated[Optional[str], typer.Option("--calib-data", help="Calibration data (default: the "
@@ -58,7 +62,8 @@ def export_command(
     INT8 accuracy is simulated in ONNX Runtime and the graph is checked against TensorRT's INT8 rules.
     """
     with cli_errors(debug):
-        trt = {"batch": batch, "dynamic_batch": dynamic_batch, "max_batch": max_batch, "dla_core": dla_core}
+        trt = {"batch": batch, "dynamic_batch": dynamic_batch, "max_batch": max_batch, "dla_core": dla_core,
+               "qdq_engine": qdq_engine}
         result = api.export(source, target=target, precision=precision, out=out, force=force, tensorrt=trt,
                             data=data, calib_data=calib_data, calib_size=calib_size, limit=limit, recipe=recipe,
                             threads=threads, iters=iters, progress=not json_out, log=note,

@@ -13,6 +13,7 @@ import yaml
 
 from edgevision.errors import EdgevisionError
 from edgevision.pipeline.targets import TARGETS, RecipeSection, target_names
+from edgevision.runtimes.qdq_engines import QDQ_ENGINES
 
 # key -> (allowed types, allowed values or None). Nested dicts are sub-schemas. The target sections
 # (quantization, qdq, tensorrt) come from the target registry: each target declares what it reads.
@@ -157,6 +158,8 @@ def check_values(recipe: dict[str, Any]) -> None:
     if not 1 <= trt["batch"] <= trt["max_batch"]:
         raise RecipeError(f"--batch {trt['batch']} (tensorrt.batch) must be between 1 and --max-batch "
                           f"{trt['max_batch']} (tensorrt.max_batch)")
+    if recipe["int8"] and "tensorrt" in {s.name for s in TARGETS[recipe["target"]].recipe_sections}:
+        QDQ_ENGINES[trt["qdq_engine"]].check(recipe["qdq"]["calibration_method"])  # a missing extra: before any work
 
 
 def _drop_none(d: dict[str, Any]) -> dict[str, Any]:

@@ -104,28 +104,21 @@ def quantize_qdq(fp32_path: Path, out_path: Path, calibration: Sequence[np.ndarr
     """Static INT8 quantization of an ONNX file with ONNX Runtime; returns what was done, for the report.
 
     ONNX Runtime's tools write scratch files into the working directory (when symbolic shape inference gives
-    up) and configure the root logger, so they run in a child process inside a scratch folder
-    (runtimes/ort_quantize_worker.py): the caller's working directory and logging stay as they were.
+    up) and configure the root logger, so they run in a child process (runtimes/qdq_worker.py).
     """
     import onnx
 
     fp32_path, out_path = Path(fp32_path).resolve(), Path(out_path).resolve()
     nodes = _nodes_to_quantize(onnx.load(str(fp32_path), load_external_data=False), profile)
-    with tempfile.TemporaryDirectory(prefix="edgevision-ort-") as scratch:
-        job = {"fp32": str(fp32_path), "out": str(out_path), "calibration": str(Path(scratch) / "calibration.npy"),
-               "method": calibrate_method, "nodes": nodes, "exclude": list(exclude_nodes),
-               "profile": asdict(profile)}
-        np.save(job["calibration"], np.concatenate([np.asarray(x, dtype=np.float32) for x in calibration]))
-        (Path(scratch) / "job.json").write_text(json.dumps(job), encoding="utf-8")
-        done = subprocess.run([sys.executable, "-m", "edgevision.runtimes.ort_quantize_worker", "job.json"],
-                              cwd=scratch, capture_output=True, text=True)
+    job = {"engine": "onnxruntime", "fp32": str(fp32_path), "out": str(out_path), "method": calibrate_method,
+           "nodes": nodes, "exclude": list(exclude_nodes), "profile": asdict(profile)}
+    done = run_quantize_job(job, calibration)
     if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1][:300]
-        raise EdgevisionError(f"ONNX Runtime quantization failed: {last}",
+        raise EdgevisionError(f"ONNX Runtime quantization failed: {last_line(done.stderr)}",
                               "exclude the failing node with qdq.exclude_nodes, or use --target cpu (OpenVINO)")
     if profile.weight_matmuls_only:
         quantized = onnx.load(str(out_path))
-        _float_fanout(quantized, set(nodes or ()) - set(exclude_nodes))
+        float_fanout(quantized, set(nodes or ()) - set(exclude_nodes))
         onnx.save(quantized, str(out_path))
     ops = count_ops(onnx.load(str(out_path)))
     return {"profile": profile.name, "activations": profile.activation_type, "weights": "int8 per-channel",
@@ -134,6 +127,22 @@ def quantize_qdq(fp32_path: Path, out_path: Path, calibration: Sequence[np.ndarr
             "dequantize_linear_ops": ops.get("DequantizeLinear", 0),
             "quantized_op_types": list(profile.op_types) if profile.op_types else "onnxruntime default",
             "excluded_nodes": list(exclude_nodes)}
+
+
+def run_quantize_job(job: dict[str, Any], calibration: Sequence[np.ndarray]) -> subprocess.CompletedProcess:
+    """Run one job of runtimes/qdq_worker.py in a child process inside a scratch folder: the caller's working
+    directory, logging and stdout stay as they were."""
+    with tempfile.TemporaryDirectory(prefix="edgevision-qdq-") as scratch:
+        job = {**job, "calibration": str(Path(scratch) / "calibration.npy")}
+        np.save(job["calibration"], np.concatenate([np.asarray(x, dtype=np.float32) for x in calibration]))
+        (Path(scratch) / "job.json").write_text(json.dumps(job), encoding="utf-8")
+        return subprocess.run([sys.executable, "-m", "edgevision.runtimes.qdq_worker", "job.json"],
+                              cwd=scratch, capture_output=True, text=True)
+
+
+def last_line(stderr: str) -> str:
+    """The last line a failed child wrote (its exception), shortened for a one-line error."""
+    return (stderr.strip().splitlines() or ["no output"])[-1][:300]
 
 
 def _nodes_to_quantize(model, profile: QDQProfile) -> list[str] | None:
@@ -145,7 +154,7 @@ def _nodes_to_quantize(model, profile: QDQProfile) -> list[str] | None:
             and (n.op_type != "MatMul" or any(i in constants for i in n.input))]
 
 
-def _float_fanout(model, quantized_nodes: set[str]) -> int:
+def float_fanout(model, quantized_nodes: set[str]) -> int:
     """Give the unquantized consumers of a quantized activation the float tensor back.
 
     ONNX Runtime replaces a tensor by its Q/DQ for every consumer, so a Conv output that feeds both the next

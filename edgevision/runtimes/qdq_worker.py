@@ -1,13 +1,17 @@
-"""Child process for ONNX Runtime's static quantization (see onnxruntime.quantize_qdq for why a child).
+"""Child process for static INT8 Q/DQ quantization, by ONNX Runtime or by NVIDIA Model Optimizer.
 
-Reads job.json from its working directory (a scratch folder): the float model, the output path, the
-calibration images (.npy, N x C x H x W), the calibration method, the profile and the node lists.
+Both libraries write scratch files into the working directory, configure the root logger and print progress,
+so they run in a child process inside a scratch folder: the caller's working directory, logging and stdout
+stay as they were (`--json` keeps stdout for the JSON); onnxruntime.run_quantize_job starts it. It reads
+job.json from its working directory: the engine, the float model, the output path, the calibration images
+(.npy, N x C x H x W), the calibration method and the node lists (and the ONNX Runtime profile).
 """
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,18 +32,13 @@ def prepare(src: str, dst: str) -> None:
         quant_pre_process(src, dst, skip_symbolic_shape=True)
 
 
-def main(job_file: str) -> None:
-    import logging
-
+def quantize_onnxruntime(job: dict[str, Any], images: np.ndarray) -> None:
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, quantize_static
 
-    logging.basicConfig(level=logging.ERROR)  # this process's own logging: per-node warnings are noise
-    job = json.loads(Path(job_file).read_text(encoding="utf-8"))
     profile = QDQProfile(**{**job["profile"], "op_types": tuple(job["profile"]["op_types"] or ()) or None})
     prepared = str(Path("prepared.onnx").resolve())
     prepare(job["fp32"], prepared)
-    images = np.load(job["calibration"])
     input_name = onnx.load(prepared, load_external_data=False).graph.input[0].name
 
     class Reader(CalibrationDataReader):
@@ -54,6 +53,28 @@ def main(job_file: str) -> None:
               "percentile": CalibrationMethod.Percentile}[job["method"]]
     quantize_static(prepared, job["out"], Reader(), calibrate_method=method, nodes_to_quantize=job["nodes"],
                     nodes_to_exclude=job["exclude"] or None, **profile.quantize_kwargs())
+
+
+def quantize_modelopt(job: dict[str, Any], images: np.ndarray) -> None:
+    """Model Optimizer's TensorRT-aware INT8 placement, calibrated on the CPU. The float part stays FP32 in the
+    graph (high_precision_dtype): the engine runs it in FP16 through build_engine.sh's flags, as it does for
+    edgevision's own graph, and ONNX Runtime can run the graph here to check its accuracy."""
+    from modelopt.onnx.quantization import quantize
+
+    quantize(job["fp32"], quantize_mode="int8", calibration_data=images, calibration_method=job["method"],
+             calibration_eps=["cpu"], high_precision_dtype="fp32", dq_only=True, nodes_to_exclude=job["exclude"] or None,
+             output_path=job["out"], log_level="ERROR")
+
+
+ENGINES = {"onnxruntime": quantize_onnxruntime, "modelopt": quantize_modelopt}
+
+
+def main(job_file: str) -> None:
+    import logging
+
+    logging.basicConfig(level=logging.ERROR)  # this process's own logging: per-node warnings are noise
+    job = json.loads(Path(job_file).read_text(encoding="utf-8"))
+    ENGINES[job["engine"]](job, np.load(job["calibration"]))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from edgevision.runtimes import create_runner
 from edgevision.runtimes import onnxruntime as ort_backend
 from edgevision.runtimes import tensorrt as trt_backend
 from edgevision.runtimes.fp16_preflight import fp16_preflight
+from edgevision.runtimes.qdq_engines import DEFAULT_QDQ_ENGINE, QDQ_ENGINES
 
 RULES_FAILED = "tensorrt_rules_failed"
 
@@ -26,9 +27,9 @@ TENSORRT = RecipeSection(
     "tensorrt",
     schema={"fp16": ((bool,), None), "batch": ((int,), None), "dynamic_batch": ((bool,), None),
             "max_batch": ((int,), None), "dla_core": ((int, type(None)), None),
-            "workspace_mb": ((int, type(None)), None)},
+            "workspace_mb": ((int, type(None)), None), "qdq_engine": ((str,), tuple(QDQ_ENGINES))},
     defaults={"fp16": True, "batch": 1, "dynamic_batch": False, "max_batch": 32, "dla_core": None,
-              "workspace_mb": None},
+              "workspace_mb": None, "qdq_engine": DEFAULT_QDQ_ENGINE},
 )
 
 
@@ -53,7 +54,8 @@ class TensorRTBundle(Stage):
         precision = "int8" if int8 else ("fp16" if cfg["fp16"] else "fp32")
         ctx.graph_input = GraphInput(ort_backend.INPUT_NAME,
                                      ["batch" if cfg["dynamic_batch"] else cfg["batch"], *spec.input_size])
-        ctx.bundle = {"precision": precision, "engine_options": opts.__dict__,
+        ctx.bundle = {"precision": precision, "qdq_engine": cfg["qdq_engine"] if int8 else None,
+                      "engine_options": opts.__dict__,
                       "trtexec": {"10": trt_backend.trtexec_args(opts, 10), "11": trt_backend.trtexec_args(opts, 11)},
                       "rules_check": rules.to_dict() if rules else None,
                       "fp16_preflight": info.get("fp16_preflight")}
@@ -69,16 +71,16 @@ class TensorRTBundle(Stage):
     @staticmethod
     def _write_onnx(ctx: Context) -> tuple[Any, dict[str, Any]]:
         """Exported with a dynamic batch axis (Swin's traced reshapes would otherwise bake in the batch), then
-        quantized with the TensorRT Q/DQ profile when INT8 is asked for."""
+        quantized by the recipe's Q/DQ engine (tensorrt.qdq_engine) when INT8 is asked for."""
         model_path = ctx.workdir / "model.onnx"
         if not ctx.recipe["int8"]:
             ort_backend.export_onnx(ctx.model, ctx.loaded.spec.input_size, model_path, dynamic_batch=True)
             return model_path, _fp16_check(ctx, model_path)
+        qdq, engine = ctx.recipe["qdq"], QDQ_ENGINES[ctx.recipe["tensorrt"]["qdq_engine"]]
         float_path = ctx.workdir / ".model_fp32.onnx"
         ort_backend.export_onnx(ctx.model, ctx.loaded.spec.input_size, float_path, dynamic_batch=True)
-        qdq = ctx.recipe["qdq"]
-        info = ort_backend.quantize_qdq(float_path, model_path, ctx.calibration(), ort_backend.PROFILES["tensorrt"],
-                                        qdq["calibration_method"], qdq["exclude_nodes"])
+        info = engine.quantize(float_path, model_path, ctx.calibration(), qdq["calibration_method"],
+                               qdq["exclude_nodes"])
         info.update(_fp16_check(ctx, float_path))
         float_path.unlink()
         return model_path, info

@@ -1,0 +1,37 @@
+"""The Q/DQ engines that write the jetson target's INT8 ONNX: one registry, read by the recipe check, the CLI
+help and the TensorRT bundle. Each takes (float ONNX, output path, calibration images, calibration method,
+nodes to keep in float) and returns what it did, for the report and the manifest."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from edgevision.runtimes import modelopt_qdq
+from edgevision.runtimes import onnxruntime as ort_backend
+
+Quantize = Callable[[Path, Path, Sequence[np.ndarray], str, Sequence[str]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class QDQEngine:
+    name: str
+    description: str
+    quantize: Quantize
+    check: Callable[[str], Any]  # raises a one-line error when the engine cannot run with this calibration
+
+
+def _edgevision(fp32_path, out_path, calibration, method, exclude) -> dict[str, Any]:
+    info = ort_backend.quantize_qdq(fp32_path, out_path, calibration, ort_backend.PROFILES["tensorrt"], method, exclude)
+    return {"engine": "edgevision", **info}
+
+
+QDQ_ENGINES: dict[str, QDQEngine] = {
+    "edgevision": QDQEngine("edgevision", "ONNX Runtime's quantize_static with edgevision's TensorRT placement",
+                            _edgevision, check=lambda method: None),
+    "modelopt": QDQEngine("modelopt", "NVIDIA Model Optimizer's TensorRT-aware INT8 placement (the jetson extra)",
+                          modelopt_qdq.quantize_qdq, check=modelopt_qdq.check_modelopt),
+}
+DEFAULT_QDQ_ENGINE = "edgevision"
