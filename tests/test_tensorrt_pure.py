@@ -215,7 +215,7 @@ def test_each_broken_rule_is_reported(kwargs, rule):
     assert found <= {rule, "weight-axis", "int8-consumer"} or rule == "opset"
 
 
-def fused_graph(*, branch_op="Conv", norm_after_conv=False):
+def fused_graph(*, branch_op="Conv", norm_after_conv=False, quantize_branch=False):
     """x -> Q/DQ -> Conv -> (branch_op) -> y0; skip = Q/DQ(x); y = Add(y0 * layer_scale, skip): the residual
     placement TensorRT fuses (and Model Optimizer writes). norm_after_conv: Q/DQ on a Conv output that feeds a
     LayerNorm (through a Transpose), the Conv->LayerNorm placement."""
@@ -227,8 +227,12 @@ def fused_graph(*, branch_op="Conv", norm_after_conv=False):
                           helper.make_node("DequantizeLinear", [dst + "q", "s", "zp"], [dst], name=dst + "_dq")]
     nodes = [*q("x", "xd"), helper.make_node("DequantizeLinear", ["w", "w_s", "w_zp"], ["wd"], name="w_dq", axis=0),
              helper.make_node(branch_op, ["xd", "wd"] if branch_op == "Conv" else ["xd"], ["y0"], name="op"),
-             helper.make_node("Mul", ["y0", "gamma"], ["y1"], name="layer_scale"),
-             helper.make_node("Add", ["y1", "xd"], ["y"], name="residual")]
+             helper.make_node("Mul", ["y0", "gamma"], ["y1"], name="layer_scale")]
+    if quantize_branch:  # the branch's output quantized, the skip input float
+        nodes += [*q("y1", "y1d"), helper.make_node("Relu", ["x"], ["skip"], name="skip"),
+                  helper.make_node("Add", ["y1d", "skip"], ["y"], name="residual")]
+    else:
+        nodes.append(helper.make_node("Add", ["y1", "xd"], ["y"], name="residual"))
     out = "y"
     if norm_after_conv:
         nodes += [helper.make_node("Transpose", ["y0"], ["t"], name="to_nhwc", perm=[0, 2, 3, 1]), *q("t", "td"),
@@ -241,6 +245,7 @@ def fused_graph(*, branch_op="Conv", norm_after_conv=False):
 
 def test_a_quantized_skip_input_passes_where_the_add_fuses_into_a_conv():
     assert rules(fused_graph()) == set()
+    assert rules(fused_graph(quantize_branch=True)) == set()  # the Conv writes INT8 for the Add to read
     assert rules(fused_graph(branch_op="Sigmoid")) == {"residual-add", "int8-consumer"}  # nothing to fuse into
 
 

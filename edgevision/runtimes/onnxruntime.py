@@ -191,11 +191,11 @@ def float_fanout(model, quantized_nodes: set[str]) -> int:
         dq.output[0] = f"{out.name}_unused_dequantized"
         source.output[list(source.output).index(tensor)] = out.name
         rewired += 1
-    _drop_unused_qdq(model)
+    drop_unused_qdq(model)
     return rewired
 
 
-def _drop_unused_qdq(model) -> None:
+def drop_unused_qdq(model) -> None:
     """Remove Q/DQ pairs left without consumers (and their scales), so the graph holds no dead INT8 ops."""
     graph = model.graph
     outputs = {o.name for o in graph.output}

@@ -48,6 +48,7 @@ class EngineOptions:
     dla_core: int | None = None  # Jetson Orin/Xavier DLA, with GPU fallback
     workspace_mb: int | None = None
     fp32_layers: tuple[str, ...] = ()  # kept in FP32 under --fp16: the FP16 pre-flight's findings (ONNX node names)
+    fp16_layers: tuple[str, ...] = ()  # left out of INT8 by the accuracy guard: pinned to FP16 (ONNX node names)
     onnx: str = "model.onnx"
     engine: str = "model.engine"
     timing_cache: str = "timing.cache"
@@ -74,14 +75,23 @@ def trtexec_args(opts: EngineOptions, trt_major: int, onnx: str | None = None) -
     if trt_major == 10:
         args += ["--int8"] if opts.int8 else []
         args += ["--fp16"] if opts.fp16 else []
-        if opts.fp16 and opts.fp32_layers:  # TensorRT names its layers after the ONNX nodes
+        pinned = layer_precisions(opts)
+        if pinned:  # TensorRT names its layers after the ONNX nodes
             args += ["--precisionConstraints=obey",
-                     "--layerPrecisions=" + ",".join(f"{name}:fp32" for name in opts.fp32_layers)]
+                     "--layerPrecisions=" + ",".join(f"{name}:{p}" for name, p in pinned.items())]
     if opts.dla_core is not None:
         args += [f"--useDLACore={opts.dla_core}", "--allowGPUFallback"]
     if opts.workspace_mb:
         args += [f"--memPoolSize=workspace:{opts.workspace_mb}"]
     return args
+
+
+def layer_precisions(opts: EngineOptions) -> dict[str, str]:
+    """ONNX node -> the precision TensorRT 10 must give it (with --fp16 only): FP32 for the FP16 pre-flight's
+    findings, FP16 for the nodes the accuracy guard left out of INT8."""
+    if not opts.fp16:
+        return {}
+    return {**{name: "fp16" for name in opts.fp16_layers}, **{name: "fp32" for name in opts.fp32_layers}}
 
 
 SCRIPT_TEMPLATE = Path(__file__).with_name("build_engine.sh")
@@ -176,8 +186,8 @@ def check_int8_rules(model) -> RulesReport:
       ConvTranspose 1, MatMul last, Gemm by transB), one scale per channel;
     - int8-consumer: a DequantizeLinear only feeds ops TensorRT runs in INT8 (not LayerNorm, Softmax, GELU...),
       except a Conv output that feeds a LayerNorm;
-    - residual-add: an Add fed by a DequantizeLinear gets all its inputs dequantized, or its other input comes
-      out of a Conv/Gemm/MatMul (through bias/scale ops) that TensorRT fuses the Add into;
+    - residual-add: an Add fed by a DequantizeLinear gets all its inputs dequantized, or one of its inputs comes
+      out of a Conv/Gemm/MatMul (through bias/scale ops) that TensorRT fuses with it;
     - float-output: no graph output comes out of a DequantizeLinear (the logits are not rounded to INT8).
     """
     from onnx import TensorProto, numpy_helper
@@ -239,10 +249,11 @@ def check_int8_rules(model) -> RulesReport:
 
 
 def _check_consumer(label: str, dq, user, producers, constants, report: RulesReport) -> None:
-    """int8-consumer and residual-add for one consumer of a DequantizeLinear. Two placements TensorRT's guide
+    """int8-consumer and residual-add for one consumer of a DequantizeLinear. Placements TensorRT's guide
     recommends (and Model Optimizer writes) pass: the skip input of a residual Add quantized when the Add's
-    other input comes out of a Conv/Gemm/MatMul (TensorRT fuses the Add into that op, with an INT8 residual),
-    and a Conv's output quantized where it feeds a LayerNorm (the Conv writes INT8, the LayerNorm reads it)."""
+    other input comes out of a Conv/Gemm/MatMul (TensorRT fuses the Add into that op, with an INT8 residual);
+    a Conv/Gemm/MatMul output quantized (the op writes INT8, fused) where an Add or a LayerNorm after a Conv
+    reads it."""
     quantized = producers.get(dq.input[0])
     source = quantized.input[0] if quantized is not None and quantized.op_type == "QuantizeLinear" else None
     if user.op_type == "LayerNormalization" and source and _made_by(source, {"Conv"}, COPY_OPS | EPILOGUE_OPS,
@@ -255,10 +266,12 @@ def _check_consumer(label: str, dq, user, producers, constants, report: RulesRep
     elif user.op_type == "Add":
         plain = [i for i in user.input if i in producers and producers[i].op_type != "DequantizeLinear"
                  and i not in constants]
-        if any(not _made_by(i, WEIGHTED_OPS, COPY_OPS | EPILOGUE_OPS, producers, constants) for i in plain):
+        fused = COPY_OPS | EPILOGUE_OPS
+        written_int8 = source is not None and _made_by(source, WEIGHTED_OPS, fused, producers, constants)
+        if not written_int8 and any(not _made_by(i, WEIGHTED_OPS, fused, producers, constants) for i in plain):
             report.violations.append(RuleViolation(
-                "residual-add", label, f"feeds Add '{user.name}' whose other input is not quantized and not the "
-                "output of a Conv/Gemm/MatMul TensorRT fuses it into; quantize both inputs or neither"))
+                "residual-add", label, f"feeds Add '{user.name}' whose other input is not quantized, and neither input "
+                "comes out of a Conv/Gemm/MatMul TensorRT fuses with it; quantize both inputs or neither"))
 
 
 def float_readers(model) -> set[str]:
@@ -377,19 +390,19 @@ def _short(text: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _keep_fp32(trt, network, config, names) -> None:
-    """The layers the FP16 pre-flight named run in FP32 (trtexec's --layerPrecisions with --precisionConstraints
-    obey). The parser names layers after the ONNX nodes."""
-    if not names:
+def _pin_precisions(trt, network, config, opts: EngineOptions) -> None:
+    """trtexec's --layerPrecisions with --precisionConstraints obey (layer_precisions): the parser names layers
+    after the ONNX nodes."""
+    wanted = {name: {"fp32": trt.float32, "fp16": trt.float16}[p] for name, p in layer_precisions(opts).items()}
+    if not wanted:
         return
     config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-    wanted = set(names)
     for i in range(network.num_layers):
         layer = network.get_layer(i)
         if layer.name in wanted:
-            layer.precision = trt.float32
+            layer.precision = wanted[layer.name]
             for j in range(layer.num_outputs):
-                layer.set_output_type(j, trt.float32)
+                layer.set_output_type(j, wanted[layer.name])
 
 
 def build_engine(bundle: Path, opts: EngineOptions, log=lambda msg: None) -> Path:
@@ -409,7 +422,7 @@ def build_engine(bundle: Path, opts: EngineOptions, log=lambda msg: None) -> Pat
             config.set_flag(trt.BuilderFlag.INT8)
         if opts.fp16:
             config.set_flag(trt.BuilderFlag.FP16)
-            _keep_fp32(trt, network, config, opts.fp32_layers)
+            _pin_precisions(trt, network, config, opts)
     if opts.dynamic_batch:
         profile = builder.create_optimization_profile()
         profile.set_shape(opts.input_name, (1, *opts.input_shape), (opts.batch, *opts.input_shape),

@@ -42,7 +42,7 @@ def ladder(q: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def _validation_items(ctx: Context, reference) -> list[tuple[np.ndarray, int]]:
+def validation_items(ctx: Context, reference) -> list[tuple[np.ndarray, int]]:
     """Each item carries its own target (the label, or the float model's prediction without labels): NNCF
     calls the metric on subsets of the items, so positions cannot be relied on."""
     src = ctx.eval_source
@@ -61,7 +61,7 @@ def guard_int8(ctx: Context, fp32, plain, calibration) -> tuple[Any, dict[str, A
     max_drop = ctx.guard.max_drop
     q = ctx.recipe["quantization"]
     reference = create_runner("openvino", fp32, threads=ctx.threads)
-    items = _validation_items(ctx, reference)
+    items = validation_items(ctx, reference)
     float_metric = metric(reference.compiled(1), items)
 
     def measure(model) -> float:

@@ -12,6 +12,7 @@ from edgevision.io import atomic_write_text
 from edgevision.pipeline.context import Context, GraphInput, Variant, size_mb
 from edgevision.pipeline.stages import Stage
 from edgevision.pipeline.targets.registry import RecipeSection, Target, register_target
+from edgevision.pipeline.targets.jetson_guard import guard_qdq
 from edgevision.pipeline.targets.jetson_readme import bundle_readme
 from edgevision.pipeline.targets.sections import QDQ
 from edgevision.runtimes import create_runner
@@ -43,13 +44,14 @@ class TensorRTBundle(Stage):
         cfg, int8, spec = ctx.recipe["tensorrt"], ctx.recipe["int8"], ctx.loaded.spec
         model_path, info = self._write_onnx(ctx)
         keep_fp32 = tuple((info.get("fp16_preflight") or {}).get("keep_fp32", ()))
+        guarded = tuple((info.get("accuracy_guard") or {}).get("excluded_nodes", ()))
         if not cfg["dynamic_batch"]:
             ort_backend.pin_batch(model_path, cfg["batch"])
         rules = trt_backend.check_int8_rules_of(model_path) if int8 else None
         opts = trt_backend.EngineOptions(
             input_name=ort_backend.INPUT_NAME, input_shape=spec.input_size, int8=int8, fp16=cfg["fp16"],
             batch=cfg["batch"], dynamic_batch=cfg["dynamic_batch"], max_batch=cfg["max_batch"],
-            dla_core=cfg["dla_core"], workspace_mb=cfg["workspace_mb"], fp32_layers=keep_fp32)
+            dla_core=cfg["dla_core"], workspace_mb=cfg["workspace_mb"], fp32_layers=keep_fp32, fp16_layers=guarded)
         scripts = trt_backend.write_build_files(ctx.workdir, opts, f"edgevision {__version__}")
         precision = "int8" if int8 else ("fp16" if cfg["fp16"] else "fp32")
         ctx.graph_input = GraphInput(ort_backend.INPUT_NAME,
@@ -58,7 +60,7 @@ class TensorRTBundle(Stage):
                       "engine_options": opts.__dict__,
                       "trtexec": {"10": trt_backend.trtexec_args(opts, 10), "11": trt_backend.trtexec_args(opts, 11)},
                       "rules_check": rules.to_dict() if rules else None,
-                      "fp16_preflight": info.get("fp16_preflight")}
+                      "fp16_preflight": info.get("fp16_preflight"), "accuracy_guard": info.get("accuracy_guard")}
         if rules is not None and not rules.passed:
             ctx.warn(f"model.onnx breaks {len(rules.violations)} TensorRT INT8 rule(s): {rules.violations[0]}")
         # an INT8 graph runs here as a simulation of the engine; a float graph is plain ONNX Runtime
@@ -81,6 +83,9 @@ class TensorRTBundle(Stage):
         ort_backend.export_onnx(ctx.model, ctx.loaded.spec.input_size, float_path, dynamic_batch=True)
         info = engine.quantize(float_path, model_path, ctx.calibration(), qdq["calibration_method"],
                                qdq["exclude_nodes"])
+        if ctx.guard.max_drop is not None:
+            info["accuracy_guard"] = guard_qdq(ctx, engine, float_path, model_path)
+            info["excluded_nodes"] = info["accuracy_guard"].get("excluded_nodes", info["excluded_nodes"])
         info.update(_fp16_check(ctx, float_path))
         float_path.unlink()
         return model_path, info
@@ -112,7 +117,8 @@ register_target(Target(
     precisions=("int8", "fp16", "fp32"),
     # int8 with FP16 fallback for the layers outside Q/DQ, or a plain FP16 engine
     precision_settings=lambda precision: {"tensorrt": {"fp16": precision != "fp32"}},
-    max_drop_hint="(accuracy control is OpenVINO's: try --target cpu, or keep layers float with qdq.exclude_nodes)",
+    max_drop_hint="(even with the most sensitive nodes left in float: keep more with qdq.exclude_nodes, or try "
+                  "--qdq-engine)",
     next_step="next: copy it to the Jetson and run ./build_engine.sh there",
     untimed_reason="no latency is measured for jetson here: TensorRT builds and runs on the device",
     check_report=_rules_status,

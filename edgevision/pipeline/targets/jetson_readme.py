@@ -81,6 +81,8 @@ def bundle_readme(report: dict[str, Any], spec) -> str:
         "",
         _fp16_line(trt.get("fp16_preflight")),
         "",
+        _guard_line(trt.get("accuracy_guard")),
+        "",
     ]
     return "\n".join(lines)
 
@@ -94,3 +96,18 @@ def _fp16_line(preflight: dict | None) -> str:
              + ", ".join(f"`{n}`" for n in kept)) if kept else "no node overflows or loses accuracy in FP16"
     return (f"FP16 pre-flight (the float graph in FP16 vs FP32 on {preflight['images']} calibration images, "
             f"{preflight['nodes_checked']} nodes): {found}.")
+
+
+def _guard_line(guard: dict | None) -> str:
+    """What the accuracy guard on the Q/DQ graph did, in one sentence."""
+    if guard is None:
+        return "Accuracy guard: off (no budget: --max-drop none, or random weights)."
+    if not guard["needed"]:
+        return (f"Accuracy guard: the Q/DQ graph held the {guard['max_drop']:g}-point budget as the engine wrote it "
+                f"({guard['metric']} {guard['plain_int8']:.2f} vs float {guard['float']:.2f}).")
+    kept = guard.get("excluded_nodes") or []
+    return (f"Accuracy guard: the Q/DQ graph lost {guard['float'] - guard['plain_int8']:.2f} points of "
+            f"{guard['metric']}; with {len(kept)} node(s) left in float (FP16 in build_engine.sh: "
+            + ", ".join(f"`{n}`" for n in kept[:10]) + f"{', ...' if len(kept) > 10 else ''}) it "
+            + ("holds" if guard["held"] else "still misses") + f" the {guard['max_drop']:g}-point budget "
+            f"({guard['final_int8']:.2f}).")

@@ -1,0 +1,112 @@
+"""The accuracy guard of the jetson target's Q/DQ graph (simulated in ONNX Runtime, as the report is).
+
+When the Q/DQ graph loses more than the budget against the float graph on the evaluation data, the nodes
+are ranked by how much accuracy each one restores when it alone reads float inputs (runtimes/qdq_sensitivity
+.py, on up to RANK_IMAGES images), and the graph is quantized again by the same engine with the 1, 2, 4, ...
+most sensitive nodes excluded, up to half of them; then, if the engine quantized more than Conv/Gemm/MatMul
+inputs, with INT8 kept to those. It stops at the first that holds, else keeps the best tried. Every step is
+recorded with its metric and what it cost in time; the excluded nodes go into the manifest and into
+build_engine.sh's precision flags (FP16).
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgevision.pipeline.context import Context
+from edgevision.pipeline.targets.cpu_guard import validation_items
+from edgevision.runtimes import create_runner
+from edgevision.runtimes.qdq_engines import QDQEngine
+from edgevision.runtimes.qdq_sensitivity import quantized_nodes, rank_by_sensitivity
+from edgevision.runtimes.tensorrt import WEIGHTED_OPS
+
+RANK_IMAGES = 500
+
+
+def _metric_of(ctx: Context, items) -> Any:
+    """ONNX file or ModelProto -> % of `items` whose top-1 matches their target, in ONNX Runtime."""
+    import onnx
+
+    batch = np.concatenate([x for x, _ in items])
+    targets = np.array([t for _, t in items])
+
+    def metric(model) -> float:
+        with tempfile.TemporaryDirectory(prefix="edgevision-guard-") as tmp:
+            path = model if isinstance(model, (str, Path)) else Path(tmp) / "m.onnx"
+            if not isinstance(model, (str, Path)):
+                onnx.save(model, str(path))
+            logits = create_runner("onnxruntime", path, threads=ctx.threads)(batch)
+        return float(np.mean(logits.argmax(1) == targets) * 100)
+
+    return metric
+
+
+def exclusion_steps(ranked: list[str], op_types: dict[str, str]) -> list[tuple[str, list[str]]]:
+    """(step name, nodes to exclude) in order: the 1, 2, 4, ... most sensitive (up to half), then INT8 only on
+    Conv/Gemm/MatMul inputs when other ops read INT8 too."""
+    steps, k = [], 1
+    while k <= (len(ranked) + 1) // 2:
+        steps.append((f"{k} most sensitive node(s) in float", ranked[:k]))
+        k *= 2
+    others = [n for n in ranked if op_types.get(n) not in WEIGHTED_OPS]
+    if others:
+        steps.append(("INT8 on Conv/Gemm/MatMul only", others))
+    return steps
+
+
+def guard_qdq(ctx: Context, engine: QDQEngine, float_path: Path, model_path: Path) -> dict[str, Any]:
+    """Hold model_path (the engine's Q/DQ graph) to ctx.guard's budget; returns the path taken. model_path is
+    replaced by the first graph that holds (else by the best tried)."""
+    import onnx
+
+    qdq = ctx.recipe["qdq"]
+    items = validation_items(ctx, create_runner("onnxruntime", float_path, threads=ctx.threads))
+    metric = _metric_of(ctx, items)
+    float_metric, plain_metric = metric(float_path), metric(model_path)
+    summary = {"metric": "top1" if ctx.eval_source.labels is not None else "agreement",
+               "max_drop": ctx.guard.max_drop, "float": float_metric, "plain_int8": plain_metric,
+               "needed": float_metric - plain_metric > ctx.guard.max_drop,
+               "path": [{"step": "engine default", "excluded": list(qdq["exclude_nodes"]), "int8": plain_metric,
+                         "seconds": None}]}
+    if not summary["needed"]:
+        return summary
+    ctx.log(f"the Q/DQ graph loses {float_metric - plain_metric:.2f} points of {summary['metric']} (budget "
+            f"{ctx.guard.max_drop}): ranking its nodes by sensitivity")
+    t0 = time.perf_counter()
+    plain = onnx.load(str(model_path))
+    ranked = rank_by_sensitivity(plain, _metric_of(ctx, items[:RANK_IMAGES]), onnx.load(str(float_path)))
+    summary["ranking"] = {"seconds": round(time.perf_counter() - t0, 2), "images": min(len(items), RANK_IMAGES),
+                          "top": [{"node": n, "int8_with_it_in_float": v} for n, v in ranked[:10]]}
+    op_types = {n.name: n.op_type for n in plain.graph.node}
+    best = (plain_metric, None)
+    for name, excluded in exclusion_steps([n for n, _ in ranked], op_types):
+        t0 = time.perf_counter()
+        candidate = model_path.with_name(f".guard-{len(summary['path'])}.onnx")
+        exclude = sorted({*qdq["exclude_nodes"], *excluded})
+        engine.quantize(float_path, candidate, ctx.calibration(), qdq["calibration_method"], exclude)
+        value = metric(candidate)
+        summary["path"].append({"step": name, "excluded": exclude, "int8": value,
+                                "seconds": round(time.perf_counter() - t0, 2)})
+        if value > best[0]:
+            best = (value, candidate, exclude)
+        if float_metric - value <= ctx.guard.max_drop:
+            break
+    _keep(best, model_path, summary)
+    return summary
+
+
+def _keep(best, model_path: Path, summary: dict[str, Any]) -> None:
+    """Move the best graph tried into model_path and remove the other candidates."""
+    value, chosen = best[0], best[1]
+    if chosen is not None:
+        shutil.move(str(chosen), str(model_path))
+        summary["excluded_nodes"] = best[2]
+    for leftover in model_path.parent.glob(".guard-*.onnx"):
+        leftover.unlink()
+    summary["final_int8"] = value
+    summary["held"] = summary["float"] - value <= summary["max_drop"]

@@ -1,0 +1,115 @@
+"""The accuracy guard on the jetson target's Q/DQ graph, on a model built to break INT8 in one layer, with real
+images (Fashion-MNIST) and real ONNX Runtime quantization; and its step order as a pure function."""
+import dataclasses
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from conftest import needs_fashion_mnist
+from edgevision.data import open_source
+from edgevision.models import load_model
+from edgevision.models.loading import LoadedModel
+from edgevision.pipeline.export import export_model
+from edgevision.pipeline.presets import preset_for
+from edgevision.pipeline.recipe import resolve
+from edgevision.pipeline.targets.jetson_guard import exclusion_steps
+from edgevision.runtimes.qdq_sensitivity import quantized_nodes, with_float_inputs
+
+
+class _OneLoudChannel(torch.nn.Module):
+    """conv1's first output channel is multiplied by 1e4 before conv2: one per-tensor INT8 scale for conv2's
+    input rounds the other channels to zero, so conv2 alone breaks INT8; conv1 and the head do not."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 3, stride=4, padding=1)
+        self.register_buffer("gain", torch.tensor([1e4] + [1.0] * 7).view(1, 8, 1, 1))
+        self.fc, self.num_classes = torch.nn.Linear(8 * 4 * 4, 10), 10
+        with torch.no_grad():
+            self.conv2.weight[:, 0] *= 1e-4  # the loud channel carries no more than the others in float
+
+    def forward(self, x):
+        x = torch.relu(self.conv1(x)) * self.gain
+        return self.fc(torch.relu(self.conv2(x)).flatten(1))
+
+
+def loud_model() -> LoadedModel:
+    """Its head is fitted to the labels of 512 training images by least squares: predictions with a margin, that
+    INT8 noise alone does not flip (a random head predicts one class for everything)."""
+    from edgevision.data.loader import preprocess_each
+
+    torch.manual_seed(0)
+    spec = load_model("convnext_mini", weights="random").spec
+    spec = dataclasses.replace(spec, data_config={**spec.data_config, "input_size": [3, 16, 16]}, img_size=16)
+    net, train = _OneLoudChannel().eval(), open_source("builtin:fashion-mnist:train")
+    items, _ = preprocess_each(train, range(512), spec.data_config)
+    with torch.no_grad():
+        x = torch.from_numpy(np.concatenate([x for _, x in items]))
+        features = torch.relu(net.conv2(torch.relu(net.conv1(x)) * net.gain)).flatten(1)
+        features = torch.cat([features, torch.ones(len(features), 1)], 1)
+        onehot = torch.nn.functional.one_hot(torch.as_tensor(train.labels[:512]).long(), 10).float()
+        solution = torch.linalg.lstsq(features, onehot, driver="gelsd").solution
+        net.fc.weight.copy_(solution[:-1].T)
+        net.fc.bias.copy_(solution[-1])
+    return LoadedModel(net, spec)
+
+
+def recipe(max_drop):
+    return resolve(preset_for("convnext"), None, {"benchmark_iters": 3, "calib_size": 32, "eval_limit": 200,
+                                                  "max_drop": max_drop})
+
+
+@needs_fashion_mnist
+def test_the_guard_leaves_the_sensitive_conv_in_float_and_the_bundle_says_so(tmp_path):
+    data, calib = open_source("builtin:fashion-mnist:test"), open_source("builtin:fashion-mnist:train")
+    plain = export_model(loud_model(), data, recipe("none"), "jetson", "int8", tmp_path / "plain",
+                         calib_source=calib, progress=False)
+    assert plain.report["variants"][-1]["top1_drop"] > 20  # plain INT8 breaks: the model is built to
+    result = export_model(loud_model(), data, recipe(3.0), "jetson", "int8", tmp_path / "guarded",
+                          calib_source=calib, progress=False)
+    guard = result.report["tensorrt"]["accuracy_guard"]
+    assert guard["needed"] and guard["held"] and guard["ranking"]["top"][0]["node"] == "/conv2/Conv"
+    assert guard["path"][1]["step"] == "1 most sensitive node(s) in float" and guard["path"][1]["seconds"] > 0
+    assert guard["excluded_nodes"] == ["/conv2/Conv"] and len(guard["path"]) == 2  # stopped at the first that held
+    sim = result.report["variants"][-1]
+    assert sim["top1_drop"] <= 3.0 and result.report["status"] == "ok"
+    graph = onnx.load(str(result.run_dir / "model.onnx")).graph
+    assert "/conv2/Conv" not in quantized_nodes(onnx.load(str(result.run_dir / "model.onnx")))
+    assert "/conv1/Conv" in {n.name for n in graph.node} and quantized_nodes(onnx.load(str(result.run_dir / "model.onnx")))
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert manifest["tensorrt"]["engine_options"]["fp16_layers"] == ["/conv2/Conv"]
+    assert "--layerPrecisions=/conv2/Conv:fp16" in (result.run_dir / "build_engine.sh").read_text()
+    assert "/conv2/Conv" in (result.run_dir / "README.md").read_text()
+
+
+def test_with_float_inputs_gives_back_the_float_graph(tmp_path):
+    from edgevision.runtimes.onnxruntime import PROFILES, export_onnx, quantize_qdq, ORTRunner
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 5)).eval()
+    export_onnx(model, (3, 8, 8), tmp_path / "f.onnx", dynamic_batch=True)
+    calib = [np.random.default_rng(i).standard_normal((1, 3, 8, 8)).astype(np.float32) for i in range(8)]
+    quantize_qdq(tmp_path / "f.onnx", tmp_path / "q.onnx", calib, PROFILES["tensorrt"])
+    q = onnx.load(str(tmp_path / "q.onnx"))
+    everything = with_float_inputs(q, quantized_nodes(q), onnx.load(str(tmp_path / "f.onnx")))
+    assert not quantized_nodes(everything) and not any(n.op_type.endswith("QuantizeLinear") for n in everything.graph.node)
+    onnx.save(everything, str(tmp_path / "back.onnx"))
+    x = np.concatenate(calib)
+    float_out = ORTRunner(tmp_path / "f.onnx")(x)
+    back = ORTRunner(tmp_path / "back.onnx")(x)
+    np.testing.assert_allclose(back, float_out, rtol=1e-5, atol=1e-5)
+    rounded = with_float_inputs(q, quantized_nodes(q))  # no float graph: the INT8 weights dequantized
+    onnx.save(rounded, str(tmp_path / "rounded.onnx"))
+    error = np.abs(ORTRunner(tmp_path / "rounded.onnx")(x) - float_out).max()
+    assert 0 < error < 0.05 * np.abs(float_out).max()
+
+
+def test_exclusion_steps_double_up_to_half_then_keep_int8_to_weighted_ops():
+    ranked = ["a", "b", "c", "d", "e", "f", "g", "h", "i"]
+    types = dict.fromkeys(ranked, "Conv") | {"c": "Add", "h": "LayerNormalization"}
+    steps = exclusion_steps(ranked, types)
+    assert [excluded for _, excluded in steps] == [["a"], ["a", "b"], ["a", "b", "c", "d"], ["c", "h"]]
+    assert steps[-1][0] == "INT8 on Conv/Gemm/MatMul only"
+    assert [e for _, e in exclusion_steps(["a"], {"a": "Conv"})] == [["a"]]
