@@ -10,6 +10,8 @@ Parts, each a script of its own that can also run alone:
 - selection: benchmarks/cpu_selection.py (the selected candidate vs each runtime at 224, with the CPU profile);
 - guard: benchmarks/guard.py (the default accuracy guard on Fashion-MNIST models, MobileNetV3 and ConvNeXt);
 - export: benchmarks/export_targets.py (jetson/onnx accuracy on the Fashion-MNIST models, ONNX Runtime speed);
+- qdq: benchmarks/qdq_engines.py (the jetson target's Q/DQ engines side by side, edgevision vs Model Optimizer:
+  placement at 224, rules check, simulated INT8 accuracy on the Fashion-MNIST models; needs the jetson extra);
 - prune: benchmarks/prune.py (pruning + recovery + INT8 accuracy, pruned speed at 224);
 - distill: benchmarks/distill.py (a ViT teacher into ConvNeXt, ViT and hybrid students on Fashion-MNIST, vs the
   students trained without it, 8 epochs each; about 6 minutes a run for convnext_mini on 2 cores, 13 for
@@ -32,7 +34,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-DEFAULT_PARTS = ["speed224", "int8", "selection", "guard", "export", "prune", "distill", "finetune"]
+DEFAULT_PARTS = ["speed224", "int8", "selection", "guard", "export", "qdq", "prune", "distill", "finetune"]
 
 
 def run(cmd: list[str]) -> None:
@@ -72,7 +74,9 @@ def benchmarks_md() -> str:
                   for tier in ("avx2", "vnni", "amx", "dotprod", "none")),
                 ("guard.md", "The accuracy guard"),
                 ("int8_speed.md", "INT8 speed (compress --int8) and benchmark_app"),
-                ("export_targets.md", "Export targets"), ("prune.md", "Structured pruning"),
+                ("export_targets.md", "Export targets"),
+                ("qdq_engines.md", "Q/DQ engines for the jetson target: edgevision vs Model Optimizer"),
+                ("prune.md", "Structured pruning"),
                 ("distill.md", "Distillation"),
                 ("finetune_resolution.md", "Fine-tuning at a new resolution, with a frozen backbone first"),
                 ("int8_presets.md", "INT8 presets (how they were chosen)"),
@@ -100,6 +104,7 @@ def main() -> None:
                "selection": [str(HERE / "cpu_selection.py"), "--threads", str(args.threads)],
                "guard": [str(HERE / "guard.py"), "--threads", str(args.threads)],
                "export": [str(HERE / "export_targets.py"), "--threads", str(args.threads)],
+               "qdq": [str(HERE / "qdq_engines.py"), "--threads", str(args.threads)],
                "prune": [str(HERE / "prune.py"), "--threads", str(args.threads)],
                "distill": [str(HERE / "distill.py"), "--threads", str(args.threads)],
                "finetune": [str(HERE / "finetune_resolution.py"), "--threads", str(args.threads)],
