@@ -22,6 +22,7 @@ from edgevision.errors import EdgevisionError, OutputExistsError
 from edgevision.measure.bench import benchmark_model
 from edgevision.measure.cpu_profile import cpu_profile
 from edgevision.measure.describe import describe_model
+from edgevision.measure.engine_choice import build_chosen_engine
 from edgevision.measure.evaluate import evaluate_model
 from edgevision.models.loading import LoadedModel, load_model, random_weights_warning
 from edgevision.models.zoo import zoo_table
@@ -243,8 +244,9 @@ def export(
                            progress=progress, log=log)
 
 
-def build_engine(bundle: str | Path, *, force: bool = False, log: Log = _quiet) -> Path:
-    """Build a jetson bundle's TensorRT engine with the TensorRT Python API (on the device that runs it)."""
+def build_engine(bundle: str | Path, *, force: bool = False, precision: str | None = None, log: Log = _quiet) -> Path:
+    """Build a jetson bundle's TensorRT engine with the TensorRT Python API (on the device that runs it): by
+    default INT8 and FP16 where the bundle lets the device decide, timed, the faster kept; `precision` pins one."""
     bundle = Path(bundle)
     try:
         manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
@@ -254,7 +256,7 @@ def build_engine(bundle: str | Path, *, force: bool = False, log: Log = _quiet) 
                               "make one with `edgevision export --target jetson`") from None
     if (bundle / opts.engine).exists() and not force:
         raise OutputExistsError(f"{bundle / opts.engine} already exists", "pass --force to rebuild it")
-    return trt_backend.build_engine(bundle, opts, log=log)
+    return build_chosen_engine(bundle, opts, precision, log=log)
 
 
 def train_model(model: str | LoadedModel | None, data: str | ImageSource, out: str | Path,

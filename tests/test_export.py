@@ -147,11 +147,14 @@ def test_export_without_argument_takes_the_latest_run_and_quoted_paths_work(cpu_
     tools = tmp_path / "tools"
     tools.mkdir()
     (tools / "trtexec").write_text('#!/usr/bin/env bash\n[ "$1" = --help ] && echo "[TensorRT v100300]" && exit 0\n'
-                                   'printf "%s\\n" "$@" > "$LOG"\n')
+                                   'printf "%s\\n" "$@" > "$LOG"\n'
+                                   'for a in "$@"; do case "$a" in --saveEngine=*) : > "${a#*=}";; esac; done\n')
     (tools / "trtexec").chmod(0o755)
     env = {**os.environ, "PATH": f"{tools}:{os.environ['PATH']}", "LOG": str(tmp_path / "args")}
-    subprocess.run([str(out / "build_engine.sh")], env=env, check=True, capture_output=True, cwd=tmp_path)
+    subprocess.run([str(out / "build_engine.sh"), "--precision", "int8"], env=env, check=True, capture_output=True,
+                   cwd=tmp_path)
     assert "--onnx=model.onnx" in (tmp_path / "args").read_text().splitlines()
+    assert (out / "model.engine").exists() and (out / "model.float.onnx").exists()
     # the bundle's artifact evaluates through its own manifest to the number the report gave
     again = runner.invoke(app, ["evaluate", str(out / "model.onnx"), "--data", "builtin:photos", "--json"])
     assert again.exit_code == 0, again.output

@@ -53,9 +53,22 @@ def test_trtexec_refuses_tensorrt_9():
 # --- the build script, run with a stand-in trtexec that records its arguments ------------------------------
 FAKE_TRTEXEC = """#!/usr/bin/env bash
 if [ "${1:-}" = "--help" ]; then echo "&&&& RUNNING TensorRT.trtexec [TensorRT v${FAKE_VERSION}] # trtexec --help"; exit 0; fi
-printf '%s\\n' "$@" > "$FAKE_LOG"
-for a in "$@"; do case "$a" in --saveEngine=*) echo engine > "${a#--saveEngine=}";; esac; done
+echo "$*" >> "${FAKE_LOG}.calls"
+for a in "$@"; do case "$a" in
+  --saveEngine=*) printf '%s\\n' "$@" > "$FAKE_LOG"; echo engine > "${a#--saveEngine=}";;
+  --loadEngine=*int8*) echo "[I] GPU Compute Time: min = 0.5 ms, max = 3 ms, mean = 1 ms, median = ${FAKE_INT8_MS:-1.0} ms, percentile(90%) = 2 ms";;
+  --loadEngine=*fp16*) echo "[I] GPU Compute Time: min = 0.5 ms, max = 3 ms, mean = 1 ms, median = ${FAKE_FP16_MS:-2.0} ms, percentile(90%) = 2 ms";;
+esac; done
 """
+
+
+def _tiny_onnx(path):
+    graph = helper.make_graph([helper.make_node("Relu", ["input"], ["logits"], name="relu")], "g",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 4, 4])])
+    import onnx
+
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 
 @pytest.fixture
@@ -63,7 +76,7 @@ def bundle_dir(tmp_path):
     """A bundle directory whose path has spaces, single and double quotes and a dollar sign."""
     bundle = tmp_path / "my bundles" / "it's a \"jetson\" $HOME bundle"
     bundle.mkdir(parents=True)
-    (bundle / "model.onnx").write_bytes(b"onnx")
+    _tiny_onnx(bundle / "model.onnx")  # a real graph: AutoCast casts it where nvidia-modelopt is installed
     write_build_files(bundle, opts(dla_core=0), "edgevision test")
     tools = tmp_path / "tools"
     tools.mkdir()
@@ -105,6 +118,73 @@ def test_build_script_tensorrt11_drops_precision_flags(bundle_dir, tmp_path):
     assert args[0] in ("--onnx=model.onnx", "--onnx=model.fp16.onnx")
     if args[0] == "--onnx=model.onnx":  # no ModelOpt here: the script says what that costs
         assert "FP32" in done.stderr
+
+
+@pytest.fixture
+def deciding_bundle(tmp_path):
+    """An INT8 bundle that carries its float graph: the device builds both engines and keeps the faster."""
+    bundle = tmp_path / "bundle with space"
+    bundle.mkdir()
+    for name in ("model.onnx", "model.float.onnx"):
+        _tiny_onnx(bundle / name)
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "trtexec").write_text(FAKE_TRTEXEC)
+    (tools / "trtexec").chmod(0o755)
+    return bundle, tools, tmp_path / "trtexec-args.txt"
+
+
+def write_deciding(bundle, **kw):
+    write_build_files(bundle, opts(float_onnx="model.float.onnx", fp32_layers=("/norm/Pow",), **kw), "t")
+
+
+@pytest.mark.parametrize("int8_ms,fp16_ms,kept", [("0.8", "1.3", "int8"), ("1.7", "1.2", "fp16")])
+def test_the_device_builds_both_engines_and_keeps_the_faster(deciding_bundle, tmp_path, int8_ms, fp16_ms, kept):
+    bundle, tools, log = deciding_bundle
+    write_deciding(bundle)
+    done = run_script(bundle, tools, log, "100300", cwd=tmp_path, FAKE_INT8_MS=int8_ms, FAKE_FP16_MS=fp16_ms)
+    assert done.returncode == 0, done.stderr
+    calls = Path(f"{log}.calls").read_text().splitlines()
+    builds = [c for c in calls if "--saveEngine=" in c]
+    assert "--onnx=model.onnx --saveEngine=model.int8.engine" in builds[0] and "--int8 --fp16" in builds[0]
+    assert "--onnx=model.float.onnx --saveEngine=model.fp16.engine" in builds[1] and "--int8" not in builds[1]
+    assert "--layerPrecisions=/norm/Pow:fp32" in builds[1]  # the FP16 pre-flight holds for both engines
+    timings = [c.split()[0] for c in calls if "--loadEngine=" in c]
+    assert timings == ["--loadEngine=model.int8.engine", "--loadEngine=model.fp16.engine"] * 3  # interleaved
+    assert (bundle / "model.engine").exists() and not list(bundle.glob("model.*.engine"))
+    decision = json.loads((bundle / "model.engine.json").read_text())["decision"]
+    assert decision == {"precision": kept, "decided_by": "timed here",
+                        "median_ms": {"int8": float(int8_ms), "fp16": float(fp16_ms)},
+                        "rounds_ms": {"int8": [float(int8_ms)] * 3, "fp16": [float(fp16_ms)] * 3}}
+    assert f"keeping {kept}" in done.stdout
+
+
+def test_the_precision_pins_one_engine_and_a_missed_budget_means_fp16(deciding_bundle, tmp_path):
+    bundle, tools, log = deciding_bundle
+    write_deciding(bundle)
+    done = run_script(bundle, tools, log, "100300", cwd=tmp_path, PRECISION="int8")
+    assert done.returncode == 0, done.stderr
+    assert "--saveEngine=model.int8.engine" in log.read_text().splitlines()
+    assert not any("--loadEngine" in c for c in Path(f"{log}.calls").read_text().splitlines())
+    assert json.loads((bundle / "model.engine.json").read_text())["decision"] == {"precision": "int8",
+                                                                                   "decided_by": "asked"}
+    wrong = subprocess.run([str(bundle / "build_engine.sh"), "--precision", "fp32"], capture_output=True, text=True)
+    assert wrong.returncode == 2 and "this bundle builds int8 fp16 auto" in wrong.stderr
+    write_deciding(bundle, int8_vouched=False)
+    done = run_script(bundle, tools, log, "100300", cwd=tmp_path)
+    assert done.returncode == 0 and "missed the accuracy budget" in done.stderr
+    assert json.loads((bundle / "model.engine.json").read_text())["decision"]["precision"] == "fp16"
+
+
+def test_resolve_precision_is_what_the_script_does():
+    from edgevision.runtimes.tensorrt import resolve_precision
+
+    deciding = opts(float_onnx="model.float.onnx")
+    assert resolve_precision(None, deciding) == "auto" and resolve_precision("fp16", deciding) == "fp16"
+    assert resolve_precision(None, opts(float_onnx="model.float.onnx", int8_vouched=False)) == "fp16"
+    assert resolve_precision(None, opts()) == "int8" and resolve_precision(None, opts(int8=False)) == "fp16"
+    with pytest.raises(EdgevisionError, match="this bundle builds int8;"):
+        resolve_precision("auto", opts())
 
 
 def test_build_script_trt_major_override_and_missing_trtexec(bundle_dir, tmp_path):

@@ -83,12 +83,15 @@ def export_command(
 def build_engine_command(
     bundle: Annotated[Path, typer.Argument(help="A jetson bundle made by `edgevision export --target jetson`.")],
     force: Annotated[bool, typer.Option("--force", help="Replace an existing model.engine.")] = False,
+    precision: Annotated[Optional[str], typer.Option(
+        "--precision", help="int8, fp16 or auto (an INT8 bundle's default: build both, time them, keep the "
+        "faster).", show_default=False)] = None,
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Build the TensorRT engine of a bundle with the TensorRT Python API (on the device that will run it)."""
     with cli_errors(debug):
-        engine = api.build_engine(bundle, force=force, log=note)
+        engine = api.build_engine(bundle, force=force, precision=precision, log=note)
         if json_out:
             print_json({"engine": str(engine)})
         else:

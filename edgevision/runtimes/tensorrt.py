@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,9 @@ class EngineOptions:
     onnx: str = "model.onnx"
     engine: str = "model.engine"
     timing_cache: str = "timing.cache"
+    # an INT8 bundle's float graph: the device builds it as an FP16 engine too, times both and keeps the faster
+    float_onnx: str | None = None
+    int8_vouched: bool = True  # the Q/DQ graph's simulated accuracy held the budget (or no budget was set)
 
     def shape(self, batch: int) -> str:
         return "x".join(str(d) for d in (batch, *self.input_shape))
@@ -86,6 +89,34 @@ def trtexec_args(opts: EngineOptions, trt_major: int, onnx: str | None = None) -
     return args
 
 
+def decides_on_device(opts: EngineOptions) -> bool:
+    """Whether the device builds both an INT8 and an FP16 engine and keeps the faster (an INT8 bundle with FP16
+    fallback that carries its float graph)."""
+    return opts.int8 and opts.fp16 and opts.float_onnx is not None
+
+
+def engine_variants(opts: EngineOptions) -> dict[str, EngineOptions]:
+    """precision -> how to build it: the bundle's own engine, plus the float graph's FP16 engine where the
+    device decides (each to its own file until one is kept as opts.engine)."""
+    if not decides_on_device(opts):
+        return {"int8" if opts.int8 else ("fp16" if opts.fp16 else "fp32"): opts}
+    return {"int8": replace(opts, engine="model.int8.engine"),
+            "fp16": replace(opts, int8=False, onnx=opts.float_onnx, engine="model.fp16.engine", fp16_layers=())}
+
+
+def resolve_precision(asked: str | None, opts: EngineOptions) -> str:
+    """The engine to build: the asked precision (one of engine_variants, or auto where the device decides), by
+    default auto where the device decides, else the bundle's own; auto becomes fp16 when the INT8 graph missed
+    the accuracy budget at export."""
+    variants = engine_variants(opts)
+    choices = [*variants, "auto"] if decides_on_device(opts) else list(variants)
+    choice = asked or choices[-1]
+    if choice not in choices:
+        raise EdgevisionError(f"--precision {choice}: this bundle builds {' or '.join(choices)}",
+                              "pick one of those, or export a bundle of that precision")
+    return "fp16" if choice == "auto" and not opts.int8_vouched else choice
+
+
 def layer_precisions(opts: EngineOptions) -> dict[str, str]:
     """ONNX node -> the precision TensorRT 10 must give it (with --fp16 only): FP32 for the FP16 pre-flight's
     findings, FP16 for the nodes the accuracy guard left out of INT8."""
@@ -99,22 +130,40 @@ IDENTITY_SCRIPT = Path(__file__).with_name("device_identity.py")
 
 
 def build_script(opts: EngineOptions, tool_version: str) -> str:
-    """build_engine.sh: picks the TensorRT major version on the device and runs trtexec with its flags.
+    """build_engine.sh: picks the TensorRT major version on the device and runs trtexec with its flags; where the
+    device decides (decides_on_device), builds both engines, times them and keeps the faster.
 
     The script is package data (runtimes/build_engine.sh) with placeholders. Every file name is shell-quoted,
     and the script works from its own directory, so a bundle under a path with spaces or quotes builds as is.
-    TRTEXEC and TRT_MAJOR can be set to override the detection.
+    TRTEXEC, TRT_MAJOR and PRECISION (or --precision) can be set to override the detection and the choice.
     """
     q = shlex.quote
-    line11 = " ".join(q(a) for a in trtexec_args(opts, 11, onnx="__ONNX__")).replace(
-        q("--onnx=__ONNX__"), '--onnx="$onnx"')
-    values = {"@TOOL_VERSION@": tool_version, "@TRTEXEC_10@": " ".join(q(a) for a in trtexec_args(opts, 10)),
-              "@TRTEXEC_11@": line11, "@ONNX@": q(opts.onnx), "@ENGINE@": q(opts.engine),
-              "@FP16_11@": "yes" if opts.fp16 else "no", "@AUTOCAST_EXCLUDE@": _autocast_exclude(opts)}
+    variants = engine_variants(opts)
+    precisions = [*variants, "auto"] if decides_on_device(opts) else list(variants)
+    shapes = f"--shapes={opts.input_name}:{opts.shape(opts.batch)} " if opts.dynamic_batch else ""
+    values = {"@TOOL_VERSION@": tool_version, "@PRECISIONS@": " ".join(precisions),
+              "@DEFAULT_PRECISION@": precisions[-1] if decides_on_device(opts) else precisions[0],
+              "@INT8_VOUCHED@": "yes" if opts.int8_vouched else "no", "@ENGINE@": q(opts.engine),
+              "@TIME_SHAPES@": q(shapes.strip()) + " " if shapes else "",
+              "@BUILD_CASES@": "\n".join(_build_case(name, v) for name, v in variants.items()),
+              "@ENGINE_CASES@": "\n".join(f"    {name}) echo {q(v.engine)} ;;" for name, v in variants.items())}
     script = SCRIPT_TEMPLATE.read_text(encoding="utf-8")
     for placeholder, value in values.items():
         script = script.replace(placeholder, value)
     return script
+
+
+def _build_case(name: str, opts: EngineOptions) -> str:
+    """One precision's branch of build(): trtexec for TensorRT 11 (from an AutoCast FP16 copy when the float
+    layers run in FP16) or for TensorRT 10 (with its precision flags)."""
+    q = shlex.quote
+    line11 = " ".join(q(a) for a in trtexec_args(opts, 11, onnx="__ONNX__")).replace(
+        q("--onnx=__ONNX__"), '--onnx="$onnx"')
+    cast = (f'onnx=$(fp16_onnx {q(opts.onnx)} {q(Path(opts.onnx).stem + ".fp16.onnx")}{_autocast_exclude(opts)})'
+            if opts.fp16 else f"onnx={q(opts.onnx)}")
+    line10 = " ".join(q(a) for a in trtexec_args(opts, 10))
+    return (f"    {name})\n      if [ \"$major\" -ge 11 ]; then\n        {cast}\n        \"$trtexec\" {line11}\n"
+            f"      else\n        \"$trtexec\" {line10}\n      fi ;;")
 
 
 def _autocast_exclude(opts: EngineOptions) -> str:

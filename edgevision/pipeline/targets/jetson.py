@@ -22,6 +22,7 @@ from edgevision.runtimes.fp16_preflight import fp16_preflight
 from edgevision.runtimes.qdq_engines import DEFAULT_QDQ_ENGINE, QDQ_ENGINES
 
 RULES_FAILED = "tensorrt_rules_failed"
+FLOAT_ONNX = "model.float.onnx"  # an INT8 bundle's float graph: build_engine.sh's FP16 engine
 
 # how the Jetson builds its engine
 TENSORRT = RecipeSection(
@@ -35,7 +36,8 @@ TENSORRT = RecipeSection(
 
 
 class TensorRTBundle(Stage):
-    """model.onnx (symmetric INT8 Q/DQ where TensorRT fuses it, or float for --precision fp16/fp32),
+    """model.onnx (symmetric INT8 Q/DQ where TensorRT fuses it, or float for --precision fp16/fp32), with the
+    float graph beside an INT8 one (model.float.onnx, for the FP16 engine the device times against INT8),
     build_engine.sh, README.md."""
 
     name = "TensorRT bundle"
@@ -44,14 +46,18 @@ class TensorRTBundle(Stage):
         cfg, int8, spec = ctx.recipe["tensorrt"], ctx.recipe["int8"], ctx.loaded.spec
         model_path, info = self._write_onnx(ctx)
         keep_fp32 = tuple((info.get("fp16_preflight") or {}).get("keep_fp32", ()))
-        guarded = tuple((info.get("accuracy_guard") or {}).get("excluded_nodes", ()))
-        if not cfg["dynamic_batch"]:
-            ort_backend.pin_batch(model_path, cfg["batch"])
+        guard = info.get("accuracy_guard") or {}
+        float_onnx = ctx.workdir / FLOAT_ONNX if (ctx.workdir / FLOAT_ONNX).exists() else None
+        for path in (model_path, float_onnx):
+            if path is not None and not cfg["dynamic_batch"]:
+                ort_backend.pin_batch(path, cfg["batch"])
         rules = trt_backend.check_int8_rules_of(model_path) if int8 else None
         opts = trt_backend.EngineOptions(
             input_name=ort_backend.INPUT_NAME, input_shape=spec.input_size, int8=int8, fp16=cfg["fp16"],
             batch=cfg["batch"], dynamic_batch=cfg["dynamic_batch"], max_batch=cfg["max_batch"],
-            dla_core=cfg["dla_core"], workspace_mb=cfg["workspace_mb"], fp32_layers=keep_fp32, fp16_layers=guarded)
+            dla_core=cfg["dla_core"], workspace_mb=cfg["workspace_mb"], fp32_layers=keep_fp32,
+            fp16_layers=tuple(guard.get("excluded_nodes", ())), float_onnx=float_onnx.name if float_onnx else None,
+            int8_vouched=guard.get("held", True))
         scripts = trt_backend.write_build_files(ctx.workdir, opts, f"edgevision {__version__}")
         precision = "int8" if int8 else ("fp16" if cfg["fp16"] else "fp32")
         ctx.graph_input = GraphInput(ort_backend.INPUT_NAME,
@@ -67,7 +73,8 @@ class TensorRTBundle(Stage):
         runtime = "tensorrt-sim" if int8 else "onnxruntime"
         ctx.variants.append(Variant(
             "int8" if int8 else "fp32", runtime, create_runner(runtime, model_path, threads=ctx.threads),
-            files=[model_path, *scripts], size_mb=size_mb([model_path]), timed=False,
+            files=[model_path, *([float_onnx] if float_onnx else []), *scripts], size_mb=size_mb([model_path]),
+            timed=False,
             quantization={**info, "simulated": int8, "engine_precision": precision}))
 
     @staticmethod
@@ -87,7 +94,10 @@ class TensorRTBundle(Stage):
             info["accuracy_guard"] = guard_qdq(ctx, engine, float_path, model_path)
             info["excluded_nodes"] = info["accuracy_guard"].get("excluded_nodes", info["excluded_nodes"])
         info.update(_fp16_check(ctx, float_path))
-        float_path.unlink()
+        if ctx.recipe["tensorrt"]["fp16"]:  # the device times an FP16 engine of it against the INT8 one
+            float_path.rename(ctx.workdir / FLOAT_ONNX)
+        else:
+            float_path.unlink()
         return model_path, info
 
     def finish(self, ctx: Context, report: dict[str, Any]) -> None:

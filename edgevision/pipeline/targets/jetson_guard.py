@@ -22,7 +22,7 @@ from edgevision.pipeline.context import Context
 from edgevision.pipeline.targets.cpu_guard import validation_items
 from edgevision.runtimes import create_runner
 from edgevision.runtimes.qdq_engines import QDQEngine
-from edgevision.runtimes.qdq_sensitivity import quantized_nodes, rank_by_sensitivity
+from edgevision.runtimes.qdq_sensitivity import rank_by_sensitivity
 from edgevision.runtimes.tensorrt import WEIGHTED_OPS
 
 RANK_IMAGES = 500

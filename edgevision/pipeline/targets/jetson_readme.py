@@ -33,32 +33,17 @@ def bundle_readme(report: dict[str, Any], spec) -> str:
         "device that runs them: an engine is tied to its TensorRT version, GPU and L4T release.",
         "",
         "## Files",
-        "- `model.onnx`: " + ("symmetric INT8 Q/DQ (zero point 0, per-channel weight scales) on the inputs of "
-                              "Conv/Gemm/weight MatMul; LayerNorm, Softmax, GELU and residual adds unquantized"
+        "- `model.onnx`: " + (f"symmetric INT8 Q/DQ (zero point 0, per-channel weight scales) written by the "
+                              f"{trt.get('qdq_engine') or 'edgevision'} Q/DQ engine"
                               if trt["precision"] == "int8" else "float32 graph") + f", opset 17, input `{opts['input_name']}` {shape}, batch {batch}",
+        *([f"- `{opts['float_onnx']}`: the float graph, built as an FP16 engine to time against the INT8 one"]
+          if opts.get("float_onnx") else []),
         "- `build_engine.sh`: runs `trtexec` with the right flags for TensorRT 10 or 11 (detected)",
         "- `device_identity.py`: records what the engine was built on (`model.engine.json`), run by the script",
         "- `manifest.json`: input, preprocessing, classes, accuracy, tool versions, sha256 of every file",
         "- `report.json`: the full measurement report; `recipe.yaml`: the settings used",
         "",
-        "## Build the engine on the device",
-        "JetPack 6 (TensorRT 10):",
-        "```",
-        "./build_engine.sh",
-        "# = trtexec " + " ".join(shlex.quote(a) for a in trt["trtexec"]["10"]),
-        "```",
-        "TensorRT 11 (no precision flags; FP16 outside Q/DQ comes from an FP16-cast ONNX that the script makes "
-        "with ModelOpt AutoCast when `nvidia-modelopt` is installed):",
-        "```",
-        "TRT_MAJOR=11 ./build_engine.sh",
-        "```",
-        "Or, with the TensorRT Python package: `edgevision build-engine .` (writes the same files). Then:",
-        "```",
-        "trtexec --loadEngine=model.engine               # latency on the device",
-        "edgevision benchmark model.engine",
-        "edgevision evaluate model.engine --data DATA    # accuracy in TensorRT",
-        "```",
-        "",
+        *_build_lines(trt, opts),
         "## Preprocessing",
         f"RGB, resize ({dc.get('interpolation')}) so that a center crop of {dc.get('crop_pct')} gives "
         f"{spec.input_size[1]}x{spec.input_size[2]}, scale to [0, 1], normalise with mean {list(dc.get('mean', []))} and "
@@ -111,3 +96,33 @@ def _guard_line(guard: dict | None) -> str:
             + ", ".join(f"`{n}`" for n in kept[:10]) + f"{', ...' if len(kept) > 10 else ''}) it "
             + ("holds" if guard["held"] else "still misses") + f" the {guard['max_drop']:g}-point budget "
             f"({guard['final_int8']:.2f}).")
+
+
+def _build_lines(trt: dict[str, Any], opts: dict[str, Any]) -> list[str]:
+    """The README's "Build the engine on the device" section."""
+    return [
+        "## Build the engine on the device",
+        *(["By default (`--precision auto`) the script builds the INT8 engine and the float graph's FP16 engine, "
+           "times both with trtexec (three interleaved rounds, median GPU compute time) and keeps the faster as "
+           "`model.engine`; `model.engine.json` records which and the timings. `./build_engine.sh --precision int8` "
+           "(or `fp16`) builds one. " + ("" if opts.get("int8_vouched", True) else
+                                        "The INT8 graph missed the accuracy budget here, so auto builds FP16 only."),
+           ""] if opts.get("float_onnx") else []),
+        "JetPack 6 (TensorRT 10):",
+        "```",
+        "./build_engine.sh",
+        "# = trtexec " + " ".join(shlex.quote(a) for a in trt["trtexec"]["10"]),
+        "```",
+        "TensorRT 11 (no precision flags; FP16 outside Q/DQ comes from an FP16-cast ONNX that the script makes "
+        "with ModelOpt AutoCast when `nvidia-modelopt` is installed):",
+        "```",
+        "TRT_MAJOR=11 ./build_engine.sh",
+        "```",
+        "Or, with the TensorRT Python package: `edgevision build-engine .` (writes the same files). Then:",
+        "```",
+        "trtexec --loadEngine=model.engine               # latency on the device",
+        "edgevision benchmark model.engine",
+        "edgevision evaluate model.engine --data DATA    # accuracy in TensorRT",
+        "```",
+        "",
+    ]
