@@ -1,8 +1,10 @@
-"""Which quantized nodes of a Q/DQ graph cost the most accuracy: each node is given its float inputs back in a
-copy of the graph (its float weight from the float graph, found by node name and input position; its
-activation read before the Q/DQ), with every other node's scales as calibrated, and the copy is run on the
-same images. One calibration serves every
-node, so a ranking costs one ONNX Runtime session per node rather than one quantization per node.
+"""Which quantized nodes of a Q/DQ graph cost the most accuracy, one at a time: a copy of the graph in which
+only that node stays quantized and every other node reads float inputs (its float weight from the float graph,
+found by node name and input position; its activation unrounded: the Q/DQ pair becomes a Clip to the range it
+can represent, since ONNX Runtime folds a ReLU into an unsigned Q/DQ and drops the ReLU node) is run on the
+same images. One calibration serves every node, so a ranking costs one ONNX Runtime session per node rather
+than one quantization per node. (Giving one node float inputs in the otherwise quantized graph ranks worse:
+when two nodes break INT8 together, neither alone restores anything.)
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ def with_float_inputs(model, names: Sequence[str], float_model=None):
     producers = {out: node for node in graph.node for out in node.output}
     constants = {i.name: i for i in graph.initializer}
     originals = _float_weights(float_model) if float_model is not None else {}
+    clips: dict[str, tuple] = {}
     for node in (n for n in graph.node if n.name in wanted):
         for i, name in enumerate(node.input):
             dq = producers.get(name)
@@ -39,9 +42,31 @@ def with_float_inputs(model, names: Sequence[str], float_model=None):
             if dq.input[0] in constants:  # an INT8 weight: the float tensor it was made from
                 node.input[i] = _float_weight(graph, constants, originals.get((node.name, i)), dq)
             elif dq.input[0] in producers and producers[dq.input[0]].op_type == "QuantizeLinear":
-                node.input[i] = producers[dq.input[0]].input[0]
+                node.input[i] = _unrounded(graph, constants, producers[dq.input[0]], clips)
+    for position, clip in sorted(clips.values(), key=lambda c: -c[0]):  # each Clip right after its source
+        graph.node.insert(position, clip)
     drop_unused_qdq(model)
     return model
+
+
+def _unrounded(graph, constants, q, clips: dict) -> str:
+    """The output name of a Clip of q's input to the range q represents (scale, zero point, INT8 or UINT8),
+    created once per QuantizeLinear and placed right after it; q's position marks where."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    out = f"{q.output[0]}_unrounded"
+    if out not in clips:
+        scale = float(numpy_helper.to_array(constants[q.input[1]]))
+        zp = constants.get(q.input[2]) if len(q.input) > 2 and q.input[2] else None
+        signed = zp is not None and zp.data_type == TensorProto.INT8
+        zero = float(numpy_helper.to_array(zp)) if zp is not None else 0.0
+        low, high = ((-128, 127) if signed else (0, 255))
+        names = (f"{out}_min", f"{out}_max")
+        for name, bound in zip(names, ((low - zero) * scale, (high - zero) * scale)):
+            graph.initializer.append(numpy_helper.from_array(np.array(bound, np.float32), name))
+        position = list(graph.node).index(q) + 1
+        clips[out] = (position, helper.make_node("Clip", [q.input[0], *names], [out], name=out))
+    return out
 
 
 def _float_weights(float_model) -> dict[tuple[str, int], object]:
@@ -82,6 +107,8 @@ def _dequantized(dq, constants) -> np.ndarray:
 
 
 def rank_by_sensitivity(model, metric: Metric, float_model=None) -> list[tuple[str, float]]:
-    """(node, metric with that node in float), the most accuracy restored first."""
-    scored = [(name, metric(with_float_inputs(model, [name], float_model))) for name in quantized_nodes(model)]
-    return sorted(scored, key=lambda item: -item[1])
+    """(node, metric with only that node quantized), the most damaging first."""
+    names = quantized_nodes(model)
+    scored = [(name, metric(with_float_inputs(model, [n for n in names if n != name], float_model)))
+              for name in names]
+    return sorted(scored, key=lambda item: item[1])

@@ -1,5 +1,6 @@
-"""The accuracy guard on the jetson target's Q/DQ graph, on a model built to break INT8 in one layer, with real
-images (Fashion-MNIST) and real ONNX Runtime quantization; and its step order as a pure function."""
+"""The accuracy guard on a Q/DQ graph (the jetson bundle's, the ONNX Runtime INT8 candidates'), on a model built
+to break INT8 in one layer, with real images (Fashion-MNIST) and real ONNX Runtime quantization; and its step
+order as a pure function."""
 import dataclasses
 import json
 
@@ -14,7 +15,7 @@ from edgevision.models.loading import LoadedModel
 from edgevision.pipeline.export import export_model
 from edgevision.pipeline.presets import preset_for
 from edgevision.pipeline.recipe import resolve
-from edgevision.pipeline.targets.jetson_guard import exclusion_steps
+from edgevision.pipeline.targets.qdq_guard import exclusion_steps
 from edgevision.runtimes.qdq_sensitivity import quantized_nodes, with_float_inputs
 
 
@@ -81,6 +82,18 @@ def test_the_guard_leaves_the_sensitive_conv_in_float_and_the_bundle_says_so(tmp
     assert manifest["tensorrt"]["engine_options"]["fp16_layers"] == ["/conv2/Conv"]
     assert "--layerPrecisions=/conv2/Conv:fp16" in (result.run_dir / "build_engine.sh").read_text()
     assert "/conv2/Conv" in (result.run_dir / "README.md").read_text()
+
+
+@needs_fashion_mnist
+def test_the_onnxruntime_int8_candidate_is_guarded_too(tmp_path):
+    data, calib = open_source("builtin:fashion-mnist:test"), open_source("builtin:fashion-mnist:train")
+    result = export_model(loud_model(), data, recipe(3.0), "onnx", "int8", tmp_path / "onnx", calib_source=calib,
+                          progress=False)
+    int8 = next(v for v in result.report["variants"] if v["name"] == "int8")
+    guard = int8["quantization"]["accuracy_guard"]
+    assert guard["needed"] and guard["held"] and "/conv2/Conv" in guard["excluded_nodes"]
+    assert int8["top1_drop"] <= 3.0 and result.report["status"] == "ok"
+    assert int8["quantization"]["excluded_nodes"] == guard["excluded_nodes"]
 
 
 def test_with_float_inputs_gives_back_the_float_graph(tmp_path):

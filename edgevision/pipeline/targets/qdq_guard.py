@@ -1,12 +1,13 @@
-"""The accuracy guard of the jetson target's Q/DQ graph (simulated in ONNX Runtime, as the report is).
+"""The accuracy guard of a Q/DQ graph run by ONNX Runtime: the jetson target's (a simulation of the engine, as
+the report is) and the ONNX Runtime INT8 candidates of the cpu and onnx targets.
 
 When the Q/DQ graph loses more than the budget against the float graph on the evaluation data, the nodes
-are ranked by how much accuracy each one restores when it alone reads float inputs (runtimes/qdq_sensitivity
-.py, on up to RANK_IMAGES images), and the graph is quantized again by the same engine with the 1, 2, 4, ...
+are ranked by the accuracy the graph keeps with each one alone quantized (runtimes/qdq_sensitivity.py, on up
+to RANK_IMAGES images), and the graph is quantized again by the same engine with the 1, 2, 4, ...
 most sensitive nodes excluded, up to half of them; then, if the engine quantized more than Conv/Gemm/MatMul
 inputs, with INT8 kept to those. It stops at the first that holds, else keeps the best tried. Every step is
-recorded with its metric and what it cost in time; the excluded nodes go into the manifest and into
-build_engine.sh's precision flags (FP16).
+recorded with its metric and what it cost in time; the jetson target also pins the excluded nodes to FP16 in
+build_engine.sh.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import numpy as np
 from edgevision.pipeline.context import Context
 from edgevision.pipeline.targets.cpu_guard import validation_items
 from edgevision.runtimes import create_runner
-from edgevision.runtimes.qdq_engines import QDQEngine
+from edgevision.runtimes.qdq_engines import Quantize
 from edgevision.runtimes.qdq_sensitivity import rank_by_sensitivity
 from edgevision.runtimes.tensorrt import WEIGHTED_OPS
 
@@ -61,9 +62,9 @@ def exclusion_steps(ranked: list[str], op_types: dict[str, str]) -> list[tuple[s
     return steps
 
 
-def guard_qdq(ctx: Context, engine: QDQEngine, float_path: Path, model_path: Path) -> dict[str, Any]:
-    """Hold model_path (the engine's Q/DQ graph) to ctx.guard's budget; returns the path taken. model_path is
-    replaced by the first graph that holds (else by the best tried)."""
+def guard_qdq(ctx: Context, quantize: Quantize, float_path: Path, model_path: Path) -> dict[str, Any]:
+    """Hold model_path (the Q/DQ graph `quantize` made of float_path) to ctx.guard's budget; returns the path
+    taken. model_path is replaced by the first graph that holds (else by the best tried)."""
     import onnx
 
     qdq = ctx.recipe["qdq"]
@@ -73,7 +74,7 @@ def guard_qdq(ctx: Context, engine: QDQEngine, float_path: Path, model_path: Pat
     summary = {"metric": "top1" if ctx.eval_source.labels is not None else "agreement",
                "max_drop": ctx.guard.max_drop, "float": float_metric, "plain_int8": plain_metric,
                "needed": float_metric - plain_metric > ctx.guard.max_drop,
-               "path": [{"step": "engine default", "excluded": list(qdq["exclude_nodes"]), "int8": plain_metric,
+               "path": [{"step": "as quantized", "excluded": list(qdq["exclude_nodes"]), "int8": plain_metric,
                          "seconds": None}]}
     if not summary["needed"]:
         return summary
@@ -83,14 +84,14 @@ def guard_qdq(ctx: Context, engine: QDQEngine, float_path: Path, model_path: Pat
     plain = onnx.load(str(model_path))
     ranked = rank_by_sensitivity(plain, _metric_of(ctx, items[:RANK_IMAGES]), onnx.load(str(float_path)))
     summary["ranking"] = {"seconds": round(time.perf_counter() - t0, 2), "images": min(len(items), RANK_IMAGES),
-                          "top": [{"node": n, "int8_with_it_in_float": v} for n, v in ranked[:10]]}
+                          "top": [{"node": n, "metric_with_only_it_int8": v} for n, v in ranked[:10]]}
     op_types = {n.name: n.op_type for n in plain.graph.node}
     best = (plain_metric, None)
     for name, excluded in exclusion_steps([n for n, _ in ranked], op_types):
         t0 = time.perf_counter()
         candidate = model_path.with_name(f".guard-{len(summary['path'])}.onnx")
         exclude = sorted({*qdq["exclude_nodes"], *excluded})
-        engine.quantize(float_path, candidate, ctx.calibration(), qdq["calibration_method"], exclude)
+        quantize(float_path, candidate, ctx.calibration(), qdq["calibration_method"], exclude)
         value = metric(candidate)
         summary["path"].append({"step": name, "excluded": exclude, "int8": value,
                                 "seconds": round(time.perf_counter() - t0, 2)})
