@@ -246,12 +246,7 @@ def check_int8_rules(model) -> RulesReport:
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < MIN_OPSET:
         report.violations.append(RuleViolation("opset", "model", f"opset {opset}, TensorRT export needs >= {MIN_OPSET}"))
-    constants = {init.name: init for init in graph.initializer}
-    for node in graph.node:  # Constant nodes are constants too
-        if node.op_type == "Constant" and node.attribute:
-            constants[node.output[0]] = node.attribute[0].t
-        elif node.op_type == "Identity" and node.input[0] in constants:  # the exporter's shared weights
-            constants[node.output[0]] = constants[node.input[0]]
+    constants = _constants(graph)
     producers = {out: node for node in graph.node for out in node.output}
     consumers: dict[str, list] = {}
     for node in graph.node:
@@ -305,8 +300,7 @@ def _check_consumer(label: str, dq, user, producers, constants, report: RulesRep
     reads it."""
     quantized = producers.get(dq.input[0])
     source = quantized.input[0] if quantized is not None and quantized.op_type == "QuantizeLinear" else None
-    if user.op_type == "LayerNormalization" and source and _made_by(source, {"Conv"}, COPY_OPS | EPILOGUE_OPS,
-                                                                   producers, constants):
+    if source and _conv_output_for_norm(user, source, producers, constants):
         return
     if user.op_type not in INT8_CONSUMERS:
         report.violations.append(RuleViolation(
@@ -327,8 +321,7 @@ def float_readers(model) -> set[str]:
     """The nodes that read an INT8 activation but that TensorRT runs in float and cannot take it from a fused op
     (the int8-consumer rule): give them the float tensor instead."""
     graph = model.graph
-    constants = {i.name for i in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
-    producers = {out: node for node in graph.node for out in node.output}
+    constants, producers = _constants(graph), {out: node for node in graph.node for out in node.output}
     found = set()
     for node in graph.node:
         if node.op_type in INT8_CONSUMERS or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
@@ -336,13 +329,28 @@ def float_readers(model) -> set[str]:
         for name in node.input:
             dq = producers.get(name)
             q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
-            if q is None or q.op_type != "QuantizeLinear":
-                continue
-            conv_to_norm = node.op_type == "LayerNormalization" and _made_by(
-                q.input[0], {"Conv"}, COPY_OPS | EPILOGUE_OPS, producers, constants)
-            if not conv_to_norm:
+            if q is not None and q.op_type == "QuantizeLinear" and not _conv_output_for_norm(
+                    node, q.input[0], producers, constants):
                 found.add(node.name)
     return found
+
+
+def _constants(graph) -> dict[str, Any]:
+    """name -> TensorProto of every constant: initializers, Constant nodes, and Identity of a constant (the
+    exporter's shared weights)."""
+    constants = {init.name: init for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute:
+            constants[node.output[0]] = node.attribute[0].t
+        elif node.op_type == "Identity" and node.input[0] in constants:
+            constants[node.output[0]] = constants[node.input[0]]
+    return constants
+
+
+def _conv_output_for_norm(user, source: str, producers, constants) -> bool:
+    """A LayerNorm reading a quantized Conv output (ModelOpt's Conv->LayerNorm placement): the Conv writes INT8."""
+    return user.op_type == "LayerNormalization" and _made_by(source, {"Conv"}, COPY_OPS | EPILOGUE_OPS, producers,
+                                                             constants)
 
 
 def _made_by(tensor: str, ops: set[str], through: set[str], producers, constants, depth: int = 0) -> bool:
