@@ -1,6 +1,7 @@
 """NVIDIA Model Optimizer (`nvidia-modelopt`) as a Q/DQ engine for TensorRT: its ONNX INT8 quantization places
-Q/DQ the way TensorRT fuses it (MHA, LayerNorm and GELU patterns left in float, residual adds quantized on
-their skip input where TensorRT fuses the add into the Conv, Conv outputs that feed a LayerNorm quantized).
+Q/DQ the way TensorRT fuses it (attention matmuls quantized for TensorRT's INT8 MHA, LayerNorm, Softmax and
+GELU left in float, residual adds quantized where TensorRT fuses the add into the Conv/MatMul before it, Conv
+outputs that feed a LayerNorm quantized).
 One change: where the INT8 copy of a tensor also reaches an op TensorRT runs in float (on ViT, the residual
 stream quantized for the next fused Add also feeds the LayerNorm), that op reads the float tensor again, as
 the TensorRT rules check asks.
