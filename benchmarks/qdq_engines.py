@@ -53,12 +53,11 @@ def placement(path: Path) -> dict:
     LayerNorms, Softmaxes and GELUs read only float tensors."""
     import onnx
 
+    from edgevision.runtimes.tensorrt import graph_constants
+
     graph = onnx.load(str(path)).graph
     producers = {o: n for n in graph.node for o in n.output}
-    constants = {i.name for i in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
-    for node in graph.node:  # the exporter's shared weights reach their users through Identity
-        if node.op_type == "Identity" and node.input[0] in constants:
-            constants.add(node.output[0])
+    constants = set(graph_constants(graph))  # Identity of a constant too: the exporter's shared weights
 
     def int8_inputs(node) -> int:
         return sum(1 for i in node.input if i in producers and producers[i].op_type == "DequantizeLinear"

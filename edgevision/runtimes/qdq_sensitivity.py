@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from edgevision.runtimes.onnxruntime import drop_unused_qdq
+from edgevision.runtimes.tensorrt import graph_constants
 
 Metric = Callable[[object], float]  # an onnx.ModelProto -> its metric on the guard's images
 
@@ -70,12 +71,9 @@ def _unrounded(graph, constants, q, clips: dict) -> str:
 
 
 def _float_weights(float_model) -> dict[tuple[str, int], object]:
-    """(node name, input position) -> the float graph's initializer there (through Identity, the exporter's
-    shared weights)."""
-    inits = {i.name: i for i in float_model.graph.initializer}
-    for node in float_model.graph.node:
-        if node.op_type == "Identity" and node.input[0] in inits:
-            inits[node.output[0]] = inits[node.input[0]]
+    """(node name, input position) -> the float graph's constant there (tensorrt.graph_constants: initializers,
+    Constant nodes, and Identity of either, the exporter's shared weights)."""
+    inits = graph_constants(float_model.graph)
     return {(n.name, i): inits[x] for n in float_model.graph.node for i, x in enumerate(n.input) if x in inits}
 
 

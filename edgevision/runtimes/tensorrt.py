@@ -246,7 +246,7 @@ def check_int8_rules(model) -> RulesReport:
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < MIN_OPSET:
         report.violations.append(RuleViolation("opset", "model", f"opset {opset}, TensorRT export needs >= {MIN_OPSET}"))
-    constants = _constants(graph)
+    constants = graph_constants(graph)
     producers = {out: node for node in graph.node for out in node.output}
     consumers: dict[str, list] = {}
     for node in graph.node:
@@ -321,7 +321,7 @@ def float_readers(model) -> set[str]:
     """The nodes that read an INT8 activation but that TensorRT runs in float and cannot take it from a fused op
     (the int8-consumer rule): give them the float tensor instead."""
     graph = model.graph
-    constants, producers = _constants(graph), {out: node for node in graph.node for out in node.output}
+    constants, producers = graph_constants(graph), {out: node for node in graph.node for out in node.output}
     found = set()
     for node in graph.node:
         if node.op_type in INT8_CONSUMERS or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
@@ -335,7 +335,7 @@ def float_readers(model) -> set[str]:
     return found
 
 
-def _constants(graph) -> dict[str, Any]:
+def graph_constants(graph) -> dict[str, Any]:
     """name -> TensorProto of every constant: initializers, Constant nodes, and Identity of a constant (the
     exporter's shared weights)."""
     constants = {init.name: init for init in graph.initializer}
