@@ -1,6 +1,6 @@
 """The accuracy guard on a Q/DQ graph (the jetson bundle's, the ONNX Runtime INT8 candidates'), on a model built
-to break INT8 in one layer, with real images (Fashion-MNIST) and real ONNX Runtime quantization; and its step
-order as a pure function."""
+to break INT8 in one layer, with real images (Fashion-MNIST) and real ONNX Runtime quantization; its step
+order as a pure function; the larger calibration set both guards try, and the cpu guard's step order."""
 import dataclasses
 import json
 
@@ -12,7 +12,9 @@ from conftest import needs_fashion_mnist
 from edgevision.data import open_source
 from edgevision.models import load_model
 from edgevision.models.loading import LoadedModel
+from edgevision.pipeline.context import Context
 from edgevision.pipeline.export import export_model
+from edgevision.pipeline.targets.cpu_guard import Trial, ladder, steps_after_preset
 from edgevision.pipeline.presets import preset_for
 from edgevision.pipeline.recipe import resolve
 from edgevision.pipeline.targets.qdq_guard import exclusion_steps
@@ -72,8 +74,12 @@ def test_the_guard_leaves_the_sensitive_conv_in_float_and_the_bundle_says_so(tmp
                           calib_source=calib, progress=False)
     guard = result.report["tensorrt"]["accuracy_guard"]
     assert guard["needed"] and guard["held"] and guard["ranking"]["top"][0]["node"] == "/conv2/Conv"
-    assert guard["path"][1]["step"] == "1 most sensitive node(s) in float" and guard["path"][1]["seconds"] > 0
-    assert guard["excluded_nodes"] == ["/conv2/Conv"] and len(guard["path"]) == 2  # stopped at the first that held
+    # 4x the calibration images first (a loud channel is no range-estimation error: it does not hold), then
+    # exclusion on the better graph's calibration set, stopping at the first that held
+    steps = [(s["step"], s["calibration_images"]) for s in guard["path"]]
+    assert steps[:2] == [("as quantized", 32), ("128 calibration images", 128)] and len(steps) == 3
+    assert steps[2][0] == "1 most sensitive node(s) in float" and guard["path"][2]["seconds"] > 0
+    assert guard["excluded_nodes"] == ["/conv2/Conv"]
     sim = result.report["variants"][-1]
     assert sim["top1_drop"] <= 3.0 and result.report["status"] == "ok"
     still_int8 = quantized_nodes(onnx.load(str(result.run_dir / "model.onnx")))
@@ -124,3 +130,49 @@ def test_exclusion_steps_double_up_to_half_then_keep_int8_to_weighted_ops():
     assert [excluded for _, excluded in steps] == [["a"], ["a", "b"], ["a", "b", "c", "d"], ["c", "h"]]
     assert steps[-1][0] == "INT8 on Conv/Gemm/MatMul only"
     assert [e for _, e in exclusion_steps(["a"], {"a": "Conv"})] == [["a"]]
+
+
+@needs_fashion_mnist
+def test_more_calibration_is_four_times_the_set_a_superset_capped_and_none_when_the_data_has_no_more(
+        tmp_path, fmnist_test_folder):
+    train, folder = open_source("builtin:fashion-mnist:train"), open_source(str(fmnist_test_folder))  # 500 images
+
+    def context(source, calib_size):
+        recipe = resolve(preset_for("convnext"), None, {"calib_size": calib_size})
+        return Context(load_model("convnext_mini", weights="random"), recipe, source, source, tmp_path, 1)
+
+    ctx = context(train, 8)
+    first, more = ctx.calibration(), ctx.more_calibration()
+    assert len(first) == 8 and len(more) == 32
+    assert all(any(np.array_equal(x, y) for y in more) for x in first)  # the same seed draws deeper
+    assert len(context(train, 400).more_calibration()) == 1200  # MAX_GUARD_CALIBRATION
+    assert len(context(folder, 200).more_calibration()) == 500  # all the data has
+    assert context(folder, 500).more_calibration() is None
+
+
+@needs_fashion_mnist
+def test_cpu_guard_tries_the_settings_ladder_then_the_best_settings_so_far_on_more_images(tmp_path):
+    train = open_source("builtin:fashion-mnist:train")
+    recipe = resolve(preset_for("convnext"), None, {"calib_size": 8})
+    ctx = Context(load_model("convnext_mini", weights="random"), recipe, train, train, tmp_path, 1)
+    q, calibration = recipe["quantization"], ctx.calibration()
+    best = Trial(0.0, None, q, calibration)
+    steps = []
+    for name, settings, images in steps_after_preset(ctx, q, calibration, lambda: best):
+        steps.append((name, settings, len(images)))
+        if name == "transformer scheme":  # the best so far when the larger set is tried is what it reuses
+            best = Trial(50.0, None, settings, calibration)
+    assert [(n, s) for n, s, _ in steps[:-1]] == ladder(q) and all(k == 8 for *_, k in steps[:-1])
+    assert steps[-1] == ("32 calibration images", {**q, "model_type": "transformer"}, 32)
+
+
+def test_bundle_readme_says_the_guard_calibrated_on_more_images_only_when_it_did():
+    from edgevision.pipeline.targets.jetson_readme import guard_line
+
+    guard = {"needed": True, "held": True, "metric": "top1", "max_drop": 1.0, "float": 90.0, "plain_int8": 87.0,
+             "final_int8": 89.5, "path": [{"step": "as quantized", "calibration_images": 300}]}
+    assert "calibrated on 1200 images, it holds" in guard_line({**guard, "calibration_images": 1200})
+    same = guard_line({**guard, "calibration_images": 300, "excluded_nodes": ["/conv2/Conv"]})
+    assert "calibrated on" not in same and "1 node(s) left in float" in same and "`/conv2/Conv`" in same
+    missed = guard_line({**guard, "held": False, "final_int8": 87.0, "calibration_images": 300})
+    assert "no step tried did better: it still misses the 1-point budget" in missed

@@ -38,8 +38,9 @@ def compress_command(
     finetune_images: FinetuneImagesOpt = None,
     max_drop: Annotated[Optional[str], typer.Option(
         "--max-drop", help="Accuracy budget in top-1 points (agreement points without labels), or none; default 1 "
-        "(off with random weights). INT8 that misses it tries other settings, then NNCF's accuracy control; exit "
-        "code 3 if no INT8 candidate holds it.", show_default=False)] = None,
+        "(off with random weights). INT8 that misses it tries other settings and 4x the calibration images, then "
+        "NNCF's accuracy control (OpenVINO) or float for the most sensitive nodes (ONNX Runtime); exit code 3 if "
+        "no INT8 candidate holds it.", show_default=False)] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Evaluate a seeded, class-balanced "
                                                  "subset of this many images.", show_default=False)] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the calibration and --limit draws (0), and of "

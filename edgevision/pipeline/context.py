@@ -20,6 +20,9 @@ from edgevision.pipeline.selection import Guard
 from edgevision.models.loading import LoadedModel
 from edgevision.runtimes import Runner, runtime_info
 
+MORE_CALIBRATION = 4  # the accuracy guard's "more calibration images" step: this many times the run's set
+MAX_GUARD_CALIBRATION = 1200  # ... at most (1200 preprocessed 224-pixel images hold 720 MB)
+
 
 class Role(str, Enum):
     """What a variant is in the comparison (recorded in report.json as `role`)."""
@@ -79,6 +82,7 @@ class Context:
     guard: Guard = Guard(None, "off (asked)")  # the accuracy budget INT8 candidates are held to
     float_graphs: dict[str, Any] = field(default_factory=dict)  # runtime -> float graph made for it (see below)
     _calibration: list[np.ndarray] | None = None
+    _more_calibration: list[np.ndarray] | None = None  # the guard's larger set (more_calibration)
 
     @property
     def model(self):
@@ -100,6 +104,19 @@ class Context:
         if self._calibration is None:
             self._calibration = self._load_calibration()
         return self._calibration
+
+    def more_calibration(self) -> list[np.ndarray] | None:
+        """A calibration set MORE_CALIBRATION times the run's (a superset: the same seed draws deeper), at most
+        MAX_GUARD_CALIBRATION images, for the accuracy guard; None when calib_source has no more images."""
+        have = len(self.calibration())
+        want = min(have * MORE_CALIBRATION, MAX_GUARD_CALIBRATION, len(self.calib_source))
+        if want <= have:
+            return None
+        if self._more_calibration is None:
+            src = self.calib_source
+            idx = balanced_indices(len(src), want, src.labels, self.recipe["seed"])
+            self._more_calibration = [x for _, x in preprocess_each(src, idx, self.loaded.spec.data_config)[0]]
+        return self._more_calibration
 
     def _load_calibration(self) -> list[np.ndarray]:
         want, seed, src = self.recipe["calib_size"], self.recipe["seed"], self.calib_source

@@ -66,7 +66,7 @@ def bundle_readme(report: dict[str, Any], spec) -> str:
         "",
         _fp16_line(trt.get("fp16_preflight")),
         "",
-        _guard_line(trt.get("accuracy_guard")),
+        guard_line(trt.get("accuracy_guard")),
         "",
     ]
     return "\n".join(lines)
@@ -83,17 +83,20 @@ def _fp16_line(preflight: dict | None) -> str:
             f"{preflight['nodes_checked']} nodes): {found}.")
 
 
-def _guard_line(guard: dict | None) -> str:
+def guard_line(guard: dict | None) -> str:
     """What the accuracy guard on the Q/DQ graph did, in one sentence."""
     if guard is None:
         return "Accuracy guard: off (no budget: --max-drop none, or random weights)."
     if not guard["needed"]:
         return (f"Accuracy guard: the Q/DQ graph held the {guard['max_drop']:g}-point budget as the engine wrote it "
                 f"({guard['metric']} {guard['plain_int8']:.2f} vs float {guard['float']:.2f}).")
-    kept = guard.get("excluded_nodes") or []
+    kept, images = guard.get("excluded_nodes") or [], guard.get("calibration_images")
+    more_images = images is not None and images != guard["path"][0].get("calibration_images")
+    changes = ([f"calibrated on {images} images"] if more_images else []) + (
+        [f"{len(kept)} node(s) left in float (FP16 in build_engine.sh: " + ", ".join(f"`{n}`" for n in kept[:10])
+         + f"{', ...' if len(kept) > 10 else ''})"] if kept else [])
     return (f"Accuracy guard: the Q/DQ graph lost {guard['float'] - guard['plain_int8']:.2f} points of "
-            f"{guard['metric']}; with {len(kept)} node(s) left in float (FP16 in build_engine.sh: "
-            + ", ".join(f"`{n}`" for n in kept[:10]) + f"{', ...' if len(kept) > 10 else ''}) it "
+            f"{guard['metric']}; " + (f"{' and '.join(changes)}, it " if changes else "no step tried did better: it ")
             + ("holds" if guard["held"] else "still misses") + f" the {guard['max_drop']:g}-point budget "
             f"({guard['final_int8']:.2f}).")
 
