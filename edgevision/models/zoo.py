@@ -90,6 +90,12 @@ ZOO: dict[str, ZooEntry] = {
             pretrained_default=False,
         ),
         ZooEntry(
+            "efficientnet_lite_mini", "efficientnet_lite0",
+            "EfficientNet-Lite0 (depthwise convolutions, ReLU6, no SE), 32px, random weights by default: the "
+            "other kind of depthwise CNN deployed in INT8", img_size=32, data_overrides=_MINI_DATA,
+            pretrained_default=False,
+        ),
+        ZooEntry(
             "maxvit_mini", "maxvit_tiny_tf_224",
             "MaxViT, dims 32-64-128, depths 1-1-1, partition 2, 32px", img_size=32,
             model_kwargs={"embed_dim": [32, 64, 128], "depths": [1, 1, 1], "stem_width": [16, 32],
