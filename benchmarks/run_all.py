@@ -8,7 +8,10 @@ Parts, each a script of its own that can also run alone:
   batch 1), compared into results/speed224.{json,md} and a plot;
 - int8: benchmarks/int8_speed.py (compress --int8 at 224, and OpenVINO's benchmark_app on the same IR);
 - selection: benchmarks/cpu_selection.py (the selected candidate vs each runtime at 224, with the CPU profile);
-- guard: benchmarks/guard.py (the default accuracy guard on Fashion-MNIST models, MobileNetV3 and ConvNeXt);
+- guard: benchmarks/guard.py (the default accuracy guard on Fashion-MNIST models: MobileNetV3, EfficientNet-Lite,
+  ConvNeXt);
+- spinning: benchmarks/ort_spinning.py (the CPU profile's GEMMs side by side with ONNX Runtime's threads left
+  spinning after a run, and stopped as edgevision's sessions do);
 - export: benchmarks/export_targets.py (jetson/onnx accuracy on the Fashion-MNIST models, ONNX Runtime speed);
 - qdq: benchmarks/qdq_engines.py (the jetson target's Q/DQ engines side by side, edgevision vs Model Optimizer:
   placement at 224, rules check, simulated INT8 accuracy on the Fashion-MNIST models; needs the jetson extra);
@@ -34,7 +37,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-DEFAULT_PARTS = ["speed224", "int8", "selection", "guard", "export", "qdq", "prune", "distill", "finetune"]
+DEFAULT_PARTS = ["speed224", "int8", "selection", "spinning", "guard", "export", "qdq", "prune", "distill", "finetune"]
 
 
 def run(cmd: list[str]) -> None:
@@ -72,6 +75,7 @@ def benchmarks_md() -> str:
                  "(random weights: read the latency and speedup columns; accuracy and Pareto marks mean nothing here)"),
                 *((f"cpu_selection_{tier}.md", f"CPU selection: the fastest candidate, on a CPU of INT8 tier {tier}")
                   for tier in ("avx2", "vnni", "amx", "dotprod", "none")),
+                ("ort_spinning.md", "ONNX Runtime's spinning threads and side-by-side timing"),
                 ("guard.md", "The accuracy guard"),
                 ("int8_speed.md", "INT8 speed (compress --int8) and benchmark_app"),
                 ("export_targets.md", "Export targets"),
@@ -102,6 +106,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     scripts = {"int8": [str(HERE / "int8_speed.py"), "--threads", str(args.threads)],
                "selection": [str(HERE / "cpu_selection.py"), "--threads", str(args.threads)],
+               "spinning": [str(HERE / "ort_spinning.py"), "--threads", str(args.threads)],
                "guard": [str(HERE / "guard.py"), "--threads", str(args.threads)],
                "export": [str(HERE / "export_targets.py"), "--threads", str(args.threads)],
                "qdq": [str(HERE / "qdq_engines.py"), "--threads", str(args.threads)],

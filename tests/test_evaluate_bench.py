@@ -65,3 +65,19 @@ def test_pytorch_runner_matches_the_module_and_sets_threads():
 def test_unknown_runtime_lists_the_known_ones():
     with pytest.raises(EdgevisionError, match="choose one of onnxruntime, openvino, pytorch, tensorrt"):
         create_runner("tflite", None)
+
+
+def test_onnxruntime_sessions_stop_spinning_after_a_run(tmp_path):
+    # left spinning, a session's threads took the cores from the next runner timed side by side (2-3x slower)
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
+    runner = create_runner("onnxruntime", tmp_path / "m.onnx", threads=2)
+    options = runner.session.get_session_options()
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+    assert options.intra_op_num_threads == 2
+    np.testing.assert_array_equal(runner(np.array([[-1, 0, 2, -3]], np.float32)), [[0, 0, 2, 0]])

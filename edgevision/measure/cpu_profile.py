@@ -32,7 +32,7 @@ GEMM_SHAPE = (784, 768, 3072)  # M, K, N
 INT8_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
 BF16_FEATURES = ("avx512_bf16", "amx_bf16")
 INT8_PAYS = 1.15  # INT8 GEMM at least this much faster than FP32 counts as paying
-PROFILE_VERSION = 2  # 2: bf16 features recorded
+PROFILE_VERSION = 3  # 2: bf16 features recorded; 3: ONNX Runtime stops spinning after a run (was 2-3x low)
 
 
 def int8_features(flags: Iterable[str]) -> list[str]:

@@ -227,6 +227,9 @@ class ORTRunner(Runner):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3
+        # Its threads spin within a run but not after it: left spinning, they took the cores from whatever ran
+        # next in the process (OpenVINO, PyTorch, another session), which ran 2-3x slower side by side.
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
