@@ -176,3 +176,24 @@ def test_bundle_readme_says_the_guard_calibrated_on_more_images_only_when_it_did
     assert "calibrated on" not in same and "1 node(s) left in float" in same and "`/conv2/Conv`" in same
     missed = guard_line({**guard, "held": False, "final_int8": 87.0, "calibration_images": 300})
     assert "no step tried did better: it still misses the 1-point budget" in missed
+
+
+@needs_fashion_mnist
+def test_the_guards_of_every_int8_candidate_decode_the_evaluation_images_once(tmp_path, monkeypatch):
+    from edgevision.data.loader import preprocess_each
+    from edgevision.pipeline.targets import cpu_guard
+
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(args[1])
+        return preprocess_each(*args, **kwargs)
+
+    monkeypatch.setattr(cpu_guard, "preprocess_each", counted)
+    data, calib = open_source("builtin:fashion-mnist:test"), open_source("builtin:fashion-mnist:train")
+    result = export_model(loud_model(), data, recipe(100.0), "cpu", "int8", tmp_path / "cpu", calib_source=calib,
+                          progress=False)
+    guarded = {f"{v['name']}/{v['runtime']}" for v in result.report["variants"]
+               if (v.get("quantization") or {}).keys() & {"accuracy_control", "accuracy_guard"}}
+    assert {"int8/openvino", "int8/onnxruntime"} <= guarded
+    assert len(calls) == 1 and len(calls[0]) == 200  # one decode of the 200 evaluation images served them all

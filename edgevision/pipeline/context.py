@@ -81,6 +81,7 @@ class Context:
     cpu_profile: CpuProfile | None = None  # this machine's INT8 features and GEMM roofline
     guard: Guard = Guard(None, "off (asked)")  # the accuracy budget INT8 candidates are held to
     float_graphs: dict[str, Any] = field(default_factory=dict)  # runtime -> float graph made for it (see below)
+    guard_memo: dict[Any, Any] = field(default_factory=dict)  # what the accuracy guards compute once (see memo)
     _calibration: list[np.ndarray] | None = None
     _more_calibration: list[np.ndarray] | None = None  # the guard's larger set (more_calibration)
 
@@ -98,6 +99,13 @@ class Context:
         if runtime not in self.float_graphs:
             self.float_graphs[runtime] = make()
         return self.float_graphs[runtime]
+
+    def memo(self, key: Any, make: Callable[[], Any]) -> Any:
+        """make() once per key for the target stages (the accuracy guards' decoded evaluation images and float
+        metrics, shared by the candidates they guard); emptied before the evaluation pass, which streams."""
+        if key not in self.guard_memo:
+            self.guard_memo[key] = make()
+        return self.guard_memo[key]
 
     def calibration(self) -> list[np.ndarray]:
         """The calibration images, preprocessed as in evaluation: batch-1 float32 arrays."""

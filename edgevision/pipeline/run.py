@@ -69,6 +69,7 @@ def _measure(ctx: Context, stages: list[Stage]) -> Measurements:
     for stage in stages:
         ctx.log(f"stage: {stage.name}")
         _timed(timings, stage.name, lambda: stage.run(ctx))
+    ctx.guard_memo.clear()  # a 224-pixel evaluation set decoded whole is GBs: not held through evaluation
     runners = {v.key: v.runner for v in ctx.variants}
     ctx.log(f"evaluating {len(runners)} variants on {ctx.eval_source.spec}")
     evals = _timed(timings, "evaluation", lambda: evaluate_runners(

@@ -44,14 +44,16 @@ def ladder(q: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def validation_items(ctx: Context, reference) -> list[tuple[np.ndarray, int]]:
+def validation_items(ctx: Context, reference, reference_key: str) -> list[tuple[np.ndarray, int]]:
     """Each item carries its own target (the label, or the float model's prediction without labels): NNCF
-    calls the metric on subsets of the items, so positions cannot be relied on."""
+    calls the metric on subsets of the items, so positions cannot be relied on. Made once per run (decoded
+    images) and per float graph (`reference_key`, when the targets are its predictions)."""
     src = ctx.eval_source
-    decoded, _ = preprocess_each(src, range(len(src)), ctx.loaded.spec.data_config)
+    decoded = ctx.memo("evaluation images",
+                       lambda: preprocess_each(src, range(len(src)), ctx.loaded.spec.data_config)[0])
     if src.labels is not None:
-        return [(x, int(src.labels[i])) for i, x in decoded]
-    return [(x, int(reference(x).argmax())) for _, x in decoded]
+        return ctx.memo("labelled items", lambda: [(x, int(src.labels[i])) for i, x in decoded])
+    return ctx.memo(("items", reference_key), lambda: [(x, int(reference(x).argmax())) for _, x in decoded])
 
 
 def metric(compiled, data) -> float:
@@ -63,8 +65,8 @@ def guard_int8(ctx: Context, fp32, plain, calibration) -> tuple[Any, dict[str, A
     max_drop = ctx.guard.max_drop
     q = ctx.recipe["quantization"]
     reference = create_runner("openvino", fp32, threads=ctx.threads)
-    items = validation_items(ctx, reference)
-    float_metric = metric(reference.compiled(1), items)
+    items = validation_items(ctx, reference, "openvino")
+    float_metric = ctx.memo(("float metric", "openvino"), lambda: metric(reference.compiled(1), items))
 
     def measure(model) -> float:
         return metric(create_runner("openvino", model, threads=ctx.threads).compiled(1), items)
