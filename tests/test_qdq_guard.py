@@ -153,7 +153,7 @@ def test_more_calibration_is_four_times_the_set_a_superset_capped_and_none_when_
 @needs_fashion_mnist
 def test_cpu_guard_tries_the_settings_ladder_then_the_best_settings_so_far_on_more_images(tmp_path):
     train = open_source("builtin:fashion-mnist:train")
-    recipe = resolve(preset_for("convnext"), None, {"calib_size": 8})
+    recipe = resolve(preset_for("convnext"), None, {"calib_size": 300})
     ctx = Context(load_model("convnext_mini", weights="random"), recipe, train, train, tmp_path, 1)
     q, calibration = recipe["quantization"], ctx.calibration()
     best = Trial(0.0, None, q, calibration)
@@ -162,8 +162,19 @@ def test_cpu_guard_tries_the_settings_ladder_then_the_best_settings_so_far_on_mo
         steps.append((name, settings, len(images)))
         if name == "transformer scheme":  # the best so far when the larger set is tried is what it reuses
             best = Trial(50.0, None, settings, calibration)
-    assert [(n, s) for n, s, _ in steps[:-1]] == ladder(q) and all(k == 8 for *_, k in steps[:-1])
-    assert steps[-1] == ("32 calibration images", {**q, "model_type": "transformer"}, 32)
+    assert [(n, s) for n, s, _ in steps[:-1]] == ladder(q) and all(k == 300 for *_, k in steps[:-1])
+    assert steps[-1] == ("1200 calibration images", {**q, "model_type": "transformer"}, 1200)
+
+
+@needs_fashion_mnist
+def test_cpu_guard_tries_more_images_first_when_the_runs_set_is_small(tmp_path):
+    train = open_source("builtin:fashion-mnist:train")
+    recipe = resolve(preset_for("convnext"), None, {"calib_size": 8})
+    ctx = Context(load_model("convnext_mini", weights="random"), recipe, train, train, tmp_path, 1)
+    q, calibration = recipe["quantization"], ctx.calibration()
+    steps = [(n, s, len(i)) for n, s, i in steps_after_preset(ctx, q, calibration, lambda: None)]
+    assert steps[0] == ("32 calibration images", q, 32)
+    assert [(n, s) for n, s, _ in steps[1:]] == ladder(q) and all(k == 8 for *_, k in steps[1:])
 
 
 def test_bundle_readme_says_the_guard_calibrated_on_more_images_only_when_it_did():

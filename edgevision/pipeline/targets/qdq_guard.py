@@ -107,7 +107,7 @@ def guard_qdq(ctx: Context, quantize: Quantize, float_path: Path, model_path: Pa
 @dataclass(frozen=True)
 class Candidate:
     metric: float
-    path: Path  # model_path itself: the graph as first quantized
+    path: Path  # its file: model_path for the graph as first quantized, .guard-N.onnx for the others
     excluded: list[str]
     calibration: list[np.ndarray]
 
