@@ -136,26 +136,26 @@ def test_exclusion_steps_double_up_to_half_then_keep_int8_to_weighted_ops():
 def test_more_calibration_is_four_times_the_set_a_superset_capped_and_none_when_the_data_has_no_more(
         tmp_path, fmnist_test_folder):
     train, folder = open_source("builtin:fashion-mnist:train"), open_source(str(fmnist_test_folder))  # 500 images
-
-    def context(source, calib_size):
-        recipe = resolve(preset_for("convnext"), None, {"calib_size": calib_size})
-        return Context(load_model("convnext_mini", weights="random"), recipe, source, source, tmp_path, 1)
-
-    ctx = context(train, 8)
+    ctx = guard_context(tmp_path, 8, train)
     first, more = ctx.calibration(), ctx.more_calibration()
     assert len(first) == 8 and len(more) == 32
     assert all(any(np.array_equal(x, y) for y in more) for x in first)  # the same seed draws deeper
-    assert len(context(train, 400).more_calibration()) == 1200  # MAX_GUARD_CALIBRATION
-    assert len(context(folder, 200).more_calibration()) == 500  # all the data has
-    assert context(folder, 500).more_calibration() is None
+    assert len(guard_context(tmp_path, 400, train).more_calibration()) == 1200  # MAX_GUARD_CALIBRATION
+    assert len(guard_context(tmp_path, 200, folder).more_calibration()) == 500  # all the data has
+    assert guard_context(tmp_path, 500, folder).more_calibration() is None
+
+
+def guard_context(tmp_path, calib_size: int, source=None) -> Context:
+    """A run context calibrating on `source` (default the Fashion-MNIST training split), as the guards see it."""
+    source = source or open_source("builtin:fashion-mnist:train")
+    recipe = resolve(preset_for("convnext"), None, {"calib_size": calib_size})
+    return Context(load_model("convnext_mini", weights="random"), recipe, source, source, tmp_path, 1)
 
 
 @needs_fashion_mnist
 def test_cpu_guard_tries_the_settings_ladder_then_the_best_settings_so_far_on_more_images(tmp_path):
-    train = open_source("builtin:fashion-mnist:train")
-    recipe = resolve(preset_for("convnext"), None, {"calib_size": 300})
-    ctx = Context(load_model("convnext_mini", weights="random"), recipe, train, train, tmp_path, 1)
-    q, calibration = recipe["quantization"], ctx.calibration()
+    ctx = guard_context(tmp_path, 300)
+    q, calibration = ctx.recipe["quantization"], ctx.calibration()
     best = Trial(0.0, None, q, calibration)
     steps = []
     for name, settings, images in steps_after_preset(ctx, q, calibration, lambda: best):
@@ -168,10 +168,8 @@ def test_cpu_guard_tries_the_settings_ladder_then_the_best_settings_so_far_on_mo
 
 @needs_fashion_mnist
 def test_cpu_guard_tries_more_images_first_when_the_runs_set_is_small(tmp_path):
-    train = open_source("builtin:fashion-mnist:train")
-    recipe = resolve(preset_for("convnext"), None, {"calib_size": 8})
-    ctx = Context(load_model("convnext_mini", weights="random"), recipe, train, train, tmp_path, 1)
-    q, calibration = recipe["quantization"], ctx.calibration()
+    ctx = guard_context(tmp_path, 8)
+    q, calibration = ctx.recipe["quantization"], ctx.calibration()
     steps = [(n, s, len(i)) for n, s, i in steps_after_preset(ctx, q, calibration, lambda: None)]
     assert steps[0] == ("32 calibration images", q, 32)
     assert [(n, s) for n, s, _ in steps[1:]] == ladder(q) and all(k == 8 for *_, k in steps[1:])
