@@ -4,8 +4,9 @@ When plain INT8 (the family preset) loses more than the budget on the evaluation
 settings that measured better for some family, in order, each a variation of the preset: the transformer
 scheme, the transformer scheme without SmoothQuant, full bias correction, then the best of those on a
 calibration set 4 times larger (at most 1200 images, when the calibration data has them; first, with the
-preset, when the run's set has fewer than 300 images); it stops at the first that holds. If none does, NNCF's accuracy control returns the most sensitive layers of the best of
-them to float. Every step is recorded with its metric, its calibration images and what it cost in time.
+preset, when the run's set has fewer than 300 images); it stops at the first that holds. If none does,
+NNCF's accuracy control returns the most sensitive layers of the best of them to float. Every step is
+recorded with its metric, its calibration images and what it cost in time.
 """
 from __future__ import annotations
 
@@ -50,16 +51,23 @@ def ladder(q: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def validation_items(ctx: Context, reference, reference_key: str) -> list[tuple[np.ndarray, int]]:
+def validation_items(ctx: Context, make_reference: Callable[[], Any],
+                     reference_key: str) -> list[tuple[np.ndarray, int]]:
     """Each item carries its own target (the label, or the float model's prediction without labels): NNCF
     calls the metric on subsets of the items, so positions cannot be relied on. Made once per run (decoded
-    images) and per float graph (`reference_key`, when the targets are its predictions)."""
+    images) and per float graph (`reference_key`, when the targets are its predictions: only then is the
+    reference runner made)."""
     src = ctx.eval_source
     decoded = ctx.memo("evaluation images",
                        lambda: preprocess_each(src, range(len(src)), ctx.loaded.spec.data_config)[0])
     if src.labels is not None:
         return ctx.memo("labelled items", lambda: [(x, int(src.labels[i])) for i, x in decoded])
-    return ctx.memo(("items", reference_key), lambda: [(x, int(reference(x).argmax())) for _, x in decoded])
+
+    def predicted() -> list[tuple[np.ndarray, int]]:
+        reference = make_reference()
+        return [(x, int(reference(x).argmax())) for _, x in decoded]
+
+    return ctx.memo(("items", reference_key), predicted)
 
 
 def metric(compiled, data) -> float:
@@ -71,7 +79,7 @@ def guard_int8(ctx: Context, fp32, plain, calibration) -> tuple[Any, dict[str, A
     max_drop = ctx.guard.max_drop
     q = ctx.recipe["quantization"]
     reference = create_runner("openvino", fp32, threads=ctx.threads)
-    items = validation_items(ctx, reference, "openvino")
+    items = validation_items(ctx, lambda: reference, "openvino")
     float_metric = ctx.memo(("float metric", "openvino"), lambda: metric(reference.compiled(1), items))
 
     def measure(model) -> float:

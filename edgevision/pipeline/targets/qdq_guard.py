@@ -69,7 +69,8 @@ def guard_qdq(ctx: Context, quantize: Quantize, float_path: Path, model_path: Pa
     """Hold model_path (the Q/DQ graph `quantize` made of float_path) to ctx.guard's budget; returns the path
     taken. model_path is replaced by the first graph that holds (else by the best tried)."""
     qdq = ctx.recipe["qdq"]
-    items = validation_items(ctx, create_runner("onnxruntime", float_path, threads=ctx.threads), str(float_path))
+    items = validation_items(ctx, lambda: create_runner("onnxruntime", float_path, threads=ctx.threads),
+                             str(float_path))
     metric = _metric_of(ctx, items)
     float_metric = ctx.memo(("float metric", str(float_path)), lambda: metric(float_path))
     plain_metric = metric(model_path)
