@@ -7,8 +7,9 @@ Each run builds every candidate (OpenVINO FP32 and INT8, ONNX Runtime INT8 in th
 them side by side against PyTorch eager FP32 (interleaved rounds, medians) and selects the fastest (random
 weights: the accuracy guard is off, speed alone decides). The table gives each candidate's speedup, the
 selected one, whether it is the fastest measured (within the medians' 3% noise), its speedup against the
-issue's target for this CPU's INT8 tier, and the INT8 efficiency: the model's GOPs / latency as a share of the
-profile's INT8 GEMM roofline for the selected runtime. Writes benchmarks/results/cpu_selection_TIER.{json,md}
+issue's target for this CPU's INT8 tier, and the INT8 efficiency against the profile's INT8 GEMM roofline for
+the selected runtime twice: the whole model's GOPs / latency, and its INT8 GEMM layers' own GOP/s from the selected
+artifact profiled layer by layer (what `edgevision benchmark ARTIFACT --layers` prints). Writes benchmarks/results/cpu_selection_TIER.{json,md}
 (TIER: the CPU's INT8 tier, avx2, vnni, amx, ...) with the CPU profile of the machine.
 """
 from __future__ import annotations
@@ -21,7 +22,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from edgevision.measure.cpu_profile import CpuProfile, cpu_profile
+
 RESULTS = Path(__file__).resolve().parent / "results"
+LAYERS_NOTE = ("Whole model: its GMACs x 2 over its latency, as a share of the profile's INT8 GEMM throughput in the "
+               "selected runtime. INT8 GEMM layers: the selected artifact profiled layer by layer "
+               "(`edgevision benchmark ARTIFACT --layers`: the runtime's own profiler, medians of 10 calls): the "
+               "layers that ran as INT8 convolutions, fully connected layers and matrix multiplies, their share of "
+               "the profiled time, their GOP/s, and that as a share of the same roofline.")
 # the selected variant's speedup over PyTorch eager FP32 that the CPU issue asks for, by INT8 tier
 TARGETS = {"avx2": {"convnext_t": 1.8, "vit_b": 2.2, "swin_t": 1.7, "maxvit_t": 1.7},
            "vnni": {"convnext_t": 4.0, "vit_b": 3.6, "swin_t": 3.4, "maxvit_t": 3.6}}
@@ -39,13 +47,20 @@ def compress(alias: str, out: Path, threads: int, iters: int, calib_size: int) -
     return json.loads(done.stdout)
 
 
-def row(alias: str, report: dict, gmacs: float, tier: str) -> dict:
-    profile = report["benchmark"]["cpu_profile"]
+def selected_layers(run: Path, report: dict, threads: int) -> dict:
+    """The selected artifact's per-layer profile (`edgevision benchmark ARTIFACT --layers`, in-process)."""
+    from edgevision.api import benchmark
+
+    artifact = next(v["artifact"] for v in report["variants"] if v.get("selected"))
+    return benchmark(run / artifact, threads=threads, iters=10, throughput_batch=0, layers=True)["layers"]
+
+
+def row(alias: str, report: dict, gmacs: float, tier: str, layers: dict) -> dict:
+    profile = CpuProfile.from_dict(report["benchmark"]["cpu_profile"])
     candidates = {c["key"]: c["latency_ms_p50"] for c in report["selection"]["candidates"]}
     reference = next(v for v in report["variants"] if v["role"] == "reference")["latency_ms_p50"]
     selected = report["selection"]["selected"]
-    runtime = selected.split("/")[1]
-    roofline = max((v for k, v in profile["gemm_gops"].items() if k.startswith(f"{runtime} int8")), default=None)
+    roofline = profile.int8_gops(selected.split("/")[1])
     achieved = 2 * gmacs / (candidates[selected] / 1000)
     target = TARGETS.get(tier, {}).get(alias)
     speedup = reference / candidates[selected]
@@ -56,6 +71,7 @@ def row(alias: str, report: dict, gmacs: float, tier: str) -> dict:
             "target_speedup": target, "target_met": None if target is None else speedup >= target,
             "gops": round(2 * gmacs, 2), "achieved_gops": round(achieved, 1), "roofline_gops": roofline,
             "roofline_share": None if not roofline or "int8" not in selected else round(achieved / roofline, 2),
+            "int8_gemm_layers": layers["int8_gemm"], "layer_groups": layers["groups"],
             "warnings": [w for w in report["warnings"] if "INT8 is no faster" in w]}
 
 
@@ -67,17 +83,21 @@ def markdown(result: dict) -> str:
              f"{', '.join(p['features']) or 'none'} (tier {p['tier']}); GEMM roofline GOP/s: "
              + ", ".join(f"{k} {v}" for k, v in p["gemm_gops"].items()) + ".", "",
              "Speedup over PyTorch eager FP32, batch 1, random weights, measured side by side in each run.", "",
-             "| model | PyTorch FP32 ms | " + " | ".join(keys) + " | selected | fastest? | target | INT8 share of "
-             "roofline |", "|" + "---|" * (len(keys) + 6)]
+             "| model | PyTorch FP32 ms | " + " | ".join(keys) + " | selected | fastest? | target | whole model: "
+             "share of INT8 roofline | INT8 GEMM layers: time, GOP/s, share of roofline |",
+             "|" + "---|" * (len(keys) + 7)]
     for r in result["rows"]:
         cells = [f"{r['speedups'][k]:.2f}x" if k in r["speedups"] else "-" for k in keys]
         target = "-" if r["target_speedup"] is None else \
             f"{r['target_speedup']}x {'met' if r['target_met'] else 'NOT met'}"
         share = "-" if r["roofline_share"] is None else f"{r['roofline_share']:.0%}"
+        gemm = r["int8_gemm_layers"]
+        layers = "-" if gemm["roofline_share"] is None else \
+            f"{gemm['time_share']:.0%}, {gemm['gops']}, {gemm['roofline_share']:.0%}"
         lines.append(f"| {r['model']} | {r['pytorch_fp32_ms']} | " + " | ".join(cells)
                      + f" | {r['selected']} ({r['selected_speedup']:.2f}x) | {'yes' if r['fastest_within_noise'] else 'no'}"
-                     f" | {target} | {share} |")
-    lines += ["", *[f"- {line}" for line in p["conclusions"]]]
+                     f" | {target} | {share} | {layers} |")
+    lines += ["", LAYERS_NOTE, "", *[f"- {line}" for line in p["conclusions"]]]
     return "\n".join(lines) + "\n"
 
 
@@ -89,7 +109,6 @@ def main() -> None:
     ap.add_argument("--calib-size", type=int, default=64, help="calibration images (speed does not depend on them)")
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args()
-    from edgevision.measure.cpu_profile import cpu_profile
     from edgevision.models import load_model
     from edgevision.models.zoo import count_gmacs
 
@@ -99,8 +118,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="edgevision-selection-") as tmp:
         for alias in args.models:
             loaded = load_model(alias, weights="random")
-            report = compress(alias, Path(tmp) / alias, args.threads, args.iters, args.calib_size)
-            result["rows"].append(row(alias, report, count_gmacs(loaded.model, loaded.spec.input_size), profile.tier))
+            run = Path(tmp) / alias
+            report = compress(alias, run, args.threads, args.iters, args.calib_size)
+            layers = selected_layers(run, report, args.threads)
+            gmacs = count_gmacs(loaded.model, loaded.spec.input_size)
+            result["rows"].append(row(alias, report, gmacs, profile.tier, layers))
             print(json.dumps(result["rows"][-1]), file=sys.stderr, flush=True)
             # written after every model: a stopped run keeps the models it finished
             name = f"cpu_selection_{profile.tier}"  # one file per INT8 tier: machines differ from day to day

@@ -19,11 +19,13 @@ from edgevision.compression.distill import STUDENT_FILE, DistillConfig, DistillR
 from edgevision.data.open import default_eval_spec, open_source
 from edgevision.data.sources import ImageSource, align_classes, sample
 from edgevision.errors import EdgevisionError, OutputExistsError
-from edgevision.measure.bench import benchmark_model
+from edgevision.measure.bench import available_cores, model_runner
+from edgevision.measure.bench import benchmark as benchmark_runner
 from edgevision.measure.cpu_profile import cpu_profile
 from edgevision.measure.describe import describe_model
 from edgevision.measure.engine_choice import build_chosen_engine
 from edgevision.measure.evaluate import evaluate_model
+from edgevision.measure.layers import profile_layers
 from edgevision.models.loading import LoadedModel, load_model, random_weights_warning
 from edgevision.models.zoo import zoo_table
 from edgevision.pipeline import export as ex
@@ -110,16 +112,24 @@ def evaluate(model: str | Path | LoadedModel | None, data: str | ImageSource, *,
 
 def benchmark(model: str | Path | LoadedModel | None, *, runtime: str | None = None, threads: int | None = None,
               batch: int = 1, throughput_batch: int | None = 32, warmup: int = 10, iters: int = 50,
-              min_seconds: float = 0.0, weights: str | None = None, checkpoint: str | Path | None = None,
-              log: Log = _quiet, **model_options: Any) -> dict[str, Any]:
+              min_seconds: float = 0.0, layers: bool = False, weights: str | None = None,
+              checkpoint: str | Path | None = None, log: Log = _quiet, **model_options: Any) -> dict[str, Any]:
     """Latency at `batch` and throughput at `throughput_batch`. Weights do not change speed: without a
-    checkpoint the model gets random weights unless `weights` says otherwise."""
+    checkpoint the model gets random weights unless `weights` says otherwise. `layers`: also each layer's time
+    from the runtime's profiler, grouped by kind, with the INT8 GEMM layers' share of this CPU's roofline."""
     weights = weights or (None if checkpoint else "random")
     loaded, runtime = open_model(model, runtime, weights=weights, checkpoint=checkpoint, log=log, **model_options)
-    result = benchmark_model(loaded, runtime=runtime, threads=threads, batch=batch,
-                             throughput_batch=throughput_batch or None, warmup=warmup, iters=iters,
-                             min_seconds=min_seconds)
-    return {"model": describe_model(loaded), **result.to_dict()}
+    threads = threads or available_cores()
+    runner = model_runner(loaded, runtime, threads)
+    # the profile first, so that a runtime without a profiler fails before the timing; it runs an instrumented
+    # copy of the model, released before the timed calls
+    profile = profile_layers(runner, loaded.spec.input_size, batch=batch) if layers else None
+    result = {"model": describe_model(loaded), **benchmark_runner(
+        runner, loaded.spec.input_size, batch=batch, warmup=warmup, iters=iters, min_seconds=min_seconds,
+        throughput_batch=throughput_batch or None).to_dict()}
+    if profile is not None:
+        result["layers"] = profile.to_dict(cpu_profile(threads).int8_gops(runtime))
+    return result
 
 
 def compress(

@@ -9,7 +9,7 @@ from edgevision import api
 from edgevision.cli.common import cli_errors, console, model_options, print_json
 from edgevision.cli.options import (CheckpointOpt, DebugOpt, ImgSizeOpt, JsonOpt, ModelArg, ModelArgOpt,
                                     NumClassesOpt, RuntimeOpt, ThreadsOpt, WeightsOpt)
-from edgevision.reports.render import fmt
+from edgevision.reports.render import fmt, int8_gemm_line, layer_tables
 
 
 def benchmark_command(
@@ -23,6 +23,9 @@ def benchmark_command(
     iters: Annotated[int, typer.Option("--iters", min=1, help="Timed calls (at least).")] = 50,
     min_seconds: Annotated[float, typer.Option("--min-seconds", min=0.0,
                                                help="Keep timing until this long has passed.")] = 0.0,
+    layers: Annotated[bool, typer.Option(
+        "--layers", help="Also time each layer with the runtime's profiler (OpenVINO, ONNX Runtime): time by "
+                         "kind of layer, the slowest layers, and the INT8 GEMMs' share of this CPU's roofline.")] = False,
     weights: WeightsOpt = None,
     checkpoint: CheckpointOpt = None,
     num_classes: NumClassesOpt = None,
@@ -38,7 +41,7 @@ def benchmark_command(
     with cli_errors(debug):
         result = api.benchmark(model, runtime=runtime, threads=threads, batch=batch, throughput_batch=throughput_batch,
                                warmup=warmup, iters=iters, min_seconds=min_seconds,
-                               **model_options(weights, checkpoint, num_classes, img_size, model_arg))
+                               layers=layers, **model_options(weights, checkpoint, num_classes, img_size, model_arg))
         if json_out:
             print_json(result)
             return
@@ -54,3 +57,7 @@ def benchmark_command(
                   f"({result['iterations']} calls after {result['warmup']} warm-up)")
         if result["throughput_ips"] is not None:
             out.print(f"throughput batch {result['throughput_batch']}: {fmt(result['throughput_ips'], 1)} images/s")
+        if layers:
+            for table in layer_tables(result["layers"]):
+                out.print(table)
+            out.print(int8_gemm_line(result["layers"]))

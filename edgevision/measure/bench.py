@@ -128,6 +128,12 @@ def compare_latency(
             for name, runner in runners.items()}
 
 
+def model_runner(loaded: LoadedModel, runtime: str = "pytorch", threads: int | None = None) -> Runner:
+    """A runner of the loaded model (or artifact) in `runtime`, at `threads` (default: every core here)."""
+    return create_runner(runtime, loaded.model, threads=threads or available_cores(),
+                         input_size=loaded.spec.input_size, **loaded.runner_options)
+
+
 def benchmark_model(
     loaded: LoadedModel,
     *,
@@ -140,8 +146,5 @@ def benchmark_model(
     min_seconds: float = 0.0,
 ) -> BenchResult:
     """Latency at `batch` and throughput at `throughput_batch` at a stated thread count."""
-    threads = threads or available_cores()
-    runner = create_runner(runtime, loaded.model, threads=threads, input_size=loaded.spec.input_size,
-                           **loaded.runner_options)
-    return benchmark(runner, loaded.spec.input_size, batch=batch, warmup=warmup, iters=iters,
+    return benchmark(model_runner(loaded, runtime, threads), loaded.spec.input_size, batch=batch, warmup=warmup, iters=iters,
                      min_seconds=min_seconds, throughput_batch=throughput_batch)

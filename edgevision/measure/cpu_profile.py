@@ -68,11 +68,14 @@ class CpuProfile:
     def tier(self) -> str:
         return int8_tier(self.features)
 
+    def int8_gops(self, runtime: str) -> float | None:
+        """The INT8 GEMM roofline of `runtime`: its best INT8 format's GOP/s, or None when not measured."""
+        return max((v for k, v in self.gemm_gops.items() if k.startswith(f"{runtime} int8")), default=None)
+
     def int8_speedup(self, runtime: str) -> float | None:
         """INT8 over FP32 GEMM throughput in `runtime` (its best INT8 format), or None when not measured."""
-        fp32 = self.gemm_gops.get(f"{runtime} fp32")
-        int8 = [v for k, v in self.gemm_gops.items() if k.startswith(f"{runtime} int8")]
-        return round(max(int8) / fp32, 2) if fp32 and int8 else None
+        fp32, int8 = self.gemm_gops.get(f"{runtime} fp32"), self.int8_gops(runtime)
+        return round(int8 / fp32, 2) if fp32 and int8 else None
 
     def onnxruntime_formats(self) -> list[str]:
         """ONNX Runtime INT8 activation formats worth building here: u8 x s8 always (ONNX Runtime's CPU default,
@@ -107,6 +110,11 @@ class CpuProfile:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "tier": self.tier, "conclusions": self.conclusions()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CpuProfile":
+        """A profile from its cache file or from to_dict() (as a report records it): derived keys are dropped."""
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 def host_flags() -> set[str]:
@@ -143,7 +151,7 @@ def cpu_profile(threads: int | None = None, *, refresh: bool = False, measure: b
     features, versions = int8_features(host_flags()), runtime_versions()
     path = _cache_path(cpu_model(), features, threads, versions)
     if path.is_file() and not refresh:
-        return CpuProfile(**json.loads(path.read_text(encoding="utf-8")))
+        return CpuProfile.from_dict(json.loads(path.read_text(encoding="utf-8")))
     profile = CpuProfile(cpu_model(), platform.machine(), threads, features, versions)
     if not measure:
         return profile

@@ -49,3 +49,37 @@ def selection_line(report: dict[str, Any]) -> str | None:
     row = next(v for v in report["variants"] if v.get("selected"))
     return (f"selected: {row['name']} in {row['runtime']} ({row['artifact']}), {fmt(row['speedup'], 2, 'x')} "
             f"over PyTorch FP32, {selection['rule']}")
+
+
+def layer_tables(layers: dict[str, Any]) -> list:
+    """`benchmark --layers`: time by kind of layer and precision, then the slowest layers, as rich Tables."""
+    from rich.table import Table
+
+    kinds = Table(title=f"{layers['layers']} layers in {layers['runtime']}, {fmt(layers['total_ms'], 3)} ms "
+                        f"(medians of {layers['rounds']} profiled calls)")
+    for col in ("kind", "precision", "layers", "ms", "time %", "GMACs", "GOP/s"):
+        kinds.add_column(col, justify="left" if col in ("kind", "precision") else "right", no_wrap=True)
+    for g in layers["groups"]:
+        kinds.add_row(g["kind"], "int8" if g["int8"] else "float", str(g["layers"]), fmt(g["ms"], 3),
+                      fmt(100 * g["time_share"], 1), fmt(g["gmacs"], 4), fmt(g["gops"], 1))
+    slowest = Table(title=f"the {len(layers['slowest'])} slowest layers")
+    for col in ("layer", "operator", "kind", "precision", "ms", "GOP/s"):
+        slowest.add_column(col, justify="right" if col in ("ms", "GOP/s") else "left",
+                           no_wrap=col != "layer", overflow="fold")
+    for layer in layers["slowest"]:
+        slowest.add_row(layer["name"], layer["op"], layer["kind"], "int8" if layer["int8"] else "float",
+                        fmt(layer["ms"], 3), fmt(layer["gops"], 1))
+    return [kinds, slowest]
+
+
+def int8_gemm_line(layers: dict[str, Any]) -> str:
+    """The INT8 GEMM layers against this CPU's measured INT8 GEMM roofline, in one line."""
+    gemm = layers["int8_gemm"]
+    if not gemm["layers"]:
+        return f"INT8 GEMMs: none ran in INT8 in {layers['runtime']}"
+    share = gemm["roofline_share"]
+    roofline = ("no INT8 GEMM roofline measured for this runtime" if share is None else
+                f"{100 * share:.0f}% of this CPU's INT8 GEMM roofline in {layers['runtime']} "
+                f"({fmt(gemm['roofline_gops'], 1)} GOP/s, edgevision device)")
+    return (f"INT8 GEMMs: {gemm['layers']} layers, {100 * gemm['time_share']:.0f}% of the time, "
+            f"{fmt(gemm['gops'], 1)} GOP/s: {roofline}")

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgevision.errors import EdgevisionError
+from edgevision.runtimes.layers import LayerTime
 
 
 class Runner(ABC):
@@ -28,6 +29,11 @@ class Runner(ABC):
     def info(self) -> dict[str, Any]:
         """Runtime name, version, threads, precision: recorded beside every measurement."""
         return {"runtime": self.runtime}
+
+    def layer_times(self, x: np.ndarray, rounds: int = 10) -> list[LayerTime]:
+        """Each layer's median time over `rounds` calls on `x`, from the runtime's own profiler."""
+        raise EdgevisionError(f"{self.runtime} reports no per-layer times here",
+                              "profile an OpenVINO (.xml) or ONNX Runtime (.onnx) model, or pass --runtime openvino")
 
 
 @dataclass(frozen=True)

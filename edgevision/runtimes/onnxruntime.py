@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgevision.runtimes import Runner, register_runner
+from edgevision.runtimes.layers import OTHER, LayerTime, conv_work, matmul_work
 from edgevision.errors import EdgevisionError
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -223,21 +224,24 @@ class ORTRunner(Runner):
         import onnxruntime as ort
 
         self.ort, self.path, self.threads, self.runtime = ort, Path(path), threads, runtime
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.log_severity_level = 3
-        # Its threads spin within a run but not after it: left spinning, they took the cores from whatever ran
-        # next in the process (OpenVINO, PyTorch, another session), which ran 2-3x slower side by side.
-        options.add_session_config_entry("session.force_spinning_stop", "1")
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(path), self._options(), providers=["CPUExecutionProvider"])
         self.precision = "int8 (QDQ)" if _has_qdq(path) else "fp32"
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.static_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
+
+    def _options(self):
+        options = self.ort.SessionOptions()
+        options.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = self.ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        # Its threads spin within a run but not after it: left spinning, they took the cores from whatever ran
+        # next in the process (OpenVINO, PyTorch, another session), which ran 2-3x slower side by side.
+        options.add_session_config_entry("session.force_spinning_stop", "1")
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+        return options
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
@@ -256,6 +260,62 @@ class ORTRunner(Runner):
     def info(self) -> dict[str, Any]:
         return {"runtime": self.runtime, "version": self.ort.__version__, "device": "CPU",
                 "threads": self.threads or os.cpu_count(), "precision": self.precision, "artifact": self.path.name}
+
+    def layer_times(self, x: np.ndarray, rounds: int = 10) -> list[LayerTime]:
+        """Per-node medians from ONNX Runtime's session profiler, in a second session of the same options that
+        also writes its optimized graph: the profile names the fused nodes that ran (QLinearConv, QGemm, ...)
+        but omits the weights a kernel pre-packed, so each node's weight shape is read from that graph."""
+        import onnx
+
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.static_batch and len(x) != self.static_batch:
+            x = np.resize(x, (self.static_batch, *x.shape[1:]))
+        with tempfile.TemporaryDirectory(prefix="edgevision-ort-profile-") as tmp:
+            options = self._options()
+            options.enable_profiling = True
+            options.profile_file_prefix = str(Path(tmp) / "profile")
+            options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+            session = self.ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            session.run(None, {self.input_name: x})  # warm-up, dropped below
+            for _ in range(rounds):
+                session.run(None, {self.input_name: x})
+            events = json.loads(Path(session.end_profiling()).read_text(encoding="utf-8"))
+            graph = onnx.load(options.optimized_model_filepath, load_external_data=False).graph
+        nodes = {node.name: node for node in graph.node}
+        constants = {init.name: tuple(init.dims) for init in graph.initializer}
+        runs: dict[str, list[dict]] = {}
+        for event in events:
+            name = event.get("name", "")
+            if event.get("cat") == "Node" and name.endswith("_kernel_time") and name[:-12] in nodes:
+                runs.setdefault(name[:-12], []).append(event)
+        return [_ort_layer(nodes[name], constants, calls[1:] or calls) for name, calls in runs.items()]
+
+
+# where a convolution's weight is among a node's inputs; matrix multiplies take their activation A first
+_CONV_WEIGHT = {"Conv": 1, "FusedConv": 1, "ConvInteger": 1, "QLinearConv": 3, "NhwcFusedConv": 1}
+_MATMULS = ("MatMul", "FusedMatMul", "Gemm", "FusedGemm", "QGemm", "QLinearMatMul", "MatMulInteger",
+            "MatMulIntegerToFloat", "DynamicQuantizeMatMul")
+
+
+def _ort_layer(node, constants: dict[str, tuple[int, ...]], calls: list[dict]) -> LayerTime:
+    """One profiled node as a LayerTime: its median of `calls` (profiler events, microseconds), its work from the
+    shapes it ran (the weight's from the optimized graph), INT8 when it is one of the quantized kernels."""
+    args = calls[0]["args"]
+    out = next(iter(args["output_type_shape"][0].values()))
+    inputs = [next(iter(shape.values())) for shape in args["input_type_shape"]]
+    op, kind, macs = node.op_type, OTHER, 0
+    if op in _CONV_WEIGHT:
+        index = _CONV_WEIGHT[op]
+        weight = constants.get(node.input[index]) if index < len(node.input) else None
+        if weight is None and len(inputs) == len(node.input):  # a float weight computed in the graph (Q/DQ)
+            weight = tuple(inputs[index])
+        if weight:
+            kind, macs = conv_work(out, weight, 1)
+    elif op in _MATMULS and inputs:
+        kind, macs = matmul_work(inputs[0], out)
+    int8 = op.startswith(("QLinear", "QGemm", "DynamicQuantize")) or "Integer" in op
+    ms = float(np.median([event["dur"] for event in calls])) / 1000.0
+    return LayerTime(node.name, op, kind, int8, macs, ms)
 
 
 def _has_qdq(path: Path) -> bool:

@@ -20,6 +20,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from edgevision.runtimes import Runner, register_runner
+from edgevision.runtimes.layers import OTHER, LayerTime, conv_work, matmul_work
 from edgevision.errors import EdgevisionError
 
 
@@ -222,9 +223,49 @@ class OpenVINORunner(Runner):
                 count += 1
         return count
 
+    def layer_times(self, x: np.ndarray, rounds: int = 10) -> list[LayerTime]:
+        """Per-layer medians from the CPU plugin's performance counters (PERF_COUNT), with each layer's shapes
+        read from the runtime graph: the layers as the plugin fused and ran them, in their kernels' precision."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        self._compiled = None  # one executor at a time (see compiled())
+        model = self.model if list(self.model.input(0).get_partial_shape().to_shape())[0] == len(x) \
+            else reshape(self.model, len(x))
+        compiled = self.core.compile_model(model, "CPU", {**self.config, "PERF_COUNT": True})
+        nodes = {op.get_friendly_name(): op for op in compiled.get_runtime_model().get_ordered_ops()}
+        request = compiled.create_infer_request()
+        request.infer([x])  # warm-up: first calls pay for allocation
+        times: dict[str, list[float]] = {}
+        kernels: dict[str, str] = {}
+        for _ in range(rounds):
+            request.infer([x])
+            for record in request.get_profiling_info():
+                if record.status == record.Status.EXECUTED and record.node_name in nodes:
+                    times.setdefault(record.node_name, []).append(record.real_time.total_seconds() * 1e3)
+                    kernels[record.node_name] = f"{record.node_type}:{record.exec_type}"
+        return [_ov_layer(nodes[name], kernels[name], float(np.median(ms))) for name, ms in times.items()]
+
     def info(self) -> dict[str, Any]:
         return {"runtime": self.runtime, "version": self.ov.get_version(), "device": "CPU",
                 "threads": self.threads, "precision": self.precision}
+
+
+def _ov_layer(node, kernel: str, ms: float) -> LayerTime:
+    """One runtime-graph node as a LayerTime. The plugin names its layer types (Convolution, GroupConvolution
+    with G x O/g x I/g x kH x kW weights, FullyConnected and its quantized variants, MatMul); attention it
+    fuses into a Subgraph counts as other work."""
+    layer_type = kernel.split(":")[0]
+    shapes = [tuple(i.get_partial_shape().to_shape()) for i in node.inputs()]
+    out = tuple(node.output(0).get_partial_shape().to_shape())
+    kind, macs = OTHER, 0
+    if layer_type == "Convolution":
+        kind, macs = conv_work(out, shapes[1], 1)
+    elif layer_type == "GroupConvolution":
+        kind, macs = conv_work(out, shapes[1], 2)
+    elif layer_type.startswith("FullyConnected") or layer_type == "MatMul":
+        kind, macs = matmul_work(shapes[0], out)
+    info = node.get_rt_info()
+    int8 = "runtimePrecision" in info and info["runtimePrecision"].astype(str).lower() in ("i8", "u8")
+    return LayerTime(node.get_friendly_name(), kernel, kind, int8, macs, ms)
 
 
 @register_runner("openvino")

@@ -1,0 +1,71 @@
+"""Where a model's time goes, layer by layer, and how close its INT8 GEMMs come to the CPU's roofline.
+
+A whole model's GOPs over its latency mixes the GEMMs with everything that is not one (LayerNorm, softmax,
+depthwise convolutions, reorders): a maxvit_t at 42% of the INT8 GEMM roofline says little about its GEMMs.
+The runtime's own profiler times each layer as it ran (fused, in its kernel's precision); the layers that
+are GEMMs (convolutions with several input channels per output, fully connected layers, matrix multiplies)
+are summed apart, and their GOP/s is set against the CPU profile's measured INT8 GEMM throughput for that
+runtime. A profiled call runs a little slower than an unprofiled one, so the shares are a lower bound.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from edgevision.runtimes import Runner
+from edgevision.runtimes.layers import DEPTHWISE, GEMM, OTHER, LayerTime
+
+SLOWEST = 10  # layers listed by name
+
+
+@dataclass
+class LayerProfile:
+    runtime: str
+    rounds: int
+    layers: list[LayerTime]
+
+    @property
+    def total_ms(self) -> float:
+        return sum(layer.ms for layer in self.layers)
+
+    def group(self, kind: str, int8: bool) -> dict[str, Any]:
+        """Count, time, share of the total time, GMACs and GOP/s of the layers of one kind and precision."""
+        chosen = [layer for layer in self.layers if layer.kind == kind and layer.int8 == int8]
+        ms, macs = sum(layer.ms for layer in chosen), sum(layer.macs for layer in chosen)
+        return {"kind": kind, "int8": int8, "layers": len(chosen), "ms": round(ms, 3),
+                "time_share": round(ms / self.total_ms, 3) if self.total_ms else 0.0,
+                "gmacs": round(macs / 1e9, 4), "gops": gops(macs, ms)}
+
+    def groups(self) -> list[dict[str, Any]]:
+        """Every kind and precision that ran, most time first."""
+        rows = [self.group(kind, int8) for kind in (GEMM, DEPTHWISE, OTHER) for int8 in (True, False)]
+        return sorted((r for r in rows if r["layers"]), key=lambda r: -r["ms"])
+
+    def int8_gemm_share(self, roofline_gops: float | None) -> float | None:
+        """The INT8 GEMM layers' GOP/s as a share of the roofline, or None without either."""
+        achieved = self.group(GEMM, True)["gops"]
+        return round(achieved / roofline_gops, 3) if achieved and roofline_gops else None
+
+    def to_dict(self, roofline_gops: float | None = None) -> dict[str, Any]:
+        slowest = sorted(self.layers, key=lambda layer: -layer.ms)[:SLOWEST]
+        return {"runtime": self.runtime, "rounds": self.rounds, "layers": len(self.layers),
+                "total_ms": round(self.total_ms, 3), "groups": self.groups(),
+                "int8_gemm": {**self.group(GEMM, True), "roofline_gops": roofline_gops,
+                              "roofline_share": self.int8_gemm_share(roofline_gops)},
+                "slowest": [{**asdict(layer), "ms": round(layer.ms, 4), "gops": gops(layer.macs, layer.ms)}
+                            for layer in slowest]}
+
+
+def gops(macs: int, ms: float) -> float | None:
+    """Two operations per multiply-accumulate, per second, in billions; None for layers without MACs."""
+    return round(2 * macs / (ms / 1000) / 1e9, 1) if macs and ms > 0 else None
+
+
+def profile_layers(runner: Runner, input_shape: tuple[int, int, int], *, batch: int = 1, rounds: int = 10,
+                   seed: int = 0) -> LayerProfile:
+    """Each layer's median time over `rounds` profiled calls of `runner` on one random batch."""
+    x = np.random.default_rng(seed).standard_normal((batch, *input_shape), dtype=np.float32)
+    return LayerProfile(runner.runtime, rounds, runner.layer_times(x, rounds))
+

@@ -1,0 +1,129 @@
+"""Per-layer profiles: the work of a layer from its shapes, the grouping against the roofline, and real
+OpenVINO and ONNX Runtime profiles of an INT8 convnext_mini whose MACs add up to the model's own count."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from edgevision import api
+from edgevision.cli.app import app
+from edgevision.errors import EdgevisionError
+from edgevision.measure.layers import LayerProfile, profile_layers
+from edgevision.models import load_model
+from edgevision.models.zoo import count_gmacs
+from edgevision.runtimes import create_runner
+from edgevision.runtimes.layers import DEPTHWISE, GEMM, OTHER, LayerTime, conv_work, matmul_work
+
+
+def test_conv_work_counts_each_output_times_its_receptive_field():
+    # ONNX layout O x I/g x kH x kW: a 3x3 conv from 16 to 32 channels on an 8x8 output
+    assert conv_work((1, 32, 8, 8), (32, 16, 3, 3), 1) == (GEMM, 32 * 8 * 8 * 16 * 9)
+    # depthwise 7x7 in ONNX layout, and in OpenVINO's grouped G x O/g x I/g x kH x kW
+    assert conv_work((1, 96, 16, 16), (96, 1, 7, 7), 1) == (DEPTHWISE, 96 * 16 * 16 * 49)
+    assert conv_work((1, 96, 16, 16), (96, 1, 1, 7, 7), 2) == (DEPTHWISE, 96 * 16 * 16 * 49)
+
+
+def test_matmul_work_reads_k_from_a_plain_or_transposed_activation():
+    assert matmul_work((1, 197, 768), (1, 197, 3072)) == (GEMM, 197 * 3072 * 768)
+    assert matmul_work((768, 197), (197, 3072)) == (GEMM, 197 * 3072 * 768)  # A transposed: K x M
+    assert matmul_work((64, 2, 4, 32), (64, 2, 4, 4)) == (GEMM, 64 * 2 * 4 * 4 * 32)  # attention q @ k^T
+    assert matmul_work((49, 49), (49, 64)) == (GEMM, 49 * 64 * 49)  # M == K: not mistaken for a transpose
+
+
+def recorded() -> LayerProfile:
+    """A recorded profile: two INT8 GEMMs (2 GMACs in 4 ms), one float GEMM, a depthwise conv, other work."""
+    return LayerProfile("openvino", 10, [
+        LayerTime("fc1", "FullyConnected:brgemm_avx512_i8", GEMM, True, 1_500_000_000, 3.0),
+        LayerTime("fc2", "FullyConnected:brgemm_avx512_i8", GEMM, True, 500_000_000, 1.0),
+        LayerTime("head", "FullyConnected:brgemm_avx512_f32", GEMM, False, 10_000_000, 0.5),
+        LayerTime("dw", "GroupConvolution:brgconv_avx512_dw_I8", DEPTHWISE, True, 5_000_000, 1.5),
+        LayerTime("norm", "MVN:jit_avx512_f32", OTHER, False, 0, 2.0),
+    ])
+
+
+def test_groups_sum_time_and_work_per_kind_and_precision_most_time_first():
+    groups = recorded().groups()
+    assert [(g["kind"], g["int8"]) for g in groups] == [(GEMM, True), (OTHER, False), (DEPTHWISE, True),
+                                                        (GEMM, False)]
+    gemm = groups[0]
+    assert (gemm["layers"], gemm["ms"], gemm["gmacs"]) == (2, 4.0, 2.0)
+    assert gemm["gops"] == 1000.0  # 2 x 2e9 operations in 4 ms
+    assert gemm["time_share"] == 0.5  # 4 of 8 ms
+    assert sum(g["time_share"] for g in groups) == pytest.approx(1.0)
+
+
+def test_int8_gemm_share_is_against_the_roofline_and_absent_without_one():
+    profile = recorded()
+    assert profile.int8_gemm_share(1250.0) == 0.8
+    assert profile.int8_gemm_share(None) is None
+    report = profile.to_dict(1250.0)
+    assert report["int8_gemm"]["roofline_share"] == 0.8 and report["int8_gemm"]["roofline_gops"] == 1250.0
+    assert [layer["name"] for layer in report["slowest"]] == ["fc1", "norm", "dw", "fc2", "head"]
+    floats = LayerProfile("onnxruntime", 10, [layer for layer in profile.layers if not layer.int8])
+    assert floats.int8_gemm_share(1250.0) is None
+
+
+@pytest.fixture(scope="module")
+def int8_artifacts(tmp_path_factory):
+    """A compress run of convnext_mini (random weights, 32 px): OpenVINO and ONNX Runtime INT8 artifacts."""
+    out = tmp_path_factory.mktemp("layers") / "run"
+    api.compress("convnext_mini", weights="random", int8=True, data="builtin:photos", calib_size=8,
+                 iters=5, out=out, progress=False)
+    return out
+
+
+@pytest.mark.parametrize("artifact, runtime", [("model_int8.xml", "openvino"), ("model_int8.onnx", "onnxruntime")])
+def test_real_profile_finds_every_mac_of_the_model_in_int8_gemms(int8_artifacts, artifact, runtime):
+    loaded = load_model("convnext_mini", weights="random")
+    expected = count_gmacs(loaded.model, loaded.spec.input_size)  # torch's own count of the float model
+    profile = profile_layers(create_runner(runtime, int8_artifacts / artifact, threads=2), loaded.spec.input_size,
+                             rounds=3)
+    counted = sum(layer.macs for layer in profile.layers if layer.kind in (GEMM, DEPTHWISE)) / 1e9
+    assert counted == pytest.approx(expected, rel=0.01)
+    kinds = {(layer.kind, layer.int8) for layer in profile.layers}
+    assert (GEMM, True) in kinds and (DEPTHWISE, True) in kinds  # the stem, pointwise MLPs and 7x7 dw in INT8
+    assert all(layer.ms >= 0 for layer in profile.layers) and profile.total_ms > 0
+    share = profile.int8_gemm_share(1000.0)
+    assert share is not None and share > 0
+
+
+def test_float_onnx_profile_has_no_int8_layers(tmp_path):
+    from edgevision.runtimes.onnxruntime import export_onnx
+
+    loaded = load_model("convnext_mini", weights="random")
+    path = export_onnx(loaded.model, loaded.spec.input_size, tmp_path / "model.onnx")
+    profile = profile_layers(create_runner("onnxruntime", path, threads=2), loaded.spec.input_size, rounds=2)
+    assert profile.layers and not any(layer.int8 for layer in profile.layers)
+    assert profile.int8_gemm_share(1000.0) is None
+
+
+def test_pytorch_has_no_layer_profiler():
+    loaded = load_model("convnext_mini", weights="random")
+    runner = create_runner("pytorch", loaded.model, threads=1)
+    with pytest.raises(EdgevisionError, match="no per-layer times"):
+        profile_layers(runner, loaded.spec.input_size, rounds=1)
+
+
+def test_cli_benchmark_layers_json_and_table(int8_artifacts):
+    cli = CliRunner()
+    done = cli.invoke(app, ["benchmark", str(int8_artifacts / "model_int8.xml"), "--layers", "--iters", "3",
+                            "--warmup", "1", "--throughput-batch", "0", "--threads", "2", "--json"])
+    assert done.exit_code == 0, done.output
+    layers = json.loads(done.stdout)["layers"]
+    assert layers["runtime"] == "openvino" and layers["int8_gemm"]["layers"] > 0
+    assert layers["int8_gemm"]["roofline_gops"] > 0  # this machine's profile, measured or cached
+    assert 0 < layers["int8_gemm"]["roofline_share"]
+    text = cli.invoke(app, ["benchmark", str(int8_artifacts / "model_int8.onnx"), "--layers", "--iters", "3",
+                            "--warmup", "1", "--throughput-batch", "0", "--threads", "2"])
+    assert text.exit_code == 0, text.output
+    assert "slowest layers" in text.stdout and "QLinearConv" in text.stdout
+    assert "INT8 GEMMs:" in text.stdout and "of this CPU's INT8 GEMM roofline in onnxruntime" in text.stdout
+
+
+def test_cli_benchmark_layers_in_pytorch_is_a_one_line_error():
+    done = CliRunner().invoke(app, ["benchmark", "convnext_mini", "--layers", "--iters", "1", "--warmup", "0",
+                                    "--throughput-batch", "0"])
+    assert done.exit_code == 2
+    assert done.output.count("\n") == 1 and "error: pytorch reports no per-layer times" in done.output
