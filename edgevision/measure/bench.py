@@ -146,5 +146,5 @@ def benchmark_model(
     min_seconds: float = 0.0,
 ) -> BenchResult:
     """Latency at `batch` and throughput at `throughput_batch` at a stated thread count."""
-    return benchmark(model_runner(loaded, runtime, threads), loaded.spec.input_size, batch=batch, warmup=warmup, iters=iters,
-                     min_seconds=min_seconds, throughput_batch=throughput_batch)
+    return benchmark(model_runner(loaded, runtime, threads), loaded.spec.input_size, batch=batch, warmup=warmup,
+                     iters=iters, min_seconds=min_seconds, throughput_batch=throughput_batch)

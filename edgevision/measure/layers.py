@@ -68,4 +68,3 @@ def profile_layers(runner: Runner, input_shape: tuple[int, int, int], *, batch: 
     """Each layer's median time over `rounds` profiled calls of `runner` on one random batch."""
     x = np.random.default_rng(seed).standard_normal((batch, *input_shape), dtype=np.float32)
     return LayerProfile(runner.runtime, rounds, runner.layer_times(x, rounds))
-
