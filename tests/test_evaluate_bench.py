@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from edgevision.runtimes import Runner, create_runner
-from edgevision.measure.bench import benchmark
+from edgevision.measure.bench import benchmark, compare_latency
 from edgevision.errors import EdgevisionError
 from edgevision.measure.evaluate import fidelity, topk_accuracy
 
@@ -46,6 +46,43 @@ def test_benchmark_measures_what_the_runner_costs():
     assert result.latency_ms_p50 <= result.latency_ms_p90 <= result.latency_ms_p99
     assert 50 / 0.012 < result.throughput_ips < 50 / 0.007  # 7 ms per batch of 50, minus overheads
     assert result.runner == {"runtime": "sleep"} and result.cpu
+
+
+class Spinner(Runner):
+    """A runner that leaves the machine busy after each call, as PyTorch's OpenMP threads do."""
+
+    runtime = "spinner"
+
+    def __init__(self, machine: dict):
+        self.machine = machine
+
+    def __call__(self, batch):
+        self.machine["busy"] = True
+        return np.zeros((len(batch), 3), np.float32)
+
+
+class Slowed(SleepRunner):
+    """A SleepRunner whose next call costs 20 ms more when it follows a Spinner's call."""
+
+    def __init__(self, machine: dict):
+        self.machine = machine
+
+    def __call__(self, batch):
+        import time
+
+        if self.machine.pop("busy", False):
+            time.sleep(0.02)
+        return super().__call__(batch)
+
+
+def test_side_by_side_timing_leaves_out_the_call_after_another_runner():
+    machine: dict = {}
+    # one timed call per runner and round: without an untimed call first, every timed call of `slowed`
+    # would follow the spinner's and cost 22 ms
+    result = compare_latency({"spinner": Spinner(machine), "slowed": Slowed(machine)}, (3, 8, 8),
+                             warmup=0, iters=5, rounds=5)
+    assert result["slowed"].iterations == 5
+    assert result["slowed"].latency_ms_p99 < 15.0
 
 
 def test_pytorch_runner_matches_the_module_and_sets_threads():

@@ -112,7 +112,12 @@ def compare_latency(
     """Latency of several runners measured side by side: `rounds` interleaved rounds of iters/rounds
     calls each, so that drift on a shared machine (other jobs, clocks, heat) hits every runner alike.
     Speedups are then ratios of medians taken in the same run. `input_shape` is one (C, H, W) for all, or
-    a dict of them by runner name (a teacher and a student may take different sizes)."""
+    a dict of them by runner name (a teacher and a student may take different sizes).
+
+    Each runner's calls in a round start with one untimed call: the runner before it may leave threads
+    spinning (PyTorch's OpenMP threads do after a call: the OpenVINO GEMM called next ran at 146 GOP/s instead
+    of 201, the call after that at full speed; benchmarks/ort_spinning.py), and with few calls a round that
+    first call would be most of what is timed."""
     shapes = input_shape if isinstance(input_shape, dict) else {name: input_shape for name in runners}
     rng = np.random.default_rng(seed)
     xs = {name: rng.standard_normal((batch, *shapes[name]), dtype=np.float32) for name in runners}
@@ -123,7 +128,7 @@ def compare_latency(
             runner(xs[name])
     for _ in range(rounds):
         for name, runner in runners.items():
-            times[name].append(_time_calls(runner, xs[name], 0, per_round, 0.0))
+            times[name].append(_time_calls(runner, xs[name], 1, per_round, 0.0))
     return {name: BenchResult.from_times(np.concatenate(times[name]), runner, shapes[name], batch, warmup)
             for name, runner in runners.items()}
 
