@@ -8,9 +8,10 @@ them side by side against PyTorch eager FP32 (interleaved rounds, medians) and s
 weights: the accuracy guard is off, speed alone decides). The table gives each candidate's speedup, the
 selected one, whether it is the fastest measured (within the medians' 3% noise), its speedup against the
 issue's target for this CPU's INT8 tier, and the INT8 efficiency against the profile's INT8 GEMM roofline for
-the selected runtime twice: the whole model's GOPs / latency, and its INT8 GEMM layers' own GOP/s from the selected
-artifact profiled layer by layer (what `edgevision benchmark ARTIFACT --layers` prints). Writes benchmarks/results/cpu_selection_TIER.{json,md}
-(TIER: the CPU's INT8 tier, avx2, vnni, amx, ...) with the CPU profile of the machine.
+the selected runtime twice: the whole model's GOPs / latency, and its INT8 GEMM layers' own GOP/s from the
+selected artifact profiled layer by layer (what `edgevision benchmark ARTIFACT --layers` prints). Writes
+benchmarks/results/cpu_selection_TIER.{json,md} (TIER: the CPU's INT8 tier, avx2, vnni, amx, ...) with the CPU
+profile of the machine.
 """
 from __future__ import annotations
 

@@ -127,3 +127,11 @@ def test_cli_benchmark_layers_in_pytorch_is_a_one_line_error():
                                     "--throughput-batch", "0"])
     assert done.exit_code == 2
     assert done.output.count("\n") == 1 and "error: pytorch reports no per-layer times" in done.output
+
+
+def test_profile_at_a_batch_the_openvino_graph_cannot_take_is_a_one_line_error():
+    loaded = load_model("swin_mini", weights="random")  # timm's Swin bakes batch 1 into its window reshapes
+    runner = create_runner("openvino", loaded.model, threads=2, input_size=loaded.spec.input_size)
+    assert profile_layers(runner, loaded.spec.input_size, rounds=1).layers
+    with pytest.raises(EdgevisionError, match="runs only at batch 1 in OpenVINO, not 2"):
+        profile_layers(runner, loaded.spec.input_size, batch=2, rounds=1)

@@ -195,11 +195,14 @@ class OpenVINORunner(Runner):
         """
         if self._compiled is None or self._compiled[0] != batch:
             self._compiled = None  # release the old executor before compiling the new one
-            model = self.model
-            if list(model.input(0).get_partial_shape().to_shape())[0] != batch:
-                model = reshape(model, batch)
-            self._compiled = (batch, self.core.compile_model(model, "CPU", self.config))
+            self._compiled = (batch, self.core.compile_model(self._model_for(batch), "CPU", self.config))
         return self._compiled[1]
+
+    def _model_for(self, batch: int):
+        """The model, reshaped when its static batch is another."""
+        if list(self.model.input(0).get_partial_shape().to_shape())[0] == batch:
+            return self.model
+        return reshape(self.model, batch)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
@@ -215,45 +218,47 @@ class OpenVINORunner(Runner):
 
     def int8_layers(self) -> int:
         """Layers the CPU plugin actually executes in INT8 (its runtime graph, not the IR)."""
-        runtime = self.compiled(1).get_runtime_model()
-        count = 0
-        for op in runtime.get_ops():
-            info = op.get_rt_info()
-            if "runtimePrecision" in info and info["runtimePrecision"].astype(str).lower() in ("i8", "u8"):
-                count += 1
-        return count
+        return sum(_runs_int8(op) for op in self.compiled(1).get_runtime_model().get_ops())
 
     def layer_times(self, x: np.ndarray, rounds: int = 10) -> list[LayerTime]:
         """Per-layer medians from the CPU plugin's performance counters (PERF_COUNT), with each layer's shapes
         read from the runtime graph: the layers as the plugin fused and ran them, in their kernels' precision."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         self._compiled = None  # one executor at a time (see compiled())
-        model = self.model if list(self.model.input(0).get_partial_shape().to_shape())[0] == len(x) \
-            else reshape(self.model, len(x))
+        try:
+            model = self._model_for(len(x))
+        except RuntimeError:  # batch 1 baked into the graph, as in __call__
+            raise EdgevisionError(f"this model runs only at batch 1 in OpenVINO, not {len(x)}",
+                                  "profile its layers at batch 1") from None
         compiled = self.core.compile_model(model, "CPU", {**self.config, "PERF_COUNT": True})
         nodes = {op.get_friendly_name(): op for op in compiled.get_runtime_model().get_ordered_ops()}
         request = compiled.create_infer_request()
         request.infer([x])  # warm-up: first calls pay for allocation
         times: dict[str, list[float]] = {}
-        kernels: dict[str, str] = {}
+        kernels: dict[str, tuple[str, str]] = {}
         for _ in range(rounds):
             request.infer([x])
             for record in request.get_profiling_info():
                 if record.status == record.Status.EXECUTED and record.node_name in nodes:
                     times.setdefault(record.node_name, []).append(record.real_time.total_seconds() * 1e3)
-                    kernels[record.node_name] = f"{record.node_type}:{record.exec_type}"
-        return [_ov_layer(nodes[name], kernels[name], float(np.median(ms))) for name, ms in times.items()]
+                    kernels[record.node_name] = (record.node_type, record.exec_type)
+        return [_ov_layer(nodes[name], *kernels[name], float(np.median(ms))) for name, ms in times.items()]
 
     def info(self) -> dict[str, Any]:
         return {"runtime": self.runtime, "version": self.ov.get_version(), "device": "CPU",
                 "threads": self.threads, "precision": self.precision}
 
 
-def _ov_layer(node, kernel: str, ms: float) -> LayerTime:
+def _runs_int8(node) -> bool:
+    """Whether a runtime-graph node executes in INT8."""
+    info = node.get_rt_info()
+    return "runtimePrecision" in info and info["runtimePrecision"].astype(str).lower() in ("i8", "u8")
+
+
+def _ov_layer(node, layer_type: str, kernel: str, ms: float) -> LayerTime:
     """One runtime-graph node as a LayerTime. The plugin names its layer types (Convolution, GroupConvolution
     with G x O/g x I/g x kH x kW weights, FullyConnected and its quantized variants, MatMul); attention it
     fuses into a Subgraph counts as other work."""
-    layer_type = kernel.split(":")[0]
     shapes = [tuple(i.get_partial_shape().to_shape()) for i in node.inputs()]
     out = tuple(node.output(0).get_partial_shape().to_shape())
     kind, macs = OTHER, 0
@@ -263,9 +268,7 @@ def _ov_layer(node, kernel: str, ms: float) -> LayerTime:
         kind, macs = conv_work(out, shapes[1], 2)
     elif layer_type.startswith("FullyConnected") or layer_type == "MatMul":
         kind, macs = matmul_work(shapes[0], out)
-    info = node.get_rt_info()
-    int8 = "runtimePrecision" in info and info["runtimePrecision"].astype(str).lower() in ("i8", "u8")
-    return LayerTime(node.get_friendly_name(), kernel, kind, int8, macs, ms)
+    return LayerTime(node.get_friendly_name(), f"{layer_type}:{kernel}", kind, _runs_int8(node), macs, ms)
 
 
 @register_runner("openvino")
