@@ -59,11 +59,24 @@ def torch_matmul(threads: int):
     return create_runner("pytorch", torch.nn.Linear(k, n, bias=False), threads=threads)
 
 
-def gops(calls: dict, iters: int) -> dict[str, float]:
+def gemm_input() -> np.ndarray:
+    """The GEMM's activation, M x K, the same in every measurement."""
+    from edgevision.measure.cpu_profile import GEMM_SHAPE
+
+    m, k, _ = GEMM_SHAPE
+    return np.random.default_rng(1).standard_normal((m, k)).astype(np.float32)
+
+
+def to_gops(seconds: list[float]) -> float:
+    """The GEMM's 2 M K N operations over the median of `seconds`, in GOP/s."""
     from edgevision.measure.cpu_profile import GEMM_SHAPE
 
     m, k, n = GEMM_SHAPE
-    x = np.random.default_rng(1).standard_normal((m, k)).astype(np.float32)
+    return round(2 * m * k * n / float(np.median(seconds)) / 1e9, 1)
+
+
+def gops(calls: dict, iters: int) -> dict[str, float]:
+    x = gemm_input()
     for call in calls.values():
         call(x)
     times = {name: [] for name in calls}
@@ -72,16 +85,13 @@ def gops(calls: dict, iters: int) -> dict[str, float]:
             t0 = time.perf_counter()
             call(x)
             times[name].append(time.perf_counter() - t0)
-    return {name: round(2 * m * k * n / float(np.median(t)) / 1e9, 1) for name, t in times.items()}
+    return {name: to_gops(t) for name, t in times.items()}
 
 
 def calls_after(before, runner, iters: int, calls: int = 3) -> list[float]:
     """GOP/s of `runner`'s 1st, 2nd, ... call right after one call of `before` (medians over `iters` rounds):
     how long another runtime's spinning threads slow it."""
-    from edgevision.measure.cpu_profile import GEMM_SHAPE
-
-    m, k, n = GEMM_SHAPE
-    x = np.random.default_rng(1).standard_normal((m, k)).astype(np.float32)
+    x = gemm_input()
     before(x), runner(x)
     times: list[list[float]] = [[] for _ in range(calls)]
     for _ in range(iters):
@@ -90,7 +100,7 @@ def calls_after(before, runner, iters: int, calls: int = 3) -> list[float]:
             t0 = time.perf_counter()
             runner(x)
             position.append(time.perf_counter() - t0)
-    return [round(2 * m * k * n / float(np.median(t)) / 1e9, 1) for t in times]
+    return [to_gops(t) for t in times]
 
 
 def main() -> None:

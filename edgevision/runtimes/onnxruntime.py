@@ -284,10 +284,11 @@ class ORTRunner(Runner):
         nodes = {node.name: node for node in graph.node}
         constants = {init.name: tuple(init.dims) for init in graph.initializer}
         runs: dict[str, list[dict]] = {}
-        for event in events:
+        for event in events:  # a node's kernel runs are named NODE_kernel_time
             name = event.get("name", "")
-            if event.get("cat") == "Node" and name.endswith("_kernel_time") and name[:-12] in nodes:
-                runs.setdefault(name[:-12], []).append(event)
+            node = name.removesuffix("_kernel_time")
+            if event.get("cat") == "Node" and node != name and node in nodes:
+                runs.setdefault(node, []).append(event)
         return [_ort_layer(nodes[name], constants, calls[1:] or calls) for name, calls in runs.items()]
 
 
