@@ -65,6 +65,17 @@ def test_int8_gemm_share_is_against_the_roofline_and_absent_without_one():
     assert floats.int8_gemm_share(1250.0) is None
 
 
+def test_operators_sum_time_per_operator_and_precision_without_the_kernel():
+    profile = recorded()
+    profile.layers.append(LayerTime("fc3", "FullyConnected:brgemm_avx512_f32", GEMM, False, 10_000_000, 0.25))
+    rows = {(r["op"], r["int8"]): r for r in profile.operators()}
+    assert rows[("FullyConnected", True)]["layers"] == 2 and rows[("FullyConnected", True)]["ms"] == 4.0
+    assert rows[("FullyConnected", False)]["layers"] == 2 and rows[("FullyConnected", False)]["ms"] == 0.75
+    assert [r["op"] for r in profile.operators()][:2] == ["FullyConnected", "MVN"]
+    assert sum(r["time_share"] for r in profile.operators()) == pytest.approx(1.0, abs=0.002)
+    assert profile.to_dict()["operators"] == profile.operators()
+
+
 @pytest.fixture(scope="module")
 def int8_artifacts(tmp_path_factory):
     """A compress run of convnext_mini (random weights, 32 px): OpenVINO and ONNX Runtime INT8 artifacts."""
@@ -115,10 +126,12 @@ def test_cli_benchmark_layers_json_and_table(int8_artifacts):
     assert layers["runtime"] == "openvino" and layers["int8_gemm"]["layers"] > 0
     assert layers["int8_gemm"]["roofline_gops"] > 0  # this machine's profile, measured or cached
     assert 0 < layers["int8_gemm"]["roofline_share"]
+    assert any(op["int8"] for op in layers["operators"])  # the INT8 convolutions, summed as one operator
     text = cli.invoke(app, ["benchmark", str(int8_artifacts / "model_int8.onnx"), "--layers", "--iters", "3",
                             "--warmup", "1", "--throughput-batch", "0", "--threads", "2"])
     assert text.exit_code == 0, text.output
     assert "slowest layers" in text.stdout and "QLinearConv" in text.stdout
+    assert "operators that took the most time" in text.stdout
     assert "INT8 GEMMs:" in text.stdout and "of this CPU's INT8 GEMM roofline in onnxruntime" in text.stdout
 
 

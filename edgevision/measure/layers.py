@@ -18,6 +18,7 @@ from edgevision.runtimes import Runner
 from edgevision.runtimes.layers import DEPTHWISE, GEMM, OTHER, LayerTime
 
 SLOWEST = 10  # layers listed by name
+OPERATORS = 10  # operator types listed by their summed time
 
 
 @dataclass
@@ -43,6 +44,17 @@ class LayerProfile:
         rows = [self.group(kind, int8) for kind in (GEMM, DEPTHWISE, OTHER) for int8 in (True, False)]
         return sorted((r for r in rows if r["layers"]), key=lambda r: -r["ms"])
 
+    def operators(self) -> list[dict[str, Any]]:
+        """Time summed per operator type and precision (the runtime's operator, without its kernel), most time
+        first: which operators an INT8 format leaves in float, or runs slowly, shows here."""
+        summed: dict[tuple[str, bool], list[float]] = {}
+        for layer in self.layers:
+            summed.setdefault((layer.op.split(":")[0], layer.int8), []).append(layer.ms)
+        rows = [{"op": op, "int8": int8, "layers": len(times), "ms": round(sum(times), 3),
+                 "time_share": round(sum(times) / self.total_ms, 3) if self.total_ms else 0.0}
+                for (op, int8), times in summed.items()]
+        return sorted(rows, key=lambda r: -r["ms"])[:OPERATORS]
+
     def int8_gemm_share(self, roofline_gops: float | None) -> float | None:
         """The INT8 GEMM layers' GOP/s as a share of the roofline, or None without either."""
         achieved = self.group(GEMM, True)["gops"]
@@ -51,7 +63,7 @@ class LayerProfile:
     def to_dict(self, roofline_gops: float | None = None) -> dict[str, Any]:
         slowest = sorted(self.layers, key=lambda layer: -layer.ms)[:SLOWEST]
         return {"runtime": self.runtime, "rounds": self.rounds, "layers": len(self.layers),
-                "total_ms": round(self.total_ms, 3), "groups": self.groups(),
+                "total_ms": round(self.total_ms, 3), "groups": self.groups(), "operators": self.operators(),
                 "int8_gemm": {**self.group(GEMM, True), "roofline_gops": roofline_gops,
                               "roofline_share": self.int8_gemm_share(roofline_gops)},
                 "slowest": [{**asdict(layer), "ms": round(layer.ms, 4), "gops": gops(layer.macs, layer.ms)}

@@ -52,7 +52,8 @@ def selection_line(report: dict[str, Any]) -> str | None:
 
 
 def layer_tables(layers: dict[str, Any]) -> list:
-    """`benchmark --layers`: time by kind of layer and precision, then the slowest layers, as rich Tables."""
+    """`benchmark --layers`: time by kind of layer and precision, by operator, then the slowest layers, as rich
+    Tables."""
     from rich.table import Table
 
     kinds = Table(title=f"{layers['layers']} layers in {layers['runtime']}, {fmt(layers['total_ms'], 3)} ms "
@@ -62,6 +63,12 @@ def layer_tables(layers: dict[str, Any]) -> list:
     for g in layers["groups"]:
         kinds.add_row(g["kind"], "int8" if g["int8"] else "float", str(g["layers"]), fmt(g["ms"], 3),
                       fmt(100 * g["time_share"], 1), fmt(g["gmacs"], 4), fmt(g["gops"], 1))
+    operators = Table(title=f"the {len(layers['operators'])} operators that took the most time")
+    for col in ("operator", "precision", "layers", "ms", "time %"):
+        operators.add_column(col, justify="left" if col in ("operator", "precision") else "right", no_wrap=True)
+    for op in layers["operators"]:
+        operators.add_row(op["op"], "int8" if op["int8"] else "float", str(op["layers"]), fmt(op["ms"], 3),
+                          fmt(100 * op["time_share"], 1))
     slowest = Table(title=f"the {len(layers['slowest'])} slowest layers")
     for col in ("layer", "operator", "kind", "precision", "ms", "GOP/s"):
         slowest.add_column(col, justify="right" if col in ("ms", "GOP/s") else "left",
@@ -69,7 +76,7 @@ def layer_tables(layers: dict[str, Any]) -> list:
     for layer in layers["slowest"]:
         slowest.add_row(layer["name"], layer["op"], layer["kind"], "int8" if layer["int8"] else "float",
                         fmt(layer["ms"], 3), fmt(layer["gops"], 1))
-    return [kinds, slowest]
+    return [kinds, operators, slowest]
 
 
 def int8_gemm_line(layers: dict[str, Any]) -> str:
