@@ -86,6 +86,7 @@ def test_selection_is_the_fastest_within_the_budget():
     assert {c["key"]: c["within_budget"] for c in picked.candidates} == {
         "fp32/openvino": True, "int8/openvino": True, "int8/onnxruntime": False}
     assert select(ROWS, max_drop=2.0).selected == "int8/onnxruntime"
+    assert picked.rule.endswith("budget (1 point)") and select(ROWS, max_drop=0.5).rule.endswith("(0.5 points)")
 
 
 def test_selection_without_guard_is_by_speed_and_says_so():

@@ -43,10 +43,15 @@ def select(variants: list[dict[str, Any]], max_drop: float | None, guard: bool =
         rule = ("fastest measured (accuracy guard off: random weights, accuracy means nothing)" if not guard
                 else "fastest measured (no accuracy budget)")
     else:
-        rule = f"fastest measured within the accuracy budget ({max_drop:g} points)"
+        rule = f"fastest measured within the accuracy budget ({budget_text(max_drop)})"
     holding = [r for r in rows if r["within_budget"]]
     best = min(holding, key=lambda r: r["latency_ms_p50"], default=None)
     return Selection(best["key"] if best else None, rule, max_drop if guarded else None, rows)
+
+
+def budget_text(max_drop: float) -> str:
+    """The budget in words: "1 point", "0.5 points"."""
+    return f"{max_drop:g} point" + ("" if max_drop == 1 else "s")
 
 
 def int8_no_faster(variants: list[dict[str, Any]]) -> list[tuple[dict, dict]]:

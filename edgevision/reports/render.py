@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgevision.pipeline.selection import budget_text
 from edgevision.runtimes import runtime_info
 
 
@@ -45,7 +46,7 @@ def selection_line(report: dict[str, Any]) -> str | None:
     if not selection.get("candidates"):
         return None
     if selection.get("selected") is None:
-        return f"no candidate holds the accuracy budget ({selection.get('max_drop')} points)"
+        return f"no candidate holds the accuracy budget ({budget_text(selection['max_drop'])})"
     row = next(v for v in report["variants"] if v.get("selected"))
     return (f"selected: {row['name']} in {row['runtime']} ({row['artifact']}), {fmt(row['speedup'], 2, 'x')} "
             f"over PyTorch FP32, {selection['rule']}")
