@@ -14,7 +14,8 @@ from edgevision.measure.layers import LayerProfile, profile_layers
 from edgevision.models import load_model
 from edgevision.models.zoo import count_gmacs
 from edgevision.runtimes import create_runner
-from edgevision.runtimes.layers import DEPTHWISE, GEMM, OTHER, LayerTime, conv_work, matmul_work
+from edgevision.runtimes.layers import (ATTENTION, DEPTHWISE, GEMM, OTHER, LayerTime, attention_work, conv_work,
+                                        matmul_work)
 
 
 def test_conv_work_counts_each_output_times_its_receptive_field():
@@ -148,3 +149,36 @@ def test_profile_at_a_batch_the_openvino_graph_cannot_take_is_a_one_line_error()
     assert profile_layers(runner, loaded.spec.input_size, rounds=1).layers
     with pytest.raises(EdgevisionError, match="runs only at batch 1 in OpenVINO, not 2"):
         profile_layers(runner, loaded.spec.input_size, batch=2, rounds=1)
+
+
+def test_attention_work_counts_scores_and_output():
+    # 12 heads, 197 queries and keys, 64 dims: Q @ K^T and softmax(.) @ V, 197 x 197 x 64 MACs per head each
+    assert attention_work((1, 12, 197, 64), (1, 12, 197, 64), (1, 12, 197, 64)) == 12 * 197 * 197 * 64 * 2
+
+
+def test_openvino_counts_the_attention_it_fuses_as_attention_work():
+    """vit_mini: OpenVINO fuses each block's attention into one Subgraph; its MACs come from the source model's
+    ScaledDotProductAttention (torch's own count leaves SDPA out on the CPU, so the blocks' shapes give it)."""
+    loaded = load_model("vit_mini", weights="random")
+    model = loaded.model
+    runner = create_runner("openvino", model, threads=2, input_size=loaded.spec.input_size)
+    profile = profile_layers(runner, loaded.spec.input_size, rounds=2)
+    tokens = model.patch_embed.num_patches + model.num_prefix_tokens
+    expected = len(model.blocks) * 2 * tokens * tokens * model.embed_dim  # all heads: L x L x D, twice
+    attention = [layer for layer in profile.layers if layer.kind == ATTENTION]
+    assert len(attention) == len(model.blocks)
+    assert sum(layer.macs for layer in attention) == expected
+    gemm = sum(layer.macs for layer in profile.layers if layer.kind in (GEMM, DEPTHWISE)) / 1e9
+    assert gemm == pytest.approx(count_gmacs(model, loaded.spec.input_size), rel=0.01)  # nothing counted twice
+    assert ATTENTION in {g["kind"] for g in profile.groups()}
+
+
+def test_openvino_finds_every_mac_of_swin_in_gemm_and_attention_layers():
+    """swin_mini: its window attention (with a mask, decomposed before fusion) is counted from the source
+    model's MatMuls; with the GEMMs it adds up to torch's own count, which includes it."""
+    loaded = load_model("swin_mini", weights="random")
+    runner = create_runner("openvino", loaded.model, threads=2, input_size=loaded.spec.input_size)
+    profile = profile_layers(runner, loaded.spec.input_size, rounds=2)
+    assert any(layer.kind == ATTENTION and layer.macs for layer in profile.layers)
+    counted = sum(layer.macs for layer in profile.layers if layer.kind != OTHER) / 1e9
+    assert counted == pytest.approx(count_gmacs(loaded.model, loaded.spec.input_size), rel=0.01)

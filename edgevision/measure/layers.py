@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgevision.runtimes import Runner
-from edgevision.runtimes.layers import DEPTHWISE, GEMM, OTHER, LayerTime
+from edgevision.runtimes.layers import ATTENTION, DEPTHWISE, GEMM, OTHER, LayerTime
 
 SLOWEST = 10  # layers listed by name
 OPERATORS = 10  # operator types listed by their summed time
@@ -41,7 +41,7 @@ class LayerProfile:
 
     def groups(self) -> list[dict[str, Any]]:
         """Every kind and precision that ran, most time first."""
-        rows = [self.group(kind, int8) for kind in (GEMM, DEPTHWISE, OTHER) for int8 in (True, False)]
+        rows = [self.group(kind, int8) for kind in (GEMM, ATTENTION, DEPTHWISE, OTHER) for int8 in (True, False)]
         return sorted((r for r in rows if r["layers"]), key=lambda r: -r["ms"])
 
     def operators(self) -> list[dict[str, Any]]:

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from typing import Sequence
 
 # kinds of layer: a GEMM (convolution with several input channels per output, matrix multiply, fully
-# connected), a depthwise convolution (one input channel per output: few MACs per byte, memory bound), other
-GEMM, DEPTHWISE, OTHER = "gemm", "depthwise", "other"
+# connected), attention (matrix multiplies a runtime fused with their softmax and scaling into one layer, so its
+# time is not GEMM time alone), a depthwise convolution (one input channel per output: few MACs per byte, memory
+# bound), other
+GEMM, ATTENTION, DEPTHWISE, OTHER = "gemm", "attention", "depthwise", "other"
 
 
 @dataclass(frozen=True)
@@ -42,3 +44,8 @@ def matmul_work(a_shape: Sequence[int], out_shape: Sequence[int]) -> tuple[str, 
         return GEMM, math.prod(out_shape) * (a_shape[-1] if a_shape else 1)
     transposed = a_shape[-1] == out_shape[-2] and a_shape[-2] != out_shape[-2]
     return GEMM, math.prod(out_shape) * (a_shape[-2] if transposed else a_shape[-1])
+
+
+def attention_work(q_shape: Sequence[int], k_shape: Sequence[int], v_shape: Sequence[int]) -> int:
+    """MACs of softmax(Q @ K^T) @ V: every query row takes S x D for its scores and S x Dv for its output."""
+    return math.prod(q_shape[:-1]) * k_shape[-2] * (q_shape[-1] + v_shape[-1])

@@ -20,7 +20,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from edgevision.runtimes import Runner, register_runner
-from edgevision.runtimes.layers import OTHER, LayerTime, conv_work, matmul_work
+from edgevision.runtimes.layers import ATTENTION, OTHER, LayerTime, attention_work, conv_work, matmul_work
 from edgevision.errors import EdgevisionError
 
 
@@ -232,6 +232,7 @@ class OpenVINORunner(Runner):
                                   "profile its layers at batch 1") from None
         compiled = self.core.compile_model(model, "CPU", {**self.config, "PERF_COUNT": True})
         nodes = {op.get_friendly_name(): op for op in compiled.get_runtime_model().get_ordered_ops()}
+        source = {op.get_friendly_name(): op for op in model.get_ops()}
         request = compiled.create_infer_request()
         request.infer([x])  # warm-up: first calls pay for allocation
         times: dict[str, list[float]] = {}
@@ -242,7 +243,7 @@ class OpenVINORunner(Runner):
                 if record.status == record.Status.EXECUTED and record.node_name in nodes:
                     times.setdefault(record.node_name, []).append(record.real_time.total_seconds() * 1e3)
                     kernels[record.node_name] = (record.node_type, record.exec_type)
-        return [_ov_layer(nodes[name], *kernels[name], float(np.median(ms))) for name, ms in times.items()]
+        return [_ov_layer(nodes[name], *kernels[name], float(np.median(ms)), source) for name, ms in times.items()]
 
     def info(self) -> dict[str, Any]:
         return {"runtime": self.runtime, "version": self.ov.get_version(), "device": "CPU",
@@ -255,12 +256,12 @@ def _runs_int8(node) -> bool:
     return "runtimePrecision" in info and info["runtimePrecision"].astype(str).lower() in ("i8", "u8")
 
 
-def _ov_layer(node, layer_type: str, kernel: str, ms: float) -> LayerTime:
+def _ov_layer(node, layer_type: str, kernel: str, ms: float, source: dict[str, Any]) -> LayerTime:
     """One runtime-graph node as a LayerTime. The plugin names its layer types (Convolution, GroupConvolution
-    with G x O/g x I/g x kH x kW weights, FullyConnected and its quantized variants, MatMul); attention it
-    fuses into a Subgraph counts as other work."""
-    shapes = [tuple(i.get_partial_shape().to_shape()) for i in node.inputs()]
-    out = tuple(node.output(0).get_partial_shape().to_shape())
+    with G x O/g x I/g x kH x kW weights, FullyConnected and its quantized variants, MatMul); any other layer
+    that holds matrix multiplies of the `source` model (attention fused into a Subgraph) is attention."""
+    shapes = [_shape(i) for i in node.inputs()]
+    out = _shape(node.output(0))
     kind, macs = OTHER, 0
     if layer_type == "Convolution":
         kind, macs = conv_work(out, shapes[1], 1)
@@ -268,7 +269,26 @@ def _ov_layer(node, layer_type: str, kernel: str, ms: float) -> LayerTime:
         kind, macs = conv_work(out, shapes[1], 2)
     elif layer_type.startswith("FullyConnected") or layer_type == "MatMul":
         kind, macs = matmul_work(shapes[0], out)
+    else:
+        info = node.get_rt_info()
+        originals = info["originalLayersNames"].astype(str).split(",") if "originalLayersNames" in info else []
+        macs = sum(_matmul_macs(source[name]) for name in originals if name in source)
+        kind = ATTENTION if macs else OTHER
     return LayerTime(node.get_friendly_name(), f"{layer_type}:{kernel}", kind, _runs_int8(node), macs, ms)
+
+
+def _shape(port) -> tuple[int, ...]:
+    return tuple(port.get_partial_shape().to_shape())
+
+
+def _matmul_macs(op) -> int:
+    """MACs of a source-model op the plugin fused away: a MatMul or a ScaledDotProductAttention; else 0.
+    (Ops the plugin's own passes created are not in the source model and are not counted.)"""
+    if op.get_type_name() == "MatMul":
+        return matmul_work(_shape(op.input(0)), _shape(op.output(0)))[1]
+    if op.get_type_name() == "ScaledDotProductAttention":
+        return attention_work(*(_shape(op.input(i)) for i in range(3)))
+    return 0
 
 
 @register_runner("openvino")
