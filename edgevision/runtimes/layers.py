@@ -22,7 +22,7 @@ GEMM, ATTENTION, DEPTHWISE, OTHER = "gemm", "attention", "depthwise", "other"
 class LayerTime:
     name: str
     op: str  # the runtime's operator, with its kernel where the runtime names one (Convolution:brgconv_avx512_I8)
-    kind: str  # GEMM, DEPTHWISE or OTHER
+    kind: str  # GEMM, ATTENTION, DEPTHWISE or OTHER
     int8: bool
     macs: int  # multiply-accumulates of one call; 0 for OTHER
     ms: float  # median time of one call
