@@ -14,9 +14,10 @@ from edgevision.models import load_model
 from edgevision.models.loading import LoadedModel
 from edgevision.pipeline.context import Context
 from edgevision.pipeline.export import export_model
-from edgevision.pipeline.targets.cpu_guard import Trial, ladder, steps_after_preset
+from edgevision.pipeline.targets.cpu_guard import SCORE_BATCH, Trial, ladder, metric, score, steps_after_preset
 from edgevision.pipeline.presets import preset_for
 from edgevision.pipeline.recipe import resolve
+from edgevision.runtimes import create_runner
 from edgevision.pipeline.targets.qdq_guard import exclusion_steps
 from edgevision.runtimes.qdq_sensitivity import quantized_nodes, with_float_inputs
 
@@ -173,6 +174,20 @@ def test_cpu_guard_tries_more_images_first_when_the_runs_set_is_small(tmp_path):
     steps = [(n, s, len(i)) for n, s, i in steps_after_preset(ctx, q, calibration, lambda: None)]
     assert steps[0] == ("32 calibration images", q, 32)
     assert [(n, s) for n, s, _ in steps[1:]] == ladder(q) and all(k == 8 for *_, k in steps[1:])
+
+
+def test_cpu_guard_scores_in_padded_batches_as_nncfs_one_item_metric_does():
+    loaded = load_model("convnext_mini", weights="random")
+    runner = create_runner("openvino", loaded.model, threads=2, input_size=loaded.spec.input_size)
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((1, *loaded.spec.input_size), dtype=np.float32) for _ in range(SCORE_BATCH + 13)]
+    # targets: the model's own answer for the first 30 items, a wrong one for the rest
+    answers = [int(runner(x).argmax()) for x in xs]
+    items = [(x, a if i < 30 else (a + 1) % 10) for i, (x, a) in enumerate(zip(xs, answers))]
+    expected = metric(runner.compiled(1), items)
+    assert expected == 30 / len(items) * 100
+    assert score(runner, items) == expected
+    assert runner._compiled[0] == SCORE_BATCH  # the padded last batch compiled nothing new
 
 
 def test_bundle_readme_says_the_guard_calibrated_on_more_images_only_when_it_did():

@@ -71,7 +71,24 @@ def validation_items(ctx: Context, make_reference: Callable[[], Any],
 
 
 def metric(compiled, data) -> float:
+    """NNCF's validation function: items one at a time through a compiled model."""
     return float(np.mean([int(np.asarray(compiled(x)[0]).argmax()) == target for x, target in data]) * 100)
+
+
+SCORE_BATCH = 32  # a pass over 10,000 32-px images: 3.2 s one image per call, 0.9 s in batches of 32
+
+
+def score(runner, items: list[tuple[np.ndarray, int]]) -> float:
+    """metric() for the guard's own checks, in batches of SCORE_BATCH; the last batch is padded to the same
+    size, since another batch size would compile the model again."""
+    hits = 0
+    for start in range(0, len(items), SCORE_BATCH):
+        chunk = items[start:start + SCORE_BATCH]
+        xs = [x for x, _ in chunk]
+        batch = np.concatenate(xs + [xs[-1]] * (SCORE_BATCH - len(xs)))
+        predicted = runner(batch)[:len(chunk)].argmax(axis=1)
+        hits += int(np.sum(predicted == np.array([target for _, target in chunk])))
+    return hits / len(items) * 100
 
 
 def guard_int8(ctx: Context, fp32, plain, calibration) -> tuple[Any, dict[str, Any]]:
@@ -80,10 +97,10 @@ def guard_int8(ctx: Context, fp32, plain, calibration) -> tuple[Any, dict[str, A
     q = ctx.recipe["quantization"]
     reference = create_runner("openvino", fp32, threads=ctx.threads)
     items = validation_items(ctx, lambda: reference, "openvino")
-    float_metric = ctx.memo(("float metric", "openvino"), lambda: metric(reference.compiled(1), items))
+    float_metric = ctx.memo(("float metric", "openvino"), lambda: score(reference, items))
 
     def measure(model) -> float:
-        return metric(create_runner("openvino", model, threads=ctx.threads).compiled(1), items)
+        return score(create_runner("openvino", model, threads=ctx.threads), items)
 
     plain_metric = measure(plain)
     summary = {"metric": "top1" if ctx.eval_source.labels is not None else "agreement", "max_drop": max_drop,
