@@ -17,8 +17,8 @@ from edgevision.pipeline.export import export_model
 from edgevision.pipeline.targets.cpu_guard import SCORE_BATCH, Trial, ladder, metric, score, steps_after_preset
 from edgevision.pipeline.presets import preset_for
 from edgevision.pipeline.recipe import resolve
-from edgevision.runtimes import create_runner
 from edgevision.pipeline.targets.qdq_guard import exclusion_steps
+from edgevision.runtimes import create_runner
 from edgevision.runtimes.qdq_sensitivity import quantized_nodes, with_float_inputs
 
 

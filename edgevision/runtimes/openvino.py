@@ -48,7 +48,7 @@ def convert(model, input_size: tuple[int, int, int], batch: int = 1):
 def reshape(ov_model, batch: int):
     """A copy of a static-shape model for another batch size (evaluation runs batches, latency batch 1)."""
     model = ov_model.clone()
-    shape = list(model.input(0).get_partial_shape().to_shape())
+    shape = list(_shape(model.input(0)))
     shape[0] = batch
     model.reshape({model.input(0): shape})
     return model
@@ -200,7 +200,7 @@ class OpenVINORunner(Runner):
 
     def _model_for(self, batch: int):
         """The model, reshaped when its static batch is another."""
-        if list(self.model.input(0).get_partial_shape().to_shape())[0] == batch:
+        if _shape(self.model.input(0))[0] == batch:
             return self.model
         return reshape(self.model, batch)
 

@@ -23,31 +23,25 @@ from typing import Any
 import numpy as np
 
 from edgevision.pipeline.context import Context
-from edgevision.pipeline.targets.cpu_guard import validation_items
+from edgevision.pipeline.targets.cpu_guard import score, validation_items
 from edgevision.runtimes import create_runner
 from edgevision.runtimes.qdq_engines import Quantize
 from edgevision.runtimes.qdq_sensitivity import rank_by_sensitivity
 from edgevision.runtimes.tensorrt import WEIGHTED_OPS
 
 RANK_IMAGES = 500
-BATCH = 32  # images per ONNX Runtime call: a 224-pixel evaluation set does not fit in one
 
 
 def _metric_of(ctx: Context, items) -> Any:
     """ONNX file or ModelProto -> % of `items` whose top-1 matches their target, in ONNX Runtime."""
     import onnx
 
-    targets = np.array([t for _, t in items])
-
     def metric(model) -> float:
         with tempfile.TemporaryDirectory(prefix="edgevision-guard-") as tmp:
             path = model if isinstance(model, (str, Path)) else Path(tmp) / "m.onnx"
             if not isinstance(model, (str, Path)):
                 onnx.save(model, str(path))
-            runner = create_runner("onnxruntime", path, threads=ctx.threads)
-            predicted = np.concatenate([runner(np.concatenate([x for x, _ in items[i:i + BATCH]])).argmax(1)
-                                        for i in range(0, len(items), BATCH)])
-        return float(np.mean(predicted == targets) * 100)
+            return score(create_runner("onnxruntime", path, threads=ctx.threads), items)
 
     return metric
 
