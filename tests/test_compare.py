@@ -64,6 +64,30 @@ def test_plot_labels_of_a_crowded_four_model_sweep_do_not_overlap():
         assert min(image.crop((int(b.x0), int(b.y0), int(b.x1) + 1, int(b.y1) + 1)).getdata()) < 100, b.text
 
 
+def test_points_drawn_on_one_spot_share_one_label():
+    rows = [row("m", "fp32", "pytorch", None, 10.0, 1.0, role="reference"), row("m", "fp32", "openvino", None, 3.0, 3.33),
+            row("m", "int8-bf16", "openvino", None, 3.01, 3.32), row("m", "int8", "openvino", None, 2.0, 5.0, 92.3)]
+    mark_pareto(rows)
+    plot = plot_comparison(rows, labelled=False, title="t")
+    assert plot.labels == "labels" and overlapping(plot.label_boxes) == []
+    assert sorted(b.text for b in plot.label_boxes) == ["OV", "OV, OV bf16", "PyTorch FP32 (each model's reference)"]
+
+
+def test_label_layout_is_the_same_on_a_slow_machine(monkeypatch):
+    """adjustText is bounded by iterations, not seconds: a machine where every step takes a tenth of a second
+    (adjustText's clock made to run that fast) gets the same plot, not a less untangled one."""
+    import itertools
+
+    import adjustText
+
+    here = plot_comparison(crowded_rows(), labelled=False, title="t")
+    ticks = itertools.count()
+    monkeypatch.setattr(adjustText, "timer", lambda: next(ticks) / 10)
+    slow = plot_comparison(crowded_rows(), labelled=False, title="t")
+    assert next(ticks) > 0  # adjustText read the patched clock
+    assert slow.labels == here.labels and slow.label_boxes == here.label_boxes
+
+
 def test_overlap_check_sees_intersecting_boxes():
     from edgevision.reports.compare_plot import LabelBox
 

@@ -1,7 +1,8 @@
 """The comparison plot: accuracy drop against speedup per model (left), accuracy against latency (right).
 
 Colour = model, marker = kind of variant, a line per model = its own Pareto frontier, a ring = the variant its
-run selected. Labels are placed by adjustText; the boxes they ended in are returned with the image, so that
+run selected. Points drawn on one spot share a label. Labels are placed by adjustText in a fixed number of
+iterations (the same plot however fast the machine); the boxes they ended in are returned with the image, so that
 a test (or a reader of the HTML's data-label-boxes) can check that none overlaps another. When they cannot
 be kept apart, the points get numbered keys and a key list beside the plot names them; when even those
 collide, the points go unlabelled (colour, marker and the table tell them apart).
@@ -19,6 +20,9 @@ from edgevision.reports.rows import Row
 MARKERS = {"fp32": "o", "int8": "s", "pruned": "^", "pruned + int8": "D"}
 SPEEDUP_TICKS = (0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10, 15, 20)
 SPARSE_SPEEDUP_TICKS = (0.25, 0.5, 1, 2, 3, 5, 10, 20)  # when the axis spans more than 6x
+NEAR_PX = 6  # points closer than this (in pixels, both ways) share a label: their markers overlap anyway
+ADJUST_ITERATIONS = 400
+ADJUST_PASSES = 3
 
 
 @dataclass
@@ -162,9 +166,8 @@ def _label(fig, ax, rows: list[Row]) -> tuple[list[LabelBox], str]:
     """Labels placed by adjustText: short ones, else numbered keys with a key list, else none (the legend and
     the table name the points). The PyTorch references all sit at (1x, 0): one label says so."""
     labelled = [r for r in rows if r.role != "reference"]
-    texts = [point_label(r) for r in labelled]
-    reference = ("PyTorch FP32 (each model's reference)", 1.0, 0.0) if len(labelled) < len(rows) else None
-    boxes = _place(fig, ax, labelled, texts, reference)
+    reference = [("PyTorch FP32 (each model's reference)", 1.0, 0.0)] if len(labelled) < len(rows) else []
+    boxes = _place(fig, ax, _anchors(ax, labelled, [point_label(r) for r in labelled]) + reference)
     if not overlapping(boxes):
         return boxes, "labels"
     _clear_labels(ax)
@@ -172,11 +175,26 @@ def _label(fig, ax, rows: list[Row]) -> tuple[list[LabelBox], str]:
     fig.text(0.995, 0.5, "\n".join(f"{k}  {r.model} {r.variant} {r.runtime_short}" for k, r in zip(keys, labelled)),
              fontsize=6.5, va="center", ha="right", family="monospace")
     fig.subplots_adjust(right=0.8)  # room for the key list
-    boxes = _place(fig, ax, labelled, keys, reference)
+    boxes = _place(fig, ax, _anchors(ax, labelled, keys) + reference)
     if not overlapping(boxes):
         return boxes, "keys"
     _clear_labels(ax)
     return [], "legend"
+
+
+def _anchors(ax, rows: list[Row], texts: list[str]) -> list[tuple[str, float, float]]:
+    """(text, speedup, drop) per label. Points drawn within NEAR_PX of each other share one label ("OV, OV bf16"):
+    adjustText cannot part labels anchored at one spot (it runs out of iterations pushing them), and one label
+    there reads as well."""
+    at = ax.transData.transform([(r.speedup, r.accuracy_drop) for r in rows])
+    groups: list[list[int]] = []
+    for i, (x, y) in enumerate(at):
+        near = next((g for g in groups if abs(at[g[0]][0] - x) <= NEAR_PX and abs(at[g[0]][1] - y) <= NEAR_PX), None)
+        if near is None:
+            groups.append([i])
+        else:
+            near.append(i)
+    return [(", ".join(texts[i] for i in g), rows[g[0]].speedup, rows[g[0]].accuracy_drop) for g in groups]
 
 
 def _clear_labels(ax) -> None:
@@ -184,15 +202,27 @@ def _clear_labels(ax) -> None:
         artist.remove()
 
 
-def _place(fig, ax, rows: list[Row], texts: list[str], extra: tuple[str, float, float] | None) -> list[LabelBox]:
+def _place(fig, ax, anchors: list[tuple[str, float, float]]) -> list[LabelBox]:
+    """Draws each (text, x, y) label, lets adjustText move them apart, and returns the boxes they ended in.
+    Bounded by iterations, not seconds, so that the same rows give the same plot on a slow machine. A pass
+    can stop with two labels touching (adjustText checks its own estimate of the boxes, not the drawn ones):
+    another pass from where they are usually parts them."""
     from adjustText import adjust_text
 
-    xs, ys = [r.speedup for r in rows], [r.accuracy_drop for r in rows]
-    if extra:
-        texts, xs, ys = texts + [extra[0]], xs + [extra[1]], ys + [extra[2]]
-    artists = [ax.text(x, y, t, fontsize=7, zorder=5) for x, y, t in zip(xs, ys, texts)]
-    adjust_text(artists, x=xs, y=ys, ax=ax, expand=(1.2, 1.5), ensure_inside_axes=True, time_lim=1,
-                arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.5})
+    xs, ys = [x for _, x, _ in anchors], [y for _, _, y in anchors]
+    artists = [ax.text(x, y, t, fontsize=7, zorder=5) for t, x, y in anchors]
+    for _ in range(ADJUST_PASSES):
+        for line in list(ax.patches):  # the previous pass's leader lines
+            line.remove()
+        adjust_text(artists, x=xs, y=ys, ax=ax, expand=(1.2, 1.5), ensure_inside_axes=True,
+                    iter_lim=ADJUST_ITERATIONS, arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.5})
+        boxes = _drawn_boxes(fig, artists)
+        if not overlapping(boxes):
+            break
+    return boxes
+
+
+def _drawn_boxes(fig, artists) -> list[LabelBox]:
     renderer = fig.canvas.get_renderer()
     fig.canvas.draw()
     height = fig.bbox.height
