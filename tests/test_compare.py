@@ -65,8 +65,9 @@ def test_plot_labels_of_a_crowded_four_model_sweep_do_not_overlap():
 
 
 def test_points_drawn_on_one_spot_share_one_label():
-    rows = [row("m", "fp32", "pytorch", None, 10.0, 1.0, role="reference"), row("m", "fp32", "openvino", None, 3.0, 3.33),
-            row("m", "int8-bf16", "openvino", None, 3.01, 3.32), row("m", "int8", "openvino", None, 2.0, 5.0, 92.3)]
+    rows = [row("m", "fp32", "pytorch", None, 10.0, 1.0, role="reference"),
+            row("m", "fp32", "openvino", None, 3.0, 3.33), row("m", "int8-bf16", "openvino", None, 3.01, 3.32),
+            row("m", "int8", "openvino", None, 2.0, 5.0, 92.3)]
     mark_pareto(rows)
     plot = plot_comparison(rows, labelled=False, title="t")
     assert plot.labels == "labels" and overlapping(plot.label_boxes) == []

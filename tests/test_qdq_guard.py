@@ -221,3 +221,28 @@ def test_the_guards_of_every_int8_candidate_decode_the_evaluation_images_once(tm
                if (v.get("quantization") or {}).keys() & {"accuracy_control", "accuracy_guard"}}
     assert {"int8/openvino", "int8/onnxruntime"} <= guarded
     assert len(calls) == 1 and len(calls[0]) == 200  # one decode of the 200 evaluation images served them all
+
+
+@needs_fashion_mnist
+def test_the_guards_check_on_the_sample_that_fits_their_memory_and_the_evaluation_uses_every_image(
+        tmp_path, monkeypatch):
+    from edgevision.data.loader import preprocess_each
+    from edgevision.pipeline.targets import cpu_guard
+
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(args[0])
+        return preprocess_each(*args, **kwargs)
+
+    monkeypatch.setattr(cpu_guard, "preprocess_each", counted)
+    monkeypatch.setattr(cpu_guard, "GUARD_MEMORY_BYTES", 50 * 4 * 3 * 16 * 16)  # 50 images of 3 x 16 x 16
+    data, calib = open_source("builtin:fashion-mnist:test"), open_source("builtin:fashion-mnist:train")
+    result = export_model(loud_model(), data, recipe(100.0), "cpu", "int8", tmp_path / "cpu", calib_source=calib,
+                          progress=False)
+    [checked] = calls
+    assert len(checked) == 50 and np.bincount(checked.labels).tolist() == [5] * 10  # class-balanced
+    guards = [v["quantization"].get("accuracy_control") or v["quantization"].get("accuracy_guard")
+              for v in result.report["variants"] if v["name"].startswith("int8")]
+    assert guards and all(g["images"] == 50 for g in guards)
+    assert result.report["data"]["images"] == 200  # the evaluation pass: every image of the run's data

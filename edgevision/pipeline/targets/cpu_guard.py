@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgevision.data.loader import preprocess_each
+from edgevision.data.sources import ImageSource, sample
 from edgevision.pipeline.context import Context
 from edgevision.runtimes import create_runner
 from edgevision.runtimes import openvino as ov_backend
@@ -51,13 +52,26 @@ def ladder(q: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+# The guards hold the images they check on decoded in memory: at most this many bytes of them (1,783 images
+# at 224x224, all 10,000 Fashion-MNIST test images at 32 px), a class-balanced sample of the evaluation data
+# when it has more. The whole set decoded (50,000 images at 224 are 30 GB) would not fit; the evaluation pass
+# that follows streams every image, and the selection holds the budget on its numbers.
+GUARD_MEMORY_BYTES = 1 << 30
+
+
+def guard_source(ctx: Context) -> ImageSource:
+    """The evaluation data the guards check on: all of it, or the sample of it that fits GUARD_MEMORY_BYTES."""
+    image_bytes = 4 * int(np.prod(ctx.loaded.spec.input_size))
+    return sample(ctx.eval_source, max(GUARD_MEMORY_BYTES // image_bytes, 1), ctx.recipe["seed"])
+
+
 def validation_items(ctx: Context, make_reference: Callable[[], Any],
                      reference_key: str) -> list[tuple[np.ndarray, int]]:
     """Each item carries its own target (the label, or the float model's prediction without labels): NNCF
     calls the metric on subsets of the items, so positions cannot be relied on. Made once per run (decoded
-    images) and per float graph (`reference_key`, when the targets are its predictions: only then is the
-    reference runner made)."""
-    src = ctx.eval_source
+    images of guard_source) and per float graph (`reference_key`, when the targets are its predictions: only
+    then is the reference runner made)."""
+    src = ctx.memo("guard source", lambda: _logged_guard_source(ctx))
     decoded = ctx.memo("evaluation images",
                        lambda: preprocess_each(src, range(len(src)), ctx.loaded.spec.data_config)[0])
     if src.labels is not None:
@@ -68,6 +82,14 @@ def validation_items(ctx: Context, make_reference: Callable[[], Any],
         return [(x, int(reference(x).argmax())) for _, x in decoded]
 
     return ctx.memo(("items", reference_key), predicted)
+
+
+def _logged_guard_source(ctx: Context) -> ImageSource:
+    src = guard_source(ctx)
+    if len(src) < len(ctx.eval_source):
+        ctx.log(f"the accuracy guard checks on {len(src)} of the {len(ctx.eval_source)} evaluation images "
+                f"(a class-balanced sample: {GUARD_MEMORY_BYTES >> 20} MiB decoded); the evaluation uses them all")
+    return src
 
 
 def metric(compiled, data) -> float:
@@ -106,7 +128,8 @@ def guard_int8(ctx: Context, fp32, plain, calibration) -> tuple[Any, dict[str, A
 
     plain_metric = measure(plain)
     summary = {"metric": "top1" if ctx.eval_source.labels is not None else "agreement", "max_drop": max_drop,
-               "float": float_metric, "plain_int8": plain_metric, "needed": float_metric - plain_metric > max_drop,
+               "images": len(items), "float": float_metric, "plain_int8": plain_metric,
+               "needed": float_metric - plain_metric > max_drop,
                "path": [{"step": "preset", "settings": q, "int8": plain_metric,
                           "calibration_images": len(calibration), "seconds": None}]}
     if not summary["needed"]:

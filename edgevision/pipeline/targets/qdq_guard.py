@@ -69,8 +69,8 @@ def guard_qdq(ctx: Context, quantize: Quantize, float_path: Path, model_path: Pa
     float_metric = ctx.memo(("float metric", str(float_path)), lambda: metric(float_path))
     plain_metric = metric(model_path)
     summary = {"metric": "top1" if ctx.eval_source.labels is not None else "agreement",
-               "max_drop": ctx.guard.max_drop, "float": float_metric, "plain_int8": plain_metric,
-               "needed": float_metric - plain_metric > ctx.guard.max_drop,
+               "max_drop": ctx.guard.max_drop, "images": len(items), "float": float_metric,
+               "plain_int8": plain_metric, "needed": float_metric - plain_metric > ctx.guard.max_drop,
                "path": [{"step": "as quantized", "excluded": list(qdq["exclude_nodes"]), "int8": plain_metric,
                          "calibration_images": len(ctx.calibration()), "seconds": None}]}
     if not summary["needed"]:
