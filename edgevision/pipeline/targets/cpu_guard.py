@@ -72,7 +72,7 @@ def validation_items(ctx: Context, make_reference: Callable[[], Any],
     images of guard_source) and per float graph (`reference_key`, when the targets are its predictions: only
     then is the reference runner made)."""
     src = ctx.memo("guard source", lambda: _logged_guard_source(ctx))
-    decoded = ctx.memo("evaluation images",
+    decoded = ctx.memo("guard images",
                        lambda: preprocess_each(src, range(len(src)), ctx.loaded.spec.data_config)[0])
     if src.labels is not None:
         return ctx.memo("labelled items", lambda: [(x, int(src.labels[i])) for i, x in decoded])
