@@ -60,9 +60,14 @@ GUARD_MEMORY_BYTES = 1 << 30
 
 
 def guard_source(ctx: Context) -> ImageSource:
-    """The evaluation data the guards check on: all of it, or the sample of it that fits GUARD_MEMORY_BYTES."""
+    """The evaluation data the guards check on: all of it, or the sample of it that fits GUARD_MEMORY_BYTES
+    (logged, so that the run says its guard saw fewer images than its evaluation)."""
     image_bytes = 4 * int(np.prod(ctx.loaded.spec.input_size))
-    return sample(ctx.eval_source, max(GUARD_MEMORY_BYTES // image_bytes, 1), ctx.recipe["seed"])
+    src = sample(ctx.eval_source, max(GUARD_MEMORY_BYTES // image_bytes, 1), ctx.recipe["seed"])
+    if len(src) < len(ctx.eval_source):
+        ctx.log(f"the accuracy guard checks on {len(src)} of the {len(ctx.eval_source)} evaluation images "
+                f"(a class-balanced sample: {GUARD_MEMORY_BYTES >> 20} MiB decoded); the evaluation uses them all")
+    return src
 
 
 def validation_items(ctx: Context, make_reference: Callable[[], Any],
@@ -71,7 +76,7 @@ def validation_items(ctx: Context, make_reference: Callable[[], Any],
     calls the metric on subsets of the items, so positions cannot be relied on. Made once per run (decoded
     images of guard_source) and per float graph (`reference_key`, when the targets are its predictions: only
     then is the reference runner made)."""
-    src = ctx.memo("guard source", lambda: _logged_guard_source(ctx))
+    src = ctx.memo("guard source", lambda: guard_source(ctx))
     decoded = ctx.memo("guard images",
                        lambda: preprocess_each(src, range(len(src)), ctx.loaded.spec.data_config)[0])
     if src.labels is not None:
@@ -82,14 +87,6 @@ def validation_items(ctx: Context, make_reference: Callable[[], Any],
         return [(x, int(reference(x).argmax())) for _, x in decoded]
 
     return ctx.memo(("items", reference_key), predicted)
-
-
-def _logged_guard_source(ctx: Context) -> ImageSource:
-    src = guard_source(ctx)
-    if len(src) < len(ctx.eval_source):
-        ctx.log(f"the accuracy guard checks on {len(src)} of the {len(ctx.eval_source)} evaluation images "
-                f"(a class-balanced sample: {GUARD_MEMORY_BYTES >> 20} MiB decoded); the evaluation uses them all")
-    return src
 
 
 def metric(compiled, data) -> float:
