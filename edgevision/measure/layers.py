@@ -57,17 +57,21 @@ class LayerProfile:
 
     def int8_gemm_share(self, roofline_gops: float | None) -> float | None:
         """The INT8 GEMM layers' GOP/s as a share of the roofline, or None without either."""
-        achieved = self.group(GEMM, True)["gops"]
-        return round(achieved / roofline_gops, 3) if achieved and roofline_gops else None
+        return roofline_share(self.group(GEMM, True)["gops"], roofline_gops)
 
     def to_dict(self, roofline_gops: float | None = None) -> dict[str, Any]:
         slowest = sorted(self.layers, key=lambda layer: -layer.ms)[:SLOWEST]
+        int8_gemm = self.group(GEMM, True)
         return {"runtime": self.runtime, "rounds": self.rounds, "layers": len(self.layers),
                 "total_ms": round(self.total_ms, 3), "groups": self.groups(), "operators": self.operators(),
-                "int8_gemm": {**self.group(GEMM, True), "roofline_gops": roofline_gops,
-                              "roofline_share": self.int8_gemm_share(roofline_gops)},
+                "int8_gemm": {**int8_gemm, "roofline_gops": roofline_gops,
+                              "roofline_share": roofline_share(int8_gemm["gops"], roofline_gops)},
                 "slowest": [{**asdict(layer), "ms": round(layer.ms, 4), "gops": gops(layer.macs, layer.ms)}
                             for layer in slowest]}
+
+
+def roofline_share(achieved_gops: float | None, roofline_gops: float | None) -> float | None:
+    return round(achieved_gops / roofline_gops, 3) if achieved_gops and roofline_gops else None
 
 
 def gops(macs: int, ms: float) -> float | None:
