@@ -14,7 +14,8 @@ from edgevision.models import load_model
 from edgevision.models.loading import LoadedModel
 from edgevision.pipeline.context import Context
 from edgevision.pipeline.export import export_model
-from edgevision.pipeline.targets.cpu_guard import SCORE_BATCH, Trial, ladder, metric, score, steps_after_preset
+from edgevision.pipeline.targets.cpu_guard import (SCORE_BATCH, Trial, ladder, metric, metric_name, score,
+                                                   steps_after_preset, validation_items)
 from edgevision.pipeline.presets import preset_for
 from edgevision.pipeline.recipe import resolve
 from edgevision.pipeline.targets.qdq_guard import exclusion_steps
@@ -188,6 +189,25 @@ def test_cpu_guard_scores_in_padded_batches_as_nncfs_one_item_metric_does():
     assert expected == 30 / len(items) * 100
     assert score(runner, items) == expected
     assert runner._compiled[0] == SCORE_BATCH  # the padded last batch compiled nothing new
+
+
+@needs_fashion_mnist
+def test_guard_targets_without_labels_are_the_float_models_predictions_made_in_batches(tmp_path):
+    unlabelled = dataclasses.replace(open_source("builtin:fashion-mnist:test"), labels=None)
+    ctx = guard_context(tmp_path, 8, unlabelled)
+    ctx.eval_source = unlabelled.subset(range(SCORE_BATCH + 13))
+    reference = create_runner("openvino", ctx.loaded.model, threads=1, input_size=ctx.loaded.spec.input_size)
+    batches = []
+
+    def recording(x):
+        batches.append(len(x))
+        return reference(x)
+
+    items = validation_items(ctx, lambda: recording, "float")
+    assert metric_name(ctx) == "agreement" and len(items) == SCORE_BATCH + 13
+    assert batches == [SCORE_BATCH, SCORE_BATCH]  # two padded calls, not one call per image
+    assert [t for _, t in items] == [int(reference(x).argmax()) for x, _ in items]
+    assert score(reference, items) == 100.0
 
 
 def test_bundle_readme_says_the_guard_calibrated_on_more_images_only_when_it_did():

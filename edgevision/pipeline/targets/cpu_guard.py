@@ -83,8 +83,8 @@ def validation_items(ctx: Context, make_reference: Callable[[], Any],
         return ctx.memo("labelled items", lambda: [(x, int(src.labels[i])) for i, x in decoded])
 
     def predicted() -> list[tuple[np.ndarray, int]]:
-        reference = make_reference()
-        return [(x, int(reference(x).argmax())) for _, x in decoded]
+        images = [x for _, x in decoded]
+        return [(x, int(target)) for x, target in zip(images, predictions(make_reference(), images))]
 
     return ctx.memo(("items", reference_key), predicted)
 
@@ -99,17 +99,26 @@ def metric(compiled, data) -> float:
 SCORE_BATCH = 32
 
 
-def score(runner, items: list[tuple[np.ndarray, int]]) -> float:
-    """metric() for both guards' own checks (any runner), in batches of SCORE_BATCH; the last batch is padded
+def predictions(runner, images: list[np.ndarray]) -> np.ndarray:
+    """The top-1 class of each image (each a batch of one), in batches of SCORE_BATCH; the last batch is padded
     to the same size, since another batch size would compile an OpenVINO model again."""
-    hits = 0
-    for start in range(0, len(items), SCORE_BATCH):
-        chunk = items[start:start + SCORE_BATCH]
-        xs = [x for x, _ in chunk]
+    out = [np.empty(0, dtype=np.int64)]
+    for start in range(0, len(images), SCORE_BATCH):
+        xs = images[start:start + SCORE_BATCH]
         batch = np.concatenate(xs + [xs[-1]] * (SCORE_BATCH - len(xs)))
-        predicted = runner(batch)[:len(chunk)].argmax(axis=1)
-        hits += int(np.sum(predicted == np.array([target for _, target in chunk])))
-    return hits / len(items) * 100
+        out.append(np.asarray(runner(batch))[:len(xs)].argmax(axis=1))
+    return np.concatenate(out)
+
+
+def score(runner, items: list[tuple[np.ndarray, int]]) -> float:
+    """metric() for both guards' own checks (any runner), through predictions()."""
+    predicted = predictions(runner, [x for x, _ in items])
+    return float(np.mean(predicted == np.array([target for _, target in items]))) * 100
+
+
+def metric_name(ctx: Context) -> str:
+    """What the guards' metric is: top-1 with labels, agreement with the float model without."""
+    return "top1" if ctx.eval_source.labels is not None else "agreement"
 
 
 def guard_int8(ctx: Context, fp32, plain, calibration) -> tuple[Any, dict[str, Any]]:
@@ -124,7 +133,7 @@ def guard_int8(ctx: Context, fp32, plain, calibration) -> tuple[Any, dict[str, A
         return score(create_runner("openvino", model, threads=ctx.threads), items)
 
     plain_metric = measure(plain)
-    summary = {"metric": "top1" if ctx.eval_source.labels is not None else "agreement", "max_drop": max_drop,
+    summary = {"metric": metric_name(ctx), "max_drop": max_drop,
                "images": len(items), "float": float_metric, "plain_int8": plain_metric,
                "needed": float_metric - plain_metric > max_drop,
                "path": [{"step": "preset", "settings": q, "int8": plain_metric,

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from edgevision.pipeline.context import Context
-from edgevision.pipeline.targets.cpu_guard import score, validation_items
+from edgevision.pipeline.targets.cpu_guard import metric_name, score, validation_items
 from edgevision.runtimes import create_runner
 from edgevision.runtimes.qdq_engines import Quantize
 from edgevision.runtimes.qdq_sensitivity import rank_by_sensitivity
@@ -68,7 +68,7 @@ def guard_qdq(ctx: Context, quantize: Quantize, float_path: Path, model_path: Pa
     metric = _metric_of(ctx, items)
     float_metric = ctx.memo(("float metric", str(float_path)), lambda: metric(float_path))
     plain_metric = metric(model_path)
-    summary = {"metric": "top1" if ctx.eval_source.labels is not None else "agreement",
+    summary = {"metric": metric_name(ctx),
                "max_drop": ctx.guard.max_drop, "images": len(items), "float": float_metric,
                "plain_int8": plain_metric, "needed": float_metric - plain_metric > ctx.guard.max_drop,
                "path": [{"step": "as quantized", "excluded": list(qdq["exclude_nodes"]), "int8": plain_metric,
