@@ -11,7 +11,7 @@ from edgevision.measure.cpu_profile import INT8_FEATURES, CpuProfile, host_flags
 from edgevision.pipeline.recipe import RecipeError, resolve
 from edgevision.pipeline.run import build_stages, runner_options
 from edgevision.runtimes.openvino import native_bf16
-from edgevision.pipeline.selection import int8_no_faster, select
+from edgevision.pipeline.selection import held_on_guard_sample_only, int8_no_faster, select
 
 # /proc/cpuinfo flags (the INT8-relevant part and some neighbours) of machines this project has met or targets
 AVX2_EPYC = "fpu sse sse2 ssse3 fma sse4_1 sse4_2 avx f16c avx2 bmi2 sha_ni".split()
@@ -93,6 +93,23 @@ def test_selection_without_guard_is_by_speed_and_says_so():
     picked = select(ROWS, max_drop=1.0, guard=False)
     assert picked.selected == "int8/onnxruntime" and "accuracy guard off" in picked.rule
     assert picked.max_drop is None
+
+
+def test_a_candidate_that_held_only_on_the_guards_sample_is_named_and_not_selected():
+    def guarded(name, runtime, p50, drop, record, images, plain):
+        return {**row(name, runtime, p50, drop),
+                "quantization": {record: {"images": images, "float": 90.0, "plain_int8": plain}}}
+
+    rows = [row("fp32", "pytorch", 60.0, 0.0, role="reference"), row("fp32", "openvino", 45.0, 0.0),
+            guarded("int8", "openvino", 20.0, 1.4, "accuracy_control", 1783, 89.5),  # held on the sample only
+            guarded("int8", "onnxruntime", 25.0, 1.6, "accuracy_guard", 5000, 89.6),  # the guard saw every image
+            guarded("int8-bf16", "openvino", 22.0, 0.8, "accuracy_control", 1783, 89.5)]  # holds on both
+    rows[2]["quantization"]["accuracy_control"]["final_int8"] = 89.2  # a step after the preset held
+    lines = held_on_guard_sample_only(rows, 1.0, 5000)
+    assert lines == ["int8/openvino held the accuracy budget on the guard's sample of 1783 images (0.80 points) "
+                     "but loses 1.40 on all 5000 evaluation images: not selected"]
+    assert select(rows, 1.0).selected == "int8-bf16/openvino"
+    assert held_on_guard_sample_only(rows, None, 5000) == []
 
 
 def test_untimed_and_reference_variants_are_never_selected():

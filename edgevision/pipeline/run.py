@@ -21,7 +21,7 @@ from edgevision.models.loading import LoadedModel, random_weights_warning
 from edgevision.pipeline.context import Context, GraphInput, Role, Variant
 from edgevision.pipeline.manifest import write_manifest
 from edgevision.pipeline.recipe import dump
-from edgevision.pipeline.selection import accuracy_guard, int8_no_faster, select
+from edgevision.pipeline.selection import accuracy_guard, held_on_guard_sample_only, int8_no_faster, select
 from edgevision.pipeline.stages import FloatReference, PruneAndRecover, Stage
 from edgevision.pipeline.status import MAX_DROP_NOT_MET, run_status
 from edgevision.pipeline.targets import get_target
@@ -133,6 +133,8 @@ def _select(ctx: Context, report: dict[str, Any]) -> None:
     report["selection"] = selection.to_dict()
     for row in report["variants"]:
         row["selected"] = selection.selected == f"{row['name']}/{row['runtime']}"
+    for line in held_on_guard_sample_only(report["variants"], selection.max_drop, report["data"]["images"]):
+        ctx.warn(line)
     for int8, fp32 in int8_no_faster(report["variants"]) if ctx.recipe["int8"] else []:
         reason = ctx.cpu_profile.int8_conclusion(int8["runtime"]) if ctx.cpu_profile else None
         why = f" ({reason})" if reason else ""

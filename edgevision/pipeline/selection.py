@@ -71,6 +71,29 @@ def int8_no_faster(variants: list[dict[str, Any]]) -> list[tuple[dict, dict]]:
     return pairs
 
 
+# where a candidate's quantization record keeps its guard's summary: the OpenVINO guard (NNCF's accuracy
+# control is its last step) and the Q/DQ guard
+GUARD_RECORDS = ("accuracy_control", "accuracy_guard")
+
+
+def held_on_guard_sample_only(variants: list[dict[str, Any]], max_drop: float | None, images: int) -> list[str]:
+    """One line per candidate whose accuracy guard held the budget on a sample of the evaluation data (it checks
+    on at most what fits its memory cap) but that loses more than the budget on all `images`: the selection
+    goes by the full evaluation, so it is not selected, and the run says why."""
+    lines = []
+    for v in variants:
+        records = v.get("quantization") or {}
+        guard = next((records[k] for k in GUARD_RECORDS if k in records), None)
+        if max_drop is None or v["role"] != "candidate" or not guard or guard["images"] >= images:
+            continue
+        guard_drop = guard["float"] - guard.get("final_int8", guard["plain_int8"])
+        if guard_drop <= max_drop < drop_points(v):
+            lines.append(f"{key(v)} held the accuracy budget on the guard's sample of {guard['images']} images "
+                         f"({guard_drop:.2f} points) but loses {drop_points(v):.2f} on all {images} evaluation "
+                         "images: not selected")
+    return lines
+
+
 DEFAULT_MAX_DROP = 1.0  # top-1 points with labels, agreement points without
 RANDOM_WEIGHTS = "off (random weights)"
 

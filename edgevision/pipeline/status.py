@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgevision.pipeline.selection import drop_points
 from edgevision.pipeline.targets import get_target
 
 OK = "ok"
@@ -10,17 +11,12 @@ MAX_DROP_NOT_MET = "max_drop_not_met"
 CHECK_FAILED_EXIT = 3  # the run was written, but failed a check it was asked to pass
 
 
-def int8_drop(variant: dict[str, Any]) -> float:
-    """Points lost: top-1 with labels, else agreement with the float model."""
-    return variant["top1_drop"] if variant["top1_drop"] is not None else 100.0 - variant["agreement"]
-
-
 def run_status(report: dict[str, Any]) -> str:
     """ok, max_drop_not_met (every INT8 candidate loses more than the budget), or the target's own failed check."""
     max_drop = report.get("max_drop")
     int8 = [v for v in report["variants"] if v["name"].startswith("int8") and v["role"] == "candidate"]
     status = OK
-    if max_drop is not None and int8 and all(int8_drop(v) > max_drop for v in int8):
+    if max_drop is not None and int8 and all(drop_points(v) > max_drop for v in int8):
         status = MAX_DROP_NOT_MET
     return get_target(report["target"]).check_report(report) or status
 
