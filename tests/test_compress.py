@@ -1,5 +1,6 @@
 """`edgevision compress --int8`: real NNCF + OpenVINO on small models and real data."""
 import json
+import warnings
 import sys
 import subprocess
 import shutil
@@ -303,3 +304,14 @@ def test_openvino_runner_runs_graphs_that_cannot_change_batch():
     with torch.no_grad():
         expected = loaded.model(torch.from_numpy(x)).numpy()
     assert np.allclose(runner(x), expected, atol=1e-4)
+
+
+def test_openvino_conversion_does_not_show_torchs_tracing_deprecation():
+    """OpenVINO converts through torch.jit.trace, which torch marks deprecated: the user cannot act on it."""
+    from edgevision.runtimes.openvino import convert
+
+    loaded = load_model("convnext_mini", num_classes=10)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        convert(loaded.model, loaded.spec.input_size)
+    assert not [w for w in caught if "torch.jit" in str(w.message)]

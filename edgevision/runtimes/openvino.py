@@ -13,6 +13,7 @@ import contextlib
 import logging
 import re
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -35,7 +36,9 @@ def convert(model, input_size: tuple[int, int, int], batch: int = 1):
 
     example = torch.zeros(batch, *input_size)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # OpenVINO's PyTorch frontend traces with torch.jit, which torch marks deprecated: not the user's to fix
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace", category=FutureWarning)
             return ov.convert_model(model.eval(), example_input=example, input=[(batch, *input_size)])
     except Exception as e:  # noqa: BLE001 - OpenVINO raises several types; all mean "cannot convert"
         text = str(e)
