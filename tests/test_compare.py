@@ -74,6 +74,15 @@ def test_points_drawn_on_one_spot_share_one_label():
     assert sorted(b.text for b in plot.label_boxes) == ["OV", "OV, OV bf16", "PyTorch FP32 (each model's reference)"]
 
 
+def test_alike_points_of_two_models_on_one_spot_share_one_text():
+    rows = [row(m, "fp32", "pytorch", None, 10.0, 1.0, role="reference") for m in ("a", "b")]
+    rows += [row("a", "int8-bf16", "openvino", None, 2.0, 5.0, 92.3),
+             row("b", "int8-bf16", "openvino", None, 2.0, 5.01, 92.3)]
+    mark_pareto(rows)
+    plot = plot_comparison(rows, labelled=False, title="t")
+    assert sorted(b.text for b in plot.label_boxes) == ["OV bf16", "PyTorch FP32 (each model's reference)"]
+
+
 def test_label_layout_is_the_same_on_a_slow_machine(monkeypatch):
     """adjustText is bounded by iterations, not seconds: a machine where every step takes a tenth of a second
     (adjustText's clock made to run that fast) gets the same plot, not a less untangled one."""

@@ -185,9 +185,9 @@ def _label(fig, ax, rows: list[Row]) -> tuple[list[LabelBox], str]:
 
 
 def _anchors(ax, rows: list[Row], texts: list[str]) -> list[tuple[str, float, float]]:
-    """(text, speedup, drop) per label. Points drawn within NEAR_PX of each other share one label ("OV, OV bf16"):
-    adjustText cannot part labels anchored at one spot (it runs out of iterations pushing them), and one label
-    there reads as well."""
+    """(text, speedup, drop) per label. Points drawn within NEAR_PX of each other share one label ("OV, OV bf16",
+    each text once): adjustText cannot part labels anchored at one spot (it runs out of iterations pushing them),
+    and one label there reads as well."""
     at = ax.transData.transform([(r.speedup, r.accuracy_drop) for r in rows])
     groups: list[list[int]] = []
     for i, (x, y) in enumerate(at):
@@ -196,7 +196,9 @@ def _anchors(ax, rows: list[Row], texts: list[str]) -> list[tuple[str, float, fl
             groups.append([i])
         else:
             near.append(i)
-    return [(", ".join(texts[i] for i in g), rows[g[0]].speedup, rows[g[0]].accuracy_drop) for g in groups]
+    # two models' variants on one spot often read alike ("OV bf16"): their colours tell them apart, one text will do
+    return [(", ".join(dict.fromkeys(texts[i] for i in g)), rows[g[0]].speedup, rows[g[0]].accuracy_drop)
+            for g in groups]
 
 
 def _clear_labels(ax) -> None:
