@@ -239,7 +239,7 @@ def check_int8_rules(model) -> RulesReport:
       out of a Conv/Gemm/MatMul (through bias/scale ops) that TensorRT fuses with it;
     - float-output: no graph output comes out of a DequantizeLinear (the logits are not rounded to INT8).
     """
-    from onnx import TensorProto, numpy_helper
+    from onnx import numpy_helper
 
     graph = model.graph
     report = RulesReport()
@@ -262,19 +262,7 @@ def check_int8_rules(model) -> RulesReport:
         label = node.name or node.output[0]
         report.quantize_ops += node.op_type == "QuantizeLinear"
         report.dequantize_ops += node.op_type == "DequantizeLinear"
-        if value(node.input[1]) is None:
-            report.violations.append(RuleViolation("constant-scale", label, "scale is not a constant"))
-        zp_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
-        if zp_name is None:
-            report.violations.append(RuleViolation("zero-point", label, "no zero point (means UINT8); give an INT8 zero point 0"))
-        elif zp_name in constants:
-            if constants[zp_name].data_type != TensorProto.INT8:
-                report.violations.append(RuleViolation(
-                    "zero-point", label, f"zero point is {TensorProto.DataType.Name(constants[zp_name].data_type)}, not INT8"))
-            elif np.any(value(zp_name) != 0):
-                report.violations.append(RuleViolation("zero-point", label, "zero point is not 0 (asymmetric)"))
-        else:
-            report.violations.append(RuleViolation("zero-point", label, "zero point is not a constant"))
+        _check_scale_and_zero_point(node, label, constants, report)
         if node.op_type != "DequantizeLinear":
             continue
         users = consumers.get(node.output[0], [])
@@ -365,6 +353,24 @@ def _made_by(tensor: str, ops: set[str], through: set[str], producers, constants
     if node.op_type not in through or (len(varying) != 1 and node.op_type != "Add"):
         return False
     return any(_made_by(i, ops, through, producers, constants, depth + 1) for i in varying)
+
+
+def _check_scale_and_zero_point(node, label: str, constants: dict[str, Any], report: RulesReport) -> None:
+    """A Q/DQ node's scale is a constant; its zero point a constant INT8 0 (none means UINT8)."""
+    from onnx import TensorProto, numpy_helper
+
+    if node.input[1] not in constants:
+        report.violations.append(RuleViolation("constant-scale", label, "scale is not a constant"))
+    zp_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    if zp_name is None:
+        report.violations.append(RuleViolation("zero-point", label, "no zero point (means UINT8); give an INT8 zero point 0"))
+    elif zp_name not in constants:
+        report.violations.append(RuleViolation("zero-point", label, "zero point is not a constant"))
+    elif constants[zp_name].data_type != TensorProto.INT8:
+        report.violations.append(RuleViolation(
+            "zero-point", label, f"zero point is {TensorProto.DataType.Name(constants[zp_name].data_type)}, not INT8"))
+    elif np.any(numpy_helper.to_array(constants[zp_name]) != 0):
+        report.violations.append(RuleViolation("zero-point", label, "zero point is not 0 (asymmetric)"))
 
 
 def check_int8_rules_of(path: Path) -> RulesReport:
