@@ -125,6 +125,26 @@ def test_with_float_inputs_gives_back_the_float_graph(tmp_path):
     assert 0 < error < 0.05 * np.abs(float_out).max()
 
 
+def test_with_float_inputs_follows_a_constant_the_quantizer_moved_across_a_transpose(tmp_path):
+    """ConvNeXt's layer scale is 1x32x1x1 in the float graph and 1x1x1x32 in ONNX Runtime's Q/DQ graph (its
+    pre-processing moves the Mul across a Transpose): the float graph's weight must be laid out as the quantized
+    one, or the graph does not load (the guard's sensitivity ranking failed on every convnext this way)."""
+    from edgevision.runtimes.onnxruntime import PROFILES, ORTRunner, export_onnx, quantize_qdq
+
+    loaded = load_model("convnext_mini", weights="random")
+    export_onnx(loaded.model, loaded.spec.input_size, tmp_path / "f.onnx", dynamic_batch=True)
+    calib = [np.random.default_rng(i).standard_normal((1, *loaded.spec.input_size), dtype=np.float32)
+             for i in range(8)]
+    quantize_qdq(tmp_path / "f.onnx", tmp_path / "q.onnx", calib, PROFILES["cpu"])
+    q, f = onnx.load(str(tmp_path / "q.onnx")), onnx.load(str(tmp_path / "f.onnx"))
+    onnx.save(with_float_inputs(q, quantized_nodes(q), f), str(tmp_path / "back.onnx"))
+    x = np.concatenate(calib)
+    # the logits themselves stay Q/DQ (a graph output, no node reads them): within one step of their scale
+    step = float(next(onnx.numpy_helper.to_array(i) for i in q.graph.initializer if i.name == "logits_scale"))
+    error = np.abs(ORTRunner(tmp_path / "back.onnx")(x) - ORTRunner(tmp_path / "f.onnx")(x)).max()
+    assert error <= step
+
+
 def test_exclusion_steps_double_up_to_half_then_keep_int8_to_weighted_ops():
     ranked = ["a", "b", "c", "d", "e", "f", "g", "h", "i"]
     types = dict.fromkeys(ranked, "Conv") | {"c": "Add", "h": "LayerNormalization"}

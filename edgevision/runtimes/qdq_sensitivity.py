@@ -83,7 +83,16 @@ def _float_weight(graph, constants, original, dq) -> str:
 
     name = f"{dq.input[0]}_float"
     if name not in constants:
-        values = numpy_helper.to_array(original) if original is not None else _dequantized(dq, constants)
+        shape = tuple(constants[dq.input[0]].dims)
+        values = numpy_helper.to_array(original) if original is not None else None
+        if values is not None and values.shape != shape:
+            # ONNX Runtime's pre-processing can move an elementwise op across a Transpose and permute its
+            # constant with it (ConvNeXt's layer scale: 1x32x1x1 in the float graph, 1x1x1x32 quantized): a
+            # move of unit axes is a reshape; any other change leaves the INT8 weight, dequantized
+            same_order = tuple(d for d in values.shape if d != 1) == tuple(d for d in shape if d != 1)
+            values = values.reshape(shape) if same_order else None
+        if values is None:
+            values = _dequantized(dq, constants)
         constants[name] = numpy_helper.from_array(values.astype(np.float32), name)
         graph.initializer.append(constants[name])
     return name
