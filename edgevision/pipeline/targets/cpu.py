@@ -120,5 +120,6 @@ register_target(Target(
     name="cpu", description="the fastest of OpenVINO (FP32, NNCF INT8) and ONNX Runtime INT8 on this CPU",
     stages=(OpenVINOFloat, OpenVINOInt8, OnnxRuntimeInt8), timed_runtimes=("openvino", "onnxruntime"),
     recipe_sections=(QUANTIZATION, QDQ), reusable_files=_reusable_files,
-    max_drop_hint="even with NNCF's accuracy control",
+    max_drop_hint="(even after the accuracy guard's steps, listed per candidate in report.json: raise --max-drop, "
+                  "or calibrate on more images with --calib-size)",
 ))

@@ -40,5 +40,6 @@ class OnnxInt8(Stage):
 register_target(Target(
     name="onnx", description="ONNX (FP32 and ONNX Runtime Q/DQ INT8), timed in ONNX Runtime",
     stages=(OnnxFloat, OnnxInt8), timed_runtimes=("onnxruntime",), recipe_sections=(QDQ,),
-    max_drop_hint="(accuracy control is OpenVINO's: try --target cpu, or keep layers float with qdq.exclude_nodes)",
+    max_drop_hint="(even with its most sensitive nodes left in float: keep more with qdq.exclude_nodes, or try "
+                  "--target cpu, whose OpenVINO candidate has NNCF's accuracy control)",
 ))
