@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import onnx
+import pytest
 import torch
 
 from conftest import needs_fashion_mnist
@@ -228,6 +229,26 @@ def test_guard_targets_without_labels_are_the_float_models_predictions_made_in_b
     assert batches == [SCORE_BATCH, SCORE_BATCH]  # two padded calls, not one call per image
     assert [t for _, t in items] == [int(reference(x).argmax()) for x, _ in items]
     assert score(reference, items) == 100.0
+
+
+@needs_fashion_mnist
+@pytest.mark.parametrize("controlled, kept", [(10.0, "full bias correction"), (90.0, "NNCF accuracy control")])
+def test_cpu_guard_keeps_accuracy_controls_model_only_when_it_beats_the_best_tried(tmp_path, controlled, kept):
+    """NNCF returns a model even when it cannot hold the budget; measured worse than the best setting tried, it
+    is not the one kept. Real NNCF accuracy control; the guard's measure of its result is set."""
+    from edgevision.pipeline.selection import Guard
+    from edgevision.pipeline.targets.cpu_guard import _accuracy_control
+    from edgevision.runtimes import openvino as ov_backend
+
+    ctx = guard_context(tmp_path, 8)
+    ctx.guard, ctx.eval_source = Guard(0.0, "asked"), open_source("builtin:fashion-mnist:test").subset(range(40))
+    fp32 = ov_backend.convert(ctx.loaded.model, ctx.loaded.spec.input_size)
+    items = validation_items(ctx, lambda: None, "openvino")
+    best = Trial(60.0, "the best model tried", ctx.recipe["quantization"], ctx.calibration(), "full bias correction")
+    model, summary = _accuracy_control(ctx, fp32, items, best, {"path": []}, lambda m: controlled)
+    assert summary["kept"] == kept and summary["controlled_int8"] == controlled
+    assert summary["final_int8"] == max(controlled, 60.0)
+    assert (model == "the best model tried") == (controlled < 60.0)
 
 
 def test_bundle_readme_says_the_guard_calibrated_on_more_images_only_when_it_did():
