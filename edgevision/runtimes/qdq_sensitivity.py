@@ -83,19 +83,27 @@ def _float_weight(graph, constants, original, dq) -> str:
 
     name = f"{dq.input[0]}_float"
     if name not in constants:
-        shape = tuple(constants[dq.input[0]].dims)
-        values = numpy_helper.to_array(original) if original is not None else None
-        if values is not None and values.shape != shape:
-            # ONNX Runtime's pre-processing can move an elementwise op across a Transpose and permute its
-            # constant with it (ConvNeXt's layer scale: 1x32x1x1 in the float graph, 1x1x1x32 quantized): a
-            # move of unit axes is a reshape; any other change leaves the INT8 weight, dequantized
-            same_order = tuple(d for d in values.shape if d != 1) == tuple(d for d in shape if d != 1)
-            values = values.reshape(shape) if same_order else None
-        if values is None:
-            values = _dequantized(dq, constants)
+        values = _original_values(original, tuple(constants[dq.input[0]].dims))
+        values = values if values is not None else _dequantized(dq, constants)
         constants[name] = numpy_helper.from_array(values.astype(np.float32), name)
         graph.initializer.append(constants[name])
     return name
+
+
+def _original_values(original, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The float graph's weight laid out as the quantized one, or None when there is none or it cannot be.
+    ONNX Runtime's pre-processing can move an elementwise op across a Transpose and permute its constant with
+    it (ConvNeXt's layer scale: 1x32x1x1 in the float graph, 1x1x1x32 quantized): a move of unit axes is a
+    reshape; any other change leaves the caller the INT8 weight, dequantized."""
+    from onnx import numpy_helper
+
+    if original is None:
+        return None
+    values = numpy_helper.to_array(original)
+    if values.shape == shape:
+        return values
+    same_order = tuple(d for d in values.shape if d != 1) == tuple(d for d in shape if d != 1)
+    return values.reshape(shape) if same_order else None
 
 
 def _dequantized(dq, constants) -> np.ndarray:
