@@ -80,17 +80,19 @@ def held_on_guard_sample_only(variants: list[dict[str, Any]], max_drop: float | 
     """One line per candidate whose accuracy guard held the budget on a sample of the evaluation data (it checks
     on at most what fits its memory cap) but that loses more than the budget on all `images`: the selection
     goes by the full evaluation, so it is not selected, and the run says why."""
+    if max_drop is None:
+        return []
     lines = []
     for v in variants:
         records = v.get("quantization") or {}
         guard = next((records[k] for k in GUARD_RECORDS if k in records), None)
-        if max_drop is None or v["role"] != "candidate" or not guard or guard["images"] >= images:
+        if v["role"] != "candidate" or not guard or guard["images"] >= images:
             continue
-        guard_drop = guard["float"] - guard.get("final_int8", guard["plain_int8"])
-        if guard_drop <= max_drop < drop_points(v):
+        guard_drop, drop = guard["float"] - guard.get("final_int8", guard["plain_int8"]), drop_points(v)
+        if guard_drop <= max_drop < drop:
             lines.append(f"{key(v)} held the accuracy budget on the guard's sample of {guard['images']} images "
-                         f"({guard_drop:.2f} points) but loses {drop_points(v):.2f} on all {images} evaluation "
-                         "images: not selected")
+                         f"({guard_drop:.2f} points) but loses {drop:.2f} on all {images} evaluation images: "
+                         "not selected")
     return lines
 
 
