@@ -49,9 +49,10 @@ def test_avx2_profile_says_openvino_int8_does_not_pay_and_why():
     lines = p.conclusions()
     assert lines[0] == ("INT8 in OpenVINO is no faster than FP32 on this CPU (0.99x on a GEMM): AVX2 only, "
                         "no VNNI or AMX")
-    # s8 x s8 won this GEMM, but ran convnext_tiny slower than u8 x s8 on that CPU: both are built and timed
-    assert p.onnxruntime_formats() == ["u8s8", "s8s8"]
-    assert profile(AVX2_EPYC, ort_int8_u8s8=128, ort_int8_s8s8=81).onnxruntime_formats() == ["u8s8"]
+    # s8 x s8 won this GEMM, but ran convnext_tiny slower than u8 x s8 on that CPU: both are built and timed;
+    # without VNNI u8 x s8 saturates, so its 7-bit-weight form (u8s8-rr) is built too
+    assert p.onnxruntime_formats() == ["u8s8", "u8s8-rr", "s8s8"]
+    assert profile(AVX2_EPYC, ort_int8_u8s8=128, ort_int8_s8s8=81).onnxruntime_formats() == ["u8s8", "u8s8-rr"]
 
 
 def test_vnni_profile_says_int8_pays_and_close_formats_are_both_tried():
@@ -69,6 +70,15 @@ def test_bf16_features_are_recorded_and_named_in_the_conclusions():
 
 def test_unmeasured_profile_falls_back_to_unsigned_activations():
     assert profile(ARM_NEOVERSE).onnxruntime_formats() == ["u8s8"]
+
+
+@pytest.mark.parametrize("flags,saturates", [(AVX2_EPYC, True), ("fpu sse sse2".split(), True),
+                                             (VNNI_XEON, False), (AMX_XEON, False)])
+def test_seven_bit_weights_are_built_only_where_u8s8_saturates(flags, saturates):
+    assert profile(flags).saturates_u8s8 is saturates
+    assert ("u8s8-rr" in profile(flags).onnxruntime_formats()) is saturates
+    arm = CpuProfile("arm cpu", "aarch64", 2, int8_features(ARM_NEOVERSE), {})
+    assert not arm.saturates_u8s8 and "u8s8-rr" not in arm.onnxruntime_formats()
 
 
 def row(name, runtime, p50, drop, role="candidate"):

@@ -83,7 +83,14 @@ class CpuProfile:
         on a Zen 3 AVX2 CPU s8 x s8 won the GEMM (323 vs 212 GOP/s) yet ran convnext_tiny at 0.84x PyTorch where
         u8 x s8 ran at 1.58x, so the model's own timing decides between them."""
         u8, s8 = self.gemm_gops.get("onnxruntime int8 u8s8"), self.gemm_gops.get("onnxruntime int8 s8s8")
-        return ["u8s8", "s8s8"] if u8 and s8 and s8 * INT8_PAYS >= u8 else ["u8s8"]
+        formats = ["u8s8", "s8s8"] if u8 and s8 and s8 * INT8_PAYS >= u8 else ["u8s8"]
+        return [*formats[:1], "u8s8-rr", *formats[1:]] if self.saturates_u8s8 else formats
+
+    @property
+    def saturates_u8s8(self) -> bool:
+        """x86 without VNNI or AMX sums pairs of u8 x s8 products in 16 bits (vpmaddubsw), which saturate: there
+        u8 x s8 with 7-bit weights (u8s8-rr) is built too, and can keep answers that full-range weights lose."""
+        return self.arch in ("x86_64", "AMD64") and self.tier in ("avx2", "none")
 
     def int8_conclusion(self, runtime: str) -> str | None:
         """Whether INT8 pays in `runtime` on this CPU, and the instruction-set reason, or None if not measured."""

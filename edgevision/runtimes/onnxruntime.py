@@ -72,6 +72,7 @@ class QDQProfile:
     op_types: tuple[str, ...] | None  # None: ONNX Runtime's default set
     weight_matmuls_only: bool  # leave activation x activation MatMuls (attention) in float
     extra_options: dict[str, Any] | None = None
+    reduce_range: bool = False  # 7-bit weights: u8 x s8 pairs cannot saturate x86's 16-bit sums without VNNI
 
     def quantize_kwargs(self) -> dict[str, Any]:
         from onnxruntime.quantization import QuantFormat, QuantType
@@ -82,6 +83,7 @@ class QDQProfile:
             "per_channel": True,
             "activation_type": QuantType.QInt8 if symmetric else QuantType.QUInt8,
             "weight_type": QuantType.QInt8,
+            "reduce_range": self.reduce_range,
             "op_types_to_quantize": list(self.op_types) if self.op_types else None,
             "extra_options": {"ActivationSymmetric": symmetric, "WeightSymmetric": True,
                               **(self.extra_options or {})},
@@ -93,10 +95,14 @@ PROFILES = {
     "tensorrt": QDQProfile("tensorrt", "int8", ("Conv", "Gemm", "MatMul"), weight_matmuls_only=True,
                            extra_options={"QuantizeBias": False}),
     "cpu": QDQProfile("cpu", "uint8", None, weight_matmuls_only=False),
+    # x86 without VNNI adds pairs of u8 x s8 products in 16 bits (vpmaddubsw), which saturate; 7-bit weights
+    # cannot (ONNX Runtime's quantization docs recommend them there)
+    "cpu-rr": QDQProfile("cpu-rr", "uint8", None, weight_matmuls_only=False, reduce_range=True),
     # signed activations: faster GEMMs on some CPUs, but whole models can be slower (unfused s8 operators)
     "cpu-s8s8": QDQProfile("cpu-s8s8", "int8", None, weight_matmuls_only=False),
 }
-CPU_FORMATS = {"u8s8": "cpu", "s8s8": "cpu-s8s8"}  # activations x weights -> profile name
+# activations x weights -> profile name; u8s8-rr: u8s8 with 7-bit weights
+CPU_FORMATS = {"u8s8": "cpu", "u8s8-rr": "cpu-rr", "s8s8": "cpu-s8s8"}
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")  # the recipe's qdq.calibration_method
 
 
