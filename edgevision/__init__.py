@@ -12,9 +12,8 @@ and the parts it is made of stay public for finer work:
     train(loaded, open_source("builtin:fashion-mnist:train"), "convnext_mini.pt", TrainConfig(epochs=3))
 """
 from edgevision._version import __version__
-from edgevision.api import (benchmark, build_engine, compare, compress, device, distill_models, evaluate, export,
-                            list_models,
-                            open_model, prune, recommend, sweep, train_model)
+from edgevision.api import (benchmark, build_engine, compare, compress, deploy_check, device, distill_models,
+                            evaluate, export, list_models, open_model, prune, recommend, sweep, train_model)
 from edgevision.compression.distill import DistillConfig, distill
 from edgevision.compression.prune import prune_model
 from edgevision.data import open_source
@@ -26,6 +25,6 @@ from edgevision.pipeline.run import compress_model
 from edgevision.training import TrainConfig, train
 
 __all__ = ["DistillConfig", "EdgevisionError", "TrainConfig", "__version__", "benchmark", "benchmark_model",
-           "build_engine", "compare", "compress", "compress_model", "device", "distill", "distill_models", "evaluate",
+           "build_engine", "compare", "compress", "compress_model", "deploy_check", "device", "distill", "distill_models", "evaluate",
            "evaluate_model", "export", "export_model", "export_run", "list_models", "load_model", "open_model",
            "open_run", "open_source", "prune", "prune_model", "recommend", "sweep", "train", "train_model"]

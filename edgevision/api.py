@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from edgevision.compression.distill import STUDENT_FILE, DistillConfig, DistillResult, distill
 from edgevision.data.open import default_eval_spec, open_source
+from edgevision.device import bundle_lib, select_model
 from edgevision.data.sources import ImageSource, align_classes, sample
 from edgevision.errors import EdgevisionError, OutputExistsError
 from edgevision.measure.bench import available_cores, model_runner
@@ -252,6 +253,17 @@ def export(
     return ex.export_model(loaded, source_of(data or "builtin:photos", "test"), resolved, target, precision, out,
                            calib_source=source_of(calib_data, "train"), tensorrt=tensorrt, force=force,
                            progress=progress, log=log)
+
+
+def deploy_check(bundle: str | Path, *, threads: int | None = None, rounds: int = 10, max_drop: float | None = None,
+                 log: Log = _quiet) -> bundle_lib.Decision:
+    """A CPU deploy bundle's own selection (its select_model.py) on this machine: every candidate checked against
+    the float model's logits on the bundle's sample, those within the budget timed side by side, the fastest
+    kept. Writes decision.json and the pick (model.onnx or model.xml) into the bundle."""
+    try:
+        return select_model.run_selection(Path(bundle), threads, rounds, max_drop, log=log)
+    except bundle_lib.BundleError as e:
+        raise EdgevisionError(str(e)) from None
 
 
 def build_engine(bundle: str | Path, *, force: bool = False, precision: str | None = None, log: Log = _quiet) -> Path:

@@ -173,9 +173,12 @@ def test_export_reuses_the_run_model_and_data(cpu_run, tmp_path):
     ir_logits = create_runner("openvino", run.run_dir / "model_fp32.xml")(images)
     np.testing.assert_allclose(onnx_logits, ir_logits, atol=1e-3)
     cpu = export_run(run, "cpu", "int8", tmp_path / "cpu", overrides={"calib_size": None})  # as the CLI passes
-    selected = next(v for v in run.report["variants"] if v["selected"])  # the run's pick is the cpu export
-    assert sha256(cpu.run_dir / selected["artifact"]) == sha256(run.run_dir / selected["artifact"])  # copied
-    assert cpu.report["exported_from"] == str(run.run_dir)
+    # the cpu export is the deploy bundle: the run's candidates and more, measured again on the run's data
+    bundle = json.loads((cpu.run_dir / "manifest.json").read_text())["deploy"]
+    keys = {c["key"] for c in bundle["candidates"]}
+    assert {f"{v['name']}/{v['runtime']}" for v in run.report["variants"] if v["role"] == "candidate"} <= keys
+    assert {"fp32/onnxruntime", "int8-u8s8-rr/onnxruntime", "int8-s8s8/onnxruntime"} <= keys
+    assert cpu.report["data"]["spec"] == run.report["data"]["spec"] and (cpu.run_dir / "select_model.py").is_file()
 
 
 def test_export_errors_are_one_line(cpu_run, tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ import typer
 from edgevision.cli.benchmark import benchmark_command
 from edgevision.cli.compare import compare_command
 from edgevision.cli.compress import compress_command
+from edgevision.cli.deploy_check import deploy_check_command
 from edgevision.cli.device import device_command
 from edgevision.cli.distill import distill_command
 from edgevision.cli.evaluate import evaluate_command
@@ -33,6 +34,7 @@ app.command("prune")(prune_command)
 app.command("distill")(distill_command)
 app.command("export")(export_command)
 app.command("build-engine")(build_engine_command)
+app.command("deploy-check")(deploy_check_command)
 app.command("compare")(compare_command)
 app.command("sweep")(sweep_command)
 app.command("recommend")(recommend_command)

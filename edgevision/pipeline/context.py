@@ -77,6 +77,7 @@ class Context:
     calibration_info: dict[str, Any] | None = None
     pruning: dict[str, Any] | None = None  # what PruneAndRecover did
     bundle: dict[str, Any] | None = None  # the jetson target's engine settings and rules check
+    manifest_sections: dict[str, Any] = field(default_factory=dict)  # a target's own manifest.json sections
     graph_input: GraphInput | None = None
     cpu_profile: CpuProfile | None = None  # this machine's INT8 features and GEMM roofline
     guard: Guard = Guard(None, "off (asked)")  # the accuracy budget INT8 candidates are held to

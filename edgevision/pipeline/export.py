@@ -2,24 +2,20 @@
 
 An export runs the same pipeline as compress with the target's stages (pipeline/targets/), so every artifact
 is checked against the float model on the same data before it ships. From a run directory it rebuilds the
-run's float model (model.safetensors) and reuses the run's recipe, evaluation and calibration data; files the
-target says are reusable as they are (the cpu target's OpenVINO IR of a cpu run) are copied instead.
+run's float model (model.safetensors) and reuses the run's recipe, evaluation and calibration data.
 """
 from __future__ import annotations
 
 import copy
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from edgevision.data.open import open_source
 from edgevision.errors import EdgevisionError
-from edgevision.io import staged_directory, write_json
 from edgevision.models.loading import LoadedModel, load_model
-from edgevision.pipeline.manifest import write_manifest
-from edgevision.pipeline.recipe import check_values, merge, validate
+from edgevision.pipeline.recipe import DEFAULTS, check_values, merge, validate
 from edgevision.pipeline.run import CompressResult, compress_model
 from edgevision.pipeline.targets import TARGETS, get_target
 
@@ -90,7 +86,7 @@ def apply_target(recipe: dict[str, Any], target: str, precision: str, tensorrt: 
         where = f"is for --target {' or '.join(others)}; " if others else "is not known; "
         raise EdgevisionError(f"--precision {precision} {where}{target} runs {' or '.join(spec.precisions)}",
                               f"use --precision {' or '.join(spec.precisions)}")
-    recipe = merge(recipe, {"target": target, "int8": precision == "int8",
+    recipe = merge(merge(DEFAULTS, recipe), {"target": target, "int8": precision == "int8",
                             "tensorrt": {k: v for k, v in (tensorrt or {}).items() if v is not None}})
     recipe = merge(recipe, spec.precision_settings(precision))
     validate(recipe, "export settings")
@@ -120,10 +116,6 @@ def export_run(
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     recipe = apply_target(merge(run.recipe, given), target, precision, tensorrt)
     out = Path(out) if out is not None else run.run_dir / f"export-{target}"
-    reusable = get_target(target).reusable_files(run.report, recipe)
-    if reusable and all((run.run_dir / f).is_file() for f in reusable) and data is None and calib_data is None \
-            and not given:
-        return _copy_run_files(run, reusable, out, force)
     eval_spec = data or run.eval_spec
     calib_spec = calib_data or run.calib_spec
     loaded = run.load_model()
@@ -141,15 +133,3 @@ def export_model(loaded, eval_source, recipe: dict[str, Any], target: str, preci
     recipe = apply_target(recipe, target, precision, tensorrt)
     return compress_model(loaded, eval_source, recipe, out, calib_source=calib_source, force=force,
                           progress=progress, save_model=False, log=log)
-
-
-def _copy_run_files(run: RunSource, names: tuple[str, ...], out: Path, force: bool) -> CompressResult:
-    """The run's own artifacts, already checked by compress, with the run's report."""
-    with staged_directory(out, force=force) as workdir:
-        for name in (*names, "recipe.yaml"):
-            shutil.copy2(run.run_dir / name, workdir / name)
-        report = {**run.report, "run_dir": str(out), "exported_from": str(run.run_dir)}
-        write_json(workdir / "report.json", report)
-        manifest = {k: v for k, v in run.manifest.items() if k not in ("files", "created", "versions", "machine")}
-        write_manifest(workdir, {**manifest, "artifact": names[0], "exported_from": str(run.run_dir)})
-    return CompressResult(out, report)

@@ -179,6 +179,7 @@ def _write_run_files(ctx: Context, report: dict[str, Any], save_model: bool) -> 
         **({"tensorrt": report["tensorrt"]} if "tensorrt" in report else {}),
         "runner_options": runner_options(report),
         "recipe": recipe,
+        **ctx.manifest_sections,
     })
 
 

@@ -1,7 +1,8 @@
 """`edgevision compare`: accuracy drop vs speedup across runs, as a table, a plot and reports.
 
 Rows come from the report.json of compress/prune/export runs (a directory of runs, such as a sweep, is
-searched for them). The accuracy axis is top-1 where the runs had labels, else agreement with the float
+searched for them), and from the decision.json a CPU deploy bundle's select_model.py wrote on a device (read in
+place of the bundle's own report.json: reports/decisions.py). The accuracy axis is top-1 where the runs had labels, else agreement with the float
 model; the drop is against each model's own PyTorch FP32. Each model has its own Pareto frontier: a row is on
 it when no other timed row of that model is at least as fast and at least as accurate and better in one of
 the two. Every output carries the runs' caveats (their warnings, the evaluation set's size, CPUs and times
@@ -19,6 +20,7 @@ from typing import Any, Iterable
 from edgevision.errors import EdgevisionError
 from edgevision.io import atomic_write_bytes, make_parent
 from edgevision.reports.compare_plot import Plot, plot_comparison
+from edgevision.reports.decisions import report_from_decision
 from edgevision.reports.render import fmt
 from edgevision.reports.rows import Comparison, Row
 from edgevision.runtimes import RUNTIMES
@@ -30,21 +32,41 @@ SMALL_EVAL_SET = 1000  # fewer images than this: say what one flipped image is w
 RUNS_APART_S = 120  # runs further apart than this: say so (latencies across runs are not side by side)
 
 
+DECISION = "decision.json"  # a CPU deploy bundle after select_model.py ran on a device
+
+
 def find_reports(paths: Iterable[str | Path]) -> list[Path]:
-    """report.json of each run directory given, or of every run below a directory of runs (a sweep)."""
+    """report.json of each run directory given (decision.json in a bundle that has one), or of every run below a
+    directory of runs (a sweep)."""
     found: list[Path] = []
     for path in map(Path, paths):
-        if (path / "report.json").is_file():
-            found.append(path / "report.json")
+        if (path / DECISION).is_file() or (path / "report.json").is_file():
+            found.append(run_file(path))
         elif path.is_dir():
             below = sorted(p for p in path.rglob("report.json") if not any(part.startswith(".") for part in p.parts))
             if not below:
                 raise EdgevisionError(f"{path} holds no edgevision run (no report.json)",
                                       "give run directories made by compress, prune, export or sweep")
-            found += below
+            found += [run_file(p.parent) for p in below]
         else:
             raise EdgevisionError(f"{path} is not a run directory", "give run directories made by compress or sweep")
     return list(dict.fromkeys(found))
+
+
+def run_file(run_dir: str | Path) -> Path:
+    """The file a run's rows come from: decision.json of a bundle checked on a device, else report.json."""
+    decision = Path(run_dir) / DECISION
+    return decision if decision.is_file() else Path(run_dir) / "report.json"
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    """A report.json, or a decision.json read as one."""
+    if path.name == DECISION:
+        return report_from_decision(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise EdgevisionError(f"{path} is not readable JSON", "rerun the command that wrote it") from None
 
 
 def _role(v: dict[str, Any]) -> str:
@@ -90,10 +112,7 @@ def load_comparison(paths: Iterable[str | Path], allow_mixed: bool = False) -> C
     reports: dict[str, dict[str, Any]] = {}
     finished: list[float] = []  # when each report.json was written, for the timing caveat
     for report_path in find_reports(paths):
-        try:
-            report = json.loads(report_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            raise EdgevisionError(f"{report_path} is not readable JSON", "rerun the command that wrote it") from None
+        report = load_report(report_path)
         finished.append(report_path.stat().st_mtime)
         reports[str(report_path.parent)] = report
         rows += rows_from_report(report, str(report_path.parent))

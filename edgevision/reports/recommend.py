@@ -1,14 +1,13 @@
 """`edgevision recommend`: the selection checklist answered from measured runs."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 from edgevision.errors import EdgevisionError
 from edgevision.pipeline.targets import TARGETS, get_target
-from edgevision.reports.compare import load_rows
+from edgevision.reports.compare import load_report, load_rows, run_file
 
 
 def recommend(paths: list[str | Path], target: str, max_latency_ms: float, max_drop: float,
@@ -38,7 +37,7 @@ def recommend(paths: list[str | Path], target: str, max_latency_ms: float, max_d
     checklist = [
         {"question": "data size", "answer": f"measured on {candidates[0].images} images of {candidates[0].data} "
                                             f"({metric}); budgets are judged on that data"},
-        {"question": "target device", "answer": f"{target}: {cpu}, {threads} threads (this machine, where the "
+        {"question": "target device", "answer": f"{target}: {cpu}, {threads} threads (where the "
                                                 "runs were timed)"},
         {"question": "latency budget", "answer": f"{len(fast)} of {len(candidates)} measured {target} variants "
                                                  f"have p50 <= {max_latency_ms:g} ms"},
@@ -68,10 +67,10 @@ def _describe(row) -> dict[str, Any] | None:
 
 
 def _machine(runs: list[str]) -> tuple[str, Any]:
-    report = json.loads((Path(runs[0]) / "report.json").read_text(encoding="utf-8"))
+    report = load_report(run_file(runs[0]))
     bench = report.get("benchmark", {})
     return bench.get("cpu", "?"), bench.get("threads", "?")
 
 
 def _mtime(run: str) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime((Path(run) / "report.json").stat().st_mtime))
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(run_file(run).stat().st_mtime))

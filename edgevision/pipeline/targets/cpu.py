@@ -3,6 +3,8 @@
 Candidates: OpenVINO IR in FP32 (the float fallback) and NNCF INT8, and ONNX Runtime static INT8 in the
 activation format(s) the CPU profile ranks first (pipeline/selection.py picks among them after they are all
 evaluated and timed side by side). `--runtime openvino|onnxruntime` (recipe `runtime`) pins one runtime.
+`export --target cpu` makes the deploy bundle instead (pipeline/targets/cpu_bundle.py): every candidate in every
+format, for the device to pick among by measuring itself.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 
 from edgevision.pipeline.context import Context, GraphInput, Variant, size_mb
 from edgevision.pipeline.stages import Stage
+from edgevision.pipeline.targets.cpu_bundle import DEPLOY, CpuBundle
 from edgevision.pipeline.targets.cpu_guard import guard_int8, quantization_settings
 from edgevision.pipeline.targets.ort_int8 import add_int8_variant
 from edgevision.pipeline.targets.sections import QDQ
@@ -85,41 +88,39 @@ class OpenVINOInt8(Stage):
 
 
 class OnnxRuntimeInt8(Stage):
-    """ONNX Runtime static INT8 in each activation format the CPU profile says can win here."""
+    """ONNX Runtime static INT8 in each activation format the CPU profile says can win here; for a deploy bundle,
+    every format (the device decides) and the float ONNX beside them."""
 
     name = "ONNX Runtime INT8"
     int8_only = True
     runtime = "onnxruntime"
 
     def run(self, ctx: Context) -> None:
-        formats = ctx.cpu_profile.onnxruntime_formats() if ctx.cpu_profile else ["u8s8"]
+        bundle = ctx.recipe["deploy"]["bundle"]
+        if bundle:
+            formats = list(ort_backend.CPU_FORMATS)
+        else:
+            formats = ctx.cpu_profile.onnxruntime_formats() if ctx.cpu_profile else ["u8s8"]
         scratch = ctx.workdir / ".onnx-fp32"
         scratch.mkdir(exist_ok=True)
         fp32 = ort_backend.export_onnx(ctx.model, ctx.loaded.spec.input_size, scratch / "model.onnx",
                                        dynamic_batch=True)
         for i, fmt in enumerate(formats):
             add_int8_variant(ctx, fp32, "int8" if i == 0 else f"int8-{fmt}", fmt)
+        if bundle:
+            kept = fp32.rename(ctx.workdir / "model_fp32.onnx")
+            ctx.variants.append(Variant("fp32", "onnxruntime", create_runner("onnxruntime", kept, threads=ctx.threads),
+                                        files=[kept], size_mb=size_mb([kept])))
         shutil.rmtree(scratch)
-
-
-def _reusable_files(run_report: dict[str, Any], recipe: dict[str, Any]) -> tuple[str, ...]:
-    """A cpu run's checked artifact is the cpu export: the selected INT8 variant (or the OpenVINO FP32 IR for
-    --precision fp32), copied as compress checked it."""
-    if run_report.get("target") != "cpu":
-        return ()
-    selected = (run_report.get("selection") or {}).get("selected")
-    rows = {f"{v['name']}/{v['runtime']}": v for v in run_report["variants"]}
-    chosen = rows.get(selected) if recipe["int8"] else rows.get("fp32/openvino")
-    if chosen is None or not chosen.get("artifact") or chosen["name"].startswith("int8") != recipe["int8"]:
-        return ()
-    artifact = chosen["artifact"]
-    return (artifact, artifact[:-4] + ".bin") if artifact.endswith(".xml") else (artifact,)
 
 
 register_target(Target(
     name="cpu", description="the fastest of OpenVINO (FP32, NNCF INT8) and ONNX Runtime INT8 on this CPU",
-    stages=(OpenVINOFloat, OpenVINOInt8, OnnxRuntimeInt8), timed_runtimes=("openvino", "onnxruntime"),
-    recipe_sections=(QUANTIZATION, QDQ), reusable_files=_reusable_files,
+    stages=(OpenVINOFloat, OpenVINOInt8, OnnxRuntimeInt8, CpuBundle), timed_runtimes=("openvino", "onnxruntime"),
+    recipe_sections=(QUANTIZATION, QDQ, DEPLOY),
+    # an export is the deploy bundle: every candidate, measured here, and the scripts that pick on the device
+    precision_settings=lambda precision: {"deploy": {"bundle": True}},
+    next_step="next: copy it to the device, then there: pip install -r requirements.txt && python select_model.py",
     max_drop_hint="(even after the accuracy guard's steps, listed per candidate in report.json: raise --max-drop, "
                   "or calibrate on more images with --calib-size)",
 ))

@@ -1,9 +1,9 @@
 """The target registry: what a deployment target is (pipeline/targets/__init__.py imports the targets).
 
 A Target holds its stages (what compress and export run for it), the runtimes it times, the recipe
-sections it reads, the precisions `export` offers and how they set the recipe, which files of an earlier
-run can be reused as they are, and what to tell the user when its checks fail. Adding a target is one new
-module here that calls `register_target`, imported at the bottom of this file.
+sections it reads, the precisions `export` offers and how they set the recipe, and what to tell the user
+when its checks fail. Adding a target is one new module here that calls `register_target`, imported at the
+bottom of this file.
 """
 from __future__ import annotations
 
@@ -32,8 +32,6 @@ class Target:
     precisions: tuple[str, ...] = ("int8", "fp32")
     # (recipe, precision) -> recipe changes beyond int8 on/off, e.g. the jetson engine's FP16 flag
     precision_settings: Callable[[str], dict[str, Any]] = lambda precision: {}
-    # (run report, export recipe) -> run files an export can copy as they are, or () to make them again
-    reusable_files: Callable[[dict[str, Any], dict[str, Any]], tuple[str, ...]] = lambda run, new: ()
     max_drop_hint: str = ""  # said when the INT8 model misses the accuracy budget
     next_step: str | None = None  # said after an export, e.g. where to build the engine
     untimed_reason: str | None = None  # why recommend cannot rank it here (no timed runtime)

@@ -1,0 +1,39 @@
+"""A CPU deploy bundle's decision.json (what select_model.py measured on the device), read as a run's report so
+that `compare` and `recommend` put the device's numbers beside the runs made here, marked with its CPU."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgevision.device import bundle_lib as lib
+from edgevision.errors import EdgevisionError
+
+
+def report_from_decision(path: Path) -> dict[str, Any]:
+    """decision.json (and its bundle's manifest) -> the report fields compare reads. Speedups there are over the
+    fastest float model timed on the device (it has no PyTorch), which the report's warning says."""
+    bundle = Path(path).parent
+    try:
+        decision, manifest = lib.load_decision(bundle), lib.load_manifest(bundle)
+    except lib.BundleError as e:
+        raise EdgevisionError(str(e)) from None
+    device = decision.device
+    cpu = f"{device.cpu} ({device.arch}, device)"
+    variants = [_variant(r, decision.metric) for r in decision.candidates if r.agreement is not None]
+    return {
+        "model": {"name": decision.model},
+        "data": {"spec": f"{manifest.sample.source} (bundle sample)", "images": decision.sample_images,
+                 "labelled": decision.metric == "top1"},
+        "target": "cpu",
+        "benchmark": {"cpu": cpu, "threads": device.threads, "cpu_profile": {"model": cpu, "features": device.features}},
+        "variants": variants,
+        "warnings": [f"speedups measured on {cpu} are over the fastest float model timed there, not PyTorch"],
+    }
+
+
+def _variant(r: lib.CandidateResult, metric: str) -> dict[str, Any]:
+    name, runtime = r.key.split("/", 1)
+    return {"name": name, "runtime": runtime, "role": "candidate", "top1": r.top1,
+            "top1_drop": r.drop if metric == "top1" else None, "agreement": r.agreement,
+            "latency_ms_p50": r.latency_ms_p50, "latency_ms_p90": r.latency_ms_p90, "speedup": r.speedup,
+            "size_mb": None, "selected": r.status == "picked"}
