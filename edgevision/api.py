@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from edgevision.compression.distill import STUDENT_FILE, DistillConfig, DistillResult, distill
 from edgevision.data.open import default_eval_spec, open_source
-from edgevision.device import bundle_lib, select_model
+from edgevision.deploy import bundle_lib, select_model
 from edgevision.data.sources import ImageSource, align_classes, sample
 from edgevision.errors import EdgevisionError, OutputExistsError
 from edgevision.measure.bench import available_cores, model_runner

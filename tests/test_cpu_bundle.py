@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from edgevision.cli import app
 from edgevision.data.loader import eval_transform
-from edgevision.device import bundle_lib as lib
+from edgevision.deploy import bundle_lib as lib
 from edgevision.pipeline.targets.cpu_bundle import preprocessing
 from conftest import photo
 
@@ -278,3 +278,17 @@ def test_deploy_check_of_a_folder_that_is_no_bundle_is_one_line(tmp_path):
     done = runner.invoke(app, ["deploy-check", str(tmp_path)])
     assert done.exit_code == 2 and "manifest.json not found" in done.output
     assert len(done.output.strip().splitlines()) == 1
+
+
+# ---- the device's CPU as /proc/cpuinfo tells it -----------------------------------------------------------------
+
+AVX2_CPUINFO = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse2 avx fma avx2 bmi2\n"
+ARM_CPUINFO = "processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd aes crc32 atomics asimddp i8mm bf16\n"
+
+
+def test_cpu_flags_by_architecture_and_under_emulation():
+    assert lib.cpu_flags(AVX2_CPUINFO, "x86_64") == ("AMD EPYC 7B13", ["avx2"])
+    assert lib.cpu_flags(ARM_CPUINFO, "aarch64")[1] == ["asimddp", "i8mm", "bf16"]
+    # qemu-user shows the x86 host's /proc/cpuinfo to an aarch64 process: those flags are not its CPU's
+    cpu, features = lib.cpu_flags(AVX2_CPUINFO, "aarch64")
+    assert features == [] and cpu.startswith("aarch64 CPU under emulation")

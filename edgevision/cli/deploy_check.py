@@ -9,8 +9,8 @@ import typer
 from edgevision import api
 from edgevision.cli.common import cli_errors, console, error, note, print_json
 from edgevision.cli.options import DebugOpt, JsonOpt, ThreadsOpt
-from edgevision.device.bundle_lib import to_dict
-from edgevision.device.select_model import summary
+from edgevision.deploy.bundle_lib import to_dict
+from edgevision.deploy.select_model import summary
 
 NO_PICK_EXIT = 3  # as compress: no candidate holds the accuracy budget
 

@@ -46,7 +46,7 @@ def build_stages(recipe: dict[str, Any]) -> list[Stage]:
     torch_level: list[Stage] = [PruneAndRecover()] if recipe["prune"]["ratio"] else []
     pinned = recipe["runtime"]
     target_stages = [cls() for cls in get_target(recipe["target"]).stages if (recipe["int8"] or not cls.int8_only)
-                     and (pinned is None or cls.runtime in (None, pinned))]
+                     and (pinned is None or cls.runtime in (None, pinned)) and cls.applies(recipe)]
     return [FloatReference(), *torch_level, *target_stages]
 
 

@@ -21,6 +21,11 @@ class Stage:
     int8_only = False  # skipped when the recipe says int8: false
     runtime: str | None = None  # the runtime its variants run in; skipped when the recipe pins another
 
+    @classmethod
+    def applies(cls, recipe: dict[str, Any]) -> bool:
+        """Whether a run with this recipe has the stage at all (beyond int8_only and the runtime pin)."""
+        return True
+
     def run(self, ctx: Context) -> None:
         raise NotImplementedError
 

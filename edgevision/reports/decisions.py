@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgevision.device import bundle_lib as lib
+from edgevision.deploy import bundle_lib as lib
 from edgevision.errors import EdgevisionError
 
 

@@ -1,10 +1,10 @@
 """The CPU deploy bundle (`export --target cpu`): every candidate that can win on some CPU, a sample of the
 evaluation data with the float model's logits on it, and the scripts that pick on the device itself.
 
-The device-side code is edgevision/device/ (numpy, Pillow and the runtimes only), copied in as it is; this
+The device-side code is edgevision/deploy/ (numpy, Pillow and the runtimes only), copied in as it is; this
 module writes the rest: sample.npz (8-bit images already resized and cropped, so the device only normalises;
 labels when the data has them; the float model's logits) and the `deploy` section of manifest.json (the typed
-`BundleManifest` of device/bundle_lib.py).
+`BundleManifest` of deploy/bundle_lib.py).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgevision.data.sources import balanced_indices
-from edgevision.device import bundle_lib as lib
+from edgevision.deploy import bundle_lib as lib
 from edgevision.io import atomic_write_text, sha256
 from edgevision.pipeline.context import Context, Role, Variant
 from edgevision.pipeline.selection import drop_points
@@ -41,12 +41,14 @@ class CpuBundle(Stage):
 
     name = "CPU deploy bundle"
 
+    @classmethod
+    def applies(cls, recipe: dict[str, Any]) -> bool:
+        return recipe["deploy"]["bundle"]  # export sets it; compress selects here and ships no bundle
+
     def run(self, ctx: Context) -> None:
         pass  # everything it writes needs the measured report (finish)
 
     def finish(self, ctx: Context, report: dict[str, Any]) -> None:
-        if not ctx.recipe["deploy"]["bundle"]:
-            return
         sample = write_sample(ctx, ctx.recipe["deploy"]["sample_size"])
         for name in DEVICE_SCRIPTS:
             shutil.copyfile(Path(lib.__file__).parent / name, ctx.workdir / name)

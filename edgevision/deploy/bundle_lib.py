@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from PIL import Image
 
 MANIFEST_VERSION = 1
 MANIFEST_FILE, DECISION_FILE, SAMPLE_FILE = "manifest.json", "decision.json", "sample.npz"
 PICK_NAMES = {".onnx": "model.onnx", ".xml": "model.xml", ".bin": "model.bin"}  # the pick's fixed names
 NOISE = 0.03  # two medians within 3% of each other are not told apart (as edgevision's own selection)
-INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16", "amx_bf16", "asimddp",
-              "i8mm")
+X86_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16", "amx_bf16")
+ARM_FLAGS = ("asimddp", "i8mm", "bf16")
 
 
 class BundleError(Exception):
@@ -252,8 +253,6 @@ def checksum_problem(bundle: Path, files: dict[str, str]) -> str | None:
 
 def resize_crop(image, prep: Preprocessing) -> np.ndarray:
     """A PIL image -> uint8 H x W x 3, resized and centre-cropped as timm's evaluation transform does."""
-    from PIL import Image
-
     resample = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST,
                 "lanczos": Image.LANCZOS}.get(prep.interpolation, Image.BILINEAR)
     _, height, width = prep.input_size
@@ -280,8 +279,6 @@ def normalize(images: np.ndarray, prep: Preprocessing) -> np.ndarray:
 
 def load_image(path: Path, prep: Preprocessing) -> np.ndarray:
     """One image file -> the model's 1 x 3 x H x W input."""
-    from PIL import Image
-
     try:
         with Image.open(path) as image:
             return normalize(resize_crop(image, prep)[None], prep)
@@ -344,21 +341,28 @@ def add_speedups(results: list[CandidateResult]) -> None:
 # ---- the device --------------------------------------------------------------------------------------------
 
 
-def cpu_flags() -> tuple[str, list[str]]:
-    """The CPU model and its INT8-relevant features, read from /proc/cpuinfo (x86 'flags', ARM 'Features')."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        text = ""
-    for line in text.splitlines():
+def cpu_flags(cpuinfo: str | None = None, arch: str | None = None) -> tuple[str, list[str]]:
+    """The CPU model and its INT8-relevant features from /proc/cpuinfo (x86 'flags', ARM 'Features'). Under
+    qemu-user emulation /proc/cpuinfo is the host's: flags of another architecture are not this CPU's."""
+    arch = arch or platform.machine()
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            cpuinfo = ""
+    model, flags, kinds = platform.processor() or arch, set(), set()
+    for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
         key = key.strip().lower()
         if key in ("model name", "cpu model") and value.strip():
             model = value.strip()
         elif key in ("flags", "features"):
             flags.update(value.split())
-    return model, [f for f in INT8_FLAGS if f in flags]
+            kinds.add(key)
+    x86 = arch.lower() in ("x86_64", "amd64", "i686")
+    if kinds and ("flags" in kinds) != x86:
+        return f"{arch} CPU under emulation (/proc/cpuinfo shows the host: {model})", []
+    return model, [f for f in (X86_FLAGS if x86 else ARM_FLAGS) if f in flags]
 
 
 def runtime_version(name: str) -> str | None:
