@@ -147,6 +147,7 @@ def compress(
     finetune_epochs: int | None = None,
     finetune_images: int | None = None,
     max_drop: float | str | None = None,
+    guard_time: float | None = None,
     limit: int | None = None,
     seed: int | None = None,
     recipe: str | Path | None = None,
@@ -162,13 +163,14 @@ def compress(
     """Quantize (and optionally prune) a model for a target, check it against the float model on the same data,
     time every candidate side by side and select the fastest within the accuracy budget: `edgevision compress`.
     The recipe is the family preset <- `recipe` file <- these arguments. `max_drop`: points, "none" (no
-    guard), or None (the default budget, 1 point; off with random weights). `runtime` pins one runtime."""
+    guard), or None (the default budget, 1 point; off with random weights). `guard_time`: seconds the accuracy
+    guards may take (None: as long as the run's unguarded work). `runtime` pins one runtime."""
     if target is not None:
         check_target(target)
     loaded = model_of(model, seed=seed, log=log, **model_options)  # a seed fixes a random model's weights too
     resolved = resolve(preset_for(loaded.spec.family), recipe, {
         "target": target, "int8": int8, "calib_size": calib_size, "seed": seed, "max_drop": max_drop,
-        "eval_limit": limit, "threads": threads, "benchmark_iters": iters, "runtime": runtime,
+        "guard_time": guard_time, "eval_limit": limit, "threads": threads, "benchmark_iters": iters, "runtime": runtime,
         "prune": {"ratio": prune, "importance": importance, "finetune_epochs": finetune_epochs,
                   "finetune_images": finetune_images}})
     out = Path(out) if out else RUNS_DIR / f"{loaded.spec.name}-{resolved['target']}-{_stamp()}"

@@ -41,6 +41,9 @@ def compress_command(
         "(off with random weights). INT8 that misses it tries other settings and 4x the calibration images, then "
         "NNCF's accuracy control (OpenVINO) or float for the most sensitive nodes (ONNX Runtime); exit code 3 if "
         "no INT8 candidate holds it.", show_default=False)] = None,
+    guard_time: Annotated[Optional[float], typer.Option(
+        "--guard-time", min=0, help="Seconds the accuracy guard may spend (default: as long as the run's unguarded "
+        "work, at least 30); it says what it would have tried next.", show_default=False)] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Evaluate a seeded, class-balanced "
                                                  "subset of this many images.", show_default=False)] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the calibration and --limit draws (0), and of "
@@ -68,7 +71,8 @@ def compress_command(
         result = api.compress(
             model, int8=int8, target=target, data=data, calib_data=calib_data, calib_size=calib_size, prune=prune,
             importance=importance, finetune_data=finetune_data, finetune_epochs=finetune_epochs,
-            finetune_images=finetune_images, max_drop=parse_budget(max_drop), limit=limit, seed=seed, recipe=recipe, out=out,
+            finetune_images=finetune_images, max_drop=parse_budget(max_drop), guard_time=guard_time, limit=limit,
+            seed=seed, recipe=recipe, out=out,
             force=force, threads=threads, iters=iters, runtime=runtime, progress=not json_out, log=note,
             **model_options(weights, checkpoint, num_classes, img_size, model_arg))
         if json_out:

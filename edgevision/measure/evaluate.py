@@ -93,18 +93,23 @@ def evaluate_runners(
     return results
 
 
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def kl_per_image(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    """KL(reference || candidate) of the softmaxes, one value per image."""
+    lp, lq = _log_softmax(reference.astype(np.float64)), _log_softmax(candidate.astype(np.float64))
+    return (np.exp(lp) * (lp - lq)).sum(axis=1)
+
+
 def fidelity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
     """Label-free closeness of a candidate's logits to the reference (float) model's on the same images:
     top-1 agreement (%), mean KL(reference || candidate) of the softmaxes, mean cosine of the logits."""
     if reference.shape != candidate.shape:
         raise ValueError(f"logit shapes differ: {reference.shape} vs {candidate.shape}")
-
-    def log_softmax(z):
-        z = z - z.max(axis=1, keepdims=True)
-        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-    lp, lq = log_softmax(reference.astype(np.float64)), log_softmax(candidate.astype(np.float64))
-    kl = (np.exp(lp) * (lp - lq)).sum(axis=1).mean()
+    kl = kl_per_image(reference, candidate).mean()
     num = (reference * candidate).sum(axis=1)
     den = np.linalg.norm(reference, axis=1) * np.linalg.norm(candidate, axis=1) + 1e-12
     return {

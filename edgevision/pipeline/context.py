@@ -5,6 +5,8 @@ artifact files). Everything a later stage or the report reads is a typed field h
 """
 from __future__ import annotations
 
+import contextlib
+import time
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -53,6 +55,61 @@ class Variant:
         return runtime_info(self.runtime).timed if self.timed is None else self.timed
 
 
+MIN_GUARD_SECONDS = 30.0  # the guards' time budget is never less than this (a small model's run is seconds)
+
+
+class GuardOutOfTime(Exception):
+    """The accuracy guards' time budget is spent; `step` is what would have come next."""
+
+    def __init__(self, step: str):
+        super().__init__(step)
+        self.step = step
+
+
+@dataclass
+class GuardClock:
+    """How long the accuracy guards of a run may take together: `limit` seconds (recipe guard_time), or by default
+    as long as the run's own unguarded work so far (everything since it started but the guards), at least
+    MIN_GUARD_SECONDS. With the evaluation and timing still to come, a guarded run then takes at most about twice
+    the unguarded one."""
+
+    limit: float | None = None
+    started: float = field(default_factory=time.perf_counter)
+    spent: float = 0.0  # by guards that finished
+    _since: float | None = None  # when the guard running now started
+
+    def used(self) -> float:
+        return self.spent + (time.perf_counter() - self._since if self._since is not None else 0.0)
+
+    def allowed(self) -> float:
+        if self.limit is not None:
+            return self.limit
+        return max(MIN_GUARD_SECONDS, time.perf_counter() - self.started - self.used())
+
+    @contextlib.contextmanager
+    def running(self):
+        """Count the time of one guard's steps (guards do not nest)."""
+        self._since = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.spent += time.perf_counter() - self._since
+            self._since = None
+
+    def check(self, step: str) -> None:
+        """Before a step: raise GuardOutOfTime(step) when the budget is spent."""
+        if self.used() >= self.allowed():
+            raise GuardOutOfTime(step)
+
+    def deadline(self) -> float:
+        """The perf_counter time at which a long step (a ranking) must stop."""
+        return time.perf_counter() + max(0.0, self.allowed() - self.used())
+
+    def stopped_line(self, step: str) -> str:
+        return (f"stopped at the guards' time budget ({self.allowed():.0f} s: as long as the run's unguarded work, "
+                f"or --guard-time); next it would have tried: {step}")
+
+
 @dataclass
 class GraphInput:
     """The deployed graph's input, for the manifest."""
@@ -81,6 +138,7 @@ class Context:
     graph_input: GraphInput | None = None
     cpu_profile: CpuProfile | None = None  # this machine's INT8 features and GEMM roofline
     guard: Guard = Guard(None, "off (asked)")  # the accuracy budget INT8 candidates are held to
+    guard_clock: GuardClock = field(default_factory=GuardClock)  # how long the guards may take
     float_graphs: dict[str, Any] = field(default_factory=dict)  # runtime -> float graph made for it (see below)
     guard_memo: dict[Any, Any] = field(default_factory=dict)  # what the accuracy guards compute once (see memo)
     _calibration: list[np.ndarray] | None = None
@@ -91,8 +149,8 @@ class Context:
         return self.loaded.model
 
     def warn(self, message: str) -> None:
+        """A note for the report; the CLI prints each once, under the table (not also while the run goes on)."""
         self.warnings.append(message)
-        self.log(f"warning: {message}")
 
     def float_graph(self, runtime: str, make: Callable[[], Any]) -> Any:
         """The float graph of the current model for `runtime`, made once: the INT8 stage quantizes the very

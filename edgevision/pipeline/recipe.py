@@ -24,6 +24,7 @@ COMMON_SCHEMA: dict[str, Any] = {
     "calib_size": ((int,), None),
     "seed": ((int,), None),
     "max_drop": ((int, float, str, type(None)), None),  # points; "none": no accuracy guard; null: the default
+    "guard_time": ((int, float, type(None)), None),  # seconds the accuracy guards may take; null: pipeline/context
     "eval_limit": ((int, type(None)), None),
     "threads": ((int, type(None)), None),
     "benchmark_iters": ((int,), None),
@@ -46,6 +47,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "calib_size": 300,
     "seed": 0,
     "max_drop": None,
+    "guard_time": None,
     "eval_limit": None,
     "threads": None,
     "benchmark_iters": 50,
@@ -147,6 +149,8 @@ def check_values(recipe: dict[str, Any]) -> None:
     if recipe["runtime"] is not None and recipe["runtime"] not in timed:
         raise RecipeError(f"--runtime {recipe['runtime']} is not a runtime of --target {recipe['target']}",
                           f"use one of {', '.join(timed)}" if timed else "drop --runtime: this target is not timed here")
+    if recipe["guard_time"] is not None and recipe["guard_time"] < 0:
+        raise RecipeError(f"guard_time must be seconds >= 0, got {recipe['guard_time']}", "e.g. --guard-time 120")
     if recipe["calib_size"] < 1:
         raise RecipeError(f"calib_size must be at least 1, got {recipe['calib_size']}")
     ratio = recipe["prune"]["ratio"]

@@ -18,7 +18,7 @@ from edgevision.measure.cpu_profile import cpu_profile
 from edgevision.measure.evaluate import EvalResult, evaluate_runners, fidelity
 from edgevision.models.checkpoint import spec_meta, write_checkpoint
 from edgevision.models.loading import LoadedModel, random_weights_warning
-from edgevision.pipeline.context import Context, GraphInput, Role, Variant
+from edgevision.pipeline.context import Context, GraphInput, GuardClock, Role, Variant
 from edgevision.pipeline.manifest import write_manifest
 from edgevision.pipeline.recipe import dump
 from edgevision.pipeline.selection import accuracy_guard, held_on_guard_sample_only, int8_no_faster, select
@@ -224,7 +224,8 @@ def compress_model(
                       calib_source=calib_source or eval_source, workdir=workdir, threads=threads, log=log,
                       progress=progress, finetune_source=finetune_source,
                       cpu_profile=cpu_profile(threads, measure=bool(get_target(recipe["target"]).timed_runtimes)),
-                      guard=accuracy_guard(recipe["max_drop"], origin_weights or loaded.spec.weights))
+                      guard=accuracy_guard(recipe["max_drop"], origin_weights or loaded.spec.weights),
+                      guard_clock=GuardClock(recipe["guard_time"]))
         _run_warnings(ctx, calibrated_apart=calib_source is not None)
         report = run_pipeline(ctx)
         report["run_dir"] = str(out)

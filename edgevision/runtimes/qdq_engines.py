@@ -9,6 +9,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from edgevision.errors import EdgevisionError
 from edgevision.runtimes import modelopt_qdq
 from edgevision.runtimes import onnxruntime as ort_backend
 
@@ -21,6 +22,14 @@ class QDQEngine:
     description: str
     quantize: Quantize
     check: Callable[[str], Any]  # raises a one-line error when the engine cannot run with this calibration
+
+    def supports(self, method: str) -> bool:
+        """Whether the engine calibrates with `method` (the guard's calibration fixes ask)."""
+        try:
+            self.check(method)
+        except EdgevisionError:
+            return False
+        return True
 
 
 def _edgevision(fp32_path, out_path, calibration, method, exclude) -> dict[str, Any]:

@@ -16,7 +16,16 @@ import numpy as np
 from edgevision.runtimes.onnxruntime import drop_unused_qdq
 from edgevision.runtimes.tensorrt import graph_constants
 
-Metric = Callable[[object], float]  # an onnx.ModelProto -> its metric on the guard's images
+Damage = Callable[[object], float]  # an onnx.ModelProto -> how far its outputs are from the float graph's
+
+# What the ranking ranks: nodes that compute on INT8 inputs. Shape arithmetic, casts and data movement can read a
+# dequantized tensor too (timm's same-padding reads the input's Shape, then Div/Sub on it) but cost nothing to
+# quantize and never hold accuracy back.
+COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Relu", "Clip",
+                         "Sigmoid", "HardSigmoid", "HardSwish", "LeakyRelu", "Softmax", "MaxPool", "AveragePool",
+                         "GlobalAveragePool", "Concat", "Resize", "LayerNormalization", "InstanceNormalization",
+                         "Gelu", "Erf", "Tanh", "Pow", "Sqrt", "ReduceMean", "Where"})
+SHAPE_SOURCES = frozenset({"Shape", "Size"})
 
 
 def quantized_nodes(model) -> list[str]:
@@ -24,6 +33,19 @@ def quantized_nodes(model) -> list[str]:
     producers = {out: node for node in model.graph.node for out in node.output}
     return [n.name for n in model.graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear")
             and any(i in producers and producers[i].op_type == "DequantizeLinear" for i in n.input)]
+
+
+def rankable_nodes(model) -> list[str]:
+    """The quantized nodes worth ranking, in graph order: compute ops (COMPUTE_OPS) on data, i.e. with an input
+    that derives from the graph's input other than through its shape (Shape, Size)."""
+    constants = {t.name for t in model.graph.initializer}
+    data = {i.name for i in model.graph.input} - constants
+    for node in model.graph.node:  # ONNX keeps nodes in topological order
+        if node.op_type not in SHAPE_SOURCES and any(i in data for i in node.input):
+            data.update(node.output)
+    nodes = {n.name: n for n in model.graph.node}
+    return [name for name in quantized_nodes(model)
+            if nodes[name].op_type in COMPUTE_OPS and any(i in data for i in nodes[name].input)]
 
 
 def with_float_inputs(model, names: Sequence[str], float_model=None):
@@ -121,9 +143,26 @@ def _dequantized(dq, constants) -> np.ndarray:
     return ((values - zero) * scale).astype(np.float32)
 
 
-def rank_by_sensitivity(model, metric: Metric, float_model=None) -> list[tuple[str, float]]:
-    """(node, metric with only that node quantized), the most damaging first."""
-    names = quantized_nodes(model)
-    scored = [(name, metric(with_float_inputs(model, [n for n in names if n != name], float_model)))
-              for name in names]
-    return sorted(scored, key=lambda item: item[1])
+class RankingOutOfTime(Exception):
+    """The ranking passed its deadline; `ranked` is how many nodes it had scored."""
+
+    def __init__(self, ranked: int, total: int):
+        super().__init__(f"{ranked} of {total} nodes ranked")
+        self.ranked, self.total = ranked, total
+
+
+def rank_by_sensitivity(model, damage: Damage, float_model=None, deadline: float | None = None
+                        ) -> list[tuple[str, float]]:
+    """(node, damage with only that node quantized), the most damaging first, over rankable_nodes(); every other
+    quantized node reads float inputs. `damage` is a continuous measure (KL divergence from the float graph's
+    outputs), which tells nodes apart where top-1 on a few images ties. Past `deadline` (time.perf_counter())
+    it raises RankingOutOfTime."""
+    import time
+
+    names, rankable = quantized_nodes(model), rankable_nodes(model)
+    scored = []
+    for name in rankable:
+        if deadline is not None and time.perf_counter() > deadline:
+            raise RankingOutOfTime(len(scored), len(rankable))
+        scored.append((name, damage(with_float_inputs(model, [n for n in names if n != name], float_model))))
+    return sorted(scored, key=lambda item: -item[1])

@@ -18,7 +18,7 @@ import numpy as np
 
 from edgevision.data.loader import preprocess_each
 from edgevision.data.sources import ImageSource, sample
-from edgevision.pipeline.context import Context
+from edgevision.pipeline.context import Context, GuardOutOfTime
 from edgevision.runtimes import create_runner
 from edgevision.runtimes import openvino as ov_backend
 
@@ -99,15 +99,20 @@ def metric(compiled, data) -> float:
 SCORE_BATCH = 32
 
 
-def predictions(runner, images: list[np.ndarray]) -> np.ndarray:
-    """The top-1 class of each image (each a batch of one), in batches of SCORE_BATCH; the last batch is padded
-    to the same size, since another batch size would compile an OpenVINO model again."""
-    out = [np.empty(0, dtype=np.int64)]
+def logits(runner, images: list[np.ndarray]) -> np.ndarray:
+    """The outputs for the images (each a batch of one), in batches of SCORE_BATCH; the last batch is padded to
+    the same size, since another batch size would compile an OpenVINO model again."""
+    out = []
     for start in range(0, len(images), SCORE_BATCH):
         xs = images[start:start + SCORE_BATCH]
         batch = np.concatenate(xs + [xs[-1]] * (SCORE_BATCH - len(xs)))
-        out.append(np.asarray(runner(batch))[:len(xs)].argmax(axis=1))
-    return np.concatenate(out)
+        out.append(np.asarray(runner(batch))[:len(xs)])
+    return np.concatenate(out) if out else np.empty((0, 0), np.float32)
+
+
+def predictions(runner, images: list[np.ndarray]) -> np.ndarray:
+    """The top-1 class of each image, through logits()."""
+    return logits(runner, images).argmax(axis=1) if images else np.empty(0, dtype=np.int64)
 
 
 def score(runner, items: list[tuple[np.ndarray, int]]) -> float:
@@ -142,18 +147,46 @@ def guard_int8(ctx: Context, fp32, plain, calibration) -> tuple[Any, dict[str, A
         return plain, summary
     ctx.log(f"plain INT8 loses {float_metric - plain_metric:.2f} points of {summary['metric']} (budget {max_drop}): "
             "trying the next settings")
-    best = Trial(plain_metric, plain, q, calibration)
-    for name, settings, images in steps_after_preset(ctx, q, calibration, lambda: best):
+    t0 = time.perf_counter()
+    tried = [Trial(plain_metric, plain, q, calibration)]
+    with ctx.guard_clock.running():
+        try:
+            model = _ladder(ctx, fp32, items, tried, summary, measure)
+        except GuardOutOfTime as stop:
+            model = _stopped(ctx, summary, stop.step, _best(tried))
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    return model, summary
+
+
+def _best(tried: list["Trial"]) -> "Trial":
+    return max(tried, key=lambda t: t.metric)
+
+
+def _stopped(ctx: Context, summary: dict[str, Any], step: str, best: "Trial"):
+    """The best tried when the guards' time ran out, recorded and said."""
+    summary["stopped"] = ctx.guard_clock.stopped_line(step)
+    summary.update(final_int8=best.metric, settings=best.settings, calibration_images=len(best.calibration),
+                   kept=best.step)
+    ctx.warn(f"int8/openvino: the accuracy guard {summary['stopped']}")
+    return best.model
+
+
+def _ladder(ctx: Context, fp32, items, tried: list["Trial"], summary: dict[str, Any], measure):
+    """The settings ladder, each step appended to `tried`, then accuracy control; the first model that holds."""
+    max_drop, q, float_metric = ctx.guard.max_drop, ctx.recipe["quantization"], summary["float"]
+    for name, settings, images in steps_after_preset(ctx, q, tried[0].calibration, lambda: _best(tried)):
+        ctx.guard_clock.check(name)
         t0 = time.perf_counter()
         model = ov_backend.quantize(fp32, images, quantization_settings(settings))
-        trial = Trial(measure(model), model, settings, images, name)
-        summary["path"].append({"step": name, "settings": settings, "int8": trial.metric,
+        tried.append(Trial(measure(model), model, settings, images, name))
+        summary["path"].append({"step": name, "settings": settings, "int8": tried[-1].metric,
                                 "calibration_images": len(images), "seconds": round(time.perf_counter() - t0, 2)})
-        best = max(best, trial, key=lambda b: b.metric)
-        if float_metric - trial.metric <= max_drop:
-            summary.update(final_int8=trial.metric, settings=settings, calibration_images=len(images))
-            return model, summary
-    return _accuracy_control(ctx, fp32, items, best, summary, measure)
+        if float_metric - tried[-1].metric <= max_drop:
+            summary.update(final_int8=tried[-1].metric, settings=settings, calibration_images=len(images))
+            return model
+    ctx.guard_clock.check("NNCF accuracy control")
+    model, _ = _accuracy_control(ctx, fp32, items, _best(tried), summary, measure)
+    return model
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from edgevision.pipeline.context import Context, GraphInput, Variant, size_mb
 from edgevision.pipeline.stages import Stage
 from edgevision.pipeline.targets.registry import RecipeSection, Target, register_target
 from edgevision.pipeline.targets.jetson_readme import bundle_readme
-from edgevision.pipeline.targets.qdq_guard import guard_qdq
+from edgevision.pipeline.targets.qdq_guard import calibration_fixes, guard_qdq
 from edgevision.pipeline.targets.sections import QDQ
 from edgevision.runtimes import create_runner
 from edgevision.runtimes import onnxruntime as ort_backend
@@ -91,7 +91,8 @@ class TensorRTBundle(Stage):
         info = engine.quantize(float_path, model_path, ctx.calibration(), qdq["calibration_method"],
                                qdq["exclude_nodes"])
         if ctx.guard.max_drop is not None:
-            info["accuracy_guard"] = guard_qdq(ctx, engine.quantize, float_path, model_path)
+            fixes = calibration_fixes(engine.quantize, qdq["calibration_method"], engine.supports)
+            info["accuracy_guard"] = guard_qdq(ctx, engine.quantize, float_path, model_path, fixes)
             info["excluded_nodes"] = info["accuracy_guard"].get("excluded_nodes", info["excluded_nodes"])
         info.update(_fp16_check(ctx, float_path))
         if ctx.recipe["tensorrt"]["fp16"]:  # the device times an FP16 engine of it against the INT8 one
