@@ -289,18 +289,21 @@ def load_image(path: Path, prep: Preprocessing) -> np.ndarray:
 # ---- accuracy against the float model's logits -------------------------------------------------------------
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
+def log_softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    return np.exp(log_softmax(logits))
 
 
 def fidelity(reference: np.ndarray, logits: np.ndarray, labels: np.ndarray | None) -> dict[str, float | None]:
     """Top-1 (with labels), agreement with the float model's top-1, mean logit cosine and mean KL(float || it)."""
     ref, out = reference.astype(np.float64), logits.astype(np.float64)
     cosine = (ref * out).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1) + 1e-12)
-    p, q = softmax(ref), softmax(out)
-    kl = (p * (np.log(p + 1e-12) - np.log(q + 1e-12))).sum(1)
+    lp, lq = log_softmax(ref), log_softmax(out)
+    kl = (np.exp(lp) * (lp - lq)).sum(1)
     top1 = None if labels is None else float((out.argmax(1) == labels).mean() * 100)
     return {"top1": top1, "agreement": float((out.argmax(1) == ref.argmax(1)).mean() * 100),
             "cosine": float(cosine.mean()), "kl": float(kl.mean())}
@@ -400,7 +403,8 @@ class OnnxRuntimeModel:
 
 
 class OpenVINOModel:
-    """Compiled for one batch size at a time (static shapes run faster); f32 unless the candidate says bf16."""
+    """Compiled for one batch size at a time (static shapes run faster); f32 unless the candidate says bf16. A
+    model traced at batch 1 whose reshapes hold that batch (ViT) cannot take another: it runs image by image."""
 
     def __init__(self, files: list[Path], threads: int, options: dict[str, str]):
         import openvino as ov
@@ -413,16 +417,30 @@ class OpenVINOModel:
         self.config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_PRECISION_HINT": precision,
                        "INFERENCE_NUM_THREADS": str(threads)}
         self._compiled: tuple[int, Any] | None = None
+        self.traced_batch = self.model.input(0).get_partial_shape().to_shape()[0]
+        self.per_image = False  # set once another batch size failed: its reshapes hold the traced batch
+
+    def _compiled_for(self, n: int):
+        if self._compiled is None or self._compiled[0] != n:
+            self._compiled = None  # one executor at a time
+            model = self.model.clone()
+            if n != self.traced_batch:
+                shape = list(model.input(0).get_partial_shape().to_shape())
+                model.reshape({model.input(0): [n, *shape[1:]]})
+            self._compiled = (n, self.core.compile_model(model, "CPU", self.config))
+        return self._compiled[1]
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        n = len(batch)
-        if self._compiled is None or self._compiled[0] != n:
-            self._compiled = None
-            model = self.model.clone()
-            shape = list(model.input(0).get_partial_shape().to_shape())
-            model.reshape({model.input(0): [n, *shape[1:]]})
-            self._compiled = (n, self.core.compile_model(model, "CPU", self.config))
-        return np.asarray(self._compiled[1](np.ascontiguousarray(batch, dtype=np.float32))[0])
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if not self.per_image:
+            try:
+                return np.asarray(self._compiled_for(len(batch))(batch)[0])
+            except Exception:  # noqa: BLE001 - OpenVINO raises its own types when a reshape cannot hold
+                if len(batch) == self.traced_batch:
+                    raise
+                self.per_image, self._compiled = True, None
+        compiled, step = self._compiled_for(self.traced_batch), self.traced_batch
+        return np.concatenate([np.asarray(compiled(batch[i:i + step])[0]) for i in range(0, len(batch), step)])
 
 
 RUNNERS: dict[str, Callable[[list[Path], int, dict[str, str]], Callable[[np.ndarray], np.ndarray]]] = {

@@ -28,6 +28,9 @@ else:  # run as a script inside the bundle
 
 BATCH = 16  # the accuracy pass's batch (OpenVINO compiles once for it; the last batch is padded)
 CALLS_PER_ROUND = 3
+# after this many rounds, a candidate slower than the fastest by this factor cannot win within the noise: its
+# remaining rounds are skipped (its p50 stays that of the rounds it ran)
+SETTLE_ROUNDS, OUT_OF_REACH = 3, 1.5
 
 
 def _log(msg: str) -> None:
@@ -92,18 +95,22 @@ def check_candidate(bundle: Path, cand: lib.Candidate, threads: int, inputs, lab
 
 def time_side_by_side(runners: dict[str, Callable], x: np.ndarray, rounds: int) -> dict[str, tuple[float, float]]:
     """{key: (p50, p90) ms} at batch 1: interleaved rounds, each runner's calls in a round after one untimed call
-    (the runner before it may leave threads spinning)."""
+    (the runner before it may leave threads spinning); those out of reach after SETTLE_ROUNDS stop there."""
     times: dict[str, list[float]] = {k: [] for k in runners}
     for runner in runners.values():
         runner(x)
         runner(x)
-    for _ in range(rounds):
-        for key, runner in runners.items():
-            runner(x)
+    active = list(runners)
+    for done in range(1, rounds + 1):
+        for key in active:
+            runners[key](x)
             for _ in range(CALLS_PER_ROUND):
                 t0 = time.perf_counter()
-                runner(x)
+                runners[key](x)
                 times[key].append((time.perf_counter() - t0) * 1000)
+        if done == SETTLE_ROUNDS:
+            fastest = min(float(np.median(times[k])) for k in active)
+            active = [k for k in active if float(np.median(times[k])) <= fastest * OUT_OF_REACH]
     return {k: (float(np.median(v)), float(np.percentile(v, 90))) for k, v in times.items()}
 
 
