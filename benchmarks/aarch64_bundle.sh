@@ -51,12 +51,20 @@ if [ $status -eq 0 ] && [ -n "$image" ]; then
   chroot "$root" /bin/sh -c 'cd /bundle && /root/venv/bin/python predict.py input-image --top 3'
 fi
 echo "== what each runtime did under emulation (from decision-aarch64.json):"
-python3 - "$bundle/decision-aarch64.json" <<'PY' || true
-import json, sys
+host=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+python3 - "$bundle/decision-aarch64.json" "$(dirname "$0")/results/aarch64_bundle.md" "$host" "$status" <<'PY' || true
+import json, sys, time
 d = json.load(open(sys.argv[1]))
-print("device:", d["device"]["cpu"], d["device"]["arch"], d["device"]["features"], d["device"]["runtimes"])
-for c in d["candidates"]:
-    print(f"  {c['key']:<26} {c['status']:<14} {c['reason'] or ''}")
-print("picked:", d["picked"])
+dev = d["device"]
+lines = ["# CPU deploy bundle on aarch64 under qemu-user emulation (functional only, no speed)", "",
+         f"`benchmarks/aarch64_bundle.sh BUNDLE` on an x86-64 host ({sys.argv[3]}), {time.strftime('%Y-%m-%d %H:%M')}: "
+         f"model {d['model']}, arm64 Debian root, runtimes {dev['runtimes']}; select_model.py exit {sys.argv[4]}.",
+         f"The device as it saw itself: {dev['cpu']} ({dev['arch']}), features {dev['features'] or 'none readable'}.", "",
+         "| candidate | status | reason |", "|---|---|---|"]
+lines += [f"| {c['key']} | {c['status']} | {c['reason'] or ''} |" for c in d["candidates"]]
+lines += ["", f"Picked: {d['picked']} -> {', '.join(d['files'])}. Latencies under emulation mean nothing and are not shown."]
+text = "\n".join(lines) + "\n"
+print(text)
+open(sys.argv[2], "w").write(text)
 PY
 exit $status

@@ -88,7 +88,13 @@ def benchmarks_md() -> str:
                 ("finetune_resolution.md", "Fine-tuning at a new resolution, with a frozen backbone first"),
                 ("int8_presets.md", "INT8 presets (how they were chosen)"),
                 ("fashion_mnist_train.md", "Float Fashion-MNIST models"),
-                ("history.md", "Measurement history (what the README said at the time)")]
+                *((f"cpu_bundle_{tier}.md", f"CPU deploy bundle: the export's pick vs the device's, INT8 tier {tier}")
+                  for tier in ("avx2", "vnni", "amx", "dotprod", "none")),
+                ("aarch64_bundle.md", "CPU deploy bundle on 64-bit ARM under emulation (functional only)"),
+                ("guard_small.md", "The accuracy guard on a small labelled set at 224"),
+                *((f"quickstart_{tier}.txt", f"The README's quickstart from an empty cache, INT8 tier {tier}")
+                  for tier in ("avx2", "vnni", "amx", "dotprod", "none"))]
+    # the history of earlier measurements stays in benchmarks/results/history.md, not here
     for name, title in sections:
         path = RESULTS / name
         if path.exists():
@@ -97,6 +103,8 @@ def benchmarks_md() -> str:
             if lines and lines[0].startswith("# "):
                 lines = lines[1:]
             lines = ["#" + line if line.startswith("#") else line for line in lines]  # its headings nest below ours
+            if name.endswith(".txt"):
+                lines = ["```", *lines, "```"]
             parts += [f"## {title}", f"(`benchmarks/results/{name}`)", "", *lines, ""]
     return "\n".join(parts) + "\n"
 
@@ -105,6 +113,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="+", choices=DEFAULT_PARTS + ["train"], default=DEFAULT_PARTS)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--assemble-only", action="store_true", help="only rebuild BENCHMARKS.md from the results")
     args = ap.parse_args()
     RESULTS.mkdir(exist_ok=True)
     scripts = {"int8": [str(HERE / "int8_speed.py"), "--threads", str(args.threads)],
@@ -118,7 +127,7 @@ def main() -> None:
                "distill": [str(HERE / "distill.py"), "--threads", str(args.threads)],
                "finetune": [str(HERE / "finetune_resolution.py"), "--threads", str(args.threads)],
                "train": [str(HERE / "train_fashion_mnist.py")]}
-    for part in args.only:
+    for part in [] if args.assemble_only else args.only:
         if part == "speed224":
             speed224(args.threads)
         else:

@@ -24,17 +24,34 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.command("models")(models_command)
-app.command("device")(device_command)
-app.command("train")(train_command)
-app.command("evaluate")(evaluate_command)
-app.command("benchmark")(benchmark_command)
-app.command("compress")(compress_command)
-app.command("prune")(prune_command)
-app.command("distill")(distill_command)
-app.command("export")(export_command)
-app.command("build-engine")(build_engine_command)
-app.command("deploy-check")(deploy_check_command)
-app.command("compare")(compare_command)
-app.command("sweep")(sweep_command)
-app.command("recommend")(recommend_command)
+# Each command's --help ends with real examples (tests/test_docs.py runs them through the parser).
+EXAMPLES = {
+    "models": ["edgevision models", "edgevision models --json"],
+    "device": ["edgevision device", "edgevision device --threads 2 --refresh"],
+    "train": ["edgevision train convnext_mini --data builtin:fashion-mnist --epochs 4 --augment none --out m.pt",
+              "edgevision train vit_b --data /data/train --eval-data /data/val --img-size 384 "
+              "--freeze-backbone-epochs 2 --out vit_b.pt"],
+    "evaluate": ["edgevision evaluate --checkpoint m.pt --data builtin:fashion-mnist",
+                 "edgevision evaluate runs/RUN/model_int8.onnx --data val.csv --limit 1000"],
+    "benchmark": ["edgevision benchmark convnext_t --threads 2",
+                  "edgevision benchmark runs/RUN/model_int8.xml --layers"],
+    "compress": ["edgevision compress convnext_mini --weights fashion-mnist --int8 --data builtin:fashion-mnist "
+                 "--calib-data builtin:fashion-mnist",
+                 "edgevision compress convnext_t --int8 --data val.csv --calib-data calib.csv --max-drop 0.5"],
+    "prune": ["edgevision prune convnext_mini --weights fashion-mnist --ratio 0.5 --data builtin:fashion-mnist"],
+    "distill": ["edgevision distill --teacher vit_l --teacher-checkpoint teacher.pt --student vit_s "
+                "--data /data/train --eval-data /data/val --epochs 10"],
+    "export": ["edgevision export --target jetson", "edgevision export runs/RUN --target cpu --out bundle"],
+    "build-engine": ["edgevision build-engine runs/RUN/export-jetson"],
+    "deploy-check": ["edgevision deploy-check bundle", "edgevision deploy-check bundle --max-drop 0.5 --json"],
+    "compare": ["edgevision compare runs/ --plot compare.png", "edgevision compare sweep --html compare.html"],
+    "sweep": ["edgevision sweep convnext_t swin_t --int8 --prune 0,0.5 --targets cpu --weights random --out sweep"],
+    "recommend": ["edgevision recommend sweep --target cpu --max-latency-ms 20 --max-drop 1"],
+}
+COMMANDS = {"models": models_command, "device": device_command, "train": train_command,
+            "evaluate": evaluate_command, "benchmark": benchmark_command, "compress": compress_command,
+            "prune": prune_command, "distill": distill_command, "export": export_command,
+            "build-engine": build_engine_command, "deploy-check": deploy_check_command,
+            "compare": compare_command, "sweep": sweep_command, "recommend": recommend_command}
+for name, command in COMMANDS.items():
+    app.command(name, epilog="Examples:\n\n" + "\n\n".join(f"  {e}" for e in EXAMPLES[name]))(command)

@@ -25,10 +25,7 @@ def deploy_check_command(
     debug: DebugOpt = False,
 ) -> None:
     """Pick the bundle's fastest model within its accuracy budget on this machine, as the bundle's own
-    select_model.py does on the device: writes decision.json and model.onnx or model.xml into the bundle.
-
-    Example: edgevision export --target cpu --out bundle && edgevision deploy-check bundle
-    """
+    select_model.py does on the device: writes decision.json and model.onnx or model.xml into the bundle."""
     with cli_errors(debug):
         decision = api.deploy_check(bundle, threads=threads, rounds=rounds, max_drop=max_drop, log=note)
         if json_out:

@@ -108,21 +108,39 @@ CALIBRATION_METHODS = ("minmax", "entropy", "percentile")  # the recipe's qdq.ca
 
 def quantize_qdq(fp32_path: Path, out_path: Path, calibration: Sequence[np.ndarray], profile: QDQProfile,
                  calibrate_method: str = "minmax", exclude_nodes: Sequence[str] = ()) -> dict[str, Any]:
-    """Static INT8 quantization of an ONNX file with ONNX Runtime; returns what was done, for the report.
+    """Static INT8 quantization of an ONNX file with ONNX Runtime; returns what was done, for the report."""
+    return quantize_qdq_formats(fp32_path, {out_path: profile}, calibration, calibrate_method, exclude_nodes)[0]
+
+
+def quantize_qdq_formats(fp32_path: Path, outputs: dict[Path, QDQProfile], calibration: Sequence[np.ndarray],
+                         calibrate_method: str = "minmax", exclude_nodes: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """quantize_qdq for several profiles of one float graph, in order: one child process pre-processes the graph
+    once for all of them (its start, imports and ONNX Runtime's pre-processing took about a third of each).
 
     ONNX Runtime's tools write scratch files into the working directory (when symbolic shape inference gives
     up) and configure the root logger, so they run in a child process (runtimes/qdq_worker.py).
     """
     import onnx
 
-    fp32_path, out_path = Path(fp32_path).resolve(), Path(out_path).resolve()
-    nodes = _nodes_to_quantize(onnx.load(str(fp32_path), load_external_data=False), profile)
-    job = {"engine": "onnxruntime", "fp32": str(fp32_path), "out": str(out_path), "method": calibrate_method,
-           "nodes": nodes, "exclude": list(exclude_nodes), "profile": asdict(profile)}
+    fp32_path = Path(fp32_path).resolve()
+    graph = onnx.load(str(fp32_path), load_external_data=False)
+    outputs = {Path(out).resolve(): profile for out, profile in outputs.items()}
+    job = {"engine": "onnxruntime", "fp32": str(fp32_path), "method": calibrate_method, "exclude": list(exclude_nodes),
+           "outputs": [{"out": str(out), "nodes": _nodes_to_quantize(graph, profile), "profile": asdict(profile)}
+                       for out, profile in outputs.items()]}
     done = run_quantize_job(job, calibration)
     if done.returncode != 0:
         raise EdgevisionError(f"ONNX Runtime quantization failed: {last_line(done.stderr)}",
                               "exclude the failing node with qdq.exclude_nodes, or use --target cpu (OpenVINO)")
+    return [_finish_qdq(out, profile, entry["nodes"], calibration, calibrate_method, exclude_nodes)
+            for (out, profile), entry in zip(outputs.items(), job["outputs"])]
+
+
+def _finish_qdq(out_path: Path, profile: QDQProfile, nodes, calibration, calibrate_method: str,
+                exclude_nodes: Sequence[str]) -> dict[str, Any]:
+    """The TensorRT profile's float fan-out fix, and what was done, for the report."""
+    import onnx
+
     if profile.weight_matmuls_only:
         quantized = onnx.load(str(out_path))
         float_fanout(quantized, set(nodes or ()) - set(exclude_nodes))

@@ -33,13 +33,20 @@ def prepare(src: str, dst: str) -> None:
 
 
 def quantize_onnxruntime(job: dict[str, Any], images: np.ndarray) -> None:
+    """Each of job["outputs"] ({out, nodes, profile}) from one pre-processed copy of the float graph."""
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, quantize_static
 
-    profile = QDQProfile(**{**job["profile"], "op_types": tuple(job["profile"]["op_types"] or ()) or None})
     prepared = str(Path("prepared.onnx").resolve())
     prepare(job["fp32"], prepared)
     input_name = onnx.load(prepared, load_external_data=False).graph.input[0].name
+    for output in job["outputs"]:
+        _quantize_static(prepared, input_name, {**job, **output}, images)
+
+
+def _quantize_static(prepared: str, input_name: str, job: dict[str, Any], images: np.ndarray) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, quantize_static
+
+    profile = QDQProfile(**{**job["profile"], "op_types": tuple(job["profile"]["op_types"] or ()) or None})
 
     class Reader(CalibrationDataReader):
         def __init__(self):

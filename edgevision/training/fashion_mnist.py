@@ -1,20 +1,22 @@
-"""The `fashion-mnist` weight source: float models trained by edgevision on builtin:fashion-mnist, trained on
-first use and cached.
+"""The `fashion-mnist` weight source: float models trained by edgevision on builtin:fashion-mnist.
 
-`--weights fashion-mnist` resolves to `$EDGEVISION_CACHE/fashion-mnist/ALIAS.pt` (default cache
-~/.cache/edgevision), training it with the settings below the first time. A cached file that records other
-settings (trained before a recipe changed, or put there by hand) is used with a warning, not retrained.
-benchmarks/train_fashion_mnist.py trains with the same settings and records test top-1 and training time.
-It registers itself into models/weights.py from this layer, because it needs the training loop.
+`--weights fashion-mnist` resolves, in order, to `$EDGEVISION_CACHE/fashion-mnist/ALIAS.pt` (default cache
+~/.cache/edgevision: trained here before), to the weights shipped with edgevision (shipped/, see SHIPPED: made
+by this recipe with the command recorded there, checked by sha256 before use), or trains it with the settings
+below and caches it. A cached file that records other settings (trained before a recipe changed, or put there by
+hand) is used with a warning, not retrained. benchmarks/train_fashion_mnist.py trains with the same settings and
+records test top-1 and training time. It registers itself into models/weights.py from this layer, because it
+needs the training loop.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable
 
 from edgevision.data.open import open_source
 from edgevision.errors import ModelError
-from edgevision.io import cache_dir
+from edgevision.io import cache_dir, sha256
 from edgevision.models.loading import LoadedModel, load_checkpoint_file, load_model
 from edgevision.models.weights import WeightRequest, WeightSource, register_weight_source
 from edgevision.training.loop import TrainConfig
@@ -31,6 +33,23 @@ FASHION_MNIST_EPOCHS = {"convnext_mini": 4, "swin_mini": 6, "maxvit_mini": 6, "v
 # top-1 stuck near 78%; half the rate trains it steadily. 8 epochs reached 89.75%, below what convnext_mini
 # reaches alone in 6 (90.2-90.6), so it had little to teach it; 16 epochs reach 90.42%.
 FASHION_MNIST_LR = {"vit_teacher_mini": 1e-3}
+
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"  # package data: SHIPPED.json and its weight files
+
+
+def shipped_checkpoint(alias: str, log: Callable[[str], None] = lambda m: None) -> Path | None:
+    """The weights shipped with edgevision for `alias` (SHIPPED.json: file, sha256, the command that made them),
+    or None when none are shipped or the file does not match its sha256 (then it is trained as before)."""
+    index = SHIPPED_DIR / "SHIPPED.json"
+    entry = json.loads(index.read_text(encoding="utf-8")).get(alias) if index.is_file() else None
+    if entry is None:
+        return None
+    path = SHIPPED_DIR / entry["file"]
+    if not path.is_file() or sha256(path) != entry["sha256"]:
+        log(f"warning: the shipped {path.name} is missing or does not match its sha256: training {alias} instead")
+        return None
+    return path
 
 
 def fashion_mnist_settings(alias: str) -> dict:
@@ -65,6 +84,9 @@ def fashion_mnist_checkpoint(alias: str, log: Callable[[str], None] = lambda m: 
     path = cache_dir() / "fashion-mnist" / f"{alias}.pt"
     if path.exists():  # the caller checks its recipe (off_recipe_warning) on the meta it reads anyway
         return path
+    shipped = shipped_checkpoint(alias, log)
+    if shipped is not None:
+        return shipped
     path.parent.mkdir(parents=True, exist_ok=True)
     log(f"{alias} has not been trained on Fashion-MNIST on this machine yet: training it once "
         f"({FASHION_MNIST_EPOCHS[alias]} epochs), cached at {path}")
@@ -86,5 +108,6 @@ def _load(request: WeightRequest) -> LoadedModel:
     return load_checkpoint_file(request, path, check_meta=warn_off_recipe)
 
 
-register_weight_source(WeightSource("fashion-mnist", "edgevision's float model for a *_mini alias, trained on "
-                                    "builtin:fashion-mnist on first use and cached", _load))
+register_weight_source(WeightSource("fashion-mnist", "edgevision's float model for a *_mini alias trained on "
+                                    "builtin:fashion-mnist: shipped (convnext_mini), else trained on first use and "
+                                    "cached", _load))

@@ -15,7 +15,7 @@ from edgevision.pipeline.context import Context, GraphInput, Variant, size_mb
 from edgevision.pipeline.stages import Stage
 from edgevision.pipeline.targets.cpu_bundle import DEPLOY, CpuBundle
 from edgevision.pipeline.targets.cpu_guard import guard_int8, quantization_settings
-from edgevision.pipeline.targets.ort_int8 import add_int8_variant
+from edgevision.pipeline.targets.ort_int8 import add_int8_variants
 from edgevision.pipeline.targets.sections import QDQ
 from edgevision.pipeline.targets.registry import RecipeSection, Target, register_target
 from edgevision.runtimes import create_runner
@@ -105,8 +105,7 @@ class OnnxRuntimeInt8(Stage):
         scratch.mkdir(exist_ok=True)
         fp32 = ort_backend.export_onnx(ctx.model, ctx.loaded.spec.input_size, scratch / "model.onnx",
                                        dynamic_batch=True)
-        for i, fmt in enumerate(formats):
-            add_int8_variant(ctx, fp32, "int8" if i == 0 else f"int8-{fmt}", fmt)
+        add_int8_variants(ctx, fp32, formats)
         if bundle:
             kept = fp32.rename(ctx.workdir / "model_fp32.onnx")
             ctx.variants.append(Variant("fp32", "onnxruntime", create_runner("onnxruntime", kept, threads=ctx.threads),

@@ -4,7 +4,7 @@ from __future__ import annotations
 from edgevision.pipeline.context import Context, GraphInput, Variant, size_mb
 from edgevision.pipeline.stages import Stage
 from edgevision.pipeline.targets.registry import Target, register_target
-from edgevision.pipeline.targets.ort_int8 import add_int8_variant
+from edgevision.pipeline.targets.ort_int8 import add_int8_variants
 from edgevision.pipeline.targets.sections import QDQ
 from edgevision.runtimes import create_runner
 from edgevision.runtimes import onnxruntime as ort_backend
@@ -34,7 +34,7 @@ class OnnxInt8(Stage):
     runtime = "onnxruntime"
 
     def run(self, ctx: Context) -> None:
-        add_int8_variant(ctx, onnx_fp32(ctx), "int8")
+        add_int8_variants(ctx, onnx_fp32(ctx), ["u8s8"])
 
 
 register_target(Target(
