@@ -226,8 +226,13 @@ def count_gmacs(model, input_size: tuple[int, int, int]) -> float:
 def zoo_table() -> list[dict[str, Any]]:
     """One row per alias: timm name, params and GMACs at the default input size, published top-1.
 
-    Models are built on the meta device, so even ViT-L costs no memory or init time.
-    """
+    Models are built on the meta device, so even ViT-L costs no memory or init time; counting their GMACs still
+    takes seconds, so a process counts them once."""
+    return [dict(row) for row in _zoo_rows()]
+
+
+@lru_cache(maxsize=1)
+def _zoo_rows() -> tuple[dict[str, Any], ...]:
     timm = timm_with_students()
     import torch
 
@@ -253,4 +258,4 @@ def zoo_table() -> list[dict[str, Any]]:
             "imagenet_top1": top1,
             "imagenet_top1_res": top1_res,
         })
-    return rows
+    return tuple(rows)

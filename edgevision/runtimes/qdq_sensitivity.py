@@ -9,6 +9,7 @@ when two nodes break INT8 together, neither alone restores anything.)
 from __future__ import annotations
 
 import copy
+import time
 from typing import Callable, Sequence
 
 import numpy as np
@@ -157,8 +158,6 @@ def rank_by_sensitivity(model, damage: Damage, float_model=None, deadline: float
     quantized node reads float inputs. `damage` is a continuous measure (KL divergence from the float graph's
     outputs), which tells nodes apart where top-1 on a few images ties. Past `deadline` (time.perf_counter())
     it raises RankingOutOfTime."""
-    import time
-
     names, rankable = quantized_nodes(model), rankable_nodes(model)
     scored = []
     for name in rankable:

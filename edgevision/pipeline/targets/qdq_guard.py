@@ -38,8 +38,9 @@ from edgevision.runtimes.tensorrt import WEIGHTED_OPS
 RANK_IMAGES = 500
 # A step helps when it lowers the per-image KL by more than NOISE_SE standard errors (paired, on the same
 # images) and by at least MIN_GAIN of what was left: a loss spread over the whole graph shrinks by a sliver per
-# node left in float, consistently but to no end.
-NOISE_SE, MIN_GAIN = 2.0, 0.1
+# node left in float, consistently but to no end. The ladder stops after STALLED such steps in a row: two nodes
+# that break INT8 together restore nothing one at a time (the gain Mul and the conv it feeds, in the tests).
+NOISE_SE, MIN_GAIN, STALLED = 2.0, 0.1, 2
 
 
 @dataclass(frozen=True)
@@ -218,18 +219,20 @@ class _QDQGuard:
                                    "nodes": len(ranked),
                                    "top": [{"node": n, "kl_with_only_it_int8": v} for n, v in ranked[:10]]}
         op_types = {n.name: n.op_type for n in graph.graph.node}
-        previous = base.measured.kl
+        closest, stalled = base.measured.kl, 0
         for name, excluded in exclusion_steps([n for n, _ in ranked], op_types):
             tried = self.attempt(name, excluded, base.calibration, method=base.method)
             if self.holds(tried):
                 return True
-            if not improves(previous, tried.measured.kl):
+            stalled = 0 if improves(closest, tried.measured.kl) else stalled + 1
+            if stalled == 0:
+                closest = tried.measured.kl
+            elif stalled == STALLED:
                 self.summary["ladder_stopped"] = (
-                    f"{name} did not bring the graph closer to the float one beyond the noise of {len(self.items)} "
-                    f"images (mean KL {float(previous.mean()):.4f} -> {tried.measured.mean_kl:.4f}): the loss is "
-                    "not in a few nodes")
+                    f"{STALLED} steps in a row, up to {name}, did not bring the graph closer to the float one beyond "
+                    f"the noise of {len(self.items)} images (mean KL {float(closest.mean()):.4f} at best, "
+                    f"{tried.measured.mean_kl:.4f} last): the loss is not in a few nodes")
                 return False
-            previous = tried.measured.kl
         return False
 
 
