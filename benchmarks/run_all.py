@@ -91,7 +91,7 @@ def benchmarks_md() -> str:
                 *((f"cpu_bundle_{tier}.md", f"CPU deploy bundle: the export's pick vs the device's, INT8 tier {tier}")
                   for tier in ("avx2", "vnni", "amx", "dotprod", "none")),
                 ("aarch64_bundle.md", "CPU deploy bundle on 64-bit ARM under emulation (functional only)"),
-                ("guard_small.md", "The accuracy guard on a small labelled set at 224"),
+                ("guard_small.md", "The accuracy guard on a small folder of images at 224"),
                 *((f"quickstart_{tier}.txt", f"The README's quickstart from an empty cache, INT8 tier {tier}")
                   for tier in ("avx2", "vnni", "amx", "dotprod", "none"))]
     # the history of earlier measurements stays in benchmarks/results/history.md, not here

@@ -31,6 +31,7 @@ CALLS_PER_ROUND = 3
 # after this many rounds, a candidate slower than the fastest by this factor cannot win within the noise: its
 # remaining rounds are skipped (its p50 stays that of the rounds it ran)
 SETTLE_ROUNDS, OUT_OF_REACH = 3, 1.5
+TIMING_SECONDS = 30.0  # the rounds are cut to what fits in this, measured on the first (at least SETTLE_ROUNDS)
 
 
 def _log(msg: str) -> None:
@@ -85,7 +86,8 @@ def check_candidate(bundle: Path, cand: lib.Candidate, threads: int, inputs, lab
         result.reason = str(e)
         return result, None
     except Exception as e:  # noqa: BLE001 - a runtime that cannot load or run a file is a reason, not a crash
-        result.reason = f"{cand.runtime} could not run it: {str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__}"
+        text = str(e).strip()
+        result.reason = f"{cand.runtime} could not run it: {text.splitlines()[0][:160] if text else type(e).__name__}"
         return result, None
     result.top1, result.agreement = measured["top1"], measured["agreement"]
     result.cosine, result.kl = measured["cosine"], measured["kl"]
@@ -95,19 +97,24 @@ def check_candidate(bundle: Path, cand: lib.Candidate, threads: int, inputs, lab
 
 def time_side_by_side(runners: dict[str, Callable], x: np.ndarray, rounds: int) -> dict[str, tuple[float, float]]:
     """{key: (p50, p90) ms} at batch 1: interleaved rounds, each runner's calls in a round after one untimed call
-    (the runner before it may leave threads spinning); those out of reach after SETTLE_ROUNDS stop there."""
+    (the runner before it may leave threads spinning); those out of reach after SETTLE_ROUNDS stop there, and the
+    rounds are as many as fit in TIMING_SECONDS (at least SETTLE_ROUNDS, at most `rounds`)."""
     times: dict[str, list[float]] = {k: [] for k in runners}
     for runner in runners.values():
         runner(x)
         runner(x)
-    active = list(runners)
-    for done in range(1, rounds + 1):
+    active, done = list(runners), 0
+    while done < rounds:
+        started = time.perf_counter()
         for key in active:
             runners[key](x)
             for _ in range(CALLS_PER_ROUND):
                 t0 = time.perf_counter()
                 runners[key](x)
                 times[key].append((time.perf_counter() - t0) * 1000)
+        done += 1
+        if done == 1:  # a 224-pixel ViT's round takes seconds: as many as fit in TIMING_SECONDS
+            rounds = min(rounds, max(SETTLE_ROUNDS, int(TIMING_SECONDS / (time.perf_counter() - started))))
         if done == SETTLE_ROUNDS:
             fastest = min(float(np.median(times[k])) for k in active)
             active = [k for k in active if float(np.median(times[k])) <= fastest * OUT_OF_REACH]
