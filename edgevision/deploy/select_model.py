@@ -31,7 +31,7 @@ CALLS_PER_ROUND = 3
 # after this many rounds, a candidate slower than the fastest by this factor cannot win within the noise: its
 # remaining rounds are skipped (its p50 stays that of the rounds it ran)
 SETTLE_ROUNDS, OUT_OF_REACH = 3, 1.5
-TIMING_SECONDS = 30.0  # the rounds are cut to what fits in this, measured on the first (at least SETTLE_ROUNDS)
+TIMING_SECONDS = 25.0  # the rounds are cut to what fits in this, measured on the first (at least SETTLE_ROUNDS)
 
 
 def _log(msg: str) -> None:
@@ -49,13 +49,16 @@ def load_sample(bundle: Path, manifest: lib.BundleManifest) -> tuple[np.ndarray,
 
 
 def predict_all(runner: Callable, inputs: np.ndarray) -> np.ndarray:
+    """Logits of every input, in batches of one size (the last padded: OpenVINO compiles once per size); a
+    sample smaller than BATCH is one batch of its own size."""
+    size = min(BATCH, len(inputs))
     out = []
-    for start in range(0, len(inputs), BATCH):
-        chunk = inputs[start:start + BATCH]
-        pad = BATCH - len(chunk)
+    for start in range(0, len(inputs), size):
+        chunk = inputs[start:start + size]
+        pad = size - len(chunk)
         if pad:
             chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), np.float32)])
-        out.append(runner(chunk)[:BATCH - pad])
+        out.append(runner(chunk)[:size - pad])
     return np.concatenate(out)
 
 
@@ -145,7 +148,8 @@ def run_selection(bundle: Path, threads: int | None = None, rounds: int = 10, ma
         if runner is not None and (budget is None or result.drop <= budget):
             runners[cand.key] = runner
     if runners:
-        log(f"timing {len(runners)} candidates side by side ({threads} threads, batch 1, {rounds} rounds)")
+        log(f"timing {len(runners)} candidates side by side ({threads} threads, batch 1, at most {rounds} rounds "
+            f"or {TIMING_SECONDS:.0f} s)")
         for key, (p50, p90) in time_side_by_side(runners, inputs[:1], rounds).items():
             row = next(r for r in results if r.key == key)
             row.latency_ms_p50, row.latency_ms_p90 = round(p50, 3), round(p90, 3)
