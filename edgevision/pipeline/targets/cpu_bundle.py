@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from edgevision.data.loader import DATA_CONFIG_KEYS
 from edgevision.data.sources import balanced_indices
 from edgevision.deploy import bundle_lib as lib
 from edgevision.io import atomic_write_text, sha256
@@ -60,9 +61,9 @@ class CpuBundle(Stage):
 
 
 def preprocessing(data_config: dict[str, Any]) -> lib.Preprocessing:
-    keys = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+    """timm's data config (the keys every spec and manifest records) as the device's preprocessing type."""
     return lib.Preprocessing(**{k: (list(data_config[k]) if isinstance(data_config[k], tuple) else data_config[k])
-                                for k in keys if data_config.get(k) is not None})
+                                for k in DATA_CONFIG_KEYS if data_config.get(k) is not None})
 
 
 def write_sample(ctx: Context, size: int) -> lib.Sample:
