@@ -47,11 +47,11 @@ def fashion_mnist(args) -> dict | None:
     import torch
 
     from edgevision import DistillConfig, TrainConfig, distill, load_model, open_source, train
-    from edgevision.measure import evaluate_model
-    from edgevision.runtimes import create_runner
-    from edgevision.measure.bench import compare_latency
     from edgevision.compression.distill import REPORT_FILE, weights_digest
+    from edgevision.measure import evaluate_model
+    from edgevision.measure.bench import compare_latency
     from edgevision.models import read_checkpoint
+    from edgevision.runtimes import create_runner
     from edgevision.training.fashion_mnist import FASHION_MNIST_DEFAULTS
 
     torch.set_num_threads(args.threads)

@@ -31,11 +31,11 @@ FULLSIZE_MODELS = ["convnext_t", "swin_t", "vit_b", "maxvit_t"]
 
 
 def export(alias: str, weights: str, target: str, out: Path, **recipe_overrides):
-    from edgevision.pipeline.export import export_model
-    from edgevision.pipeline.presets import preset_for
-    from edgevision.pipeline.recipe import resolve
     from edgevision.data import open_source
     from edgevision.models import load_model
+    from edgevision.pipeline.export import export_model
+    from edgevision.pipeline.presets import preset_for
+    from edgevision.pipeline.resolve import resolve
 
     loaded = load_model(alias, weights=weights)
     recipe = resolve(preset_for(loaded.spec.family), None, recipe_overrides)
@@ -65,8 +65,8 @@ def accuracy(args, tmp: Path) -> list[dict]:
 
 
 def speed(args, tmp: Path) -> list[dict]:
-    from edgevision.runtimes import create_runner
     from edgevision.measure.bench import compare_latency
+    from edgevision.runtimes import create_runner
 
     rows = []
     for alias in SPEED_MODELS:

@@ -30,10 +30,10 @@ CANDIDATES = {
 
 
 def main() -> None:
-    from edgevision.pipeline.run import compress_model as compress
-    from edgevision.pipeline.recipe import resolve
     from edgevision.data import open_source
     from edgevision.models import load_model
+    from edgevision.pipeline.resolve import resolve
+    from edgevision.pipeline.run import compress_model as compress
     from edgevision.training.fashion_mnist import FASHION_MNIST_EPOCHS, FASHION_MNIST_TEST, FASHION_MNIST_TRAIN
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

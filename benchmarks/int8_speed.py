@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-
-import numpy as np
 import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = {"convnext_t": 3.0, "vit_b": 2.8, "swin_t": 3.3, "maxvit_t": 3.2}  # issue #3's minimum speedups
@@ -40,9 +40,9 @@ def compress(alias: str, out: Path, threads: int, iters: int) -> tuple[dict, flo
 
 def retime(alias: str, run_dir: Path, threads: int, iters: int, repeats: int) -> list[float]:
     """More side-by-side PyTorch FP32 vs OpenVINO INT8 measurements on the IR that compress wrote."""
-    from edgevision.runtimes import create_runner
     from edgevision.measure.bench import compare_latency
     from edgevision.models import load_model
+    from edgevision.runtimes import create_runner
 
     loaded = load_model(alias, weights="random")
     runners = {"pytorch": create_runner("pytorch", loaded.model, threads=threads),
@@ -57,8 +57,8 @@ def retime(alias: str, run_dir: Path, threads: int, iters: int, repeats: int) ->
 def ratio_to_benchmark_app(xml: Path, threads: int, iters: int, seconds: int, repeats: int) -> list[float]:
     """Our runner alone vs benchmark_app, alternated `repeats` times: the host drifts between minutes, so
     each ratio compares two measurements taken back to back."""
-    from edgevision.runtimes import create_runner
     from edgevision.measure.bench import benchmark
+    from edgevision.runtimes import create_runner
 
     runner = create_runner("openvino", xml, threads=threads)
     input_shape = tuple(runner.model.input(0).get_partial_shape().to_shape())[1:]

@@ -28,11 +28,11 @@ SPEED_MODELS = ["convnext_t", "vit_b"]
 
 
 def run(alias: str, weights: str, out: Path, eval_spec: str, **overrides):
-    from edgevision.pipeline.run import compress_model as compress
-    from edgevision.pipeline.presets import preset_for
-    from edgevision.pipeline.recipe import resolve
     from edgevision.data import open_source
     from edgevision.models import load_model
+    from edgevision.pipeline.presets import preset_for
+    from edgevision.pipeline.resolve import resolve
+    from edgevision.pipeline.run import compress_model as compress
 
     loaded = load_model(alias, weights=weights)
     recipe = resolve(preset_for(loaded.spec.family), None, overrides)
@@ -69,8 +69,8 @@ def accuracy(args, tmp: Path) -> list[dict]:
 
 
 def speed(args, tmp: Path) -> list[dict]:
-    from edgevision.runtimes import create_runner
     from edgevision.measure.bench import compare_latency
+    from edgevision.runtimes import create_runner
 
     rows = []
     for alias in SPEED_MODELS:

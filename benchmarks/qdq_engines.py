@@ -35,7 +35,7 @@ def export(alias: str, weights: str, engine: str, out: Path, args, **overrides) 
     from edgevision.models import load_model
     from edgevision.pipeline.export import export_model
     from edgevision.pipeline.presets import preset_for
-    from edgevision.pipeline.recipe import resolve
+    from edgevision.pipeline.resolve import resolve
 
     loaded = load_model(alias, weights=weights)
     recipe = resolve(preset_for(loaded.spec.family), None, {"threads": args.threads, "benchmark_iters": 3,

@@ -21,7 +21,12 @@ from edgevision.io import sha256
 from edgevision.measure.bench import cpu_model
 from edgevision.measure.cpu_profile import host_flags, int8_features
 from edgevision.models.checkpoint import read_checkpoint, write_checkpoint
-from edgevision.training.fashion_mnist import FASHION_MNIST_TEST, FASHION_MNIST_TRAIN, SHIPPED_DIR, fashion_mnist_settings
+from edgevision.training.fashion_mnist import (
+    FASHION_MNIST_TEST,
+    FASHION_MNIST_TRAIN,
+    SHIPPED_DIR,
+    fashion_mnist_settings,
+)
 
 
 def train_command(alias: str, out: Path) -> list[str]:

@@ -19,8 +19,12 @@ import sys
 from pathlib import Path
 
 from edgevision.io import cache_dir
-from edgevision.training.fashion_mnist import (FASHION_MNIST_EPOCHS, FASHION_MNIST_TEST, FASHION_MNIST_TRAIN,
-                                      fashion_mnist_settings)
+from edgevision.training.fashion_mnist import (
+    FASHION_MNIST_EPOCHS,
+    FASHION_MNIST_TEST,
+    FASHION_MNIST_TRAIN,
+    fashion_mnist_settings,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

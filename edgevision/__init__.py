@@ -12,8 +12,23 @@ and the parts it is made of stay public for finer work:
     train(loaded, open_source("builtin:fashion-mnist:train"), "convnext_mini.pt", TrainConfig(epochs=3))
 """
 from edgevision._version import __version__
-from edgevision.api import (benchmark, build_engine, compare, compress, deploy_check, device, distill_models,
-                            evaluate, export, list_models, open_model, prune, recommend, sweep, train_model)
+from edgevision.api import (
+                            benchmark,
+                            build_engine,
+                            compare,
+                            compress,
+                            deploy_check,
+                            device,
+                            distill_models,
+                            evaluate,
+                            export,
+                            list_models,
+                            open_model,
+                            prune,
+                            recommend,
+                            sweep,
+                            train_model,
+)
 from edgevision.compression.distill import DistillConfig, distill
 from edgevision.compression.prune import prune_model
 from edgevision.data import open_source

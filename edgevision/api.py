@@ -6,19 +6,18 @@ these, and prints.
 
     import edgevision
     result = edgevision.compress("convnext_t", int8=True, data="builtin:photos", target="cpu")
-    print(result.report["variants"])
+    print(result.report.selected)
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from edgevision.compression.distill import STUDENT_FILE, DistillConfig, DistillResult, distill
 from edgevision.data.open import default_eval_spec, open_source
-from edgevision.deploy import bundle_lib, select_model
 from edgevision.data.sources import ImageSource, align_classes, sample
+from edgevision.deploy import bundle_lib, select_model
 from edgevision.errors import EdgevisionError, OutputExistsError
 from edgevision.measure.bench import available_cores, model_runner
 from edgevision.measure.bench import benchmark as benchmark_runner
@@ -32,7 +31,7 @@ from edgevision.models.zoo import zoo_table
 from edgevision.pipeline import export as ex
 from edgevision.pipeline.artifacts import artifact_runtime, check_runtime, load_artifact
 from edgevision.pipeline.presets import preset_for
-from edgevision.pipeline.recipe import check_target, resolve
+from edgevision.pipeline.resolve import check_target, resolve
 from edgevision.pipeline.run import CompressResult, compress_model
 from edgevision.pipeline.sweep import SweepResult
 from edgevision.pipeline.sweep import sweep as run_sweep
@@ -173,7 +172,7 @@ def compress(
         "guard_time": guard_time, "eval_limit": limit, "threads": threads, "benchmark_iters": iters, "runtime": runtime,
         "prune": {"ratio": prune, "importance": importance, "finetune_epochs": finetune_epochs,
                   "finetune_images": finetune_images}})
-    out = Path(out) if out else RUNS_DIR / f"{loaded.spec.name}-{resolved['target']}-{_stamp()}"
+    out = Path(out) if out else RUNS_DIR / f"{loaded.spec.name}-{resolved.target}-{_stamp()}"
     return compress_model(loaded, source_of(data, "test"), resolved, out, calib_source=source_of(calib_data, "train"),
                           finetune_source=source_of(finetune_data, "train"), force=force, progress=progress, log=log)
 
@@ -272,12 +271,7 @@ def build_engine(bundle: str | Path, *, force: bool = False, precision: str | No
     """Build a jetson bundle's TensorRT engine with the TensorRT Python API (on the device that runs it): by
     default INT8 and FP16 where the bundle lets the device decide, timed, the faster kept; `precision` pins one."""
     bundle = Path(bundle)
-    try:
-        manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
-        opts = trt_backend.EngineOptions(**manifest["tensorrt"]["engine_options"])
-    except (OSError, ValueError, KeyError, TypeError):
-        raise EdgevisionError(f"{bundle} is not a jetson bundle (manifest.json with tensorrt settings)",
-                              "make one with `edgevision export --target jetson`") from None
+    opts = trt_backend.bundle_engine_options(bundle)
     if (bundle / opts.engine).exists() and not force:
         raise OutputExistsError(f"{bundle / opts.engine} already exists", "pass --force to rebuild it")
     return build_chosen_engine(bundle, opts, precision, log=log)

@@ -63,7 +63,9 @@ def write_json(path: str | Path, data: Any) -> Path:
 
 
 def json_default(obj):
-    """numpy scalars and paths, which reports carry, as JSON values."""
+    """numpy scalars and paths, which reports carry, and the typed records (`to_dict()`), as JSON values."""
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
     if isinstance(obj, (np.integer, np.floating)):
         return obj.item()
     if isinstance(obj, Path):

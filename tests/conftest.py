@@ -14,6 +14,24 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a test never downloads
 from edgevision.data.builtin import FASHION_MNIST_DIR  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def every_report_fits_the_schema(tmp_path_factory):
+    """After the whole suite: every report.json a test wrote validates against docs/report.schema.json, the JSON
+    Schema of the report types (tests/test_report.py checks that the file is the types' schema)."""
+    yield
+    jsonschema = pytest.importorskip("jsonschema")
+    import json
+
+    schema = json.loads((Path(__file__).resolve().parents[1] / "docs" / "report.schema.json").read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    wrong = []
+    for path in tmp_path_factory.getbasetemp().rglob("report.json"):
+        data = json.loads(path.read_text())
+        if "variants" in data:  # a compress, prune or export run (distill and train write reports of their own)
+            wrong += [f"{path}: {e.message[:200]}" for e in validator.iter_errors(data)][:1]
+    assert not wrong, wrong
+
+
 def fashion_mnist_installed() -> bool:
     root = Path(os.environ.get("EDGEVISION_FASHION_MNIST_DIR", FASHION_MNIST_DIR))
     return (root / "t10k-images-idx3-ubyte.gz").is_file()
@@ -149,7 +167,7 @@ def budget_not_met(monkeypatch):
 
     def unmet(ctx):
         report = real(ctx)
-        report["status"] = "max_drop_not_met"
+        report.status = "max_drop_not_met"
         return report
 
     monkeypatch.setattr(pipeline, "run_pipeline", unmet)

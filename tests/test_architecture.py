@@ -41,6 +41,50 @@ def test_dispatch_on_names_happens_only_in_registries():
     assert not found, found
 
 
+def _registered_names() -> set[str]:
+    from edgevision.models.zoo import FAMILIES
+    from edgevision.pipeline.targets import TARGETS
+    from edgevision.runtimes import RUNTIMES
+
+    return set(TARGETS) | set(RUNTIMES) | set(FAMILIES)
+
+
+def _string_constants(node) -> list[str]:
+    items = node.elts if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else [node]
+    return [n.value for n in items if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+
+
+def test_no_comparison_with_a_literal_target_runtime_or_family_outside_the_registries():
+    """`x == "jetson"`, `runtime in ("openvino", ...)`, `family != "vit"`: a name compared by hand is a branch the
+    registry does not know about. (deploy/ runs on the device without edgevision's registries.)"""
+    names, found = _registered_names(), []
+    for path in modules():
+        where = str(path.relative_to(PACKAGE))
+        if where in REGISTRIES or where.startswith("deploy/"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                literals = [s for side in (node.left, *node.comparators) for s in _string_constants(side)]
+                found += [f"{where}:{node.lineno} {s!r}" for s in literals if s in names]
+    assert not found, found
+
+
+def test_every_family_table_is_keyed_by_the_zoo_families():
+    from edgevision.compression.prune import PRUNING_FAMILIES
+    from edgevision.models.zoo import FAMILIES
+    from edgevision.pipeline.presets import FAMILY_PRESETS
+
+    assert set(FAMILY_PRESETS) == set(FAMILIES)  # every family has its INT8 settings, named alike
+    assert set(PRUNING_FAMILIES) < set(FAMILIES)  # pruning covers some of them, named alike
+
+
+def test_no_precision_is_guessed_from_a_variant_name():
+    """A variant's precision is a field of its record (pipeline/report.py), never its name's prefix."""
+    found = [f"{p.relative_to(PACKAGE)}:{i}" for p in modules() if p.name != "report.py"
+             for i, line in enumerate(p.read_text().splitlines(), 1) if 'startswith("int8")' in line]
+    assert not found, found
+
+
 def test_commands_do_not_import_torch():
     for path in (PACKAGE / "cli").glob("*.py"):
         tree = ast.parse(path.read_text())

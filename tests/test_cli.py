@@ -4,9 +4,9 @@ import subprocess
 
 import pytest
 import torch
+from conftest import needs_fashion_mnist
 from typer.testing import CliRunner
 
-from conftest import needs_fashion_mnist
 from edgevision.cli.app import app
 
 runner = CliRunner()

@@ -14,10 +14,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from edgevision.cli.app import app
-from edgevision.reports.compare import Comparison, Row, load_comparison, load_rows, mark_pareto, rich_table
-from edgevision.reports.compare_plot import overlapping, plot_comparison
 from edgevision.errors import EdgevisionError
 from edgevision.pipeline.sweep import sweep
+from edgevision.reports.compare import Comparison, Row, load_comparison, load_rows, mark_pareto, rich_table
+from edgevision.reports.compare_plot import overlapping, plot_comparison
 
 runner = CliRunner()
 FAST = {"calib_size": 8, "benchmark_iters": 3}

@@ -1,27 +1,28 @@
 """`edgevision compress --int8`: real NNCF + OpenVINO on small models and real data."""
 import json
-import warnings
-import sys
-import subprocess
 import shutil
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import needs_fashion_mnist
 from typer.testing import CliRunner
 
-from conftest import needs_fashion_mnist
-from edgevision.runtimes import Runner
 from edgevision.cli.app import app
-from edgevision.pipeline.run import compress_model as compress
-from edgevision.pipeline.presets import preset_for
-from edgevision.pipeline.recipe import RecipeError, load_recipe_file, resolve
 from edgevision.data import open_source
 from edgevision.errors import DataError, EdgevisionError, OutputExistsError
 from edgevision.measure.evaluate import evaluate_runners
 from edgevision.models import load_model
+from edgevision.pipeline.presets import preset_for
+from edgevision.pipeline.recipe import RecipeError
+from edgevision.pipeline.resolve import load_recipe_file, resolve
+from edgevision.pipeline.run import compress_model as compress
+from edgevision.runtimes import Runner
 from edgevision.runtimes.openvino import native_bf16
 
 pytestmark = needs_fashion_mnist
@@ -61,7 +62,7 @@ def test_run_directory_holds_ir_recipe_manifest_and_report(int8_run):
 
 def test_report_has_the_promised_fields(int8_run):
     report = json.loads((int8_run.run_dir / "report.json").read_text())
-    assert report == json.loads(json.dumps(int8_run.report))
+    assert report == json.loads(json.dumps(int8_run.report.to_dict()))
     assert report["model"]["name"] == "convnext_mini" and report["weights"].startswith("checkpoint:")
     assert report["data"] == {"spec": "builtin:fashion-mnist:test", "images": 300, "skipped": 0, "labelled": True}
     assert report["calibration"]["images"] == 64 and report["calibration"]["data"] == "builtin:fashion-mnist:train"
@@ -98,7 +99,7 @@ def test_the_ir_really_is_int8(int8_run):
     assert count_ops(fp32).get("FakeQuantize", 0) == 0
     n_fq = count_ops(int8).get("FakeQuantize", 0)
     assert n_fq >= 10
-    info = next(v for v in int8_run.report["variants"] if v["name"] == "int8")["quantization"]
+    info = next(v for v in int8_run.report.to_dict()["variants"] if v["name"] == "int8")["quantization"]
     assert info["fake_quantize_ops"] == n_fq
     # and the CPU plugin executes layers in INT8, not just carries fake-quantize nodes
     assert OpenVINORunner(int8).int8_layers() > 10 and OpenVINORunner(fp32).int8_layers() == 0
@@ -162,7 +163,7 @@ def test_no_overwrite_without_force_and_force_replaces(int8_run, trained_checkpo
                         progress=False)
     assert not (run / "model_int8.xml").exists() and (run / "model_fp32.xml").exists()  # the new run, whole
     assert json.loads((run / "report.json").read_text())["data"]["spec"] == "builtin:photos"
-    assert replaced.report["variants"][-1]["name"] == "fp32"
+    assert replaced.report.to_dict()["variants"][-1]["name"] == "fp32"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no partial or old directory left beside it
 
 
@@ -186,10 +187,10 @@ def test_fewer_calibration_images_warn_and_use_all(tmp_path):
     loaded = load_model("convnext_mini", num_classes=10)
     result = compress(loaded, open_source("builtin:photos"), recipe_for(loaded, calib_size=300), tmp_path / "r",
                       progress=False)
-    assert result.report["calibration"]["images"] == len(open_source("builtin:photos"))
-    assert any("asked for 300 calibration images" in w for w in result.report["warnings"])
-    assert result.report["data"]["labelled"] is False
-    assert all(v["top1"] is None for v in result.report["variants"])  # no labels: fidelity only
+    assert result.report.to_dict()["calibration"]["images"] == len(open_source("builtin:photos"))
+    assert any("asked for 300 calibration images" in w for w in result.report.to_dict()["warnings"])
+    assert result.report.to_dict()["data"]["labelled"] is False
+    assert all(v["top1"] is None for v in result.report.to_dict()["variants"])  # no labels: fidelity only
 
 
 def test_no_usable_calibration_image_is_an_error(tmp_path):
@@ -228,7 +229,7 @@ def recipe_for_spec():
 def test_recipe_flags_override_file_override_preset(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("calib_size: 100\nquantization:\n  preset: mixed\n  model_type: transformer\n")
-    r = resolve(preset_for("vit"), path, {"calib_size": 50, "max_drop": None})
+    r = resolve(preset_for("vit"), path, {"calib_size": 50, "max_drop": None}).to_dict()
     assert r["calib_size"] == 50  # flag wins
     assert r["quantization"]["preset"] == "mixed"  # file wins over preset
     assert r["quantization"]["bias_correction"] == "fast"  # default kept

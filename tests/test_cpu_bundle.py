@@ -7,18 +7,17 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import photo
 from typer.testing import CliRunner
 
 from edgevision.cli import app
 from edgevision.data.loader import eval_transform
 from edgevision.deploy import bundle_lib as lib
 from edgevision.pipeline.targets.cpu_bundle import preprocessing
-from conftest import photo
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

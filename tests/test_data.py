@@ -1,9 +1,9 @@
 """Every data source, every awkward image kind, and the errors users meet."""
 import numpy as np
 import pytest
+from conftest import broken_image_bytes, needs_fashion_mnist, photo
 from PIL import Image
 
-from conftest import broken_image_bytes, needs_fashion_mnist, photo
 from edgevision.data import align_classes, balanced_indices, eval_transform, open_source
 from edgevision.data.images import load_image
 from edgevision.errors import DataError
@@ -104,9 +104,9 @@ def test_eval_transform_follows_data_config():
 
 
 def test_unreadable_files_are_skipped_and_counted(image_folder):
-    from edgevision.runtimes.pytorch import TorchRunner
     from edgevision.measure.evaluate import evaluate
     from edgevision.models import load_model
+    from edgevision.runtimes.pytorch import TorchRunner
 
     (image_folder / "dog" / "broken.jpg").write_bytes(broken_image_bytes())
     (image_folder / "cat" / "empty.png").write_bytes(b"")
@@ -118,9 +118,9 @@ def test_unreadable_files_are_skipped_and_counted(image_folder):
 
 
 def test_no_usable_image_is_an_error(tmp_path):
-    from edgevision.runtimes.pytorch import TorchRunner
     from edgevision.measure.evaluate import evaluate
     from edgevision.models import load_model
+    from edgevision.runtimes.pytorch import TorchRunner
 
     (tmp_path / "bad").mkdir()
     for i in range(3):

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from edgevision.runtimes import Runner, create_runner
-from edgevision.measure.bench import benchmark, compare_latency
 from edgevision.errors import EdgevisionError
+from edgevision.measure.bench import benchmark, compare_latency
 from edgevision.measure.evaluate import fidelity, topk_accuracy
+from edgevision.runtimes import Runner, create_runner
 
 
 def test_topk_accuracy():

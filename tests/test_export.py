@@ -8,21 +8,21 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import needs_fashion_mnist
 from typer.testing import CliRunner
 
-from conftest import needs_fashion_mnist
-from edgevision.runtimes.tensorrt import check_int8_rules
 from edgevision.cli.app import app
-from edgevision.pipeline.export import export_model, export_run, latest_run, open_run
-from edgevision.pipeline.run import compress_model as compress
-from edgevision.pipeline.presets import preset_for
-from edgevision.pipeline.recipe import resolve
 from edgevision.data import open_source
-from edgevision.errors import EdgevisionError
-from edgevision.models import load_model
 from edgevision.data.loader import preprocess_each
+from edgevision.errors import EdgevisionError
 from edgevision.io import sha256
+from edgevision.models import load_model
+from edgevision.pipeline.export import export_model, export_run, latest_run, open_run
+from edgevision.pipeline.presets import preset_for
+from edgevision.pipeline.resolve import resolve
+from edgevision.pipeline.run import compress_model as compress
 from edgevision.runtimes import create_runner
+from edgevision.runtimes.tensorrt import check_int8_rules
 
 FAST = {"benchmark_iters": 3, "calib_size": 32}
 runner = CliRunner()
@@ -48,7 +48,7 @@ def test_jetson_bundle_for_each_family_passes_the_tensorrt_rules(tmp_path, name)
     consumed = {name for n in model.graph.node for name in n.input}
     assert all(n.output[0] in consumed for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear"))
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1  # static batch 1 by default
-    report = result.report
+    report = result.report.to_dict()
     assert report["status"] == "ok" and report["tensorrt"]["rules_check"]["passed"]
     sim = report["variants"][-1]
     assert sim["runtime"] == "tensorrt-sim" and sim["latency_ms_p50"] is None and sim["quantization"]["simulated"]
@@ -66,7 +66,7 @@ def test_simulated_int8_stays_close_to_float_on_a_trained_model(tmp_path, traine
     result = export_model(loaded, open_source("builtin:fashion-mnist:test"), recipe_for("convnext", eval_limit=300),
                           "jetson", "int8", tmp_path / "b", calib_source=open_source("builtin:fashion-mnist:train"),
                           progress=False)
-    float_v, sim = result.report["variants"]
+    float_v, sim = result.report.to_dict()["variants"]
     assert float_v["top1"] > 50  # a trained model, so the drop means something
     assert abs(sim["top1_drop"]) <= 2.0 and sim["agreement"] >= 95
     manifest = json.loads((result.run_dir / "manifest.json").read_text())
@@ -82,13 +82,13 @@ def test_dynamic_and_static_batches(tmp_path):
                            tmp_path / "d", tensorrt={"dynamic_batch": True, "batch": 4, "max_batch": 8}, progress=False)
     dim = onnx.load(str(dynamic.run_dir / "model.onnx")).graph.input[0].type.tensor_type.shape.dim[0]
     assert dim.dim_param and not dim.dim_value
-    assert "--maxShapes=input:8x3x32x32" in dynamic.report["tensorrt"]["trtexec"]["10"]
+    assert "--maxShapes=input:8x3x32x32" in dynamic.report.to_dict()["tensorrt"]["trtexec"]["10"]
     static = export_model(loaded, open_source("builtin:photos"), recipe_for("convnext"), "jetson", "int8",
                           tmp_path / "s", tensorrt={"batch": 4}, progress=False)
     assert onnx.load(str(static.run_dir / "model.onnx")).graph.input[0].type.tensor_type.shape.dim[0].dim_value == 4
     # 13 photos through a batch-4 model: chunks, the last one padded, same predictions as dynamic
-    assert static.report["data"]["images"] == 13
-    assert static.report["variants"][1]["agreement"] == pytest.approx(dynamic.report["variants"][1]["agreement"])
+    assert static.report.to_dict()["data"]["images"] == 13
+    assert static.report.to_dict()["variants"][1]["agreement"] == pytest.approx(dynamic.report.to_dict()["variants"][1]["agreement"])
     with pytest.raises(EdgevisionError, match="between 1 and --max-batch"):
         export_model(loaded, open_source("builtin:photos"), recipe_for("convnext"), "jetson", "int8",
                      tmp_path / "x", tensorrt={"batch": 64, "max_batch": 32}, progress=False)
@@ -100,9 +100,9 @@ def test_fp16_and_fp32_bundles_are_float_graphs(tmp_path):
                           progress=False)
     model = onnx.load(str(result.run_dir / "model.onnx"))
     assert "QuantizeLinear" not in {n.op_type for n in model.graph.node}
-    args = result.report["tensorrt"]["trtexec"]["10"]
+    args = result.report.to_dict()["tensorrt"]["trtexec"]["10"]
     assert "--fp16" in args and "--int8" not in args
-    assert result.report["variants"][1]["agreement"] == 100.0  # the float graph agrees with PyTorch
+    assert result.report.to_dict()["variants"][1]["agreement"] == 100.0  # the float graph agrees with PyTorch
     with pytest.raises(EdgevisionError, match="fp16 is for --target jetson"):
         export_model(loaded, open_source("builtin:photos"), recipe_for("vit"), "onnx", "fp16", tmp_path / "x")
 
@@ -113,14 +113,14 @@ def test_onnx_target_uses_unsigned_activations_and_is_timed(tmp_path, monkeypatc
     loaded = load_model("swin_mini", weights="random")
     result = export_model(loaded, open_source("builtin:photos"), recipe_for("convnext"), "onnx", "int8",
                           tmp_path / "o", progress=False)
-    names = [(v["name"], v["runtime"]) for v in result.report["variants"]]
+    names = [(v["name"], v["runtime"]) for v in result.report.to_dict()["variants"]]
     assert names == [("fp32", "pytorch"), ("fp32", "onnxruntime"), ("int8", "onnxruntime")]
-    assert all(v["latency_ms_p50"] > 0 for v in result.report["variants"])
+    assert all(v["latency_ms_p50"] > 0 for v in result.report.to_dict()["variants"])
     model = onnx.load(str(result.run_dir / "model_int8.onnx"))
     inits = {i.name: i for i in model.graph.initializer}
     activation_zps = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
     assert activation_zps and all(z.data_type == onnx.TensorProto.UINT8 for z in activation_zps)
-    assert result.report["variants"][2]["quantization"]["activations"] == "uint8"
+    assert result.report.to_dict()["variants"][2]["quantization"]["activations"] == "uint8"
     assert set(Path(tmp_path).iterdir()) - before == {tmp_path / "o"}  # nothing left beside the output
 
 
@@ -164,8 +164,8 @@ def test_export_without_argument_takes_the_latest_run_and_quoted_paths_work(cpu_
 def test_export_reuses_the_run_model_and_data(cpu_run, tmp_path):
     run = open_run(cpu_run / "runs" / "convnext_mini-cpu-1")
     result = export_run(run, "onnx", "int8", tmp_path / "onnx", progress=False)
-    assert result.report["data"]["spec"] == run.report["data"]["spec"]
-    assert result.report["calibration"]["images"] == run.report["calibration"]["images"]
+    assert result.report.to_dict()["data"]["spec"] == run.report.to_dict()["data"]["spec"]
+    assert result.report.to_dict()["calibration"]["images"] == run.report.to_dict()["calibration"]["images"]
     # the same float model: the export's ONNX FP32 gives the run's OpenVINO FP32 logits on the run's images
     cfg = run.manifest["preprocessing"]
     images = np.concatenate([x for _, x in preprocess_each(open_source(run.eval_spec), range(8), cfg)[0]])
@@ -176,9 +176,9 @@ def test_export_reuses_the_run_model_and_data(cpu_run, tmp_path):
     # the cpu export is the deploy bundle: the run's candidates and more, measured again on the run's data
     bundle = json.loads((cpu.run_dir / "manifest.json").read_text())["deploy"]
     keys = {c["key"] for c in bundle["candidates"]}
-    assert {f"{v['name']}/{v['runtime']}" for v in run.report["variants"] if v["role"] == "candidate"} <= keys
+    assert {f"{v['name']}/{v['runtime']}" for v in run.report.to_dict()["variants"] if v["role"] == "candidate"} <= keys
     assert {"fp32/onnxruntime", "int8-u8s8-rr/onnxruntime", "int8-s8s8/onnxruntime"} <= keys
-    assert cpu.report["data"]["spec"] == run.report["data"]["spec"] and (cpu.run_dir / "select_model.py").is_file()
+    assert cpu.report.to_dict()["data"]["spec"] == run.report.to_dict()["data"]["spec"] and (cpu.run_dir / "select_model.py").is_file()
 
 
 def test_export_errors_are_one_line(cpu_run, tmp_path, monkeypatch):
@@ -303,4 +303,4 @@ def test_jetson_bundle_keeps_the_fp16_overflow_in_fp32(tmp_path):
     script = (bundle / "build_engine.sh").read_text()
     assert "--precisionConstraints=obey --layerPrecisions=/norm/Pow:fp32" in script
     assert "--nodes_to_exclude '^/norm/Pow$'" in script
-    assert any("overflow or lose accuracy in FP16 (/norm/Pow)" in w for w in result.report["warnings"])
+    assert any("overflow or lose accuracy in FP16 (/norm/Pow)" in w for w in result.report.to_dict()["warnings"])

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import photo
 from typer.testing import CliRunner
 
-from conftest import photo
 from edgevision.cli.app import app
 from edgevision.data.loader import eval_transform
 from edgevision.errors import ModelError

@@ -14,8 +14,16 @@ from edgevision.measure.layers import LayerProfile, profile_layers
 from edgevision.models import load_model
 from edgevision.models.zoo import count_gmacs
 from edgevision.runtimes import create_runner
-from edgevision.runtimes.layers import (ATTENTION, DEPTHWISE, GEMM, OTHER, LayerTime, attention_work, conv_work,
-                                        matmul_work)
+from edgevision.runtimes.layers import (
+    ATTENTION,
+    DEPTHWISE,
+    GEMM,
+    OTHER,
+    LayerTime,
+    attention_work,
+    conv_work,
+    matmul_work,
+)
 
 
 def test_conv_work_counts_each_output_times_its_receptive_field():

@@ -11,7 +11,7 @@ from edgevision.data import open_source
 from edgevision.models import load_model
 from edgevision.pipeline.export import export_model
 from edgevision.pipeline.presets import preset_for
-from edgevision.pipeline.recipe import resolve
+from edgevision.pipeline.resolve import resolve
 from edgevision.runtimes import modelopt_qdq
 from edgevision.runtimes.tensorrt import check_int8_rules
 
@@ -22,8 +22,7 @@ runner = CliRunner()
 
 def modelopt_recipe(family, **qdq):
     recipe = resolve(preset_for(family), None, {"benchmark_iters": 3, "calib_size": 16, "eval_limit": 40,
-                                                "tensorrt": {"qdq_engine": "modelopt"}})
-    recipe["qdq"].update(qdq)
+                                                "tensorrt": {"qdq_engine": "modelopt"}, "qdq": qdq})
     return recipe
 
 
@@ -39,7 +38,7 @@ def test_modelopt_bundle_passes_the_tensorrt_rules_and_records_the_engine(tmp_pa
     assert report.int8_weights > 0 and model.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
     manifest = json.loads((result.run_dir / "manifest.json").read_text())
     assert manifest["tensorrt"]["qdq_engine"] == "modelopt"
-    sim = result.report["variants"][-1]
+    sim = result.report.to_dict()["variants"][-1]
     assert sim["runtime"] == "tensorrt-sim" and sim["quantization"]["engine"] == "modelopt"
     assert sim["quantization"]["modelopt_version"] == modelopt_qdq.modelopt_version()
     assert sim["agreement"] is not None  # the Q/DQ graph ran in ONNX Runtime on the photos
@@ -60,7 +59,7 @@ def test_modelopt_keeps_excluded_nodes_in_float(tmp_path):
     node = next(n for n in graph.node if n.name == conv.name)
     source = producers.get(node.input[0])  # the graph input, or a float op
     assert source is None or source.op_type != "DequantizeLinear"
-    assert kept.report["variants"][-1]["quantization"]["excluded_nodes"] == [conv.name]
+    assert kept.report.to_dict()["variants"][-1]["quantization"]["excluded_nodes"] == [conv.name]
 
 
 def test_missing_modelopt_is_a_one_line_error_naming_the_install(tmp_path, monkeypatch):

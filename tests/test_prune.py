@@ -6,22 +6,22 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import needs_fashion_mnist
 from typer.testing import CliRunner
 
-from conftest import needs_fashion_mnist
-from edgevision.runtimes.onnxruntime import ORTRunner, export_onnx
 from edgevision.cli.app import app
-from edgevision.pipeline.export import export_run, open_run
-from edgevision.pipeline.run import compress_model as compress
-from edgevision.pipeline.presets import preset_for
 from edgevision.compression.prune import PruneError, prune_model
-from edgevision.errors import ModelError
-from edgevision.models.structure import apply_structure
-from edgevision.pipeline.recipe import resolve
 from edgevision.data import open_source
+from edgevision.errors import ModelError
 from edgevision.models import load_model, write_checkpoint
 from edgevision.models.checkpoint import spec_meta
+from edgevision.models.structure import apply_structure
 from edgevision.models.zoo import count_gmacs
+from edgevision.pipeline.export import export_run, open_run
+from edgevision.pipeline.presets import preset_for
+from edgevision.pipeline.resolve import resolve
+from edgevision.pipeline.run import compress_model as compress
+from edgevision.runtimes.onnxruntime import ORTRunner, export_onnx
 from edgevision.runtimes.openvino import native_bf16
 
 FAMILIES = ["convnext_mini", "vit_mini", "swin_mini", "maxvit_mini"]
@@ -113,7 +113,7 @@ def test_pruned_models_quantize_to_int8_in_openvino(tmp_path, name):
     recipe = resolve(preset_for(loaded.spec.family), None, {
         "calib_size": 16, "benchmark_iters": 3, "runtime": "openvino", "prune": {"ratio": 0.5, "finetune_epochs": 0}})
     result = compress(loaded, open_source("builtin:photos"), recipe, tmp_path / "run", progress=False)
-    report = result.report
+    report = result.report.to_dict()
     names = [(v["name"], v["runtime"]) for v in report["variants"]]
     bf16 = [("int8-bf16", "openvino")] if native_bf16() else []  # where the CPU computes bf16 natively
     assert names == [("fp32", "pytorch"), ("pruned", "pytorch"), ("fp32", "openvino"), ("int8", "openvino"), *bf16]
@@ -133,16 +133,16 @@ def test_recovery_fine_tune_wins_back_accuracy_and_the_run_exports(tmp_path, tra
     train = open_source("builtin:fashion-mnist:train")
     result = compress(loaded, open_source("builtin:fashion-mnist:test"), recipe, tmp_path / "run", calib_source=train,
                       progress=False)
-    v = {x["name"]: x for x in result.report["variants"] if x["runtime"] == "pytorch"}
+    v = {x["name"]: x for x in result.report.to_dict()["variants"] if x["runtime"] == "pytorch"}
     before, after = v["pruned, before recovery"], v["pruned"]
     # distillation pulls the pruned model back towards the unpruned one, on images it was not trained on
     # (how much top-1 that wins back depends on the teacher; benchmarks/prune.py measures it)
     assert after["kl"] < 0.8 * before["kl"] and after["agreement"] > before["agreement"]
-    recovery = result.report["pruning"]["recovery"]
+    recovery = result.report.to_dict()["pruning"]["recovery"]
     assert recovery["images"] == 4000 and recovery["time_s"] > 0
     # a pruned run exports like any other: the Jetson bundle passes the TensorRT rules
     bundle = export_run(open_run(result.run_dir), "jetson", "int8", tmp_path / "bundle", progress=False)
-    assert bundle.report["tensorrt"]["rules_check"]["passed"]
+    assert bundle.report.to_dict()["tensorrt"]["rules_check"]["passed"]
     model = onnx.load(str(bundle.run_dir / "model.onnx"))
     assert model.graph.output[0].name == "logits"
 

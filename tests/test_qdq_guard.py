@@ -5,21 +5,29 @@ import dataclasses
 import json
 
 import numpy as np
-from PIL import Image
 import onnx
 import pytest
 import torch
-
 from conftest import needs_fashion_mnist
+from PIL import Image
+
 from edgevision.data import open_source
 from edgevision.models import load_model
 from edgevision.models.loading import LoadedModel
 from edgevision.pipeline.context import Context
 from edgevision.pipeline.export import export_model
-from edgevision.pipeline.targets.cpu_guard import (SCORE_BATCH, Trial, ladder, metric, metric_name, score,
-                                                   steps_after_preset, validation_items)
 from edgevision.pipeline.presets import preset_for
-from edgevision.pipeline.recipe import resolve
+from edgevision.pipeline.resolve import resolve
+from edgevision.pipeline.targets.cpu_guard import (
+    SCORE_BATCH,
+    Trial,
+    ladder,
+    metric,
+    metric_name,
+    score,
+    steps_after_preset,
+    validation_items,
+)
 from edgevision.pipeline.targets.qdq_guard import exclusion_steps
 from edgevision.runtimes import create_runner
 from edgevision.runtimes.qdq_sensitivity import quantized_nodes, with_float_inputs
@@ -73,10 +81,10 @@ def test_the_guard_leaves_the_sensitive_conv_in_float_and_the_bundle_says_so(tmp
     data, calib = open_source("builtin:fashion-mnist:test"), open_source("builtin:fashion-mnist:train")
     plain = export_model(loud_model(), data, recipe("none"), "jetson", "int8", tmp_path / "plain",
                          calib_source=calib, progress=False)
-    assert plain.report["variants"][-1]["top1_drop"] > 20  # plain INT8 breaks: the model is built to
+    assert plain.report.to_dict()["variants"][-1]["top1_drop"] > 20  # plain INT8 breaks: the model is built to
     result = export_model(loud_model(), data, recipe(3.0), "jetson", "int8", tmp_path / "guarded",
                           calib_source=calib, progress=False)
-    guard = result.report["tensorrt"]["accuracy_guard"]
+    guard = result.report.to_dict()["tensorrt"]["accuracy_guard"]
     assert guard["needed"] and guard["held"] and guard["ranking"]["top"][0]["node"] == "/conv2/Conv"
     # 4x the calibration images first (a loud channel is no range-estimation error: it does not hold), then
     # exclusion on the better graph's calibration set, stopping at the first that held
@@ -84,8 +92,8 @@ def test_the_guard_leaves_the_sensitive_conv_in_float_and_the_bundle_says_so(tmp
     assert steps[:2] == [("as quantized", 32), ("128 calibration images", 128)] and len(steps) == 3
     assert steps[2][0] == "1 most sensitive node(s) in float" and guard["path"][2]["seconds"] > 0
     assert guard["excluded_nodes"] == ["/conv2/Conv"]
-    sim = result.report["variants"][-1]
-    assert sim["top1_drop"] <= 3.0 and result.report["status"] == "ok"
+    sim = result.report.to_dict()["variants"][-1]
+    assert sim["top1_drop"] <= 3.0 and result.report.to_dict()["status"] == "ok"
     still_int8 = quantized_nodes(onnx.load(str(result.run_dir / "model.onnx")))
     assert "/conv2/Conv" not in still_int8 and "/conv1/Conv" in still_int8
     manifest = json.loads((result.run_dir / "manifest.json").read_text())
@@ -99,15 +107,15 @@ def test_the_onnxruntime_int8_candidate_is_guarded_too(tmp_path):
     data, calib = open_source("builtin:fashion-mnist:test"), open_source("builtin:fashion-mnist:train")
     result = export_model(loud_model(), data, recipe(3.0), "onnx", "int8", tmp_path / "onnx", calib_source=calib,
                           progress=False)
-    int8 = next(v for v in result.report["variants"] if v["name"] == "int8")
+    int8 = next(v for v in result.report.to_dict()["variants"] if v["name"] == "int8")
     guard = int8["quantization"]["accuracy_guard"]
     assert guard["needed"] and guard["held"] and "/conv2/Conv" in guard["excluded_nodes"]
-    assert int8["top1_drop"] <= 3.0 and result.report["status"] == "ok"
+    assert int8["top1_drop"] <= 3.0 and result.report.to_dict()["status"] == "ok"
     assert int8["quantization"]["excluded_nodes"] == guard["excluded_nodes"]
 
 
 def test_with_float_inputs_gives_back_the_float_graph(tmp_path):
-    from edgevision.runtimes.onnxruntime import PROFILES, export_onnx, quantize_qdq, ORTRunner
+    from edgevision.runtimes.onnxruntime import PROFILES, ORTRunner, export_onnx, quantize_qdq
 
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 5)).eval()
     export_onnx(model, (3, 8, 8), tmp_path / "f.onnx", dynamic_batch=True)
@@ -179,7 +187,7 @@ def guard_context(tmp_path, calib_size: int, source=None) -> Context:
 @needs_fashion_mnist
 def test_cpu_guard_tries_the_settings_ladder_then_the_best_settings_so_far_on_more_images(tmp_path):
     ctx = guard_context(tmp_path, 300)
-    q, calibration = ctx.recipe["quantization"], ctx.calibration()
+    q, calibration = ctx.recipe.to_dict()["quantization"], ctx.calibration()
     best = Trial(0.0, None, q, calibration)
     steps = []
     for name, settings, images in steps_after_preset(ctx, q, calibration, lambda: best):
@@ -193,7 +201,7 @@ def test_cpu_guard_tries_the_settings_ladder_then_the_best_settings_so_far_on_mo
 @needs_fashion_mnist
 def test_cpu_guard_tries_more_images_first_when_the_runs_set_is_small(tmp_path):
     ctx = guard_context(tmp_path, 8)
-    q, calibration = ctx.recipe["quantization"], ctx.calibration()
+    q, calibration = ctx.recipe.to_dict()["quantization"], ctx.calibration()
     steps = [(n, s, len(i)) for n, s, i in steps_after_preset(ctx, q, calibration, lambda: None)]
     assert steps[0] == ("32 calibration images", q, 32)
     assert [(n, s) for n, s, _ in steps[1:]] == ladder(q) and all(k == 8 for *_, k in steps[1:])
@@ -245,7 +253,7 @@ def test_cpu_guard_keeps_accuracy_controls_model_only_when_it_beats_the_best_tri
     ctx.guard, ctx.eval_source = Guard(0.0, "asked"), open_source("builtin:fashion-mnist:test").subset(range(40))
     fp32 = ov_backend.convert(ctx.loaded.model, ctx.loaded.spec.input_size)
     items = validation_items(ctx, lambda: None, "openvino")
-    best = Trial(60.0, "the best model tried", ctx.recipe["quantization"], ctx.calibration(), "full bias correction")
+    best = Trial(60.0, "the best model tried", ctx.recipe.to_dict()["quantization"], ctx.calibration(), "full bias correction")
     model, summary = _accuracy_control(ctx, fp32, items, best, {"path": []}, lambda m: controlled)
     assert summary["kept"] == kept and summary["controlled_int8"] == controlled
     assert summary["final_int8"] == max(controlled, 60.0)
@@ -279,7 +287,7 @@ def test_the_guards_of_every_int8_candidate_decode_the_evaluation_images_once(tm
     data, calib = open_source("builtin:fashion-mnist:test"), open_source("builtin:fashion-mnist:train")
     result = export_model(loud_model(), data, recipe(100.0), "cpu", "int8", tmp_path / "cpu", calib_source=calib,
                           progress=False)
-    guarded = {f"{v['name']}/{v['runtime']}" for v in result.report["variants"]
+    guarded = {f"{v['name']}/{v['runtime']}" for v in result.report.to_dict()["variants"]
                if (v.get("quantization") or {}).keys() & {"accuracy_control", "accuracy_guard"}}
     assert {"int8/openvino", "int8/onnxruntime"} <= guarded
     assert len(calls) == 1 and len(calls[0]) == 200  # one decode of the 200 evaluation images served them all
@@ -305,9 +313,9 @@ def test_the_guards_check_on_the_sample_that_fits_their_memory_and_the_evaluatio
     [checked] = calls
     assert len(checked) == 50 and np.bincount(checked.labels).tolist() == [5] * 10  # class-balanced
     guards = [v["quantization"].get("accuracy_control") or v["quantization"].get("accuracy_guard")
-              for v in result.report["variants"] if v["name"].startswith("int8")]
+              for v in result.report.to_dict()["variants"] if v["name"].startswith("int8")]
     assert guards and all(g["images"] == 50 for g in guards)
-    assert result.report["data"]["images"] == 200  # the evaluation pass: every image of the run's data
+    assert result.report.to_dict()["data"]["images"] == 200  # the evaluation pass: every image of the run's data
 
 
 # ---- issue: the guard, sharp and cheap --------------------------------------------------------------------------
@@ -371,6 +379,7 @@ def test_ranked_nodes_are_compute_nodes_never_shape_arithmetic(tmp_path):
     """timm's same-padding convolutions (Conv2dSame) compute their padding from the input's Shape: Div, Sub,
     Cast, Pad on shapes read dequantized tensors too, and must not be ranked."""
     import timm
+
     from edgevision.runtimes.onnxruntime import PROFILES, export_onnx, quantize_qdq
     from edgevision.runtimes.qdq_sensitivity import COMPUTE_OPS, rankable_nodes
 
@@ -415,7 +424,7 @@ def test_the_ladder_stops_when_leaving_more_nodes_in_float_does_not_help(tmp_pat
                                                             "guard_time": 600})
     result = export_model(loaded, open_source(str(flat)), strict, "onnx", "int8", tmp_path / "onnx",
                           calib_source=open_source("builtin:fashion-mnist:train"), progress=False)
-    guard = next(v for v in result.report["variants"] if v["name"] == "int8")["quantization"]["accuracy_guard"]
+    guard = next(v for v in result.report.to_dict()["variants"] if v["name"] == "int8")["quantization"]["accuracy_guard"]
     if not guard["needed"] or guard["held"]:
         pytest.skip("this machine's INT8 of it held a zero budget: no ladder to stop")
     steps = [s["step"] for s in guard["path"]]
@@ -433,9 +442,9 @@ def test_the_guard_stops_at_its_time_budget_and_says_what_came_next(tmp_path):
                                                    "max_drop": 3.0, "guard_time": 0})
     result = export_model(loud_model(), data, timed, "onnx", "int8", tmp_path / "onnx", calib_source=calib,
                           progress=False)
-    guard = next(v for v in result.report["variants"] if v["name"] == "int8")["quantization"]["accuracy_guard"]
+    guard = next(v for v in result.report.to_dict()["variants"] if v["name"] == "int8")["quantization"]["accuracy_guard"]
     assert guard["needed"] and not guard["held"] and [s["step"] for s in guard["path"]] == ["as quantized"]
     assert guard["stopped"].startswith("stopped at the guards' time budget (0 s")
     assert guard["stopped"].endswith("next it would have tried: 128 calibration images") and guard["seconds"] >= 0
-    assert any("the accuracy guard stopped at the guards' time budget" in w for w in result.report["warnings"])
-    assert result.report["status"] == "max_drop_not_met"
+    assert any("the accuracy guard stopped at the guards' time budget" in w for w in result.report.to_dict()["warnings"])
+    assert result.report.to_dict()["status"] == "max_drop_not_met"

@@ -6,13 +6,12 @@ import json
 
 import pytest
 import torch
+from conftest import fake_hub_cache, fashion_mnist_installed
 
 from edgevision import api
 from edgevision.errors import ModelError
 from edgevision.models import load_model, write_checkpoint
 from edgevision.models.checkpoint import spec_meta
-
-from conftest import fake_hub_cache, fashion_mnist_installed
 
 # alias, size it is made at (the zoo's), size asked for, the tensors timm must resize
 RESIZABLE = [("vit_mini", 28, 56, "pos_embed"),

@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 
 from edgevision.measure.cpu_profile import INT8_FEATURES, CpuProfile, host_flags, int8_features, int8_tier
-from edgevision.pipeline.recipe import RecipeError, resolve
+from edgevision.pipeline.recipe import RecipeError
+from edgevision.pipeline.report import DataInfo, ModelInfo, RunReport, VariantRecord
+from edgevision.pipeline.resolve import resolve
 from edgevision.pipeline.run import build_stages, runner_options
-from edgevision.runtimes.openvino import native_bf16
 from edgevision.pipeline.selection import held_on_guard_sample_only, int8_no_faster, select
+from edgevision.runtimes.openvino import native_bf16
 
 # /proc/cpuinfo flags (the INT8-relevant part and some neighbours) of machines this project has met or targets
 AVX2_EPYC = "fpu sse sse2 ssse3 fma sse4_1 sse4_2 avx f16c avx2 bmi2 sha_ni".split()
@@ -81,9 +83,9 @@ def test_seven_bit_weights_are_built_only_where_u8s8_saturates(flags, saturates)
     assert not arm.saturates_u8s8 and "u8s8-rr" not in arm.onnxruntime_formats()
 
 
-def row(name, runtime, p50, drop, role="candidate"):
-    return {"name": name, "runtime": runtime, "role": role, "latency_ms_p50": p50, "top1_drop": drop,
-            "agreement": 100.0 - (drop or 0.0)}
+def row(name, runtime, p50, drop, role="candidate", **more):
+    return VariantRecord.from_dict({"name": name, "runtime": runtime, "role": role, "latency_ms_p50": p50,
+                                    "top1_drop": drop, "agreement": 100.0 - (drop or 0.0), **more})
 
 
 ROWS = [row("fp32", "pytorch", 60.0, 0.0, role="reference"), row("fp32", "openvino", 45.0, 0.0),
@@ -93,7 +95,7 @@ ROWS = [row("fp32", "pytorch", 60.0, 0.0, role="reference"), row("fp32", "openvi
 def test_selection_is_the_fastest_within_the_budget():
     picked = select(ROWS, max_drop=1.0)
     assert picked.selected == "fp32/openvino"  # ORT INT8 is fastest but loses 1.4 points; OV INT8 is slower
-    assert {c["key"]: c["within_budget"] for c in picked.candidates} == {
+    assert {c.key: c.within_budget for c in picked.candidates} == {
         "fp32/openvino": True, "int8/openvino": True, "int8/onnxruntime": False}
     assert select(ROWS, max_drop=2.0).selected == "int8/onnxruntime"
     assert picked.rule.endswith("budget (1 point)") and select(ROWS, max_drop=0.5).rule.endswith("(0.5 points)")
@@ -107,14 +109,13 @@ def test_selection_without_guard_is_by_speed_and_says_so():
 
 def test_a_candidate_that_held_only_on_the_guards_sample_is_named_and_not_selected():
     def guarded(name, runtime, p50, drop, record, images, plain):
-        return {**row(name, runtime, p50, drop),
-                "quantization": {record: {"images": images, "float": 90.0, "plain_int8": plain}}}
+        return row(name, runtime, p50, drop, quantization={record: {"images": images, "float": 90.0, "plain_int8": plain}})
 
     rows = [row("fp32", "pytorch", 60.0, 0.0, role="reference"), row("fp32", "openvino", 45.0, 0.0),
             guarded("int8", "openvino", 20.0, 1.4, "accuracy_control", 1783, 89.5),  # held on the sample only
             guarded("int8", "onnxruntime", 25.0, 1.6, "accuracy_guard", 5000, 89.6),  # the guard saw every image
             guarded("int8-bf16", "openvino", 22.0, 0.8, "accuracy_control", 1783, 89.5)]  # holds on both
-    rows[2]["quantization"]["accuracy_control"]["final_int8"] = 89.2  # a step after the preset held
+    rows[2].quantization["accuracy_control"]["final_int8"] = 89.2  # a step after the preset held
     lines = held_on_guard_sample_only(rows, 1.0, 5000)
     assert lines == ["int8/openvino held the accuracy budget on the guard's sample of 1783 images (0.80 points) "
                      "but loses 1.40 on all 5000 evaluation images: not selected"]
@@ -129,9 +130,9 @@ def test_untimed_and_reference_variants_are_never_selected():
 
 def test_int8_no_faster_is_told_apart_from_noise():
     # OpenVINO INT8 (48 ms) is slower than OpenVINO FP32 (45 ms): said, though ONNX Runtime INT8 (39 ms) wins
-    assert [(a["runtime"], b["runtime"]) for a, b in int8_no_faster(ROWS)] == [("openvino", "openvino")]
+    assert [(a.runtime, b.runtime) for a, b in int8_no_faster(ROWS)] == [("openvino", "openvino")]
     slow = [row("fp32", "openvino", 45.0, 0.0), row("int8", "openvino", 44.5, 0.1)]  # within 3%: no faster
-    assert [(a["name"], b["name"]) for a, b in int8_no_faster(slow)] == [("int8", "fp32")]
+    assert [(a.name, b.name) for a, b in int8_no_faster(slow)] == [("int8", "fp32")]
     fast = [row("fp32", "openvino", 45.0, 0.0), row("int8", "openvino", 30.0, 0.1)]
     assert int8_no_faster(fast) == []
 
@@ -173,11 +174,12 @@ def test_compress_selects_a_real_loadable_artifact_that_is_the_fastest_measured(
 
 
 def test_runner_options_name_the_selected_artifacts_precision():
-    rows = [{**row("int8", "openvino", 30.0, 0.1), "artifact": "model_int8.xml", "quantization": {}},
-            {**row("int8-bf16", "openvino", 27.0, 0.1), "artifact": "model_int8.xml",
-             "quantization": {"inference_precision": "bf16"}}]
     for selected, expected in ((1, {"model_int8.xml": {"precision": "bf16"}}), (0, {})):
-        report = {"variants": [{**r, "selected": i == selected} for i, r in enumerate(rows)]}
+        rows = [row("int8", "openvino", 30.0, 0.1, artifact="model_int8.xml", quantization={},
+                    selected=selected == 0),
+                row("int8-bf16", "openvino", 27.0, 0.1, artifact="model_int8.xml",
+                    quantization={"inference_precision": "bf16"}, selected=selected == 1)]
+        report = RunReport(ModelInfo("m"), DataInfo("d", 1), rows)
         assert runner_options(report) == expected
 
 

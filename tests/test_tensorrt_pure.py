@@ -9,9 +9,15 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgevision.runtimes.tensorrt import (write_build_files, EngineMismatch, EngineOptions, check_engine_compat,
-                                          check_int8_rules, trtexec_args)
 from edgevision.errors import EdgevisionError
+from edgevision.runtimes.tensorrt import (
+    EngineMismatch,
+    EngineOptions,
+    check_engine_compat,
+    check_int8_rules,
+    trtexec_args,
+    write_build_files,
+)
 
 
 # --- trtexec arguments ---------------------------------------------------------------------------------
@@ -365,14 +371,14 @@ def test_engine_builds_and_matches_the_simulation(tmp_path):
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
+    from edgevision.data import open_source
     from edgevision.data.loader import preprocess_each
-    from edgevision.runtimes import create_runner
-    from edgevision.runtimes.tensorrt import TensorRTRunner, build_engine
+    from edgevision.models import load_model
     from edgevision.pipeline.export import export_model
     from edgevision.pipeline.presets import preset_for
-    from edgevision.pipeline.recipe import resolve
-    from edgevision.data import open_source
-    from edgevision.models import load_model
+    from edgevision.pipeline.resolve import resolve
+    from edgevision.runtimes import create_runner
+    from edgevision.runtimes.tensorrt import TensorRTRunner, build_engine
 
     loaded = load_model("convnext_mini", weights="random")
     recipe = resolve(preset_for("convnext"), None, {"calib_size": 13, "benchmark_iters": 3})

@@ -6,11 +6,11 @@ import time
 
 import pytest
 import torch
-
 from conftest import needs_fashion_mnist
+
 from edgevision import TrainConfig, load_model, open_source, train
-from edgevision.measure import evaluate_model
 from edgevision.errors import EdgevisionError, OutputExistsError
+from edgevision.measure import evaluate_model
 from edgevision.models import read_checkpoint
 from edgevision.training.loop import lr_at, state_path
 

@@ -4,13 +4,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import fake_hub_cache
 from safetensors.torch import save_file
 
 from edgevision.errors import ModelError
 from edgevision.models import load_model, write_checkpoint
 from edgevision.models.loading import pretrained_weights_file
-
-from conftest import fake_hub_cache
 
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 

@@ -7,8 +7,18 @@ import typer
 
 from edgevision import api
 from edgevision.cli.common import cli_errors, console, model_options, print_json
-from edgevision.cli.options import (CheckpointOpt, DebugOpt, ImgSizeOpt, JsonOpt, ModelArg, ModelArgOpt,
-                                    NumClassesOpt, RuntimeOpt, ThreadsOpt, WeightsOpt)
+from edgevision.cli.options import (
+    CheckpointOpt,
+    DebugOpt,
+    ImgSizeOpt,
+    JsonOpt,
+    ModelArg,
+    ModelArgOpt,
+    NumClassesOpt,
+    RuntimeOpt,
+    ThreadsOpt,
+    WeightsOpt,
+)
 from edgevision.reports.render import fmt, int8_gemm_line, layer_tables
 
 

@@ -11,9 +11,11 @@ import yaml
 
 from edgevision.errors import EdgevisionError
 from edgevision.io import json_default
+from edgevision.pipeline.report import RunReport
 from edgevision.pipeline.status import CHECK_FAILED_EXIT, failure_message
 from edgevision.reports.render import selection_line, variants_table
 from edgevision.training.distributed import env_from_torchrun
+
 
 # --- errors ----------------------------------------------------------------------------------------
 def error(message: str) -> None:
@@ -58,16 +60,16 @@ def console():
     return Console(file=sys.stdout, highlight=False, width=width)
 
 
-def show_run(report: dict[str, Any], summary: tuple[str, ...] = (), footer: tuple[str, ...] = ()) -> None:
+def show_run(report: RunReport, summary: tuple[str, ...] = (), footer: tuple[str, ...] = ()) -> None:
     """What compress, prune and export print: the variants table, summary lines, the run's notes, footer lines."""
     out = console()
     out.print(variants_table(report))
     selected = selection_line(report)
-    for line in (*summary, *([selected] if selected else []), *(f"note: {w}" for w in report["warnings"]), *footer):
+    for line in (*summary, *([selected] if selected else []), *(f"note: {w}" for w in report.warnings), *footer):
         out.print(line)
 
 
-def exit_for_status(report: dict[str, Any], run_dir) -> None:
+def exit_for_status(report: RunReport, run_dir) -> None:
     """Exit code 3, with the reason, for a run that was written but failed its checks."""
     message = failure_message(report, run_dir)
     if message:

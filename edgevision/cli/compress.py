@@ -7,11 +7,24 @@ from typing import Annotated, Optional
 import typer
 
 from edgevision import api
-from edgevision.cli.common import (cli_errors, exit_for_status, model_options, note, parse_budget, print_json,
-                                   show_run)
-from edgevision.cli.options import (TARGET_HELP, CheckpointOpt, DebugOpt, FinetuneEpochsOpt, FinetuneImagesOpt,
-                                    ForceOpt, ImgSizeOpt, ImportanceOpt, JsonOpt, ModelArg, ModelArgOpt,
-                                    NumClassesOpt, PinRuntimeOpt, ThreadsOpt, WeightsOpt)
+from edgevision.cli.common import cli_errors, exit_for_status, model_options, note, parse_budget, print_json, show_run
+from edgevision.cli.options import (
+    TARGET_HELP,
+    CheckpointOpt,
+    DebugOpt,
+    FinetuneEpochsOpt,
+    FinetuneImagesOpt,
+    ForceOpt,
+    ImgSizeOpt,
+    ImportanceOpt,
+    JsonOpt,
+    ModelArg,
+    ModelArgOpt,
+    NumClassesOpt,
+    PinRuntimeOpt,
+    ThreadsOpt,
+    WeightsOpt,
+)
 
 
 def compress_command(

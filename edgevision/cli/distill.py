@@ -8,8 +8,16 @@ import typer
 
 from edgevision import api
 from edgevision.cli.common import cli_errors, console, parse_model_args, print_json, rank_zero_log
-from edgevision.cli.options import (DebugOpt, DeviceOpt, GradAccumOpt, JsonOpt, ResumeOpt, SaveEveryOpt, ThreadsOpt,
-                                    WorkersOpt)
+from edgevision.cli.options import (
+    DebugOpt,
+    DeviceOpt,
+    GradAccumOpt,
+    JsonOpt,
+    ResumeOpt,
+    SaveEveryOpt,
+    ThreadsOpt,
+    WorkersOpt,
+)
 from edgevision.compression.distill import DistillConfig
 from edgevision.reports.render import fmt
 

@@ -8,8 +8,18 @@ import typer
 
 from edgevision import api
 from edgevision.cli.common import cli_errors, console, exit_for_status, model_options, note, print_json, show_run
-from edgevision.cli.options import (TARGET_HELP, CheckpointOpt, DebugOpt, ForceOpt, ImgSizeOpt, JsonOpt,
-                                    ModelArgOpt, NumClassesOpt, ThreadsOpt, WeightsOpt)
+from edgevision.cli.options import (
+    TARGET_HELP,
+    CheckpointOpt,
+    DebugOpt,
+    ForceOpt,
+    ImgSizeOpt,
+    JsonOpt,
+    ModelArgOpt,
+    NumClassesOpt,
+    ThreadsOpt,
+    WeightsOpt,
+)
 from edgevision.pipeline.targets import get_target
 from edgevision.runtimes.qdq_engines import DEFAULT_QDQ_ENGINE, QDQ_ENGINES
 
@@ -72,11 +82,8 @@ def export_command(
         if json_out:
             print_json(report)
         else:
-            rules = (report.get("tensorrt") or {}).get("rules_check")
-            summary = () if rules is None else ("TensorRT INT8 rules: " + (
-                "passed" if rules["passed"] else f"{len(rules['violations'])} violation(s)"),)
             next_step = get_target(target).next_step
-            show_run(report, summary, (f"exported to: {result.run_dir}", *([next_step] if next_step else [])))
+            show_run(report, get_target(target).summary_lines(report), (f"exported to: {result.run_dir}", *([next_step] if next_step else [])))
         exit_for_status(report, result.run_dir)
 
 

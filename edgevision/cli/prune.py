@@ -8,9 +8,21 @@ import typer
 
 from edgevision import api
 from edgevision.cli.common import cli_errors, model_options, note, print_json, show_run
-from edgevision.cli.options import (CheckpointOpt, DebugOpt, FinetuneEpochsOpt, FinetuneImagesOpt, ForceOpt,
-                                    ImgSizeOpt, ImportanceOpt, JsonOpt, ModelArg, ModelArgOpt, NumClassesOpt,
-                                    ThreadsOpt, WeightsOpt)
+from edgevision.cli.options import (
+    CheckpointOpt,
+    DebugOpt,
+    FinetuneEpochsOpt,
+    FinetuneImagesOpt,
+    ForceOpt,
+    ImgSizeOpt,
+    ImportanceOpt,
+    JsonOpt,
+    ModelArg,
+    ModelArgOpt,
+    NumClassesOpt,
+    ThreadsOpt,
+    WeightsOpt,
+)
 
 RatioOpt = Annotated[float, typer.Option("--ratio", min=0.0, max=1.0, help="Fraction of each group's channels/heads "
                                          "to remove, e.g. 0.3 or 0.5.")]
@@ -55,7 +67,7 @@ def prune_command(
         if json_out:
             print_json(report)
             return
-        p = report["pruning"]
+        p = report.pruning
         show_run(report, (f"pruned {p['ratio']:.0%} ({p['importance']}): {p['params_before'] / 1e6:.2f} -> "
                           f"{p['params_after'] / 1e6:.2f} M params, {p['gmacs_before']:.3f} -> {p['gmacs_after']:.3f} "
                           "GMACs",),

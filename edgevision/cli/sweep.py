@@ -8,8 +8,16 @@ import typer
 
 from edgevision import api
 from edgevision.cli.common import cli_errors, console, note, print_json
-from edgevision.cli.options import (DebugOpt, FinetuneEpochsOpt, FinetuneImagesOpt, JsonOpt, PinRuntimeOpt,
-                                    ThreadsOpt, WeightsOpt, WideOpt)
+from edgevision.cli.options import (
+    DebugOpt,
+    FinetuneEpochsOpt,
+    FinetuneImagesOpt,
+    JsonOpt,
+    PinRuntimeOpt,
+    ThreadsOpt,
+    WeightsOpt,
+    WideOpt,
+)
 from edgevision.errors import EdgevisionError
 from edgevision.reports import compare as cmp
 

@@ -8,9 +8,22 @@ import typer
 
 from edgevision import api
 from edgevision.cli.common import cli_errors, console, model_options, print_json, rank_zero_log
-from edgevision.cli.options import (CheckpointOpt, DebugOpt, DeviceOpt, GradAccumOpt, ImgSizeOpt, JsonOpt, ModelArg,
-                                    ModelArgOpt, NumClassesOpt, ResumeOpt, SaveEveryOpt, ThreadsOpt, WeightsOpt,
-                                    WorkersOpt)
+from edgevision.cli.options import (
+    CheckpointOpt,
+    DebugOpt,
+    DeviceOpt,
+    GradAccumOpt,
+    ImgSizeOpt,
+    JsonOpt,
+    ModelArg,
+    ModelArgOpt,
+    NumClassesOpt,
+    ResumeOpt,
+    SaveEveryOpt,
+    ThreadsOpt,
+    WeightsOpt,
+    WorkersOpt,
+)
 from edgevision.reports.render import fmt
 from edgevision.training.freeze import frozen_backbone_epochs
 from edgevision.training.loop import TrainConfig

@@ -1,1 +1,2 @@
-"""Compression: recipes, per-family presets, and the staged pipeline behind `edgevision compress`."""
+"""Compression of the PyTorch model: structured pruning (prune.py, its family registry), pruning recovery,
+distillation and the teacher cache. Quantization is edgevision/quantization/; the staged run is pipeline/."""

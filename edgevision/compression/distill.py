@@ -1,9 +1,9 @@
 """Knowledge distillation: a student learns a teacher's softened outputs (and the labels).
 
-The loss is train/losses.kd_loss (plus feature_loss through a learned projection P from the student's pooled
+The loss is training/losses.kd_loss (plus feature_loss through a learned projection P from the student's pooled
 features to the teacher's, present only when feature distillation is on and the widths differ; it trains with
 the student and is dropped afterwards). The teacher's outputs are cached per sample and augmentation view
-(compress/teacher_cache.py). `distill` prepares a run, hands it to the training loop, and writes the report.
+(compression/teacher_cache.py). `distill` prepares a run, hands it to the training loop, and writes the report.
 """
 from __future__ import annotations
 
@@ -13,8 +13,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from edgevision.compression.teacher_cache import (TeacherCache, TeacherTargets, default_cache_root, pooled_and_logits,
-                                               source_digest, weights_digest)
+from edgevision.compression.teacher_cache import (
+    TeacherCache,
+    TeacherTargets,
+    default_cache_root,
+    pooled_and_logits,
+    source_digest,
+    weights_digest,
+)
 from edgevision.data.loader import TransformedDataset
 from edgevision.data.sources import ImageSource, align_classes
 from edgevision.errors import EdgevisionError, ModelError, OutputExistsError

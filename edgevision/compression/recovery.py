@@ -1,7 +1,7 @@
 """Pruning recovery: a short fine-tune of the pruned model, distilled from the unpruned one.
 
-It sits above both pruning (compress/prune.py) and training (train/): the training loop of
-`edgevision train` with the distillation loss of train/losses.py.
+It sits above both pruning (compression/prune.py) and training (training/): the training loop of
+`edgevision train` with the distillation loss of training/losses.py.
 """
 from __future__ import annotations
 

@@ -55,7 +55,7 @@ class TransformedDataset:
     `transforms` give one view each (a student's and a teacher's preprocessing, say). With `seed` set, every
     (view seed, sample) pair draws its random augmentation from its own generator: the same sample under
     the same view seed gets the same crop and flip in every view, in every epoch and after a resume, which
-    is what lets a teacher's outputs be cached per sample and view (compress/distill.py). Without it the
+    is what lets a teacher's outputs be cached per sample and view (compression/distill.py). Without it the
     transforms draw from the process's random state, as usual.
     """
 

@@ -8,16 +8,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import edgevision.models.hf as hf  # the module itself, not through the package being initialised
 from edgevision.data.loader import DATA_CONFIG_KEYS
 from edgevision.errors import ModelError
-from edgevision.models import hf
 from edgevision.models.checkpoint import check_fits, read_checkpoint, strip_prefixes
-from edgevision.models.resize import resize_input, rebuild_kwargs
+from edgevision.models.resize import rebuild_kwargs, resize_input
 from edgevision.models.structure import apply_structure
-from edgevision.models.weights import (WeightRequest, WeightSource, may_download, register_weight_source,
-                                       weight_source)
-from edgevision.models.zoo import (ResolvedName, accepts_img_size, default_pretrained_tag, family_of, resolve_name,
-                                   timm_with_students)
+from edgevision.models.weights import WeightRequest, WeightSource, may_download, register_weight_source, weight_source
+from edgevision.models.zoo import (
+    ResolvedName,
+    accepts_img_size,
+    default_pretrained_tag,
+    family_of,
+    resolve_name,
+    timm_with_students,
+)
 
 
 @dataclass
@@ -33,7 +38,7 @@ class ModelSpec:
     data_config: dict[str, Any]
     classes: list[str] | None = None
     checkpoint: str | None = None
-    structure: dict[str, dict[str, Any]] | None = None  # a pruned model's changed attributes (compress/prune.py)
+    structure: dict[str, dict[str, Any]] | None = None  # a pruned model's changed attributes (compression/prune.py)
     resized: dict[str, Any] | None = None  # weights made at another input size: what was adapted (models/resize.py)
     family: str = field(init=False)
 

@@ -1,7 +1,7 @@
 """A pruned model's structure as checkpoint data: the attributes pruning changed, never pickled code.
 
 A pruned checkpoint reloads as timm model + these attributes + safetensors weights (tensor shapes come from
-the weights). compress/prune.py records the structure; models/loading.py applies it.
+the weights). compression/prune.py records the structure; models/loading.py applies it.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Weight sources, registered by name: what `--weights NAME` means.
 
 `pretrained` (timm's weights from the Hugging Face cache) and `random` are registered by models/loading.py;
-`fashion-mnist` (edgevision's own float models, trained on first use) by train/fashion_mnist.py, from the
+`fashion-mnist` (edgevision's own float models, trained on first use) by training/fashion_mnist.py, from the
 layer that owns the training loop. A new source is one module calling `register_weight_source`.
 """
 from __future__ import annotations

@@ -8,9 +8,12 @@ from typing import Any
 
 from edgevision.errors import ModelError
 
-# The families with per-family rules (INT8 presets, pruning adapters), by timm name prefix; maxvit before
-# vit: both start alike. Everything else is "other".
+# The families, the one table of them: each per-family table (INT8 presets in pipeline/presets.py, pruning
+# adapters in compression/prune.py) is keyed by these names. Found by timm name prefix; maxvit before vit: both
+# start alike. Everything else is OTHER.
 FAMILY_PREFIXES = ("convnext", "swin", "maxvit", "vit", "hybrid")
+OTHER_FAMILY = "other"
+FAMILIES = (*FAMILY_PREFIXES, OTHER_FAMILY)
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,7 @@ def timm_with_students():
 def family_of(timm_name: str) -> str:
     """The edgevision family of a timm architecture ('other' when no per-family rules apply)."""
     base = timm_name.split(".")[0]
-    return next((fam for fam in FAMILY_PREFIXES if base.startswith(fam)), "other")
+    return next((fam for fam in FAMILY_PREFIXES if base.startswith(fam)), OTHER_FAMILY)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,21 +17,13 @@ from edgevision.data.loader import preprocess_each
 from edgevision.data.sources import ImageSource, balanced_indices
 from edgevision.errors import DataError
 from edgevision.measure.cpu_profile import CpuProfile
-from edgevision.pipeline.selection import Guard
 from edgevision.models.loading import LoadedModel
+from edgevision.pipeline.recipe import Recipe
+from edgevision.pipeline.report import CalibrationInfo, Guard, Precision, Role, variant_key
 from edgevision.runtimes import Runner, runtime_info
 
 MORE_CALIBRATION = 4  # the accuracy guard's "more calibration images" step: this many times the run's set
 MAX_GUARD_CALIBRATION = 1200  # ... at most (1200 preprocessed 224-pixel images hold 720 MB)
-
-
-class Role(str, Enum):
-    """What a variant is in the comparison (recorded in report.json as `role`)."""
-
-    REFERENCE = "reference"  # PyTorch FP32 of the model as given: every drop and speedup is against it
-    PRUNED_BEFORE_RECOVERY = "pruned-before-recovery"  # a step, not a deployable model
-    PRUNED = "pruned"  # the pruned PyTorch model that the target stages export
-    CANDIDATE = "candidate"  # an artifact of the target: what would be deployed
 
 
 @dataclass
@@ -41,6 +32,7 @@ class Variant:
     runtime: str  # a name in the runtime registry
     runner: Runner
     role: Role = Role.CANDIDATE
+    precision: Precision = Precision.FP32
     files: list[Path] = field(default_factory=list)  # artifacts inside the run directory
     size_mb: float | None = None
     quantization: dict[str, Any] | None = None  # what the quantizer did (settings, ops, excluded layers)
@@ -48,7 +40,7 @@ class Variant:
 
     @property
     def key(self) -> str:
-        return f"{self.name}/{self.runtime}"
+        return variant_key(self.name, self.runtime)
 
     @property
     def is_timed(self) -> bool:
@@ -121,7 +113,7 @@ class GraphInput:
 @dataclass
 class Context:
     loaded: LoadedModel
-    recipe: dict[str, Any]
+    recipe: Recipe
     eval_source: ImageSource
     calib_source: ImageSource
     workdir: Path
@@ -131,9 +123,9 @@ class Context:
     finetune_source: ImageSource | None = None  # recovery data after pruning (default: calib_source)
     variants: list[Variant] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    calibration_info: dict[str, Any] | None = None
+    calibration_info: CalibrationInfo | None = None
     pruning: dict[str, Any] | None = None  # what PruneAndRecover did
-    bundle: dict[str, Any] | None = None  # the jetson target's engine settings and rules check
+    report_sections: dict[str, dict[str, Any]] = field(default_factory=dict)  # a target's own report.json sections
     manifest_sections: dict[str, Any] = field(default_factory=dict)  # a target's own manifest.json sections
     graph_input: GraphInput | None = None
     cpu_profile: CpuProfile | None = None  # this machine's INT8 features and GEMM roofline
@@ -181,12 +173,12 @@ class Context:
             return None
         if self._more_calibration is None:
             src = self.calib_source
-            idx = balanced_indices(len(src), want, src.labels, self.recipe["seed"])
+            idx = balanced_indices(len(src), want, src.labels, self.recipe.seed)
             self._more_calibration = [x for _, x in preprocess_each(src, idx, self.loaded.spec.data_config)[0]]
         return self._more_calibration
 
     def _load_calibration(self) -> list[np.ndarray]:
-        want, seed, src = self.recipe["calib_size"], self.recipe["seed"], self.calib_source
+        want, seed, src = self.recipe.calib_size, self.recipe.seed, self.calib_source
         idx = balanced_indices(len(src), want, src.labels, seed)
         decoded, failed = preprocess_each(src, idx, self.loaded.spec.data_config)
         items = [x for _, x in decoded]
@@ -195,8 +187,8 @@ class Context:
         if len(items) < want:
             self.warn(f"asked for {want} calibration images, {src.spec} has {len(items)} usable: using all"
                       + (f" ({failed} unreadable)" if failed else ""))
-        self.calibration_info = {"data": src.spec, "images": len(items), "requested": want, "seed": seed,
-                                 "sampling": "class-balanced" if src.labels is not None else "uniform"}
+        self.calibration_info = CalibrationInfo(src.spec, len(items), want, seed,
+                                                "class-balanced" if src.labels is not None else "uniform")
         return items
 
 

@@ -15,7 +15,9 @@ from typing import Any, Callable
 from edgevision.data.open import open_source
 from edgevision.errors import EdgevisionError
 from edgevision.models.loading import LoadedModel, load_model
-from edgevision.pipeline.recipe import DEFAULTS, check_values, merge, validate
+from edgevision.pipeline.recipe import Recipe, defaults, merge
+from edgevision.pipeline.report import RunReport
+from edgevision.pipeline.resolve import checked
 from edgevision.pipeline.run import CompressResult, compress_model
 from edgevision.pipeline.targets import TARGETS, get_target
 
@@ -28,10 +30,11 @@ class RunSource:
 
     run_dir: Path
     manifest: dict[str, Any]
-    report: dict[str, Any]
+    report: RunReport
 
     @property
     def recipe(self) -> dict[str, Any]:
+        """The run's recipe as plain data, to be layered over (export changes the target's settings)."""
         return copy.deepcopy(self.manifest["recipe"])
 
     @property
@@ -61,11 +64,12 @@ def open_run(run_dir: str | Path) -> RunSource:
     try:
         manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
         report = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
-        manifest["recipe"], manifest["data"]  # noqa: B018 - a compress run has both
+        if not {"recipe", "data"} <= manifest.keys():  # a compress run has both
+            raise KeyError("recipe")
     except (OSError, ValueError, KeyError):
         raise EdgevisionError(f"{run_dir} is not an edgevision compress run (manifest.json/report.json)",
                               "give a directory made by `edgevision compress`, or a model name") from None
-    return RunSource(run_dir, manifest, report)
+    return RunSource(run_dir, manifest, RunReport.from_dict(report, str(run_dir / "report.json")))
 
 
 def latest_run(runs_dir: Path = RUNS_DIR) -> Path:
@@ -77,8 +81,8 @@ def latest_run(runs_dir: Path = RUNS_DIR) -> Path:
     return max(runs, key=lambda p: (p / "manifest.json").stat().st_mtime)
 
 
-def apply_target(recipe: dict[str, Any], target: str, precision: str, tensorrt: dict[str, Any] | None = None
-                 ) -> dict[str, Any]:
+def apply_target(recipe: dict[str, Any] | Recipe, target: str, precision: str,
+                 tensorrt: dict[str, Any] | None = None) -> Recipe:
     """The recipe for one target and precision (validated again after the change)."""
     spec = get_target(target)
     if precision not in spec.precisions:
@@ -86,12 +90,10 @@ def apply_target(recipe: dict[str, Any], target: str, precision: str, tensorrt: 
         where = f"is for --target {' or '.join(others)}; " if others else "is not known; "
         raise EdgevisionError(f"--precision {precision} {where}{target} runs {' or '.join(spec.precisions)}",
                               f"use --precision {' or '.join(spec.precisions)}")
-    recipe = merge(merge(DEFAULTS, recipe), {"target": target, "int8": precision == "int8",
-                            "tensorrt": {k: v for k, v in (tensorrt or {}).items() if v is not None}})
-    recipe = merge(recipe, spec.precision_settings(precision))
-    validate(recipe, "export settings")
-    check_values(recipe)
-    return recipe
+    data = recipe.to_dict() if isinstance(recipe, Recipe) else recipe
+    data = merge(merge(defaults(), data), {"target": target, "int8": precision == "int8",
+                                           "tensorrt": {k: v for k, v in (tensorrt or {}).items() if v is not None}})
+    return checked(merge(data, spec.precision_settings(precision)), "export settings")
 
 
 def _targets_with(precision: str):
@@ -123,10 +125,10 @@ def export_run(
     calib_source = open_source(calib_spec, default_split="train") if calib_spec else None
     log(f"exporting {run.run_dir} ({loaded.spec.name}) for {target}, {precision}")
     return compress_model(loaded, eval_source, recipe, out, calib_source=calib_source, force=force,
-                          progress=progress, save_model=False, origin_weights=run.report.get("weights"), log=log)
+                          progress=progress, save_model=False, origin_weights=run.report.weights, log=log)
 
 
-def export_model(loaded, eval_source, recipe: dict[str, Any], target: str, precision: str, out: Path, *,
+def export_model(loaded, eval_source, recipe: Recipe, target: str, precision: str, out: Path, *,
                  calib_source=None, tensorrt: dict[str, Any] | None = None, force: bool = False,
                  progress: bool = True, log: Callable[[str], None] = lambda msg: None) -> CompressResult:
     """Export a model that has no compress run yet (the same pipeline, made for the target)."""

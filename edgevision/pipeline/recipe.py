@@ -1,109 +1,118 @@
-"""Compression recipes: the family preset, overridden by a YAML recipe file, overridden by CLI flags.
+"""The compression recipe as types: the common settings, pruning, and each target's own sections.
 
-The schema is small and explicit: an unknown key or a value of the wrong type is an error that names it,
-so a typo never silently falls back to a default. The resolved recipe is saved in every run directory.
+A recipe is layered as plain data (defaults <- family preset <- recipe file <- flags: pipeline/resolve.py) and
+then read into a `Recipe`: an unknown key or a value of the wrong type is an error that names the key, the value
+and what is allowed, so a typo never silently falls back to a default. `Recipe.to_dict()` is what recipe.yaml
+holds in every run directory. A target's sections (`quantization`, `qdq`, `tensorrt`, `deploy`) are dataclasses
+of its own, registered with the target (`RecipeSection`) and read with `recipe.section(TheirType)`.
 """
 from __future__ import annotations
 
 import copy
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
 
 import yaml
 
 from edgevision.errors import EdgevisionError
-from edgevision.pipeline.targets import TARGETS, RecipeSection, target_names
-from edgevision.runtimes.qdq_engines import QDQ_ENGINES
+from edgevision.typed import ContractError, from_data, to_data
 
-# key -> (allowed types, allowed values or None). Nested dicts are sub-schemas. The target sections
-# (quantization, qdq, tensorrt) come from the target registry: each target declares what it reads.
-COMMON_SCHEMA: dict[str, Any] = {
-    "target": ((str,), None),  # checked against the target registry
-    "runtime": ((str, type(None)), None),  # pins one of the target's timed runtimes; None: the fastest measured
-    "int8": ((bool,), None),
-    "calib_size": ((int,), None),
-    "seed": ((int,), None),
-    "max_drop": ((int, float, str, type(None)), None),  # points; "none": no accuracy guard; null: the default
-    "guard_time": ((int, float, type(None)), None),  # seconds the accuracy guards may take; null: pipeline/context
-    "eval_limit": ((int, type(None)), None),
-    "threads": ((int, type(None)), None),
-    "benchmark_iters": ((int,), None),
-    # structured pruning + recovery before quantization (compress/prune.py)
-    "prune": {
-        "ratio": ((int, float, type(None)), None),
-        "importance": ((str,), ("magnitude", "taylor")),
-        "finetune_epochs": ((int,), None),
-        "finetune_images": ((int, type(None)), None),
-        "finetune_lr": ((int, float), None),
-        "temperature": ((int, float), None),
-        "alpha": ((int, float), None),
-    },
-}
-
-COMMON_DEFAULTS: dict[str, Any] = {
-    "target": "cpu",
-    "runtime": None,
-    "int8": True,
-    "calib_size": 300,
-    "seed": 0,
-    "max_drop": None,
-    "guard_time": None,
-    "eval_limit": None,
-    "threads": None,
-    "benchmark_iters": 50,
-    "prune": {"ratio": None, "importance": "magnitude", "finetune_epochs": 1, "finetune_images": None,
-              "finetune_lr": 1e-3, "temperature": 2.0, "alpha": 0.7},
-}
-
-
-def _sections() -> dict[str, RecipeSection]:
-    return {section.name: section for target in TARGETS.values() for section in target.recipe_sections}
-
-
-SCHEMA: dict[str, Any] = {**COMMON_SCHEMA, **{name: s.schema for name, s in _sections().items()}}
-DEFAULTS: dict[str, Any] = {**COMMON_DEFAULTS, **{name: s.defaults for name, s in _sections().items()}}
+S = TypeVar("S")
 
 
 class RecipeError(EdgevisionError):
     pass
 
 
-def check_target(target: str) -> None:
-    if target not in TARGETS:
-        raise RecipeError(f"unknown target '{target}'", f"choose one of {', '.join(target_names())}")
+@dataclass(frozen=True)
+class RecipeSection:
+    """A recipe section a target reads: its key in the recipe and its settings dataclass (defaults included)."""
+
+    name: str
+    settings: type
 
 
-def validate(recipe: dict[str, Any], source: str = "recipe", schema: dict | None = None, prefix: str = "") -> None:
-    schema = SCHEMA if schema is None else schema
-    if not isinstance(recipe, dict):
-        raise RecipeError(f"{source}: {prefix or 'the recipe'} must be a mapping, got {type(recipe).__name__}")
-    for key, value in recipe.items():
-        where = f"{prefix}{key}"
-        if key not in schema:
-            raise RecipeError(f"{source}: unknown key '{where}'",
-                              f"allowed here: {', '.join(sorted(schema))}")
-        rule = schema[key]
-        if schema is SCHEMA and key == "target" and isinstance(value, str):
-            check_target(value)  # the same message as the --target flag
-        if isinstance(rule, dict):
-            validate(value, source, rule, f"{where}.")
-            continue
-        types, allowed = rule
-        if isinstance(value, bool) and bool not in types:  # YAML `yes` is not a number
-            raise RecipeError(f"{source}: '{where}' must be {_names(types)}, got {value!r}")
-        if not isinstance(value, types):
-            raise RecipeError(f"{source}: '{where}' must be {_names(types)}, got {value!r}")
-        if allowed is not None and value not in allowed:
-            raise RecipeError(f"{source}: '{where}' must be one of {', '.join(map(str, allowed))}, got {value!r}")
-        if isinstance(value, list) and not all(isinstance(v, str) for v in value):
-            raise RecipeError(f"{source}: '{where}' must be a list of strings")
+SECTIONS: dict[str, RecipeSection] = {}  # every target's sections (pipeline/targets/registry.py registers them)
 
 
-def _names(types) -> str:
-    return " or ".join("null" if t is type(None) else t.__name__ for t in types)
+def register_section(section: RecipeSection) -> None:
+    known = SECTIONS.get(section.name)
+    if known is not None and known.settings is not section.settings:
+        raise ValueError(f"two recipe sections named {section.name}")
+    SECTIONS[section.name] = section
+
+
+@dataclass
+class PruneSettings:
+    """Structured pruning and its recovery before quantization (compression/prune.py)."""
+
+    ratio: float | None = None  # None: no pruning
+    importance: Literal["magnitude", "taylor"] = "magnitude"
+    finetune_epochs: int = 1
+    finetune_images: int | None = None
+    finetune_lr: float = 1e-3
+    temperature: float = 2.0
+    alpha: float = 0.7
+
+
+@dataclass
+class Recipe:
+    target: str = "cpu"  # a name in the target registry
+    runtime: str | None = None  # pins one of the target's timed runtimes; None: the fastest measured
+    int8: bool = True
+    calib_size: int = 300
+    seed: int = 0
+    max_drop: float | str | None = None  # points; "none": no accuracy guard; None: the default budget
+    guard_time: float | None = None  # seconds the accuracy guards may take; None: as pipeline/context.GuardClock
+    eval_limit: int | None = None
+    threads: int | None = None
+    benchmark_iters: int = 50
+    prune: PruneSettings = field(default_factory=PruneSettings)
+    sections: dict[str, Any] = field(default_factory=dict)  # section name -> its settings (RecipeSection)
+
+    def section(self, settings: type[S]) -> S:
+        """The settings of a target's section, by its type: `recipe.section(TensorRTSettings).fp16`."""
+        found = next((s for s in self.sections.values() if isinstance(s, settings)), None)
+        if found is None:
+            raise KeyError(f"no recipe section of type {settings.__name__}")
+        return found
+
+    def to_dict(self) -> dict[str, Any]:
+        data = to_data(self)
+        return {**{k: v for k, v in data.items() if k != "sections"}, **data["sections"]}
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "recipe") -> Recipe:
+        """A complete recipe (every key present or defaulted) from plain data."""
+        if not isinstance(data, dict):
+            raise RecipeError(f"{source}: the recipe must be a mapping, got {type(data).__name__}")
+        unknown = [key for key in data if key not in allowed_keys()]
+        if unknown:
+            raise RecipeError(f"{source}: unknown key '{unknown[0]}'", f"allowed here: {', '.join(sorted(allowed_keys()))}")
+        common = {k: v for k, v in data.items() if k not in SECTIONS}
+        try:
+            recipe = from_data(cls, common, source=source)
+            for name, section in SECTIONS.items():
+                recipe.sections[name] = from_data(section.settings, data.get(name, {}), f"{name}.", source=source)
+        except ContractError as e:
+            raise RecipeError(e.message, e.hint) from None
+        return recipe
+
+    def dump(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def allowed_keys() -> set[str]:
+    return {name for name in Recipe.__dataclass_fields__ if name != "sections"} | set(SECTIONS)
+
+
+def defaults() -> dict[str, Any]:
+    """The default recipe as plain data, every section included: the base that presets and files override."""
+    return Recipe(sections={name: s.settings() for name, s in SECTIONS.items()}).to_dict()
 
 
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` over `base`, mappings merged key by key."""
     out = copy.deepcopy(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
@@ -111,72 +120,3 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = copy.deepcopy(value)
     return out
-
-
-def load_recipe_file(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"recipe not found: {path}", "see recipes/ for examples")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise RecipeError(f"recipe {path} is not valid YAML{where}") from None
-    validate(data, str(path))
-    return data
-
-
-def resolve(family_preset: dict[str, Any], recipe_file: str | Path | None,
-            overrides: dict[str, Any]) -> dict[str, Any]:
-    """DEFAULTS <- family preset <- recipe file <- CLI flags (None flags are not overrides)."""
-    recipe = merge(DEFAULTS, family_preset)
-    if recipe_file is not None:
-        recipe = merge(recipe, load_recipe_file(recipe_file))
-    recipe = merge(recipe, _drop_none(overrides))
-    validate(recipe, "resolved recipe")
-    check_values(recipe)
-    return recipe
-
-
-def check_values(recipe: dict[str, Any]) -> None:
-    """What the schema's types cannot say: ranges, and values that depend on each other."""
-    max_drop = recipe["max_drop"]
-    if max_drop is not None and max_drop != "none" and (isinstance(max_drop, str) or max_drop < 0):
-        raise RecipeError(f"max_drop must be a number of points >= 0 or 'none', got {max_drop!r}",
-                          "e.g. --max-drop 1 or --max-drop none")
-    timed = TARGETS[recipe["target"]].timed_runtimes
-    if recipe["runtime"] is not None and recipe["runtime"] not in timed:
-        raise RecipeError(f"--runtime {recipe['runtime']} is not a runtime of --target {recipe['target']}",
-                          f"use one of {', '.join(timed)}" if timed else "drop --runtime: this target is not timed here")
-    if recipe["guard_time"] is not None and recipe["guard_time"] < 0:
-        raise RecipeError(f"guard_time must be seconds >= 0, got {recipe['guard_time']}", "e.g. --guard-time 120")
-    if recipe["calib_size"] < 1:
-        raise RecipeError(f"calib_size must be at least 1, got {recipe['calib_size']}")
-    ratio = recipe["prune"]["ratio"]
-    if ratio is not None and not 0 < ratio < 1:
-        raise RecipeError(f"prune.ratio must be between 0 and 1 (exclusive), got {ratio}", "e.g. --prune 0.5")
-    if recipe["prune"]["finetune_epochs"] < 0:
-        raise RecipeError("prune.finetune_epochs must be 0 or more")
-    trt = recipe["tensorrt"]
-    if not 1 <= trt["batch"] <= trt["max_batch"]:
-        raise RecipeError(f"--batch {trt['batch']} (tensorrt.batch) must be between 1 and --max-batch "
-                          f"{trt['max_batch']} (tensorrt.max_batch)")
-    if recipe["int8"] and "tensorrt" in {s.name for s in TARGETS[recipe["target"]].recipe_sections}:
-        QDQ_ENGINES[trt["qdq_engine"]].check(recipe["qdq"]["calibration_method"])  # a missing extra: before any work
-
-
-def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            v = _drop_none(v)
-            if v:
-                out[k] = v
-        elif v is not None:
-            out[k] = v
-    return out
-
-
-def dump(recipe: dict[str, Any]) -> str:
-    return yaml.safe_dump(recipe, sort_keys=False)

@@ -20,32 +20,34 @@ from edgevision.models.checkpoint import spec_meta, write_checkpoint
 from edgevision.models.loading import LoadedModel, random_weights_warning
 from edgevision.pipeline.context import Context, GraphInput, GuardClock, Role, Variant
 from edgevision.pipeline.manifest import write_manifest
-from edgevision.pipeline.recipe import dump
+from edgevision.pipeline.recipe import Recipe
+from edgevision.pipeline.report import BenchmarkInfo, DataInfo, ModelInfo, RunReport, VariantRecord
 from edgevision.pipeline.selection import accuracy_guard, held_on_guard_sample_only, int8_no_faster, select
 from edgevision.pipeline.stages import FloatReference, PruneAndRecover, Stage
 from edgevision.pipeline.status import MAX_DROP_NOT_MET, run_status
 from edgevision.pipeline.targets import get_target
+from edgevision.typed import to_data
 
 
 @dataclass
 class CompressResult:
     run_dir: Path
-    report: dict[str, Any]
+    report: RunReport
 
     @property
     def budget_met(self) -> bool:
-        return self.report["status"] != MAX_DROP_NOT_MET
+        return self.report.status != MAX_DROP_NOT_MET
 
     @property
-    def selected(self) -> dict[str, Any] | None:
-        """The variant row to deploy: the fastest measured within the accuracy budget."""
-        return next((v for v in self.report["variants"] if v.get("selected")), None)
+    def selected(self) -> VariantRecord | None:
+        """The variant to deploy: the fastest measured within the accuracy budget."""
+        return self.report.selected
 
 
-def build_stages(recipe: dict[str, Any]) -> list[Stage]:
-    torch_level: list[Stage] = [PruneAndRecover()] if recipe["prune"]["ratio"] else []
-    pinned = recipe["runtime"]
-    target_stages = [cls() for cls in get_target(recipe["target"]).stages if (recipe["int8"] or not cls.int8_only)
+def build_stages(recipe: Recipe) -> list[Stage]:
+    torch_level: list[Stage] = [PruneAndRecover()] if recipe.prune.ratio else []
+    pinned = recipe.runtime
+    target_stages = [cls() for cls in get_target(recipe.target).stages if (recipe.int8 or not cls.int8_only)
                      and (pinned is None or cls.runtime in (None, pinned)) and cls.applies(recipe)]
     return [FloatReference(), *torch_level, *target_stages]
 
@@ -77,73 +79,61 @@ def _measure(ctx: Context, stages: list[Stage]) -> Measurements:
     timed = {v.key: v.runner for v in ctx.variants if v.is_timed}
     ctx.log(f"timing {len(timed)} variants side by side ({ctx.threads} threads, batch 1)")
     bench = _timed(timings, "benchmark", lambda: compare_latency(
-        timed, ctx.loaded.spec.input_size, iters=ctx.recipe["benchmark_iters"]))
+        timed, ctx.loaded.spec.input_size, iters=ctx.recipe.benchmark_iters))
     return Measurements(evals, bench, timings)
 
 
-def _variant_row(v: Variant, m: Measurements, ref: Variant) -> dict[str, Any]:
+def _variant_record(v: Variant, m: Measurements, ref: Variant) -> VariantRecord:
     ref_eval, ref_bench = m.evals[ref.key], m.bench[ref.key]
     ev, b = m.evals[v.key], m.bench.get(v.key)
     fid = fidelity(ref_eval.logits, ev.logits)
-    return {
-        "name": v.name, "runtime": v.runtime, "role": v.role.value, "top1": ev.top1,
-        "top1_drop": None if ev.top1 is None else ref_eval.top1 - ev.top1,
-        "top5": ev.top5, "agreement": fid["agreement"], "kl": fid["kl"], "cosine": fid["cosine"],
-        "latency_ms_p50": b and b.latency_ms_p50, "latency_ms_p90": b and b.latency_ms_p90,
-        "latency_ms_p99": b and b.latency_ms_p99, "speedup": b and ref_bench.latency_ms_p50 / b.latency_ms_p50,
-        "size_mb": v.size_mb, "artifact": str(v.files[0].name) if v.files else None,
-        "runner": v.runner.info(), **({"quantization": v.quantization} if v.quantization else {}),
-    }
+    return VariantRecord(
+        v.name, v.runtime, v.role, v.precision, top1=ev.top1,
+        top1_drop=None if ev.top1 is None else ref_eval.top1 - ev.top1, top5=ev.top5,
+        agreement=fid["agreement"], kl=fid["kl"], cosine=fid["cosine"],
+        latency_ms_p50=b and b.latency_ms_p50, latency_ms_p90=b and b.latency_ms_p90,
+        latency_ms_p99=b and b.latency_ms_p99, speedup=b and ref_bench.latency_ms_p50 / b.latency_ms_p50,
+        size_mb=v.size_mb, artifact=str(v.files[0].name) if v.files else None, runner=v.runner.info(),
+        quantization=v.quantization)
 
 
-def _report(ctx: Context, m: Measurements) -> dict[str, Any]:
+def _report(ctx: Context, m: Measurements) -> RunReport:
     ref = next(v for v in ctx.variants if v.role is Role.REFERENCE)
     ref_eval, ref_bench = m.evals[ref.key], m.bench[ref.key]
     spec = ctx.loaded.spec
-    report = {
-        "model": {"name": spec.name, "timm_name": spec.timm_name, "family": spec.family,
-                  "input_size": list(spec.input_size), "num_classes": spec.num_classes},
-        "weights": spec.weights if spec.weights != "checkpoint" else f"checkpoint:{spec.checkpoint}",
-        "data": {"spec": ctx.eval_source.spec, "images": ref_eval.images, "skipped": ref_eval.skipped,
-                 "labelled": ref_eval.top1 is not None},
-        "calibration": ctx.calibration_info,
-        "target": ctx.recipe["target"],
-        "max_drop": ctx.guard.max_drop,  # the budget in force (null: no guard); `guard` says why
-        "guard": ctx.guard.to_dict(),
-        "benchmark": {"threads": ctx.threads, "batch": 1, "iterations": ref_bench.iterations,
-                      "cpu": ref_bench.cpu, "method": "side by side, interleaved rounds, medians",
-                      "cpu_profile": ctx.cpu_profile.to_dict() if ctx.cpu_profile else None},
-        "variants": [_variant_row(v, m, ref) for v in ctx.variants],
-        **({"pruning": ctx.pruning} if ctx.pruning is not None else {}),
-        **({"tensorrt": ctx.bundle} if ctx.bundle is not None else {}),
-        "warnings": ctx.warnings,
-        "timings_s": m.timings,
-    }
     not_timed = [v.key for v in ctx.variants if not v.is_timed]
-    if not_timed:
-        report["benchmark"]["not_timed"] = not_timed
+    report = RunReport(
+        model=ModelInfo(spec.name, spec.timm_name, spec.family, list(spec.input_size), spec.num_classes),
+        data=DataInfo(ctx.eval_source.spec, ref_eval.images, ref_eval.skipped, ref_eval.top1 is not None),
+        variants=[_variant_record(v, m, ref) for v in ctx.variants],
+        target=ctx.recipe.target,
+        weights=spec.weights if spec.weights != "checkpoint" else f"checkpoint:{spec.checkpoint}",
+        calibration=ctx.calibration_info, max_drop=ctx.guard.max_drop, guard=ctx.guard,
+        benchmark=BenchmarkInfo(ctx.threads, 1, ref_bench.iterations, ref_bench.cpu,
+                                "side by side, interleaved rounds, medians",
+                                ctx.cpu_profile.to_dict() if ctx.cpu_profile else None, not_timed or None),
+        pruning=ctx.pruning, warnings=ctx.warnings, timings_s=m.timings, sections=ctx.report_sections)
     _select(ctx, report)
-    report["status"] = run_status(report)
+    report.status = run_status(report)
     return report
 
 
-def _select(ctx: Context, report: dict[str, Any]) -> None:
+def _select(ctx: Context, report: RunReport) -> None:
     """Name the variant to deploy (pipeline/selection.py), and say so when INT8 does not pay on this CPU."""
-    selection = select(report["variants"], ctx.guard.max_drop, guard=not ctx.guard.speed_only)
-    report["selection"] = selection.to_dict()
-    for row in report["variants"]:
-        row["selected"] = selection.selected == f"{row['name']}/{row['runtime']}"
-    for line in held_on_guard_sample_only(report["variants"], selection.max_drop, report["data"]["images"]):
+    report.selection = select(report.variants, ctx.guard.max_drop, guard=not ctx.guard.speed_only)
+    for row in report.variants:
+        row.selected = report.selection.selected == row.key
+    for line in held_on_guard_sample_only(report.variants, report.selection.max_drop, report.data.images):
         ctx.warn(line)
-    for int8, fp32 in int8_no_faster(report["variants"]) if ctx.recipe["int8"] else []:
-        reason = ctx.cpu_profile.int8_conclusion(int8["runtime"]) if ctx.cpu_profile else None
+    for int8, fp32 in int8_no_faster(report.variants) if ctx.recipe.int8 else []:
+        reason = ctx.cpu_profile.int8_conclusion(int8.runtime) if ctx.cpu_profile else None
         why = f" ({reason})" if reason else ""
-        ctx.warn(f"INT8 is no faster than FP32 here: {int8['runtime']} INT8 {int8['latency_ms_p50']:.2f} ms vs "
-                 f"{fp32['runtime']} FP32 {fp32['latency_ms_p50']:.2f} ms{why}; the INT8 artifacts are written "
+        ctx.warn(f"INT8 is no faster than FP32 here: {int8.runtime} INT8 {int8.latency_ms_p50:.2f} ms vs "
+                 f"{fp32.runtime} FP32 {fp32.latency_ms_p50:.2f} ms{why}; the INT8 artifacts are written "
                  "anyway (VNNI or AMX CPUs run them faster)")
 
 
-def run_pipeline(ctx: Context) -> dict[str, Any]:
+def run_pipeline(ctx: Context) -> RunReport:
     """Run the stages, evaluate and benchmark every variant, and return the report (files in ctx.workdir)."""
     stages = build_stages(ctx.recipe)
     report = _report(ctx, _measure(ctx, stages))
@@ -156,47 +146,48 @@ def _run_warnings(ctx: Context, calibrated_apart: bool) -> None:
     warning = random_weights_warning(ctx.loaded.spec)
     if warning:
         ctx.warn(warning)
-    if not calibrated_apart and ctx.recipe["int8"]:
+    if not calibrated_apart and ctx.recipe.int8:
         ctx.warn("calibrated on the evaluation data (give --calib-data to keep them apart)")
 
 
-def _write_run_files(ctx: Context, report: dict[str, Any], save_model: bool) -> None:
+def _write_run_files(ctx: Context, report: RunReport, save_model: bool) -> None:
     workdir, spec, recipe = ctx.workdir, ctx.loaded.spec, ctx.recipe
     if save_model:
         write_checkpoint(workdir / "model.safetensors", ctx.loaded.model.state_dict(), spec_meta(spec))
-    atomic_write_text(workdir / "recipe.yaml", dump(recipe))
-    write_json(workdir / "report.json", report)
+    atomic_write_text(workdir / "recipe.yaml", recipe.dump())
+    write_json(workdir / "report.json", report.to_dict())
     graph = ctx.graph_input or GraphInput(None, [1, *spec.input_size])
     write_manifest(workdir, {
         "model": spec.to_dict(),
         "input": {"name": graph.name, "shape": graph.shape, "dtype": "float32", "layout": "NCHW"},
         "preprocessing": spec.data_config,
         "classes": spec.classes,
-        "data": {"evaluation": ctx.eval_source.spec, "evaluation_images": report["data"]["images"],
-                 "calibration": report["calibration"]},
-        "accuracy": [{k: v[k] for k in ("name", "runtime", "role", "top1", "top1_drop", "agreement")}
-                     | {"simulated": bool(v.get("quantization", {}).get("simulated"))} for v in report["variants"]],
-        **({"tensorrt": report["tensorrt"]} if "tensorrt" in report else {}),
+        "data": {"evaluation": ctx.eval_source.spec, "evaluation_images": report.data.images,
+                 "calibration": to_data(report.calibration)},
+        "accuracy": [{"name": v.name, "runtime": v.runtime, "role": v.role.value, "top1": v.top1,
+                      "top1_drop": v.top1_drop, "agreement": v.agreement, "simulated": v.simulated}
+                     for v in report.variants],
+        **report.sections,
         "runner_options": runner_options(report),
-        "recipe": recipe,
+        "recipe": recipe.to_dict(),
         **ctx.manifest_sections,
     })
 
 
-def runner_options(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def runner_options(report: RunReport) -> dict[str, dict[str, Any]]:
     """{artifact: runner settings} for a selected variant that runs its artifact in other than the default way
     (OpenVINO INT8 with its float layers in bf16), so that evaluate, benchmark and deployment run it as checked."""
-    selected = next((v for v in report["variants"] if v.get("selected")), None)
-    precision = ((selected or {}).get("quantization") or {}).get("inference_precision")
-    if not precision or not selected.get("artifact"):
+    selected = report.selected
+    precision = ((selected and selected.quantization) or {}).get("inference_precision")
+    if not precision or not selected.artifact:
         return {}
-    return {Path(selected["artifact"]).name: {"precision": precision}}
+    return {Path(selected.artifact).name: {"precision": precision}}
 
 
 def compress_model(
     loaded: LoadedModel,
     eval_source: ImageSource,
-    recipe: dict[str, Any],
+    recipe: Recipe,
     out: Path,
     *,
     calib_source: ImageSource | None = None,
@@ -216,18 +207,18 @@ def compress_model(
     pruning) goes in as model.safetensors (an edgevision checkpoint, structure as data), so that
     `edgevision export RUN_DIR` rebuilds exactly this model whatever its weights came from.
     """
-    eval_source = sample(align_classes(eval_source, loaded.spec.classes), recipe["eval_limit"], recipe["seed"])
+    eval_source = sample(align_classes(eval_source, loaded.spec.classes), recipe.eval_limit, recipe.seed)
     out = Path(out)
     with staged_directory(out, force=force) as workdir:
-        threads = recipe["threads"] or available_cores()
+        threads = recipe.threads or available_cores()
         ctx = Context(loaded=loaded, recipe=recipe, eval_source=eval_source,
                       calib_source=calib_source or eval_source, workdir=workdir, threads=threads, log=log,
                       progress=progress, finetune_source=finetune_source,
-                      cpu_profile=cpu_profile(threads, measure=bool(get_target(recipe["target"]).timed_runtimes)),
-                      guard=accuracy_guard(recipe["max_drop"], origin_weights or loaded.spec.weights),
-                      guard_clock=GuardClock(recipe["guard_time"]))
+                      cpu_profile=cpu_profile(threads, measure=bool(get_target(recipe.target).timed_runtimes)),
+                      guard=accuracy_guard(recipe.max_drop, origin_weights or loaded.spec.weights),
+                      guard_clock=GuardClock(recipe.guard_time))
         _run_warnings(ctx, calibrated_apart=calib_source is not None)
         report = run_pipeline(ctx)
-        report["run_dir"] = str(out)
+        report.run_dir = str(out)
         _write_run_files(ctx, report, save_model)
     return CompressResult(out, report)

@@ -13,6 +13,8 @@ from edgevision.compression.prune import prune_model, pruned_loaded
 from edgevision.compression.recovery import RecoverySettings, recover
 from edgevision.models.zoo import count_gmacs
 from edgevision.pipeline.context import Context, Role, Variant, param_mb
+from edgevision.pipeline.recipe import Recipe
+from edgevision.pipeline.report import RunReport
 from edgevision.runtimes import create_runner
 
 
@@ -22,14 +24,14 @@ class Stage:
     runtime: str | None = None  # the runtime its variants run in; skipped when the recipe pins another
 
     @classmethod
-    def applies(cls, recipe: dict[str, Any]) -> bool:
+    def applies(cls, recipe: Recipe) -> bool:
         """Whether a run with this recipe has the stage at all (beyond int8_only and the runtime pin)."""
         return True
 
     def run(self, ctx: Context) -> None:
         raise NotImplementedError
 
-    def finish(self, ctx: Context, report: dict[str, Any]) -> None:
+    def finish(self, ctx: Context, report: RunReport) -> None:
         """After evaluation and timing: write what needs the measured numbers (a bundle's README)."""
 
 
@@ -50,20 +52,20 @@ class PruneAndRecover(Stage):
     name = "prune + recover"
 
     def run(self, ctx: Context) -> None:
-        cfg, spec = ctx.recipe["prune"], ctx.loaded.spec
+        cfg, spec = ctx.recipe.prune, ctx.loaded.spec
         t0 = time.perf_counter()
-        result = prune_model(ctx.model, spec.family, cfg["ratio"], spec.input_size, importance=cfg["importance"],
-                             batches=self._gradient_batches(ctx) if cfg["importance"] == "taylor" else None)
+        result = prune_model(ctx.model, spec.family, cfg.ratio, spec.input_size, importance=cfg.importance,
+                             batches=self._gradient_batches(ctx) if cfg.importance == "taylor" else None)
         pruned = pruned_loaded(ctx.loaded, result)
         info: dict[str, Any] = {
-            "ratio": cfg["ratio"], "importance": cfg["importance"], "groups": result.groups,
+            "ratio": cfg.ratio, "importance": cfg.importance, "groups": result.groups,
             "params_before": result.params_before, "params_after": result.params_after,
             "gmacs_before": count_gmacs(ctx.model, spec.input_size),
             "gmacs_after": count_gmacs(result.model, spec.input_size),
             "prune_s": round(time.perf_counter() - t0, 2), "recovery": None}
-        ctx.log(f"pruned {cfg['ratio']:.0%}: {result.params_before / 1e6:.2f} M -> {result.params_after / 1e6:.2f} M "
+        ctx.log(f"pruned {cfg.ratio:.0%}: {result.params_before / 1e6:.2f} M -> {result.params_after / 1e6:.2f} M "
                 f"params, {info['gmacs_before']:.3f} -> {info['gmacs_after']:.3f} GMACs")
-        if cfg["finetune_epochs"] > 0:
+        if cfg.finetune_epochs > 0:
             info["recovery"] = self._recover(ctx, pruned)
         ctx.variants.append(Variant("pruned", "pytorch", create_runner("pytorch", pruned.model, threads=ctx.threads),
                                     role=Role.PRUNED, size_mb=param_mb(pruned.model)))
@@ -78,15 +80,14 @@ class PruneAndRecover(Stage):
 
     @staticmethod
     def _recover(ctx: Context, pruned) -> dict[str, Any]:
-        cfg = ctx.recipe["prune"]
+        cfg = ctx.recipe.prune
         before = copy.deepcopy(pruned.model).eval()
         ctx.variants.append(Variant("pruned, before recovery", "pytorch",
                                     create_runner("pytorch", before, threads=ctx.threads),
                                     role=Role.PRUNED_BEFORE_RECOVERY, timed=False))
         source = ctx.finetune_source or ctx.calib_source
-        settings = RecoverySettings(epochs=cfg["finetune_epochs"], images=cfg["finetune_images"],
-                                    lr=cfg["finetune_lr"], temperature=cfg["temperature"], alpha=cfg["alpha"],
-                                    seed=ctx.recipe["seed"])
+        settings = RecoverySettings(epochs=cfg.finetune_epochs, images=cfg.finetune_images, lr=cfg.finetune_lr,
+                                    temperature=cfg.temperature, alpha=cfg.alpha, seed=ctx.recipe.seed)
         scratch = ctx.workdir / ".recovery.safetensors"
         ctx.log(f"recovery: {settings.epochs} epoch(s) distilled from the unpruned model on {source.spec}")
         info = recover(pruned, ctx.model, source, scratch, settings, progress=ctx.progress, log=ctx.log)

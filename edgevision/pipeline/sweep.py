@@ -12,7 +12,7 @@ from edgevision.errors import EdgevisionError
 from edgevision.io import write_json
 from edgevision.models.loading import load_model
 from edgevision.pipeline.presets import preset_for
-from edgevision.pipeline.recipe import check_target, resolve
+from edgevision.pipeline.resolve import check_target, resolve
 from edgevision.pipeline.run import compress_model
 
 

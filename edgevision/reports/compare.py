@@ -19,6 +19,7 @@ from typing import Any, Iterable
 
 from edgevision.errors import EdgevisionError
 from edgevision.io import atomic_write_bytes, make_parent
+from edgevision.pipeline.report import Role, RunReport, VariantRecord
 from edgevision.reports.compare_plot import Plot, plot_comparison
 from edgevision.reports.decisions import report_from_decision
 from edgevision.reports.render import fmt
@@ -59,57 +60,42 @@ def run_file(run_dir: str | Path) -> Path:
     return decision if decision.is_file() else Path(run_dir) / "report.json"
 
 
-def load_report(path: Path) -> dict[str, Any]:
-    """A report.json, or a decision.json read as one."""
+def load_report(path: Path) -> RunReport:
+    """A report.json (of this version or an older one), or a decision.json read as one."""
     if path.name == DECISION:
         return report_from_decision(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise EdgevisionError(f"{path} is not readable JSON", "rerun the command that wrote it") from None
+    return RunReport.load(path)
 
 
-def _role(v: dict[str, Any]) -> str:
-    """The variant's role; reports written before roles existed are read by their variant names."""
-    if "role" in v:
-        return v["role"]
-    legacy = {("fp32", "pytorch"): "reference", ("pruned", "pytorch"): "pruned",
-              ("pruned, before recovery", "pytorch"): "pruned-before-recovery"}
-    return legacy.get((v["name"], v["runtime"]), "candidate")
-
-
-def _variant_label(v: dict[str, Any], pruned_prefix: str) -> str:
+def _variant_label(v: VariantRecord, pruned_prefix: str) -> str:
     """fp32, int8, pruned 50%, pruned 50% + int8, ..."""
-    role = _role(v)
-    if role == "reference":
-        return v["name"]  # the unpruned float reference
-    if role == "pruned":
+    if v.role is Role.REFERENCE:
+        return v.name  # the unpruned float reference
+    if v.role is Role.PRUNED:
         return pruned_prefix
-    return f"{pruned_prefix} + {v['name']}" if pruned_prefix else v["name"]
+    return f"{pruned_prefix} + {v.name}" if pruned_prefix else v.name
 
 
-def rows_from_report(report: dict[str, Any], run: str) -> list[Row]:
-    pruning = report.get("pruning")
-    prefix = f"pruned {pruning['ratio']:.0%}" if pruning else ""
+def rows_from_report(report: RunReport, run: str) -> list[Row]:
+    prefix = f"pruned {report.pruning['ratio']:.0%}" if report.pruning else ""
     rows = []
-    for v in report["variants"]:
-        if _role(v) == "pruned-before-recovery":
+    for v in report.variants:
+        if v.role is Role.PRUNED_BEFORE_RECOVERY:
             continue  # a step, not a deployable model
-        variant = _variant_label(v, prefix)
-        p50 = v.get("latency_ms_p50")
+        p50 = v.latency_ms_p50
         rows.append(Row(
-            model=report["model"]["name"], variant=variant, runtime=v["runtime"], top1=v["top1"], drop=v["top1_drop"],
-            agreement=v["agreement"], latency_ms_p50=p50, latency_ms_p90=v.get("latency_ms_p90"),
-            throughput_ips=1000.0 / p50 if p50 else None, size_mb=v.get("size_mb"), speedup=v.get("speedup"),
-            data=report["data"]["spec"], images=report["data"]["images"], run=run, target=report.get("target", "cpu"),
-            role=_role(v), selected=bool(v.get("selected"))))
+            model=report.model.name, variant=_variant_label(v, prefix), runtime=v.runtime, top1=v.top1,
+            drop=v.top1_drop, agreement=v.agreement, latency_ms_p50=p50, latency_ms_p90=v.latency_ms_p90,
+            throughput_ips=1000.0 / p50 if p50 else None, size_mb=v.size_mb, speedup=v.speedup,
+            data=report.data.spec, images=report.data.images, run=run, target=report.target, role=v.role.value,
+            selected=v.selected))
     return rows
 
 
 def load_comparison(paths: Iterable[str | Path], allow_mixed: bool = False) -> Comparison:
     """Every run's rows (one PyTorch reference per model, each model's frontier marked) and their caveats."""
     rows: list[Row] = []
-    reports: dict[str, dict[str, Any]] = {}
+    reports: dict[str, RunReport] = {}
     finished: list[float] = []  # when each report.json was written, for the timing caveat
     for report_path in find_reports(paths):
         report = load_report(report_path)
@@ -156,17 +142,17 @@ def mark_pareto(rows: list[Row]) -> None:
             and (o.latency_ms_p50 < r.latency_ms_p50 or o.accuracy > r.accuracy) for o in rivals)
 
 
-def caveats(reports: dict[str, dict[str, Any]], finished: list[float]) -> list[str]:
+def caveats(reports: dict[str, RunReport], finished: list[float]) -> list[str]:
     """What a reader must know before trusting the numbers: the runs' own warnings (with the models they came
     from), a small evaluation set, runs timed on different CPUs or far apart in time."""
     said: dict[str, list[str]] = {}
     for report in reports.values():
-        for warning in report.get("warnings", []):
+        for warning in report.warnings:
             models = said.setdefault(warning, [])
-            if report["model"]["name"] not in models:
-                models.append(report["model"]["name"])
+            if report.model.name not in models:
+                models.append(report.model.name)
     out = [f"{warning} ({', '.join(models)})" for warning, models in said.items()]
-    for spec, images in sorted({(r["data"]["spec"], r["data"]["images"]) for r in reports.values()}):
+    for spec, images in sorted({(r.data.spec, r.data.images) for r in reports.values()}):
         if 0 < images < SMALL_EVAL_SET:
             out.append(f"only {images} images of {spec} evaluated: one image changing its answer moves accuracy "
                        f"by {100 / images:.2f} points")
@@ -179,11 +165,11 @@ def caveats(reports: dict[str, dict[str, Any]], finished: list[float]) -> list[s
     return out
 
 
-def _cpu(report: dict[str, Any]) -> str:
-    bench = report.get("benchmark", {})
-    profile = bench.get("cpu_profile") or {}
+def _cpu(report: RunReport) -> str:
+    bench = report.benchmark
+    profile = bench.cpu_profile or {}
     tier = f", INT8 tier {profile['tier']}" if profile.get("tier") else ""
-    return f"{profile.get('model') or bench.get('cpu', '?')}{tier}, {bench.get('threads', '?')} threads"
+    return f"{profile.get('model') or bench.cpu or '?'}{tier}, {bench.threads or '?'} threads"
 
 
 def sorted_rows(rows: list[Row]) -> list[Row]:

@@ -3,13 +3,24 @@ that `compare` and `recommend` put the device's numbers beside the runs made her
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from edgevision.deploy import bundle_lib as lib
 from edgevision.errors import EdgevisionError
+from edgevision.pipeline.report import (
+    BenchmarkInfo,
+    DataInfo,
+    ModelInfo,
+    Precision,
+    Role,
+    RunReport,
+    VariantRecord,
+    split_key,
+)
+
+CPU_BUNDLE_TARGET = "cpu"  # the target whose export writes a deploy bundle (pipeline/targets/cpu_bundle.py)
 
 
-def report_from_decision(path: Path) -> dict[str, Any]:
+def report_from_decision(path: Path) -> RunReport:
     """decision.json (and its bundle's manifest) -> the report fields compare reads. Speedups there are over the
     fastest float model timed on the device (it has no PyTorch), which the report's warning says."""
     bundle = Path(path).parent
@@ -20,20 +31,18 @@ def report_from_decision(path: Path) -> dict[str, Any]:
     device = decision.device
     cpu = f"{device.cpu} ({device.arch}, device)"
     variants = [_variant(r, decision.metric) for r in decision.candidates if r.agreement is not None]
-    return {
-        "model": {"name": decision.model},
-        "data": {"spec": f"{manifest.sample.source} (bundle sample)", "images": decision.sample_images,
-                 "labelled": decision.metric == "top1"},
-        "target": "cpu",
-        "benchmark": {"cpu": cpu, "threads": device.threads, "cpu_profile": {"model": cpu, "features": device.features}},
-        "variants": variants,
-        "warnings": [f"speedups measured on {cpu} are over the fastest float model timed there, not PyTorch"],
-    }
+    return RunReport(
+        model=ModelInfo(decision.model),
+        data=DataInfo(f"{manifest.sample.source} (bundle sample)", decision.sample_images,
+                      labelled=decision.metric == "top1"),
+        variants=variants, target=CPU_BUNDLE_TARGET,
+        benchmark=BenchmarkInfo(device.threads, cpu=cpu, cpu_profile={"model": cpu, "features": device.features}),
+        warnings=[f"speedups measured on {cpu} are over the fastest float model timed there, not PyTorch"])
 
 
-def _variant(r: lib.CandidateResult, metric: str) -> dict[str, Any]:
-    name, runtime = r.key.split("/", 1)
-    return {"name": name, "runtime": runtime, "role": "candidate", "top1": r.top1,
-            "top1_drop": r.drop if metric == "top1" else None, "agreement": r.agreement,
-            "latency_ms_p50": r.latency_ms_p50, "latency_ms_p90": r.latency_ms_p90, "speedup": r.speedup,
-            "size_mb": None, "selected": r.status == "picked"}
+def _variant(r: lib.CandidateResult, metric: str) -> VariantRecord:
+    name, runtime = split_key(r.key)
+    return VariantRecord(name, runtime, Role.CANDIDATE, Precision(r.precision),
+                         top1=r.top1, top1_drop=r.drop if metric == "top1" else None, agreement=r.agreement,
+                         latency_ms_p50=r.latency_ms_p50, latency_ms_p90=r.latency_ms_p90, speedup=r.speedup,
+                         selected=r.status == "picked")

@@ -67,9 +67,8 @@ def _describe(row) -> dict[str, Any] | None:
 
 
 def _machine(runs: list[str]) -> tuple[str, Any]:
-    report = load_report(run_file(runs[0]))
-    bench = report.get("benchmark", {})
-    return bench.get("cpu", "?"), bench.get("threads", "?")
+    bench = load_report(run_file(runs[0])).benchmark
+    return bench.cpu or "?", bench.threads or "?"
 
 
 def _mtime(run: str) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgevision.pipeline.report import RunReport
 from edgevision.pipeline.selection import budget_text
 from edgevision.runtimes import runtime_info
 
@@ -14,42 +15,41 @@ def fmt(value: Any, digits: int = 2, suffix: str = "") -> str:
     return (f"{value:.{digits}f}" if isinstance(value, float) else str(value)) + suffix
 
 
-def variants_table(report: dict[str, Any]):
+def variants_table(report: RunReport):
     """The accuracy-drop vs speedup table of a report, as a rich Table."""
     from rich.table import Table
 
     f = fmt
-    table = Table(title=f"{report['model']['name']} on {report['data']['spec']} ({report['data']['images']} images)")
+    table = Table(title=f"{report.model.name} on {report.data.spec} ({report.data.images} images)")
     for col in ("variant", "runtime", "top-1 %", "drop", "agreement %", "KL", "p50 ms", "p90 ms", "speedup",
                 "size MB", "pick"):
         table.add_column(col, justify="left" if col in ("variant", "runtime") else "right", no_wrap=True)
-    for v in report["variants"]:
-        table.add_row(v["name"], v["runtime"], f(v["top1"]), f(v["top1_drop"]), f(v["agreement"]),
-                      f(v["kl"], 4), f(v["latency_ms_p50"]), f(v["latency_ms_p90"]), f(v["speedup"], 2, "x"),
-                      f(v["size_mb"], 1), "*" if v.get("selected") else "")
+    for v in report.variants:
+        table.add_row(v.name, v.runtime, f(v.top1), f(v.top1_drop), f(v.agreement), f(v.kl, 4), f(v.latency_ms_p50),
+                      f(v.latency_ms_p90), f(v.speedup, 2, "x"), f(v.size_mb, 1), "*" if v.selected else "")
     captions = []
-    selection = report.get("selection") or {}
-    if selection.get("selected"):
-        captions.append(f"pick * = {selection['rule']}")
-    not_timed = report.get("benchmark", {}).get("not_timed")
+    selection = report.selection
+    if selection and selection.selected:
+        captions.append(f"pick * = {selection.rule}")
+    not_timed = report.benchmark.not_timed
     if not_timed:
-        simulations = {v["runtime"] for v in report["variants"] if runtime_info(v["runtime"]).simulates}
+        simulations = {v.runtime for v in report.variants if runtime_info(v.runtime).simulates}
         explained = "".join(f" ({name} = {runtime_info(name).description})" for name in sorted(simulations))
         captions.append(f"not timed: {', '.join(not_timed)}" + explained)
     table.caption = "\n".join(captions) or None
     return table
 
 
-def selection_line(report: dict[str, Any]) -> str | None:
+def selection_line(report: RunReport) -> str | None:
     """One line naming the variant to deploy, or why there is none."""
-    selection = report.get("selection") or {}
-    if not selection.get("candidates"):
+    selection = report.selection
+    if selection is None or not selection.candidates:
         return None
-    if selection.get("selected") is None:
-        return f"no candidate holds the accuracy budget ({budget_text(selection['max_drop'])})"
-    row = next(v for v in report["variants"] if v.get("selected"))
-    return (f"selected: {row['name']} in {row['runtime']} ({row['artifact']}), {fmt(row['speedup'], 2, 'x')} "
-            f"over PyTorch FP32, {selection['rule']}")
+    row = report.selected
+    if row is None:
+        return f"no candidate holds the accuracy budget ({budget_text(selection.max_drop)})"
+    return (f"selected: {row.name} in {row.runtime} ({row.artifact}), {fmt(row.speedup, 2, 'x')} "
+            f"over PyTorch FP32, {selection.rule}")
 
 
 def layer_tables(layers: dict[str, Any]) -> list:

@@ -23,9 +23,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from edgevision.errors import EdgevisionError
 from edgevision.runtimes import Runner, register_runner
 from edgevision.runtimes.layers import OTHER, LayerTime, conv_work, matmul_work
-from edgevision.errors import EdgevisionError
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 OPSET = 17

@@ -20,9 +20,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from edgevision.errors import EdgevisionError
 from edgevision.runtimes import Runner, register_runner
 from edgevision.runtimes.layers import ATTENTION, OTHER, LayerTime, attention_work, conv_work, matmul_work
-from edgevision.errors import EdgevisionError
 
 
 class ConversionError(EdgevisionError):
@@ -88,8 +88,7 @@ class QuantizationSettings:
 
     def nncf_kwargs(self) -> dict[str, Any]:
         import nncf
-        from nncf.quantization.advanced_parameters import (AdvancedQuantizationParameters,
-                                                           AdvancedSmoothQuantParameters)
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 
         advanced = AdvancedQuantizationParameters(disable_bias_correction=self.bias_correction == "off")
         if self.smooth_quant_alpha is not None:

@@ -561,3 +561,16 @@ def make_tensorrt_runner(engine, **_: Any) -> TensorRTRunner:
         raise EdgevisionError("TensorRT runs engines, not PyTorch models",
                               "edgevision export --target jetson, build the engine on the device, then pass model.engine")
     return TensorRTRunner(Path(engine))
+
+
+BUNDLE_SECTION = "tensorrt"  # the jetson bundle's section of manifest.json (pipeline/targets/jetson.py writes it)
+
+
+def bundle_engine_options(bundle: Path) -> EngineOptions:
+    """The engine settings a jetson bundle's manifest.json records."""
+    try:
+        manifest = json.loads((Path(bundle) / "manifest.json").read_text(encoding="utf-8"))
+        return EngineOptions(**manifest[BUNDLE_SECTION]["engine_options"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise EdgevisionError(f"{bundle} is not a jetson bundle (manifest.json with tensorrt settings)",
+                              "make one with `edgevision export --target jetson`") from None

@@ -1,6 +1,6 @@
 """`edgevision train`: train or fine-tune a model on labelled data and write an edgevision checkpoint.
 
-The loop itself is train/loop.py; pruning recovery (compress/recovery.py) runs `train` with a distillation
+The loop itself is training/loop.py; pruning recovery (compression/recovery.py) runs `train` with a distillation
 loss in place of label-smoothed cross-entropy.
 """
 from __future__ import annotations
@@ -91,7 +91,7 @@ def train(
     """Train `loaded.model` on `source` and write an edgevision checkpoint to `out`.
 
     `loss_fn(logits, labels, images)` replaces label-smoothed cross-entropy (used by pruning recovery).
-    Under torchrun every process runs this; rank 0 logs and writes (train/distributed.py).
+    Under torchrun every process runs this; rank 0 logs and writes (training/distributed.py).
     """
     import torch  # heavy: imported when training starts
 

@@ -12,28 +12,17 @@ import shutil
 from typing import Any
 
 from edgevision.pipeline.context import Context, GraphInput, Variant, size_mb
+from edgevision.pipeline.report import Precision
 from edgevision.pipeline.stages import Stage
-from edgevision.pipeline.targets.cpu_bundle import DEPLOY, CpuBundle
+from edgevision.pipeline.targets.cpu_bundle import DEPLOY, CpuBundle, DeploySettings
 from edgevision.pipeline.targets.cpu_guard import guard_int8, quantization_settings
 from edgevision.pipeline.targets.ort_int8 import add_int8_variants
-from edgevision.pipeline.targets.sections import QDQ
-from edgevision.pipeline.targets.registry import RecipeSection, Target, register_target
+from edgevision.pipeline.targets.registry import Target, register_target
+from edgevision.pipeline.targets.sections import QDQ, QUANTIZATION, NNCFSettings
 from edgevision.runtimes import create_runner
 from edgevision.runtimes import onnxruntime as ort_backend
 from edgevision.runtimes import openvino as ov_backend
-
-QUANTIZATION = RecipeSection(
-    "quantization",
-    schema={
-        "preset": ((str,), ("performance", "mixed")),
-        "model_type": ((str, type(None)), ("transformer", None)),
-        "smooth_quant_alpha": ((int, float, type(None)), None),
-        "bias_correction": ((str,), ("fast", "full", "off")),
-        "ignored_scope": {"names": ((list,), None), "patterns": ((list,), None), "types": ((list,), None)},
-    },
-    defaults={"preset": "performance", "model_type": None, "smooth_quant_alpha": None, "bias_correction": "fast",
-              "ignored_scope": {"names": [], "patterns": [], "types": []}},
-)
+from edgevision.typed import to_data
 
 
 def _openvino_fp32(ctx: Context):
@@ -61,7 +50,7 @@ class OpenVINOInt8(Stage):
     runtime = "openvino"
 
     def run(self, ctx: Context) -> None:
-        q = ctx.recipe["quantization"]
+        q = to_data(ctx.recipe.section(NNCFSettings))
         settings = quantization_settings(q)
         fp32 = _openvino_fp32(ctx)
         calibration = ctx.calibration()
@@ -78,12 +67,12 @@ class OpenVINOInt8(Stage):
         files = ov_backend.save(int8, ctx.workdir / "model_int8.xml")
         runner = create_runner("openvino", int8, threads=ctx.threads)
         info["int8_layers_executed"] = runner.int8_layers()
-        ctx.variants.append(Variant("int8", "openvino", runner, files=files, size_mb=size_mb(files),
-                                    quantization=info))
+        ctx.variants.append(Variant("int8", "openvino", runner, precision=Precision.INT8, files=files,
+                                    size_mb=size_mb(files), quantization=info))
         if ov_backend.native_bf16():  # the same IR, its float layers in bf16: measured 0-12% faster on Zen 4
             ctx.variants.append(Variant("int8-bf16", "openvino",
                                         create_runner("openvino", int8, threads=ctx.threads, precision="bf16"),
-                                        files=files, size_mb=size_mb(files),
+                                        precision=Precision.INT8, files=files, size_mb=size_mb(files),
                                         quantization={**info, "inference_precision": "bf16"}))
 
 
@@ -96,7 +85,7 @@ class OnnxRuntimeInt8(Stage):
     runtime = "onnxruntime"
 
     def run(self, ctx: Context) -> None:
-        bundle = ctx.recipe["deploy"]["bundle"]
+        bundle = ctx.recipe.section(DeploySettings).bundle
         if bundle:
             formats = list(ort_backend.CPU_FORMATS)
         else:

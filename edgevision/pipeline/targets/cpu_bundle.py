@@ -9,6 +9,7 @@ labels when the data has them; the float model's logits) and the `deploy` sectio
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,18 @@ from edgevision.data.sources import balanced_indices
 from edgevision.deploy import bundle_lib as lib
 from edgevision.io import atomic_write_text, sha256
 from edgevision.pipeline.context import Context, Role, Variant
-from edgevision.pipeline.selection import drop_points
+from edgevision.pipeline.recipe import Recipe, RecipeSection
+from edgevision.pipeline.report import RunReport, VariantRecord
 from edgevision.pipeline.stages import Stage
-from edgevision.pipeline.targets.registry import RecipeSection
 
-DEPLOY = RecipeSection("deploy", schema={"bundle": ((bool,), None), "sample_size": ((int,), None)},
-                       defaults={"bundle": False, "sample_size": 100})
+
+@dataclass
+class DeploySettings:
+    bundle: bool = False  # export --target cpu sets it; compress selects on the host and ships no bundle
+    sample_size: int = 100  # evaluation images in sample.npz (at most SAMPLE_BYTES decoded)
+
+
+DEPLOY = RecipeSection("deploy", DeploySettings)
 SAMPLE_BYTES = 16_000_000  # the sample's decoded size at most: 106 images at 224x224 (about 10 MB compressed)
 DEVICE_SCRIPTS = ("bundle_lib.py", "select_model.py", "predict.py")
 REQUIREMENTS = """\
@@ -43,21 +50,21 @@ class CpuBundle(Stage):
     name = "CPU deploy bundle"
 
     @classmethod
-    def applies(cls, recipe: dict[str, Any]) -> bool:
-        return recipe["deploy"]["bundle"]  # export sets it; compress selects here and ships no bundle
+    def applies(cls, recipe: Recipe) -> bool:
+        return recipe.section(DeploySettings).bundle
 
     def run(self, ctx: Context) -> None:
         pass  # everything it writes needs the measured report (finish)
 
-    def finish(self, ctx: Context, report: dict[str, Any]) -> None:
-        sample = write_sample(ctx, ctx.recipe["deploy"]["sample_size"])
+    def finish(self, ctx: Context, report: RunReport) -> None:
+        sample = write_sample(ctx, ctx.recipe.section(DeploySettings).sample_size)
         for name in DEVICE_SCRIPTS:
             shutil.copyfile(Path(lib.__file__).parent / name, ctx.workdir / name)
         atomic_write_text(ctx.workdir / "requirements.txt", REQUIREMENTS)
-        atomic_write_text(ctx.workdir / "README.md", bundle_readme(report["model"]["name"]))
+        atomic_write_text(ctx.workdir / "README.md", bundle_readme(report.model.name))
         manifest = bundle_manifest(ctx, report, sample)
         ctx.manifest_sections["deploy"] = lib.to_dict(manifest)
-        report["deploy"] = {"candidates": [c.key for c in manifest.candidates], "sample_images": sample.images}
+        report.sections["deploy"] = {"candidates": [c.key for c in manifest.candidates], "sample_images": sample.images}
 
 
 def preprocessing(data_config: dict[str, Any]) -> lib.Preprocessing:
@@ -75,7 +82,7 @@ def write_sample(ctx: Context, size: int) -> lib.Sample:
     source = ctx.eval_source
     _, height, width = prep.input_size
     size = max(1, min(size, len(source), SAMPLE_BYTES // (height * width * 3)))
-    indices = balanced_indices(len(source), size, source.labels, ctx.recipe["seed"])
+    indices = balanced_indices(len(source), size, source.labels, ctx.recipe.seed)
     images = np.stack([lib.resize_crop(source.load(int(i)), prep) for i in indices])
     with torch.no_grad():
         inputs = torch.from_numpy(lib.normalize(images, prep))
@@ -92,25 +99,23 @@ def _files(v: Variant, workdir: Path) -> dict[str, str]:
     return {str(f.relative_to(workdir)): sha256(f) for f in v.files}
 
 
-def _host_row(row: dict[str, Any]) -> lib.HostMeasurement:
-    return lib.HostMeasurement(row["top1"], drop_points(row), row["agreement"], row["latency_ms_p50"],
-                               row["speedup"], bool(row.get("selected")))
+def _host_row(row: VariantRecord) -> lib.HostMeasurement:
+    return lib.HostMeasurement(row.top1, row.drop, row.agreement, row.latency_ms_p50, row.speedup, row.selected)
 
 
-def bundle_manifest(ctx: Context, report: dict[str, Any], sample: lib.Sample) -> lib.BundleManifest:
-    rows = {f"{r['name']}/{r['runtime']}": r for r in report["variants"]}
+def bundle_manifest(ctx: Context, report: RunReport, sample: lib.Sample) -> lib.BundleManifest:
     candidates = []
     for v in ctx.variants:
         if v.role is not Role.CANDIDATE or not v.files:
             continue
         q = v.quantization or {}
         options = {"precision": q["inference_precision"]} if q.get("inference_precision") else {}
-        candidates.append(lib.Candidate(v.key, v.runtime, "int8" if q else "fp32", _files(v, ctx.workdir), options,
-                                        q.get("format"), _host_row(rows[v.key])))
-    profile = report["benchmark"].get("cpu_profile") or {}
-    host = lib.HostInfo(report["benchmark"]["cpu"], profile.get("features", []), profile.get("tier"), ctx.threads,
-                        report["selection"]["selected"])
-    return lib.BundleManifest(lib.MANIFEST_VERSION, report["model"]["name"],
+        candidates.append(lib.Candidate(v.key, v.runtime, v.precision.value, _files(v, ctx.workdir), options,
+                                        q.get("format"), _host_row(report.variant(v.key))))
+    profile = report.benchmark.cpu_profile or {}
+    host = lib.HostInfo(report.benchmark.cpu, profile.get("features", []), profile.get("tier"), ctx.threads,
+                        report.selection.selected)
+    return lib.BundleManifest(lib.MANIFEST_VERSION, report.model.name,
                               preprocessing(ctx.loaded.spec.data_config), ctx.loaded.spec.classes, ctx.guard.max_drop,
                               "top1" if sample.labelled else "agreement", sample, candidates, host)
 

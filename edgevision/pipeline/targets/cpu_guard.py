@@ -19,9 +19,10 @@ import numpy as np
 from edgevision.data.loader import preprocess_each
 from edgevision.data.sources import ImageSource, sample
 from edgevision.pipeline.context import Context, GuardOutOfTime
+from edgevision.pipeline.targets.sections import NNCFSettings
 from edgevision.runtimes import create_runner
 from edgevision.runtimes import openvino as ov_backend
-
+from edgevision.typed import to_data
 
 # NNCF's own default subset_size: below it, ranges from too few images are tried first (steps_after_preset).
 # Measured: efficientnet_lite_mini calibrated on 4 images lost 11.5 points; 3 settings on them did not help
@@ -63,7 +64,7 @@ def guard_source(ctx: Context) -> ImageSource:
     """The evaluation data the guards check on: all of it, or the sample of it that fits GUARD_MEMORY_BYTES
     (logged, so that the run says its guard saw fewer images than its evaluation)."""
     image_bytes = 4 * int(np.prod(ctx.loaded.spec.input_size))
-    src = sample(ctx.eval_source, max(GUARD_MEMORY_BYTES // image_bytes, 1), ctx.recipe["seed"])
+    src = sample(ctx.eval_source, max(GUARD_MEMORY_BYTES // image_bytes, 1), ctx.recipe.seed)
     if len(src) < len(ctx.eval_source):
         ctx.log(f"the accuracy guard checks on {len(src)} of the {len(ctx.eval_source)} evaluation images "
                 f"(a class-balanced sample: {GUARD_MEMORY_BYTES >> 20} MiB decoded); the evaluation uses them all")
@@ -129,7 +130,7 @@ def metric_name(ctx: Context) -> str:
 def guard_int8(ctx: Context, fp32, plain, calibration) -> tuple[Any, dict[str, Any]]:
     """The first INT8 model that holds ctx.guard's budget (or accuracy control's), and the path taken."""
     max_drop = ctx.guard.max_drop
-    q = ctx.recipe["quantization"]
+    q = to_data(ctx.recipe.section(NNCFSettings))
     reference = create_runner("openvino", fp32, threads=ctx.threads)
     items = validation_items(ctx, lambda: reference, "openvino")
     float_metric = ctx.memo(("float metric", "openvino"), lambda: score(reference, items))
@@ -173,7 +174,7 @@ def _stopped(ctx: Context, summary: dict[str, Any], step: str, best: "Trial"):
 
 def _ladder(ctx: Context, fp32, items, tried: list["Trial"], summary: dict[str, Any], measure):
     """The settings ladder, each step appended to `tried`, then accuracy control; the first model that holds."""
-    max_drop, q, float_metric = ctx.guard.max_drop, ctx.recipe["quantization"], summary["float"]
+    max_drop, q, float_metric = ctx.guard.max_drop, to_data(ctx.recipe.section(NNCFSettings)), summary["float"]
     for name, settings, images in steps_after_preset(ctx, q, tried[0].calibration, lambda: _best(tried)):
         ctx.guard_clock.check(name)
         t0 = time.perf_counter()

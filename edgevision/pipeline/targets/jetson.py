@@ -5,34 +5,55 @@ No engine is built here (TensorRT builds on the device); the Q/DQ model runs in 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from edgevision._version import __version__
 from edgevision.io import atomic_write_text
 from edgevision.pipeline.context import Context, GraphInput, Variant, size_mb
+from edgevision.pipeline.recipe import Recipe, RecipeError, RecipeSection
+from edgevision.pipeline.report import Precision, RunReport
 from edgevision.pipeline.stages import Stage
-from edgevision.pipeline.targets.registry import RecipeSection, Target, register_target
 from edgevision.pipeline.targets.jetson_readme import bundle_readme
 from edgevision.pipeline.targets.qdq_guard import calibration_fixes, guard_qdq
-from edgevision.pipeline.targets.sections import QDQ
+from edgevision.pipeline.targets.registry import Target, register_target
+from edgevision.pipeline.targets.sections import QDQ, QDQSettings
 from edgevision.runtimes import create_runner
 from edgevision.runtimes import onnxruntime as ort_backend
 from edgevision.runtimes import tensorrt as trt_backend
 from edgevision.runtimes.fp16_preflight import fp16_preflight
 from edgevision.runtimes.qdq_engines import DEFAULT_QDQ_ENGINE, QDQ_ENGINES
+from edgevision.typed import allowed
 
 RULES_FAILED = "tensorrt_rules_failed"
 FLOAT_ONNX = "model.float.onnx"  # an INT8 bundle's float graph: build_engine.sh's FP16 engine
 
-# how the Jetson builds its engine
-TENSORRT = RecipeSection(
-    "tensorrt",
-    schema={"fp16": ((bool,), None), "batch": ((int,), None), "dynamic_batch": ((bool,), None),
-            "max_batch": ((int,), None), "dla_core": ((int, type(None)), None),
-            "workspace_mb": ((int, type(None)), None), "qdq_engine": ((str,), tuple(QDQ_ENGINES))},
-    defaults={"fp16": True, "batch": 1, "dynamic_batch": False, "max_batch": 32, "dla_core": None,
-              "workspace_mb": None, "qdq_engine": DEFAULT_QDQ_ENGINE},
-)
+REPORT_SECTION = trt_backend.BUNDLE_SECTION  # this target's section of report.json and manifest.json
+
+
+@dataclass
+class TensorRTSettings:
+    """How the Jetson builds its engine, and which Q/DQ engine quantizes the graph."""
+
+    fp16: bool = True
+    batch: int = 1
+    dynamic_batch: bool = False
+    max_batch: int = 32
+    dla_core: int | None = None
+    workspace_mb: int | None = None
+    qdq_engine: str = allowed(tuple(QDQ_ENGINES), DEFAULT_QDQ_ENGINE)
+
+
+TENSORRT = RecipeSection("tensorrt", TensorRTSettings)
+
+
+def check_recipe(recipe: Recipe, chosen: bool) -> None:
+    trt = recipe.section(TensorRTSettings)
+    if not 1 <= trt.batch <= trt.max_batch:
+        raise RecipeError(f"--batch {trt.batch} (tensorrt.batch) must be between 1 and --max-batch "
+                          f"{trt.max_batch} (tensorrt.max_batch)")
+    if chosen and recipe.int8:  # a missing extra: said before any work
+        QDQ_ENGINES[trt.qdq_engine].check(recipe.section(QDQSettings).calibration_method)
 
 
 class TensorRTBundle(Stage):
@@ -43,72 +64,75 @@ class TensorRTBundle(Stage):
     name = "TensorRT bundle"
 
     def run(self, ctx: Context) -> None:
-        cfg, int8, spec = ctx.recipe["tensorrt"], ctx.recipe["int8"], ctx.loaded.spec
+        cfg, int8, spec = ctx.recipe.section(TensorRTSettings), ctx.recipe.int8, ctx.loaded.spec
         model_path, info = self._write_onnx(ctx)
         keep_fp32 = tuple((info.get("fp16_preflight") or {}).get("keep_fp32", ()))
         guard = info.get("accuracy_guard") or {}
         float_onnx = ctx.workdir / FLOAT_ONNX if (ctx.workdir / FLOAT_ONNX).exists() else None
         for path in (model_path, float_onnx):
-            if path is not None and not cfg["dynamic_batch"]:
-                ort_backend.pin_batch(path, cfg["batch"])
+            if path is not None and not cfg.dynamic_batch:
+                ort_backend.pin_batch(path, cfg.batch)
         rules = trt_backend.check_int8_rules_of(model_path) if int8 else None
         opts = trt_backend.EngineOptions(
-            input_name=ort_backend.INPUT_NAME, input_shape=spec.input_size, int8=int8, fp16=cfg["fp16"],
-            batch=cfg["batch"], dynamic_batch=cfg["dynamic_batch"], max_batch=cfg["max_batch"],
-            dla_core=cfg["dla_core"], workspace_mb=cfg["workspace_mb"], fp32_layers=keep_fp32,
+            input_name=ort_backend.INPUT_NAME, input_shape=spec.input_size, int8=int8, fp16=cfg.fp16,
+            batch=cfg.batch, dynamic_batch=cfg.dynamic_batch, max_batch=cfg.max_batch,
+            dla_core=cfg.dla_core, workspace_mb=cfg.workspace_mb, fp32_layers=keep_fp32,
             fp16_layers=tuple(guard.get("excluded_nodes", ())), float_onnx=float_onnx.name if float_onnx else None,
             int8_vouched=guard.get("held", True))
         scripts = trt_backend.write_build_files(ctx.workdir, opts, f"edgevision {__version__}")
-        precision = "int8" if int8 else ("fp16" if cfg["fp16"] else "fp32")
+        precision = Precision.INT8 if int8 else (Precision.FP16 if cfg.fp16 else Precision.FP32)
         ctx.graph_input = GraphInput(ort_backend.INPUT_NAME,
-                                     ["batch" if cfg["dynamic_batch"] else cfg["batch"], *spec.input_size])
-        ctx.bundle = {"precision": precision, "qdq_engine": cfg["qdq_engine"] if int8 else None,
-                      "engine_options": opts.__dict__,
-                      "trtexec": {"10": trt_backend.trtexec_args(opts, 10), "11": trt_backend.trtexec_args(opts, 11)},
-                      "rules_check": rules.to_dict() if rules else None,
-                      "fp16_preflight": info.get("fp16_preflight"), "accuracy_guard": info.get("accuracy_guard")}
+                                     ["batch" if cfg.dynamic_batch else cfg.batch, *spec.input_size])
+        ctx.report_sections[REPORT_SECTION] = {
+            "precision": precision.value, "qdq_engine": cfg.qdq_engine if int8 else None,
+            "engine_options": opts.__dict__,
+            "trtexec": {"10": trt_backend.trtexec_args(opts, 10), "11": trt_backend.trtexec_args(opts, 11)},
+            "rules_check": rules.to_dict() if rules else None,
+            "fp16_preflight": info.get("fp16_preflight"), "accuracy_guard": info.get("accuracy_guard")}
         if rules is not None and not rules.passed:
             ctx.warn(f"model.onnx breaks {len(rules.violations)} TensorRT INT8 rule(s): {rules.violations[0]}")
         # an INT8 graph runs here as a simulation of the engine; a float graph is plain ONNX Runtime
         runtime = "tensorrt-sim" if int8 else "onnxruntime"
         ctx.variants.append(Variant(
             "int8" if int8 else "fp32", runtime, create_runner(runtime, model_path, threads=ctx.threads),
+            precision=Precision.INT8 if int8 else Precision.FP32,
             files=[model_path, *([float_onnx] if float_onnx else []), *scripts], size_mb=size_mb([model_path]),
             timed=False,
-            quantization={**info, "simulated": int8, "engine_precision": precision}))
+            quantization={**info, "simulated": int8, "engine_precision": precision.value}))
 
     @staticmethod
     def _write_onnx(ctx: Context) -> tuple[Any, dict[str, Any]]:
         """Exported with a dynamic batch axis (Swin's traced reshapes would otherwise bake in the batch), then
         quantized by the recipe's Q/DQ engine (tensorrt.qdq_engine) when INT8 is asked for."""
         model_path = ctx.workdir / "model.onnx"
-        if not ctx.recipe["int8"]:
+        if not ctx.recipe.int8:
             ort_backend.export_onnx(ctx.model, ctx.loaded.spec.input_size, model_path, dynamic_batch=True)
             return model_path, _fp16_check(ctx, model_path)
-        qdq, engine = ctx.recipe["qdq"], QDQ_ENGINES[ctx.recipe["tensorrt"]["qdq_engine"]]
+        qdq = ctx.recipe.section(QDQSettings)
+        engine = QDQ_ENGINES[ctx.recipe.section(TensorRTSettings).qdq_engine]
         float_path = ctx.workdir / ".model_fp32.onnx"
         ort_backend.export_onnx(ctx.model, ctx.loaded.spec.input_size, float_path, dynamic_batch=True)
-        info = engine.quantize(float_path, model_path, ctx.calibration(), qdq["calibration_method"],
-                               qdq["exclude_nodes"])
+        info = engine.quantize(float_path, model_path, ctx.calibration(), qdq.calibration_method,
+                               qdq.exclude_nodes)
         if ctx.guard.max_drop is not None:
-            fixes = calibration_fixes(engine.quantize, qdq["calibration_method"], engine.supports)
+            fixes = calibration_fixes(engine.quantize, qdq.calibration_method, engine.supports)
             info["accuracy_guard"] = guard_qdq(ctx, engine.quantize, float_path, model_path, fixes)
             info["excluded_nodes"] = info["accuracy_guard"].get("excluded_nodes", info["excluded_nodes"])
         info.update(_fp16_check(ctx, float_path))
-        if ctx.recipe["tensorrt"]["fp16"]:  # the device times an FP16 engine of it against the INT8 one
+        if ctx.recipe.section(TensorRTSettings).fp16:  # the device times an FP16 engine of it against the INT8 one
             float_path.rename(ctx.workdir / FLOAT_ONNX)
         else:
             float_path.unlink()
         return model_path, info
 
-    def finish(self, ctx: Context, report: dict[str, Any]) -> None:
-        atomic_write_text(ctx.workdir / "README.md", bundle_readme(report, ctx.loaded.spec))
+    def finish(self, ctx: Context, report: RunReport) -> None:
+        atomic_write_text(ctx.workdir / "README.md", bundle_readme(report, report.sections[REPORT_SECTION], ctx.loaded.spec))
 
 
 def _fp16_check(ctx: Context, float_path) -> dict[str, Any]:
     """The FP16 pre-flight of the float graph when the engine runs its float layers in FP16 (runtimes/
     fp16_preflight.py): the nodes to keep in FP32 go into build_engine.sh's precision flags."""
-    if not ctx.recipe["tensorrt"]["fp16"]:
+    if not ctx.recipe.section(TensorRTSettings).fp16:
         return {}
     found = fp16_preflight(float_path, ctx.calibration())
     if found.keep_fp32:
@@ -117,9 +141,20 @@ def _fp16_check(ctx: Context, float_path) -> dict[str, Any]:
     return {"fp16_preflight": found.to_dict()}
 
 
-def _rules_status(report: dict[str, Any]) -> str | None:
-    rules = (report.get("tensorrt") or {}).get("rules_check")
+def _rules_check(report: RunReport) -> dict[str, Any] | None:
+    return (report.sections.get(REPORT_SECTION) or {}).get("rules_check")
+
+
+def _rules_status(report: RunReport) -> str | None:
+    rules = _rules_check(report)
     return RULES_FAILED if rules is not None and not rules["passed"] else None
+
+
+def _summary(report: RunReport) -> tuple[str, ...]:
+    rules = _rules_check(report)
+    if rules is None:
+        return ()
+    return ("TensorRT INT8 rules: " + ("passed" if rules["passed"] else f"{len(rules['violations'])} violation(s)"),)
 
 
 register_target(Target(
@@ -132,6 +167,6 @@ register_target(Target(
                   "--qdq-engine)",
     next_step="next: copy it to the Jetson and run ./build_engine.sh there",
     untimed_reason="no latency is measured for jetson here: TensorRT builds and runs on the device",
-    check_report=_rules_status,
+    check_report=_rules_status, summary_lines=_summary, check_recipe=check_recipe,
     status_messages={RULES_FAILED: "model.onnx breaks TensorRT's INT8 rules (see report.json); written to {run_dir}"},
 ))

@@ -4,32 +4,33 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
+from edgevision.pipeline.report import RunReport
+
 
 def _pct(value) -> str:
     return "-" if value is None else f"{value:.2f} %"
 
 
-def bundle_readme(report: dict[str, Any], spec) -> str:
-    trt = report["tensorrt"]
+def bundle_readme(report: RunReport, trt: dict[str, Any], spec) -> str:
+    """`trt`: the jetson target's section of the report."""
     opts = trt["engine_options"]
     dc = spec.data_config
-    ref = next(v for v in report["variants"] if v["role"] == "reference")
-    onnx_variant = next(v for v in report["variants"] if v["role"] == "candidate")
+    ref, onnx_variant = report.reference, report.candidates()[0]
     shape = "x".join(str(d) for d in (("N" if opts["dynamic_batch"] else opts["batch"]), *spec.input_size))
     batch = (f"dynamic, 1 to {opts['max_batch']} (optimised for {opts['batch']})" if opts["dynamic_batch"]
              else f"static {opts['batch']}")
     rules = trt["rules_check"]
     rules_line = ("not applicable (no INT8)" if rules is None else
                   "passed" if rules["passed"] else f"FAILED: {'; '.join(rules['violations'][:5])}")
-    accuracy_name = "top-1" if report["data"]["labelled"] else "agreement with PyTorch FP32"
+    accuracy_name = "top-1" if report.data.labelled else "agreement with PyTorch FP32"
 
     def metric(v):
-        return _pct(v["top1"] if report["data"]["labelled"] else v["agreement"])
+        return _pct(v.top1 if report.data.labelled else v.agreement)
 
     lines = [
         f"# {spec.name} for Jetson (TensorRT), {trt['precision'].upper()}",
         "",
-        f"Made by `edgevision` from `{spec.timm_name}` ({report['weights']}). TensorRT engines are built on the "
+        f"Made by `edgevision` from `{spec.timm_name}` ({report.weights}). TensorRT engines are built on the "
         "device that runs them: an engine is tied to its TensorRT version, GPU and L4T release.",
         "",
         "## Files",
@@ -50,12 +51,12 @@ def bundle_readme(report: dict[str, Any], spec) -> str:
         f"std {list(dc.get('std', []))}, NCHW float32.",
         "",
         "## Accuracy, measured before shipping",
-        f"On {report['data']['spec']} ({report['data']['images']} images), {accuracy_name}:",
+        f"On {report.data.spec} ({report.data.images} images), {accuracy_name}:",
         "",
         "| model | runtime | " + accuracy_name + " |",
         "|---|---|---|",
         f"| PyTorch FP32 | pytorch | {metric(ref)} |",
-        f"| model.onnx | {onnx_variant['runtime']} | {metric(onnx_variant)} |",
+        f"| model.onnx | {onnx_variant.runtime} | {metric(onnx_variant)} |",
         "",
         ("The INT8 number is **simulated**: ONNX Runtime executing the same Q/DQ graph on a CPU. TensorRT fuses "
          "and rounds differently; check it on the device with `edgevision evaluate model.engine`."

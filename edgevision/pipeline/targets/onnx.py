@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from edgevision.pipeline.context import Context, GraphInput, Variant, size_mb
 from edgevision.pipeline.stages import Stage
-from edgevision.pipeline.targets.registry import Target, register_target
 from edgevision.pipeline.targets.ort_int8 import add_int8_variants
+from edgevision.pipeline.targets.registry import Target, register_target
 from edgevision.pipeline.targets.sections import QDQ
 from edgevision.runtimes import create_runner
 from edgevision.runtimes import onnxruntime as ort_backend
+
 
 def onnx_fp32(ctx: Context):
     """The float ONNX of the current model (dynamic batch), exported once per run."""

@@ -30,6 +30,7 @@ import numpy as np
 from edgevision.measure.evaluate import kl_per_image
 from edgevision.pipeline.context import Context, GuardOutOfTime
 from edgevision.pipeline.targets.cpu_guard import logits, metric_name, validation_items
+from edgevision.pipeline.targets.sections import QDQSettings
 from edgevision.runtimes import create_runner
 from edgevision.runtimes.qdq_engines import Quantize
 from edgevision.runtimes.qdq_sensitivity import RankingOutOfTime, rank_by_sensitivity
@@ -126,7 +127,7 @@ def guard_qdq(ctx: Context, quantize: Quantize, float_path: Path, model_path: Pa
     """Hold model_path (the Q/DQ graph `quantize` made of float_path) to ctx.guard's budget; returns the path
     taken. model_path is replaced by the first graph that holds (else by the best tried). `fixes`: the format's
     own remedies (format_fixes of ort_int8, calibration_fixes), tried in order after the exclusion ladder."""
-    qdq = ctx.recipe["qdq"]
+    qdq = ctx.recipe.section(QDQSettings)
     items = validation_items(ctx, lambda: create_runner("onnxruntime", float_path, threads=ctx.threads),
                              str(float_path))
     reference = ctx.memo(("float logits", str(float_path)), lambda: logits(
@@ -136,7 +137,7 @@ def guard_qdq(ctx: Context, quantize: Quantize, float_path: Path, model_path: Pa
     summary = {"metric": metric_name(ctx), "max_drop": ctx.guard.max_drop, "images": len(items),
                "float": float_metric, "plain_int8": plain.metric,
                "needed": float_metric - plain.metric > ctx.guard.max_drop,
-               "path": [{"step": "as quantized", "excluded": list(qdq["exclude_nodes"]), "int8": plain.metric,
+               "path": [{"step": "as quantized", "excluded": list(qdq.exclude_nodes), "int8": plain.metric,
                          "kl": plain.mean_kl, "calibration_images": len(ctx.calibration()), "seconds": None}]}
     if not summary["needed"]:
         return summary
@@ -144,8 +145,8 @@ def guard_qdq(ctx: Context, quantize: Quantize, float_path: Path, model_path: Pa
             f"{ctx.guard.max_drop}): trying more calibration images, float for its most damaging nodes, then the "
             "format's own fixes")
     guard = _QDQGuard(ctx, quantize, float_path, model_path, (items, reference), summary,
-                      Candidate(plain, model_path, list(qdq["exclude_nodes"]), ctx.calibration(),
-                                qdq["calibration_method"]))
+                      Candidate(plain, model_path, list(qdq.exclude_nodes), ctx.calibration(),
+                                qdq.calibration_method))
     t0 = time.perf_counter()
     with ctx.guard_clock.running():
         try:
@@ -175,9 +176,9 @@ class _QDQGuard:
                 method: str | None = None) -> Candidate:
         """Quantize once more (after checking the clock) and record it; the best so far is kept."""
         self.ctx.guard_clock.check(name)
-        t0, qdq = time.perf_counter(), self.ctx.recipe["qdq"]
+        t0, qdq = time.perf_counter(), self.ctx.recipe.section(QDQSettings)
         path = self.model_path.with_name(f".guard-{len(self.summary['path'])}.onnx")
-        exclude, method = sorted({*qdq["exclude_nodes"], *excluded}), method or self.best.method
+        exclude, method = sorted({*qdq.exclude_nodes, *excluded}), method or self.best.method
         (quantize or self.quantize)(self.float_path, path, calibration, method, exclude)
         tried = Candidate(self.measure(path), path, exclude, calibration, method, name)
         self.summary["path"].append({"step": name, "excluded": exclude, "int8": tried.metric,

@@ -11,15 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from edgevision.errors import EdgevisionError
-
-
-@dataclass(frozen=True)
-class RecipeSection:
-    """A recipe section a target reads: its schema (key -> (types, allowed values)) and its defaults."""
-
-    name: str
-    schema: dict[str, Any]
-    defaults: dict[str, Any]
+from edgevision.pipeline.recipe import Recipe, RecipeSection, register_section
+from edgevision.pipeline.report import RunReport
 
 
 @dataclass(frozen=True)
@@ -36,8 +29,12 @@ class Target:
     next_step: str | None = None  # said after an export, e.g. where to build the engine
     untimed_reason: str | None = None  # why recommend cannot rank it here (no timed runtime)
     # report -> the target's own failed check (a status), or None; and the line that explains each such status
-    check_report: Callable[[dict[str, Any]], str | None] = lambda report: None
+    check_report: Callable[[RunReport], str | None] = lambda report: None
     status_messages: dict[str, str] = field(default_factory=dict)  # status -> message, {run_dir} filled in
+    # report -> lines the CLI prints under an export's table, from the target's own report section
+    summary_lines: Callable[[RunReport], tuple[str, ...]] = lambda report: ()
+    # (recipe, whether it is this target's run) -> raise RecipeError for settings of its sections that do not fit
+    check_recipe: Callable[[Recipe, bool], None] = lambda recipe, chosen: None
 
 
 TARGETS: dict[str, Target] = {}
@@ -45,6 +42,8 @@ TARGETS: dict[str, Target] = {}
 
 def register_target(target: Target) -> Target:
     TARGETS[target.name] = target
+    for section in target.recipe_sections:
+        register_section(section)
     return target
 
 
