@@ -12,7 +12,7 @@ from edgevision.models import load_model
 from edgevision.pipeline.export import export_model
 from edgevision.pipeline.presets import preset_for
 from edgevision.pipeline.resolve import resolve
-from edgevision.runtimes import modelopt_qdq
+from edgevision.quantization import modelopt as modelopt_qdq
 from edgevision.runtimes.tensorrt import check_int8_rules
 
 needs_modelopt = pytest.mark.skipif(modelopt_qdq.modelopt_version() is None,

@@ -18,7 +18,7 @@ from edgevision.pipeline.context import Context
 from edgevision.pipeline.export import export_model
 from edgevision.pipeline.presets import preset_for
 from edgevision.pipeline.resolve import resolve
-from edgevision.pipeline.targets.cpu_guard import (
+from edgevision.quantization.openvino_guard import (
     SCORE_BATCH,
     Trial,
     ladder,
@@ -28,9 +28,9 @@ from edgevision.pipeline.targets.cpu_guard import (
     steps_after_preset,
     validation_items,
 )
-from edgevision.pipeline.targets.qdq_guard import exclusion_steps
+from edgevision.quantization.qdq_guard import exclusion_steps
+from edgevision.quantization.sensitivity import quantized_nodes, with_float_inputs
 from edgevision.runtimes import create_runner
-from edgevision.runtimes.qdq_sensitivity import quantized_nodes, with_float_inputs
 
 
 class _OneLoudChannel(torch.nn.Module):
@@ -115,7 +115,8 @@ def test_the_onnxruntime_int8_candidate_is_guarded_too(tmp_path):
 
 
 def test_with_float_inputs_gives_back_the_float_graph(tmp_path):
-    from edgevision.runtimes.onnxruntime import PROFILES, ORTRunner, export_onnx, quantize_qdq
+    from edgevision.quantization.onnxruntime import PROFILES, quantize_qdq
+    from edgevision.runtimes.onnxruntime import ORTRunner, export_onnx
 
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 5)).eval()
     export_onnx(model, (3, 8, 8), tmp_path / "f.onnx", dynamic_batch=True)
@@ -139,7 +140,8 @@ def test_with_float_inputs_follows_a_constant_the_quantizer_moved_across_a_trans
     """ConvNeXt's layer scale is 1x32x1x1 in the float graph and 1x1x1x32 in ONNX Runtime's Q/DQ graph (its
     pre-processing moves the Mul across a Transpose): the float graph's weight must be laid out as the quantized
     one, or the graph does not load (the guard's sensitivity ranking failed on every convnext this way)."""
-    from edgevision.runtimes.onnxruntime import PROFILES, ORTRunner, export_onnx, quantize_qdq
+    from edgevision.quantization.onnxruntime import PROFILES, quantize_qdq
+    from edgevision.runtimes.onnxruntime import ORTRunner, export_onnx
 
     loaded = load_model("convnext_mini", weights="random")
     export_onnx(loaded.model, loaded.spec.input_size, tmp_path / "f.onnx", dynamic_batch=True)
@@ -245,8 +247,8 @@ def test_guard_targets_without_labels_are_the_float_models_predictions_made_in_b
 def test_cpu_guard_keeps_accuracy_controls_model_only_when_it_beats_the_best_tried(tmp_path, controlled, kept):
     """NNCF returns a model even when it cannot hold the budget; measured worse than the best setting tried, it
     is not the one kept. Real NNCF accuracy control; the guard's measure of its result is set."""
-    from edgevision.pipeline.selection import Guard
-    from edgevision.pipeline.targets.cpu_guard import _accuracy_control
+    from edgevision.quantization.budget import Guard
+    from edgevision.quantization.openvino_guard import _accuracy_control
     from edgevision.runtimes import openvino as ov_backend
 
     ctx = guard_context(tmp_path, 8)
@@ -324,7 +326,8 @@ def test_the_guards_check_on_the_sample_that_fits_their_memory_and_the_evaluatio
 def _quantized_loud(tmp_path, profile="tensorrt"):
     """The loud model's float ONNX and its Q/DQ graph (calibrated on 32 training images), and 20 test images."""
     from edgevision.data.loader import preprocess_each
-    from edgevision.runtimes.onnxruntime import PROFILES, export_onnx, quantize_qdq
+    from edgevision.quantization.onnxruntime import PROFILES, quantize_qdq
+    from edgevision.runtimes.onnxruntime import export_onnx
 
     loaded = loud_model()
     export_onnx(loaded.model, loaded.spec.input_size, tmp_path / "f.onnx", dynamic_batch=True)
@@ -339,8 +342,8 @@ def _quantized_loud(tmp_path, profile="tensorrt"):
 def _single_node_scores(tmp_path, profile):
     """{node: (top-1 agreement, mean KL)} with that node alone quantized, on 20 test images, and the KL ranking."""
     from edgevision.measure.evaluate import kl_per_image
+    from edgevision.quantization.sensitivity import rank_by_sensitivity, rankable_nodes
     from edgevision.runtimes.onnxruntime import ORTRunner
-    from edgevision.runtimes.qdq_sensitivity import rank_by_sensitivity, rankable_nodes
 
     float_path, q_path, images = _quantized_loud(tmp_path, profile)
     x = np.concatenate(images)
@@ -380,8 +383,9 @@ def test_ranked_nodes_are_compute_nodes_never_shape_arithmetic(tmp_path):
     Cast, Pad on shapes read dequantized tensors too, and must not be ranked."""
     import timm
 
-    from edgevision.runtimes.onnxruntime import PROFILES, export_onnx, quantize_qdq
-    from edgevision.runtimes.qdq_sensitivity import COMPUTE_OPS, rankable_nodes
+    from edgevision.quantization.onnxruntime import PROFILES, quantize_qdq
+    from edgevision.quantization.sensitivity import COMPUTE_OPS, rankable_nodes
+    from edgevision.runtimes.onnxruntime import export_onnx
 
     net = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=10).eval()
     export_onnx(net, (3, 64, 64), tmp_path / "f.onnx", dynamic_batch=True)
@@ -397,7 +401,7 @@ def test_ranked_nodes_are_compute_nodes_never_shape_arithmetic(tmp_path):
 
 
 def test_a_step_improves_only_beyond_the_noise_of_its_images():
-    from edgevision.pipeline.targets.qdq_guard import improves
+    from edgevision.quantization.qdq_guard import improves
 
     rng = np.random.default_rng(0)
     best = rng.gamma(2.0, 0.05, 40)

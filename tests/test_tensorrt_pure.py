@@ -266,7 +266,8 @@ def test_the_head_output_is_produced_in_float(tmp_path):
     """ONNX Runtime puts Q/DQ on a Gemm's output; the TensorRT profile gives the logits back in float."""
     import torch
 
-    from edgevision.runtimes.onnxruntime import PROFILES, export_onnx, quantize_qdq
+    from edgevision.quantization.onnxruntime import PROFILES, quantize_qdq
+    from edgevision.runtimes.onnxruntime import export_onnx
 
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 5))
     export_onnx(model, (3, 8, 8), tmp_path / "f.onnx", dynamic_batch=True)

@@ -21,7 +21,7 @@ from edgevision.cli.options import (
     WeightsOpt,
 )
 from edgevision.pipeline.targets import get_target
-from edgevision.runtimes.qdq_engines import DEFAULT_QDQ_ENGINE, QDQ_ENGINES
+from edgevision.quantization.engines import DEFAULT_QDQ_ENGINE, QDQ_ENGINES
 
 
 def export_command(

@@ -5,11 +5,9 @@ artifact files). Everything a later stage or the report reads is a typed field h
 """
 from __future__ import annotations
 
-import contextlib
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
@@ -19,9 +17,11 @@ from edgevision.errors import DataError
 from edgevision.measure.cpu_profile import CpuProfile
 from edgevision.models.loading import LoadedModel
 from edgevision.pipeline.recipe import Recipe
-from edgevision.pipeline.report import CalibrationInfo, Guard, Precision, Role, variant_key
+from edgevision.pipeline.report import CalibrationInfo, Precision, Role, variant_key
+from edgevision.quantization.budget import Guard, GuardClock
 from edgevision.runtimes import Runner, runtime_info
 
+S = TypeVar("S")
 MORE_CALIBRATION = 4  # the accuracy guard's "more calibration images" step: this many times the run's set
 MAX_GUARD_CALIBRATION = 1200  # ... at most (1200 preprocessed 224-pixel images hold 720 MB)
 
@@ -45,61 +45,6 @@ class Variant:
     @property
     def is_timed(self) -> bool:
         return runtime_info(self.runtime).timed if self.timed is None else self.timed
-
-
-MIN_GUARD_SECONDS = 30.0  # the guards' time budget is never less than this (a small model's run is seconds)
-
-
-class GuardOutOfTime(Exception):
-    """The accuracy guards' time budget is spent; `step` is what would have come next."""
-
-    def __init__(self, step: str):
-        super().__init__(step)
-        self.step = step
-
-
-@dataclass
-class GuardClock:
-    """How long the accuracy guards of a run may take together: `limit` seconds (recipe guard_time), or by default
-    as long as the run's own unguarded work so far (everything since it started but the guards), at least
-    MIN_GUARD_SECONDS. With the evaluation and timing still to come, a guarded run then takes at most about twice
-    the unguarded one."""
-
-    limit: float | None = None
-    started: float = field(default_factory=time.perf_counter)
-    spent: float = 0.0  # by guards that finished
-    _since: float | None = None  # when the guard running now started
-
-    def used(self) -> float:
-        return self.spent + (time.perf_counter() - self._since if self._since is not None else 0.0)
-
-    def allowed(self) -> float:
-        if self.limit is not None:
-            return self.limit
-        return max(MIN_GUARD_SECONDS, time.perf_counter() - self.started - self.used())
-
-    @contextlib.contextmanager
-    def running(self):
-        """Count the time of one guard's steps (guards do not nest)."""
-        self._since = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.spent += time.perf_counter() - self._since
-            self._since = None
-
-    def check(self, step: str) -> None:
-        """Before a step: raise GuardOutOfTime(step) when the budget is spent."""
-        if self.used() >= self.allowed():
-            raise GuardOutOfTime(step)
-
-    def deadline(self) -> float:
-        """The perf_counter time at which a long step (a ranking) must stop."""
-        return time.perf_counter() + max(0.0, self.allowed() - self.used())
-
-    def stopped_line(self, step: str) -> str:
-        return (f"stopped at the guards' time budget ({self.allowed():.0f} s: as long as the run's unguarded work, "
-                f"or --guard-time); next it would have tried: {step}")
 
 
 @dataclass
@@ -139,6 +84,22 @@ class Context:
     @property
     def model(self):
         return self.loaded.model
+
+    # what a quantization and its guard read of the run (quantization/run.QuantizationRun)
+    @property
+    def seed(self) -> int:
+        return self.recipe.seed
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        return self.loaded.spec.input_size
+
+    @property
+    def data_config(self) -> dict[str, Any]:
+        return self.loaded.spec.data_config
+
+    def settings(self, kind: type[S]) -> S:
+        return self.recipe.section(kind)
 
     def warn(self, message: str) -> None:
         """A note for the report; the CLI prints each once, under the table (not also while the run goes on)."""

@@ -63,7 +63,7 @@ class Recipe:
     calib_size: int = 300
     seed: int = 0
     max_drop: float | str | None = None  # points; "none": no accuracy guard; None: the default budget
-    guard_time: float | None = None  # seconds the accuracy guards may take; None: as pipeline/context.GuardClock
+    guard_time: float | None = None  # seconds the accuracy guards may take; None: as quantization/budget.GuardClock
     eval_limit: int | None = None
     threads: int | None = None
     benchmark_iters: int = 50

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from edgevision.errors import EdgevisionError
+from edgevision.quantization.budget import Guard
 from edgevision.typed import ContractError, from_data, json_schema, to_data
 
 SCHEMA_VERSION = 2  # 1: the untyped reports (no schema_version)
-RANDOM_WEIGHTS = "off (random weights)"  # the guard's source when accuracy means nothing
 
 
 class Role(str, Enum):
@@ -101,19 +101,6 @@ class VariantRecord:
     def from_dict(cls, data: dict[str, Any], source: str = "report") -> VariantRecord:
         """A variant row of report.json, of this version or an older one."""
         return from_data(cls, _upgrade_variant(data), strict=False, source=source)
-
-
-@dataclass(frozen=True)
-class Guard:
-    """The accuracy budget a run holds its INT8 candidates to, and where it came from."""
-
-    max_drop: float | None  # None: off
-    source: str  # default | asked | off (asked) | off (random weights)
-
-    @property
-    def speed_only(self) -> bool:
-        """Random weights: accuracy means nothing, speed alone decides."""
-        return self.source == RANDOM_WEIGHTS
 
 
 @dataclass

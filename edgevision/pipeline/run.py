@@ -18,7 +18,7 @@ from edgevision.measure.cpu_profile import cpu_profile
 from edgevision.measure.evaluate import EvalResult, evaluate_runners, fidelity
 from edgevision.models.checkpoint import spec_meta, write_checkpoint
 from edgevision.models.loading import LoadedModel, random_weights_warning
-from edgevision.pipeline.context import Context, GraphInput, GuardClock, Role, Variant
+from edgevision.pipeline.context import Context, GraphInput, Role, Variant
 from edgevision.pipeline.manifest import write_manifest
 from edgevision.pipeline.recipe import Recipe
 from edgevision.pipeline.report import BenchmarkInfo, DataInfo, ModelInfo, RunReport, VariantRecord
@@ -26,6 +26,7 @@ from edgevision.pipeline.selection import accuracy_guard, held_on_guard_sample_o
 from edgevision.pipeline.stages import FloatReference, PruneAndRecover, Stage
 from edgevision.pipeline.status import MAX_DROP_NOT_MET, run_status
 from edgevision.pipeline.targets import get_target
+from edgevision.quantization.budget import GuardClock
 from edgevision.typed import to_data
 
 

@@ -7,7 +7,8 @@ nothing, so the guard is off and speed alone decides (the report says which rule
 """
 from __future__ import annotations
 
-from edgevision.pipeline.report import RANDOM_WEIGHTS, Guard, Selection, SelectionCandidate, VariantRecord
+from edgevision.pipeline.report import Selection, SelectionCandidate, VariantRecord
+from edgevision.quantization.budget import RANDOM_WEIGHTS, Guard
 
 NOISE = 0.03  # two medians within 3% of each other are not told apart
 

@@ -9,20 +9,19 @@ format, for the device to pick among by measuring itself.
 from __future__ import annotations
 
 import shutil
-from typing import Any
 
 from edgevision.pipeline.context import Context, GraphInput, Variant, size_mb
 from edgevision.pipeline.report import Precision
 from edgevision.pipeline.stages import Stage
 from edgevision.pipeline.targets.cpu_bundle import DEPLOY, CpuBundle, DeploySettings
-from edgevision.pipeline.targets.cpu_guard import guard_int8, quantization_settings
 from edgevision.pipeline.targets.ort_int8 import add_int8_variants
 from edgevision.pipeline.targets.registry import Target, register_target
-from edgevision.pipeline.targets.sections import QDQ, QUANTIZATION, NNCFSettings
+from edgevision.pipeline.targets.sections import QDQ, QUANTIZATION
+from edgevision.quantization.onnxruntime import CPU_FORMATS
+from edgevision.quantization.quantize import OpenVINORequest, quantize
 from edgevision.runtimes import create_runner
 from edgevision.runtimes import onnxruntime as ort_backend
 from edgevision.runtimes import openvino as ov_backend
-from edgevision.typed import to_data
 
 
 def _openvino_fp32(ctx: Context):
@@ -43,27 +42,15 @@ class OpenVINOFloat(Stage):
 
 class OpenVINOInt8(Stage):
     """NNCF post-training INT8 on the OpenVINO model, held to the accuracy budget by the guard
-    (pipeline/targets/cpu_guard.py: other settings in order, then NNCF's accuracy control)."""
+    (quantization/openvino_guard.py: other settings in order, then NNCF's accuracy control)."""
 
     name = "OpenVINO INT8"
     int8_only = True
     runtime = "openvino"
 
     def run(self, ctx: Context) -> None:
-        q = to_data(ctx.recipe.section(NNCFSettings))
-        settings = quantization_settings(q)
-        fp32 = _openvino_fp32(ctx)
-        calibration = ctx.calibration()
-        ctx.log(f"quantizing with {len(calibration)} calibration images ({q['preset']}, "
-                f"model_type {q['model_type']})")
-        int8 = ov_backend.quantize(fp32, calibration, settings)
-        quantized = ov_backend.fake_quantized_layers(int8)
-        info: dict[str, Any] = {"settings": q, "fake_quantize_ops": ov_backend.count_ops(int8).get("FakeQuantize", 0),
-                                "layers_returned_to_float": []}
-        if ctx.guard.max_drop is not None:
-            int8, info["accuracy_control"] = guard_int8(ctx, fp32, int8, calibration)
-            info["layers_returned_to_float"] = sorted(set(quantized) - set(ov_backend.fake_quantized_layers(int8)))
-            info["fake_quantize_ops"] = ov_backend.count_ops(int8).get("FakeQuantize", 0)
+        [done] = quantize(ctx, OpenVINORequest(_openvino_fp32(ctx)))
+        int8, info = done.model, done.record
         files = ov_backend.save(int8, ctx.workdir / "model_int8.xml")
         runner = create_runner("openvino", int8, threads=ctx.threads)
         info["int8_layers_executed"] = runner.int8_layers()
@@ -87,7 +74,7 @@ class OnnxRuntimeInt8(Stage):
     def run(self, ctx: Context) -> None:
         bundle = ctx.recipe.section(DeploySettings).bundle
         if bundle:
-            formats = list(ort_backend.CPU_FORMATS)
+            formats = list(CPU_FORMATS)
         else:
             formats = ctx.cpu_profile.onnxruntime_formats() if ctx.cpu_profile else ["u8s8"]
         scratch = ctx.workdir / ".onnx-fp32"

@@ -15,14 +15,14 @@ from edgevision.pipeline.recipe import Recipe, RecipeError, RecipeSection
 from edgevision.pipeline.report import Precision, RunReport
 from edgevision.pipeline.stages import Stage
 from edgevision.pipeline.targets.jetson_readme import bundle_readme
-from edgevision.pipeline.targets.qdq_guard import calibration_fixes, guard_qdq
 from edgevision.pipeline.targets.registry import Target, register_target
 from edgevision.pipeline.targets.sections import QDQ, QDQSettings
+from edgevision.quantization.engines import DEFAULT_QDQ_ENGINE, QDQ_ENGINES
+from edgevision.quantization.quantize import TensorRTRequest, quantize
 from edgevision.runtimes import create_runner
 from edgevision.runtimes import onnxruntime as ort_backend
 from edgevision.runtimes import tensorrt as trt_backend
 from edgevision.runtimes.fp16_preflight import fp16_preflight
-from edgevision.runtimes.qdq_engines import DEFAULT_QDQ_ENGINE, QDQ_ENGINES
 from edgevision.typed import allowed
 
 RULES_FAILED = "tensorrt_rules_failed"
@@ -108,16 +108,11 @@ class TensorRTBundle(Stage):
         if not ctx.recipe.int8:
             ort_backend.export_onnx(ctx.model, ctx.loaded.spec.input_size, model_path, dynamic_batch=True)
             return model_path, _fp16_check(ctx, model_path)
-        qdq = ctx.recipe.section(QDQSettings)
-        engine = QDQ_ENGINES[ctx.recipe.section(TensorRTSettings).qdq_engine]
         float_path = ctx.workdir / ".model_fp32.onnx"
         ort_backend.export_onnx(ctx.model, ctx.loaded.spec.input_size, float_path, dynamic_batch=True)
-        info = engine.quantize(float_path, model_path, ctx.calibration(), qdq.calibration_method,
-                               qdq.exclude_nodes)
-        if ctx.guard.max_drop is not None:
-            fixes = calibration_fixes(engine.quantize, qdq.calibration_method, engine.supports)
-            info["accuracy_guard"] = guard_qdq(ctx, engine.quantize, float_path, model_path, fixes)
-            info["excluded_nodes"] = info["accuracy_guard"].get("excluded_nodes", info["excluded_nodes"])
+        engine = ctx.recipe.section(TensorRTSettings).qdq_engine
+        [done] = quantize(ctx, TensorRTRequest(float_path, model_path, engine))
+        info = done.record
         info.update(_fp16_check(ctx, float_path))
         if ctx.recipe.section(TensorRTSettings).fp16:  # the device times an FP16 engine of it against the INT8 one
             float_path.rename(ctx.workdir / FLOAT_ONNX)

@@ -5,14 +5,14 @@ When the Q/DQ graph loses more than the budget against the float graph on the ev
 labels, agreement without: the budget's measure), the guard tries, in order, stopping at the first that holds:
 1. the same quantization on a calibration set 4 times larger (at most 1200 images, when the data has them);
 2. the compute nodes of the better graph, ranked by how far the graph's outputs move from the float graph's
-   (mean KL divergence of the softmax) with each one alone quantized (runtimes/qdq_sensitivity.py), then
+   (mean KL divergence of the softmax) with each one alone quantized (quantization/sensitivity.py), then
    quantized again with the 1, 2, 4, ... most damaging left in float (up to half), then INT8 kept to
    Conv/Gemm/MatMul; this ladder ends early when a step does not bring the graph closer to the float one
    beyond the noise of its images (a loss spread over the whole graph, which no exclusion fixes);
 3. the format's own fixes: 7-bit weights for u8 x s8 on x86 without VNNI (where its 16-bit sums saturate),
    percentile calibration;
 then it keeps the best tried and says it gave up. KL separates nodes where top-1 on a few dozen images ties.
-The guards' time is bounded (pipeline/context.GuardClock): past it the guard keeps the best so far and says what
+The guards' time is bounded (quantization/budget.GuardClock): past it the guard keeps the best so far and says what
 it would have tried next. Every step is recorded with its metric, its KL, its calibration images and seconds;
 the jetson target also pins the excluded nodes to FP16 in build_engine.sh.
 """
@@ -28,12 +28,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgevision.measure.evaluate import kl_per_image
-from edgevision.pipeline.context import Context, GuardOutOfTime
-from edgevision.pipeline.targets.cpu_guard import logits, metric_name, validation_items
-from edgevision.pipeline.targets.sections import QDQSettings
+from edgevision.quantization.budget import GuardOutOfTime
+from edgevision.quantization.engines import Quantize
+from edgevision.quantization.onnxruntime import QDQSettings
+from edgevision.quantization.openvino_guard import logits, metric_name, validation_items
+from edgevision.quantization.run import QuantizationRun
+from edgevision.quantization.sensitivity import RankingOutOfTime, rank_by_sensitivity
 from edgevision.runtimes import create_runner
-from edgevision.runtimes.qdq_engines import Quantize
-from edgevision.runtimes.qdq_sensitivity import RankingOutOfTime, rank_by_sensitivity
 from edgevision.runtimes.tensorrt import WEIGHTED_OPS
 
 RANK_IMAGES = 500
@@ -71,7 +72,7 @@ def improves(best: np.ndarray, new: np.ndarray) -> bool:
     return bool(diff.size < 2 or diff.mean() > NOISE_SE * diff.std(ddof=1) / np.sqrt(diff.size))
 
 
-def _measure_of(ctx: Context, items, reference: np.ndarray):
+def _measure_of(ctx: QuantizationRun, items, reference: np.ndarray):
     """ONNX file or ModelProto -> Measured on `items` (top-1 against their targets, KL against `reference`)."""
     import onnx
 
@@ -122,12 +123,12 @@ class Candidate:
         return self.measured.metric
 
 
-def guard_qdq(ctx: Context, quantize: Quantize, float_path: Path, model_path: Path,
+def guard_qdq(ctx: QuantizationRun, quantize: Quantize, float_path: Path, model_path: Path,
               fixes: Sequence[Fix] = ()) -> dict[str, Any]:
     """Hold model_path (the Q/DQ graph `quantize` made of float_path) to ctx.guard's budget; returns the path
     taken. model_path is replaced by the first graph that holds (else by the best tried). `fixes`: the format's
     own remedies (format_fixes of ort_int8, calibration_fixes), tried in order after the exclusion ladder."""
-    qdq = ctx.recipe.section(QDQSettings)
+    qdq = ctx.settings(QDQSettings)
     items = validation_items(ctx, lambda: create_runner("onnxruntime", float_path, threads=ctx.threads),
                              str(float_path))
     reference = ctx.memo(("float logits", str(float_path)), lambda: logits(
@@ -162,7 +163,7 @@ def guard_qdq(ctx: Context, quantize: Quantize, float_path: Path, model_path: Pa
 class _QDQGuard:
     """The steps of one guard, sharing the graph, the measure and the best candidate so far."""
 
-    def __init__(self, ctx: Context, quantize: Quantize, float_path: Path, model_path: Path, checked, summary,
+    def __init__(self, ctx: QuantizationRun, quantize: Quantize, float_path: Path, model_path: Path, checked, summary,
                  plain: Candidate):
         """`checked`: (the guard's items, the float graph's logits on them)."""
         self.ctx, self.quantize, self.float_path, self.model_path = ctx, quantize, float_path, model_path
@@ -176,7 +177,7 @@ class _QDQGuard:
                 method: str | None = None) -> Candidate:
         """Quantize once more (after checking the clock) and record it; the best so far is kept."""
         self.ctx.guard_clock.check(name)
-        t0, qdq = time.perf_counter(), self.ctx.recipe.section(QDQSettings)
+        t0, qdq = time.perf_counter(), self.ctx.settings(QDQSettings)
         path = self.model_path.with_name(f".guard-{len(self.summary['path'])}.onnx")
         exclude, method = sorted({*qdq.exclude_nodes, *excluded}), method or self.best.method
         (quantize or self.quantize)(self.float_path, path, calibration, method, exclude)

@@ -10,8 +10,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from edgevision.errors import EdgevisionError
-from edgevision.runtimes import modelopt_qdq
-from edgevision.runtimes import onnxruntime as ort_backend
+from edgevision.quantization import modelopt as modelopt_qdq
+from edgevision.quantization import onnxruntime as ort_qdq
+from edgevision.quantization.engine_names import EDGEVISION_ENGINE, MODELOPT_ENGINE
 
 Quantize = Callable[[Path, Path, Sequence[np.ndarray], str, Sequence[str]], dict[str, Any]]
 
@@ -33,14 +34,14 @@ class QDQEngine:
 
 
 def _edgevision(fp32_path, out_path, calibration, method, exclude) -> dict[str, Any]:
-    info = ort_backend.quantize_qdq(fp32_path, out_path, calibration, ort_backend.PROFILES["tensorrt"], method, exclude)
-    return {"engine": "edgevision", **info}
+    info = ort_qdq.quantize_qdq(fp32_path, out_path, calibration, ort_qdq.PROFILES["tensorrt"], method, exclude)
+    return {"engine": EDGEVISION_ENGINE, **info}
 
 
 QDQ_ENGINES: dict[str, QDQEngine] = {
-    "edgevision": QDQEngine("edgevision", "ONNX Runtime's quantize_static with edgevision's TensorRT placement",
+    EDGEVISION_ENGINE: QDQEngine(EDGEVISION_ENGINE, "ONNX Runtime's quantize_static with edgevision's TensorRT placement",
                             _edgevision, check=lambda method: None),
-    "modelopt": QDQEngine("modelopt", "NVIDIA Model Optimizer's TensorRT-aware INT8 placement (the jetson extra)",
+    MODELOPT_ENGINE: QDQEngine(MODELOPT_ENGINE, "NVIDIA Model Optimizer's TensorRT-aware INT8 placement (the jetson extra)",
                           modelopt_qdq.quantize_qdq, check=modelopt_qdq.check_modelopt),
 }
-DEFAULT_QDQ_ENGINE = "edgevision"
+DEFAULT_QDQ_ENGINE = EDGEVISION_ENGINE

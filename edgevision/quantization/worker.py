@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from edgevision.runtimes.onnxruntime import QDQProfile
+from edgevision.quantization.engine_names import EDGEVISION_ENGINE, MODELOPT_ENGINE
+from edgevision.quantization.onnxruntime import QDQProfile
 
 
 def prepare(src: str, dst: str) -> None:
@@ -73,7 +74,7 @@ def quantize_modelopt(job: dict[str, Any], images: np.ndarray) -> None:
              output_path=job["out"], log_level="ERROR")
 
 
-ENGINES = {"onnxruntime": quantize_onnxruntime, "modelopt": quantize_modelopt}
+ENGINES = {EDGEVISION_ENGINE: quantize_onnxruntime, MODELOPT_ENGINE: quantize_modelopt}
 
 
 def main(job_file: str) -> None:

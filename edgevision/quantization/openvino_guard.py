@@ -18,10 +18,11 @@ import numpy as np
 
 from edgevision.data.loader import preprocess_each
 from edgevision.data.sources import ImageSource, sample
-from edgevision.pipeline.context import Context, GuardOutOfTime
-from edgevision.pipeline.targets.sections import NNCFSettings
+from edgevision.quantization import openvino as nncf_ov
+from edgevision.quantization.budget import GuardOutOfTime
+from edgevision.quantization.openvino import NNCFSettings
+from edgevision.quantization.run import QuantizationRun
 from edgevision.runtimes import create_runner
-from edgevision.runtimes import openvino as ov_backend
 from edgevision.typed import to_data
 
 # NNCF's own default subset_size: below it, ranges from too few images are tried first (steps_after_preset).
@@ -30,9 +31,9 @@ from edgevision.typed import to_data
 SMALL_CALIBRATION = 300
 
 
-def quantization_settings(q: dict[str, Any]) -> ov_backend.QuantizationSettings:
+def quantization_settings(q: dict[str, Any]) -> nncf_ov.QuantizationSettings:
     scope = q["ignored_scope"]
-    return ov_backend.QuantizationSettings(
+    return nncf_ov.QuantizationSettings(
         preset=q["preset"], model_type=q["model_type"], smooth_quant_alpha=q["smooth_quant_alpha"],
         bias_correction=q["bias_correction"], ignored_names=tuple(scope["names"]),
         ignored_patterns=tuple(scope["patterns"]), ignored_types=tuple(scope["types"]))
@@ -60,18 +61,18 @@ def ladder(q: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 GUARD_MEMORY_BYTES = 1 << 30
 
 
-def guard_source(ctx: Context) -> ImageSource:
+def guard_source(ctx: QuantizationRun) -> ImageSource:
     """The evaluation data the guards check on: all of it, or the sample of it that fits GUARD_MEMORY_BYTES
     (logged, so that the run says its guard saw fewer images than its evaluation)."""
-    image_bytes = 4 * int(np.prod(ctx.loaded.spec.input_size))
-    src = sample(ctx.eval_source, max(GUARD_MEMORY_BYTES // image_bytes, 1), ctx.recipe.seed)
+    image_bytes = 4 * int(np.prod(ctx.input_size))
+    src = sample(ctx.eval_source, max(GUARD_MEMORY_BYTES // image_bytes, 1), ctx.seed)
     if len(src) < len(ctx.eval_source):
         ctx.log(f"the accuracy guard checks on {len(src)} of the {len(ctx.eval_source)} evaluation images "
                 f"(a class-balanced sample: {GUARD_MEMORY_BYTES >> 20} MiB decoded); the evaluation uses them all")
     return src
 
 
-def validation_items(ctx: Context, make_reference: Callable[[], Any],
+def validation_items(ctx: QuantizationRun, make_reference: Callable[[], Any],
                      reference_key: str) -> list[tuple[np.ndarray, int]]:
     """Each item carries its own target (the label, or the float model's prediction without labels): NNCF
     calls the metric on subsets of the items, so positions cannot be relied on. Made once per run (decoded
@@ -79,7 +80,7 @@ def validation_items(ctx: Context, make_reference: Callable[[], Any],
     then is the reference runner made)."""
     src = ctx.memo("guard source", lambda: guard_source(ctx))
     decoded = ctx.memo("guard images",
-                       lambda: preprocess_each(src, range(len(src)), ctx.loaded.spec.data_config)[0])
+                       lambda: preprocess_each(src, range(len(src)), ctx.data_config)[0])
     if src.labels is not None:
         return ctx.memo("labelled items", lambda: [(x, int(src.labels[i])) for i, x in decoded])
 
@@ -122,15 +123,15 @@ def score(runner, items: list[tuple[np.ndarray, int]]) -> float:
     return float(np.mean(predicted == np.array([target for _, target in items]))) * 100
 
 
-def metric_name(ctx: Context) -> str:
+def metric_name(ctx: QuantizationRun) -> str:
     """What the guards' metric is: top-1 with labels, agreement with the float model without."""
     return "top1" if ctx.eval_source.labels is not None else "agreement"
 
 
-def guard_int8(ctx: Context, fp32, plain, calibration) -> tuple[Any, dict[str, Any]]:
+def guard_int8(ctx: QuantizationRun, fp32, plain, calibration) -> tuple[Any, dict[str, Any]]:
     """The first INT8 model that holds ctx.guard's budget (or accuracy control's), and the path taken."""
     max_drop = ctx.guard.max_drop
-    q = to_data(ctx.recipe.section(NNCFSettings))
+    q = to_data(ctx.settings(NNCFSettings))
     reference = create_runner("openvino", fp32, threads=ctx.threads)
     items = validation_items(ctx, lambda: reference, "openvino")
     float_metric = ctx.memo(("float metric", "openvino"), lambda: score(reference, items))
@@ -163,7 +164,7 @@ def _best(tried: list["Trial"]) -> "Trial":
     return max(tried, key=lambda t: t.metric)
 
 
-def _stopped(ctx: Context, summary: dict[str, Any], step: str, best: "Trial"):
+def _stopped(ctx: QuantizationRun, summary: dict[str, Any], step: str, best: "Trial"):
     """The best tried when the guards' time ran out, recorded and said."""
     summary["stopped"] = ctx.guard_clock.stopped_line(step)
     summary.update(final_int8=best.metric, settings=best.settings, calibration_images=len(best.calibration),
@@ -172,13 +173,13 @@ def _stopped(ctx: Context, summary: dict[str, Any], step: str, best: "Trial"):
     return best.model
 
 
-def _ladder(ctx: Context, fp32, items, tried: list["Trial"], summary: dict[str, Any], measure):
+def _ladder(ctx: QuantizationRun, fp32, items, tried: list["Trial"], summary: dict[str, Any], measure):
     """The settings ladder, each step appended to `tried`, then accuracy control; the first model that holds."""
-    max_drop, q, float_metric = ctx.guard.max_drop, to_data(ctx.recipe.section(NNCFSettings)), summary["float"]
+    max_drop, q, float_metric = ctx.guard.max_drop, to_data(ctx.settings(NNCFSettings)), summary["float"]
     for name, settings, images in steps_after_preset(ctx, q, tried[0].calibration, lambda: _best(tried)):
         ctx.guard_clock.check(name)
         t0 = time.perf_counter()
-        model = ov_backend.quantize(fp32, images, quantization_settings(settings))
+        model = nncf_ov.quantize(fp32, images, quantization_settings(settings))
         tried.append(Trial(measure(model), model, settings, images, name))
         summary["path"].append({"step": name, "settings": settings, "int8": tried[-1].metric,
                                 "calibration_images": len(images), "seconds": round(time.perf_counter() - t0, 2)})
@@ -199,7 +200,7 @@ class Trial:
     step: str = "preset"
 
 
-def steps_after_preset(ctx: Context, q: dict[str, Any], calibration, best: Callable[[], Trial]):
+def steps_after_preset(ctx: QuantizationRun, q: dict[str, Any], calibration, best: Callable[[], Trial]):
     """(step name, settings, calibration images) in order: the settings ladder on the run's calibration set,
     then the best settings so far on a larger one (when calib_source has more images). A set smaller than
     SMALL_CALIBRATION is the likelier cause, so the larger one comes first then, with the preset's settings."""
@@ -213,13 +214,13 @@ def steps_after_preset(ctx: Context, q: dict[str, Any], calibration, best: Calla
         yield f"{len(more)} calibration images", best().settings, more
 
 
-def _accuracy_control(ctx: Context, fp32, items, best: Trial, summary, measure):
+def _accuracy_control(ctx: QuantizationRun, fp32, items, best: Trial, summary, measure):
     """NNCF's accuracy control from the best settings and calibration set tried: the most sensitive layers go
     back to float. When it cannot hold the budget NNCF still returns a model, which can be far worse than the
     best tried (seen: a random-weight vit_mini, 93 -> 28 points of agreement): the better of the two is kept."""
     ctx.log(f"no setting holds the budget: NNCF accuracy control from the best ({best.metric:.2f})")
     t0 = time.perf_counter()
-    controlled = ov_backend.quantize_with_accuracy_control(fp32, best.calibration, items, metric,
+    controlled = nncf_ov.quantize_with_accuracy_control(fp32, best.calibration, items, metric,
                                                            ctx.guard.max_drop, quantization_settings(best.settings))
     value = measure(controlled)
     summary["path"].append({"step": "NNCF accuracy control", "settings": best.settings, "int8": value,

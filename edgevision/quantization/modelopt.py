@@ -19,7 +19,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgevision.errors import EdgevisionError
-from edgevision.runtimes.onnxruntime import count_ops, float_fanout, last_line, run_quantize_job
+from edgevision.quantization.engine_names import MODELOPT_ENGINE
+from edgevision.quantization.onnxruntime import float_fanout, last_line, run_quantize_job
+from edgevision.runtimes.onnxruntime import count_ops
 from edgevision.runtimes.tensorrt import float_readers
 
 # the recipe's qdq.calibration_method -> Model Optimizer's name; it has no percentile calibration
@@ -52,11 +54,11 @@ def check_modelopt(calibrate_method: str = "minmax") -> str:
 
 def quantize_qdq(fp32_path: Path, out_path: Path, calibration: Sequence[np.ndarray], calibrate_method: str = "minmax",
                  exclude_nodes: Sequence[str] = ()) -> dict[str, Any]:
-    """INT8 Q/DQ ONNX by Model Optimizer (in a child process, runtimes/qdq_worker.py); returns what was done."""
+    """INT8 Q/DQ ONNX by Model Optimizer (in a child process, quantization/worker.py); returns what was done."""
     import onnx
 
     version = check_modelopt(calibrate_method)
-    job = {"engine": "modelopt", "fp32": str(Path(fp32_path).resolve()), "out": str(Path(out_path).resolve()),
+    job = {"engine": MODELOPT_ENGINE, "fp32": str(Path(fp32_path).resolve()), "out": str(Path(out_path).resolve()),
            "method": CALIBRATION[calibrate_method], "exclude": list(exclude_nodes)}
     done = run_quantize_job(job, calibration)
     if done.returncode != 0:
@@ -68,7 +70,7 @@ def quantize_qdq(fp32_path: Path, out_path: Path, calibration: Sequence[np.ndarr
         float_fanout(model, {n.name for n in model.graph.node} - readers)
         onnx.save(model, str(out_path))
     ops = count_ops(model)
-    return {"engine": "modelopt", "modelopt_version": version, "profile": "modelopt", "activations": "int8",
+    return {"engine": MODELOPT_ENGINE, "modelopt_version": version, "profile": "modelopt", "activations": "int8",
             "weights": "int8 per-channel", "calibration_method": calibrate_method,
             "calibration_images": len(calibration), "quantize_linear_ops": ops.get("QuantizeLinear", 0),
             "dequantize_linear_ops": ops.get("DequantizeLinear", 0), "quantized_op_types": "modelopt default",

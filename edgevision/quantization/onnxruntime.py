@@ -1,0 +1,208 @@
+"""Static INT8 Q/DQ quantization of an ONNX graph with ONNX Runtime's tools, in a child process.
+
+Two kinds of profile, because the consumers want different things:
+- `tensorrt`: symmetric INT8 everywhere (zero point 0), per-channel weight scales, Q/DQ only on the inputs
+  of Conv, Gemm and weight MatMuls; LayerNorm, Softmax, GELU, residual adds and the attention matmuls stay
+  unquantized, so TensorRT runs them in FP16. ONNX Runtime runs this graph too, which is how its accuracy
+  is checked on machines without TensorRT ("simulated").
+- `cpu` (and its formats): ONNX Runtime's own CPU kernels, unsigned activations with signed per-channel weights
+  (signed activations made convnext_tiny slower than FP32 on a 2-core AVX-512 Xeon: 62 ms vs 41 ms, unsigned
+  31 ms).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgevision.errors import EdgevisionError
+from edgevision.quantization.engine_names import EDGEVISION_ENGINE
+from edgevision.runtimes.onnxruntime import count_ops
+from edgevision.typed import allowed
+
+
+@dataclass
+class QDQProfile:
+    name: str
+    activation_type: str  # "int8" (symmetric, zero point 0) or "uint8" (asymmetric)
+    op_types: tuple[str, ...] | None  # None: ONNX Runtime's default set
+    weight_matmuls_only: bool  # leave activation x activation MatMuls (attention) in float
+    extra_options: dict[str, Any] | None = None
+    reduce_range: bool = False  # 7-bit weights: u8 x s8 pairs cannot saturate x86's 16-bit sums without VNNI
+
+    def quantize_kwargs(self) -> dict[str, Any]:
+        from onnxruntime.quantization import QuantFormat, QuantType
+
+        symmetric = self.activation_type == "int8"
+        return {
+            "quant_format": QuantFormat.QDQ,
+            "per_channel": True,
+            "activation_type": QuantType.QInt8 if symmetric else QuantType.QUInt8,
+            "weight_type": QuantType.QInt8,
+            "reduce_range": self.reduce_range,
+            "op_types_to_quantize": list(self.op_types) if self.op_types else None,
+            "extra_options": {"ActivationSymmetric": symmetric, "WeightSymmetric": True,
+                              **(self.extra_options or {})},
+        }
+
+
+PROFILES = {
+    # TensorRT: biases stay float (TensorRT has no INT32 dequantize; it fuses the bias itself).
+    "tensorrt": QDQProfile("tensorrt", "int8", ("Conv", "Gemm", "MatMul"), weight_matmuls_only=True,
+                           extra_options={"QuantizeBias": False}),
+    "cpu": QDQProfile("cpu", "uint8", None, weight_matmuls_only=False),
+    # x86 without VNNI adds pairs of u8 x s8 products in 16 bits (vpmaddubsw), which saturate; 7-bit weights
+    # cannot (ONNX Runtime's quantization docs recommend them there)
+    "cpu-rr": QDQProfile("cpu-rr", "uint8", None, weight_matmuls_only=False, reduce_range=True),
+    # signed activations: faster GEMMs on some CPUs, but whole models can be slower (unfused s8 operators)
+    "cpu-s8s8": QDQProfile("cpu-s8s8", "int8", None, weight_matmuls_only=False),
+}
+# activations x weights -> profile name; u8s8-rr: u8s8 with 7-bit weights
+CPU_FORMATS = {"u8s8": "cpu", "u8s8-rr": "cpu-rr", "s8s8": "cpu-s8s8"}
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")  # the recipe's qdq.calibration_method
+
+
+@dataclass
+class QDQSettings:
+    """The recipe's `qdq` section: how a float ONNX graph is calibrated (every Q/DQ path: the cpu target's ONNX
+    Runtime candidates, onnx, jetson with either engine)."""
+
+    calibration_method: str = allowed(CALIBRATION_METHODS, "minmax")
+    exclude_nodes: list[str] = field(default_factory=list)  # nodes kept in float
+
+
+def quantize_qdq(fp32_path: Path, out_path: Path, calibration: Sequence[np.ndarray], profile: QDQProfile,
+                 calibrate_method: str = "minmax", exclude_nodes: Sequence[str] = ()) -> dict[str, Any]:
+    """Static INT8 quantization of an ONNX file with ONNX Runtime; returns what was done, for the report."""
+    return quantize_qdq_formats(fp32_path, {out_path: profile}, calibration, calibrate_method, exclude_nodes)[0]
+
+
+def quantize_qdq_formats(fp32_path: Path, outputs: dict[Path, QDQProfile], calibration: Sequence[np.ndarray],
+                         calibrate_method: str = "minmax", exclude_nodes: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """quantize_qdq for several profiles of one float graph, in order: one child process pre-processes the graph
+    once for all of them (its start, imports and ONNX Runtime's pre-processing took about a third of each).
+
+    ONNX Runtime's tools write scratch files into the working directory (when symbolic shape inference gives
+    up) and configure the root logger, so they run in a child process (quantization/worker.py).
+    """
+    import onnx
+
+    fp32_path = Path(fp32_path).resolve()
+    graph = onnx.load(str(fp32_path), load_external_data=False)
+    outputs = {Path(out).resolve(): profile for out, profile in outputs.items()}
+    job = {"engine": EDGEVISION_ENGINE, "fp32": str(fp32_path), "method": calibrate_method, "exclude": list(exclude_nodes),
+           "outputs": [{"out": str(out), "nodes": _nodes_to_quantize(graph, profile), "profile": asdict(profile)}
+                       for out, profile in outputs.items()]}
+    done = run_quantize_job(job, calibration)
+    if done.returncode != 0:
+        raise EdgevisionError(f"ONNX Runtime quantization failed: {last_line(done.stderr)}",
+                              "exclude the failing node with qdq.exclude_nodes, or use --target cpu (OpenVINO)")
+    return [_finish_qdq(out, profile, entry["nodes"], calibration, calibrate_method, exclude_nodes)
+            for (out, profile), entry in zip(outputs.items(), job["outputs"])]
+
+
+def _finish_qdq(out_path: Path, profile: QDQProfile, nodes, calibration, calibrate_method: str,
+                exclude_nodes: Sequence[str]) -> dict[str, Any]:
+    """The TensorRT profile's float fan-out fix, and what was done, for the report."""
+    import onnx
+
+    if profile.weight_matmuls_only:
+        quantized = onnx.load(str(out_path))
+        float_fanout(quantized, set(nodes or ()) - set(exclude_nodes))
+        onnx.save(quantized, str(out_path))
+    ops = count_ops(onnx.load(str(out_path)))
+    return {"profile": profile.name, "activations": profile.activation_type, "weights": "int8 per-channel",
+            "calibration_method": calibrate_method, "calibration_images": len(calibration),
+            "quantize_linear_ops": ops.get("QuantizeLinear", 0),
+            "dequantize_linear_ops": ops.get("DequantizeLinear", 0),
+            "quantized_op_types": list(profile.op_types) if profile.op_types else "onnxruntime default",
+            "excluded_nodes": list(exclude_nodes)}
+
+
+def run_quantize_job(job: dict[str, Any], calibration: Sequence[np.ndarray]) -> subprocess.CompletedProcess:
+    """Run one job of quantization/worker.py in a child process inside a scratch folder: the caller's working
+    directory, logging and stdout stay as they were."""
+    with tempfile.TemporaryDirectory(prefix="edgevision-qdq-") as scratch:
+        job = {**job, "calibration": str(Path(scratch) / "calibration.npy")}
+        np.save(job["calibration"], np.concatenate([np.asarray(x, dtype=np.float32) for x in calibration]))
+        (Path(scratch) / "job.json").write_text(json.dumps(job), encoding="utf-8")
+        return subprocess.run([sys.executable, "-m", "edgevision.quantization.worker", "job.json"],
+                              cwd=scratch, capture_output=True, text=True)
+
+
+def last_line(stderr: str) -> str:
+    """The last line a failed child wrote (its exception), shortened for a one-line error."""
+    return (stderr.strip().splitlines() or ["no output"])[-1][:300]
+
+
+def _nodes_to_quantize(model, profile: QDQProfile) -> list[str] | None:
+    """With weight_matmuls_only: the Conv/Gemm nodes and the MatMuls that have a constant (weight) input."""
+    if not profile.weight_matmuls_only:
+        return None
+    constants = {i.name for i in model.graph.initializer}
+    return [n.name for n in model.graph.node if n.op_type in profile.op_types
+            and (n.op_type != "MatMul" or any(i in constants for i in n.input))]
+
+
+def float_fanout(model, quantized_nodes: set[str]) -> int:
+    """Give the unquantized consumers of a quantized activation the float tensor back.
+
+    ONNX Runtime replaces a tensor by its Q/DQ for every consumer, so a Conv output that feeds both the next
+    Conv and a residual Add (or a LayerNorm) reaches the Add/LayerNorm through INT8 too. TensorRT wants Q/DQ
+    only on the inputs of the weighted ops; everything else reads the higher-precision tensor.
+    """
+    producers = {out: node for node in model.graph.node for out in node.output}
+    rewired = 0
+    for node in model.graph.node:
+        if node.name in quantized_nodes or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for i, name in enumerate(node.input):
+            dq = producers.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            q = producers.get(dq.input[0])
+            if q is not None and q.op_type == "QuantizeLinear":  # an activation, not a constant weight
+                node.input[i] = q.input[0]
+                rewired += 1
+    # ONNX Runtime also quantizes a Gemm's output; when that is the graph output (the logits), produce the
+    # output in float again: the head's result should not be rounded to INT8.
+    for out in model.graph.output:
+        dq = producers.get(out.name)
+        q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        source = producers.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
+        if source is None:
+            continue
+        tensor = q.input[0]
+        for node in model.graph.node:
+            if node is not q:
+                for i, name in enumerate(node.input):
+                    if name == tensor:
+                        node.input[i] = out.name
+        dq.output[0] = f"{out.name}_unused_dequantized"
+        source.output[list(source.output).index(tensor)] = out.name
+        rewired += 1
+    drop_unused_qdq(model)
+    return rewired
+
+
+def drop_unused_qdq(model) -> None:
+    """Remove Q/DQ pairs left without consumers (and their scales), so the graph holds no dead INT8 ops."""
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    while True:
+        used = {name for node in graph.node for name in node.input} | outputs
+        dead = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for node in dead:
+            graph.node.remove(node)
+    used = {name for node in graph.node for name in node.input}
+    for init in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(init)

@@ -1,0 +1,134 @@
+"""The one door to INT8: `quantize(run, request)` dispatches once on the kind of request, quantizes with that
+backend and holds the result to the run's accuracy budget with the backend's guard.
+
+Targets say which quantization they want (an OpenVINO model by NNCF, an ONNX graph for ONNX Runtime's CPU
+kernels in some formats, an ONNX graph for TensorRT by a Q/DQ engine); runtimes only run what comes out.
+
+| request           | backend                                   | guard                                   |
+|-------------------|-------------------------------------------|-----------------------------------------|
+| `OpenVINORequest`    | NNCF post-training quantization (openvino.py) | other settings, then accuracy control (openvino_guard.py) |
+| `OnnxRuntimeRequest` | ONNX Runtime static Q/DQ per format, one child process (onnxruntime.py) | nodes excluded by sensitivity, format fixes (qdq_guard.py) |
+| `TensorRTRequest`     | a Q/DQ engine: edgevision's placement or Model Optimizer (engines.py) | the same Q/DQ guard |
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
+
+from edgevision.quantization import onnxruntime as ort_qdq
+from edgevision.quantization import openvino as nncf_ov
+from edgevision.quantization.engines import QDQ_ENGINES
+from edgevision.quantization.openvino_guard import guard_int8, quantization_settings
+from edgevision.quantization.qdq_guard import Fix, calibration_fixes, guard_qdq
+from edgevision.quantization.run import QuantizationRun
+from edgevision.runtimes import openvino as ov_runtime
+from edgevision.typed import to_data
+
+Record = dict[str, Any]  # what a quantization did (settings, ops, excluded layers, its guard's path): report data
+
+
+@dataclass
+class Quantized:
+    model: Any  # an OpenVINO model, or the path of the Q/DQ ONNX written
+    record: Record
+
+
+@dataclass
+class OpenVINORequest:
+    """NNCF INT8 of an OpenVINO float model, with the recipe's `quantization` settings."""
+
+    fp32: Any  # openvino.Model
+
+
+@dataclass
+class OnnxRuntimeRequest:
+    """The float ONNX at `fp32_path` quantized for ONNX Runtime's CPU kernels, one file per format (u8s8, u8s8-rr,
+    s8s8). `saturates_u8s8`: this CPU adds u8 x s8 pairs in 16 bits (x86 without VNNI or AMX)."""
+
+    fp32_path: Path
+    outputs: dict[str, Path]  # format -> output path, in order
+    saturates_u8s8: bool = False
+
+
+@dataclass
+class TensorRTRequest:
+    """The float ONNX at `fp32_path` as symmetric Q/DQ for TensorRT by a Q/DQ engine (engines.QDQ_ENGINES)."""
+
+    fp32_path: Path
+    out_path: Path
+    engine: str
+
+
+Request = OpenVINORequest | OnnxRuntimeRequest | TensorRTRequest
+
+
+def quantize(run: QuantizationRun, request: Request) -> list[Quantized]:
+    """INT8 as the request asks, held to run.guard's budget when it has one: one result per output."""
+    return BACKENDS[type(request)](run, request)
+
+
+def _openvino(run: QuantizationRun, request: OpenVINORequest) -> list[Quantized]:
+    q = to_data(run.settings(nncf_ov.NNCFSettings))
+    calibration = run.calibration()
+    run.log(f"quantizing with {len(calibration)} calibration images ({q['preset']}, model_type {q['model_type']})")
+    int8 = nncf_ov.quantize(request.fp32, calibration, quantization_settings(q))
+    quantized = nncf_ov.fake_quantized_layers(int8)
+    record: Record = {"settings": q, "fake_quantize_ops": ov_runtime.count_ops(int8).get("FakeQuantize", 0),
+                      "layers_returned_to_float": []}
+    if run.guard.max_drop is not None:
+        int8, record["accuracy_control"] = guard_int8(run, request.fp32, int8, calibration)
+        record["layers_returned_to_float"] = sorted(set(quantized) - set(nncf_ov.fake_quantized_layers(int8)))
+        record["fake_quantize_ops"] = ov_runtime.count_ops(int8).get("FakeQuantize", 0)
+    return [Quantized(int8, record)]
+
+
+def _onnxruntime(run: QuantizationRun, request: OnnxRuntimeRequest) -> list[Quantized]:
+    """Every format in one child process, then each held to the budget on its own."""
+    qdq = run.settings(ort_qdq.QDQSettings)
+    formats = list(request.outputs)
+    profiles = {request.outputs[fmt]: ort_qdq.PROFILES[ort_qdq.CPU_FORMATS[fmt]] for fmt in formats}
+    records = ort_qdq.quantize_qdq_formats(request.fp32_path, profiles, run.calibration(), qdq.calibration_method,
+                                           qdq.exclude_nodes)
+    out = []
+    for fmt, record in zip(formats, records):
+        path, quantize = request.outputs[fmt], partial(_ort_format, profile=ort_qdq.PROFILES[ort_qdq.CPU_FORMATS[fmt]])
+        if run.guard.max_drop is not None:
+            fixes = [*format_fixes(fmt, formats, request.saturates_u8s8),
+                     *calibration_fixes(quantize, qdq.calibration_method)]
+            _guard_qdq(run, record, quantize, request.fp32_path, path, fixes)
+        out.append(Quantized(path, {**record, "format": fmt}))
+    return out
+
+
+def _tensorrt(run: QuantizationRun, request: TensorRTRequest) -> list[Quantized]:
+    qdq, engine = run.settings(ort_qdq.QDQSettings), QDQ_ENGINES[request.engine]
+    record = engine.quantize(request.fp32_path, request.out_path, run.calibration(), qdq.calibration_method,
+                             qdq.exclude_nodes)
+    if run.guard.max_drop is not None:
+        fixes = calibration_fixes(engine.quantize, qdq.calibration_method, engine.supports)
+        _guard_qdq(run, record, engine.quantize, request.fp32_path, request.out_path, fixes)
+    return [Quantized(request.out_path, record)]
+
+
+def _guard_qdq(run: QuantizationRun, record: Record, quantize, fp32_path: Path, path: Path, fixes: list[Fix]) -> None:
+    record["accuracy_guard"] = guard_qdq(run, quantize, fp32_path, path, fixes)
+    record["excluded_nodes"] = record["accuracy_guard"].get("excluded_nodes", record["excluded_nodes"])
+
+
+def format_fixes(fmt: str, built: list[str], saturates_u8s8: bool) -> list[Fix]:
+    """7-bit weights for u8 x s8 where its 16-bit sums saturate (x86 without VNNI or AMX): a loss spread over every
+    layer that leaving nodes in float cannot mend. Not when 7-bit weights are a candidate of their own."""
+    if fmt != "u8s8" or "u8s8-rr" in built or not saturates_u8s8:
+        return []
+    rr = ort_qdq.PROFILES[ort_qdq.CPU_FORMATS["u8s8-rr"]]
+    return [Fix("7-bit weights (reduce_range)", partial(_ort_format, profile=rr))]
+
+
+def _ort_format(fp32_path, out_path, calibration, method, exclude, *, profile) -> Record:
+    return ort_qdq.quantize_qdq(fp32_path, out_path, calibration, profile, method, exclude)
+
+
+BACKENDS: dict[type, Callable[[QuantizationRun, Any], list[Quantized]]] = {
+    OpenVINORequest: _openvino, OnnxRuntimeRequest: _onnxruntime, TensorRTRequest: _tensorrt}
