@@ -45,7 +45,7 @@ def test_benchmark_measures_what_the_runner_costs():
     assert 2.0 <= result.latency_ms_p50 < 6.0
     assert result.latency_ms_p50 <= result.latency_ms_p90 <= result.latency_ms_p99
     assert 50 / 0.012 < result.throughput_ips < 50 / 0.007  # 7 ms per batch of 50, minus overheads
-    assert result.runner == {"runtime": "sleep"} and result.cpu
+    assert result.runner.to_dict() == {"runtime": "sleep"} and result.cpu
 
 
 class Spinner(Runner):
@@ -96,7 +96,7 @@ def test_pytorch_runner_matches_the_module_and_sets_threads():
     with torch.no_grad():
         expected = loaded.model(torch.from_numpy(x)).numpy()
     assert np.allclose(runner(x), expected, atol=1e-6)
-    assert runner.info()["threads"] == 1 and runner.info()["runtime"] == "pytorch"
+    assert runner.info().threads == 1 and runner.info().runtime == "pytorch"
 
 
 def test_unknown_runtime_lists_the_known_ones():

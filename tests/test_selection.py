@@ -197,4 +197,4 @@ def test_an_artifact_runs_with_the_runner_options_of_its_manifest(tmp_path):
     artifact = load_artifact(tmp_path / "model_int8.xml")
     assert artifact.runner_options == {"precision": "bf16"}
     result = benchmark_model(artifact, runtime="openvino", iters=2, warmup=1, throughput_batch=None)
-    assert result.runner["precision"] == "bf16"
+    assert result.runner.precision == "bf16"

@@ -68,7 +68,6 @@ def prune_command(
             print_json(report)
             return
         p = report.pruning
-        show_run(report, (f"pruned {p['ratio']:.0%} ({p['importance']}): {p['params_before'] / 1e6:.2f} -> "
-                          f"{p['params_after'] / 1e6:.2f} M params, {p['gmacs_before']:.3f} -> {p['gmacs_after']:.3f} "
-                          "GMACs",),
+        show_run(report, (f"pruned {p.ratio:.0%} ({p.importance}): {p.params_before / 1e6:.2f} -> "
+                          f"{p.params_after / 1e6:.2f} M params, {p.gmacs_before:.3f} -> {p.gmacs_after:.3f} GMACs",),
                  (f"pruned checkpoint: {result.run_dir / 'model.safetensors'} (use it with --checkpoint)",))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from edgevision.compression.prune import PruneError
 from edgevision.data.sources import ImageSource, sample
@@ -28,9 +28,38 @@ class RecoverySettings:
     seed: int = 0
 
 
+@dataclass
+class PruningRecord:
+    """What pruning (and its recovery) did to a run's model: the report's `pruning`."""
+
+    ratio: float
+    importance: str
+    groups: int
+    params_before: int
+    params_after: int
+    gmacs_before: float
+    gmacs_after: float
+    prune_s: float
+    recovery: RecoveryRecord | None = None
+
+
+@dataclass
+class RecoveryRecord:
+    """What a recovery fine-tune did, for the report."""
+
+    data: str
+    images: int
+    epochs: int
+    lr: float
+    temperature: float
+    alpha: float
+    time_s: float
+    final_loss: float | None
+
+
 def recover(pruned: LoadedModel, teacher, source: ImageSource, out: Path, settings: RecoverySettings, *,
             progress: bool = True, log: Callable[[str], None] = lambda msg: None,
-            force: bool = True) -> dict[str, Any]:
+            force: bool = True) -> RecoveryRecord:
     """Fine-tune `pruned` in place, taught by `teacher` (the unpruned torch module); its checkpoint goes to
     `out`. Returns what was done, for the report."""
     if source.labels is None:
@@ -42,6 +71,5 @@ def recover(pruned: LoadedModel, teacher, source: ImageSource, out: Path, settin
     result = train(pruned, source, out, config, force=force, progress=progress, save_every_s=1e9,
                    loss_fn=distillation_loss(teacher, settings.temperature, settings.alpha), log=log)
     pruned.model.eval()
-    return {"data": source.spec, "images": len(source), "epochs": settings.epochs, "lr": settings.lr,
-            "temperature": settings.temperature, "alpha": settings.alpha, "time_s": result.train_time_s,
-            "final_loss": result.history[-1].get("train_loss") if result.history else None}
+    return RecoveryRecord(source.spec, len(source), settings.epochs, settings.lr, settings.temperature, settings.alpha,
+                          result.train_time_s, result.history[-1].get("train_loss") if result.history else None)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from edgevision.models.loading import LoadedModel
-from edgevision.runtimes import Runner, create_runner
+from edgevision.runtimes import Runner, RunnerInfo, create_runner
 
 
 def cpu_model() -> str:
@@ -42,12 +42,12 @@ class BenchResult:
     iterations: int
     throughput_batch: int | None
     throughput_ips: float | None  # images per second at throughput_batch (median of calls)
-    runner: dict[str, Any]
+    runner: RunnerInfo
     cpu: str
     warmup: int
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "runner": self.runner.to_dict()}
 
     @classmethod
     def from_times(cls, ms: np.ndarray, runner: Runner, input_shape, batch: int, warmup: int,

@@ -11,6 +11,7 @@ from typing import Any, Callable, TypeVar
 
 import numpy as np
 
+from edgevision.compression.recovery import PruningRecord
 from edgevision.data.loader import preprocess_each
 from edgevision.data.sources import ImageSource, balanced_indices
 from edgevision.errors import DataError
@@ -69,7 +70,7 @@ class Context:
     variants: list[Variant] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     calibration_info: CalibrationInfo | None = None
-    pruning: dict[str, Any] | None = None  # what PruneAndRecover did
+    pruning: PruningRecord | None = None  # what PruneAndRecover did
     report_sections: dict[str, dict[str, Any]] = field(default_factory=dict)  # a target's own report.json sections
     manifest_sections: dict[str, Any] = field(default_factory=dict)  # a target's own manifest.json sections
     graph_input: GraphInput | None = None

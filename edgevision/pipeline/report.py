@@ -14,8 +14,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from edgevision.compression.recovery import PruningRecord
 from edgevision.errors import EdgevisionError
 from edgevision.quantization.budget import Guard
+from edgevision.runtimes import RunnerInfo
 from edgevision.typed import ContractError, from_data, json_schema, to_data
 
 SCHEMA_VERSION = 2  # 1: the untyped reports (no schema_version)
@@ -68,7 +70,7 @@ class VariantRecord:
     speedup: float | None = None  # the reference's p50 over this one's
     size_mb: float | None = None
     artifact: str | None = None  # its file in the run directory
-    runner: dict[str, Any] = field(default_factory=dict)  # how it ran (runtime, threads, device, ...)
+    runner: RunnerInfo | None = None  # how it ran (runtime, version, threads, device, ...)
     quantization: dict[str, Any] | None = None  # what the quantizer did (settings, ops, excluded layers, guard)
     selected: bool = False
     key: str = ""  # name/runtime, filled in from them
@@ -171,7 +173,7 @@ class RunReport:
     max_drop: float | None = None  # the budget in force (None: no guard); `guard` says why
     guard: Guard | None = None
     benchmark: BenchmarkInfo = field(default_factory=BenchmarkInfo)
-    pruning: dict[str, Any] | None = None  # what pruning did (compression/prune.py)
+    pruning: PruningRecord | None = None  # what pruning and its recovery did
     selection: Selection | None = None
     status: str = "ok"
     warnings: list[str] = field(default_factory=list)
@@ -201,7 +203,8 @@ class RunReport:
         sections = data.pop("sections")
         if data["pruning"] is None:  # as before the types: present only when the run pruned
             del data["pruning"]
-        for row in data["variants"]:
+        for row, variant in zip(data["variants"], self.variants):
+            row["runner"] = variant.runner.to_dict() if variant.runner else {}
             if row["quantization"] is None:
                 del row["quantization"]
         return {**data, **sections}

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any
 
 from edgevision.compression.prune import prune_model, pruned_loaded
-from edgevision.compression.recovery import RecoverySettings, recover
+from edgevision.compression.recovery import PruningRecord, RecoveryRecord, RecoverySettings, recover
 from edgevision.models.zoo import count_gmacs
 from edgevision.pipeline.context import Context, Role, Variant, param_mb
 from edgevision.pipeline.recipe import Recipe
@@ -57,16 +56,13 @@ class PruneAndRecover(Stage):
         result = prune_model(ctx.model, spec.family, cfg.ratio, spec.input_size, importance=cfg.importance,
                              batches=self._gradient_batches(ctx) if cfg.importance == "taylor" else None)
         pruned = pruned_loaded(ctx.loaded, result)
-        info: dict[str, Any] = {
-            "ratio": cfg.ratio, "importance": cfg.importance, "groups": result.groups,
-            "params_before": result.params_before, "params_after": result.params_after,
-            "gmacs_before": count_gmacs(ctx.model, spec.input_size),
-            "gmacs_after": count_gmacs(result.model, spec.input_size),
-            "prune_s": round(time.perf_counter() - t0, 2), "recovery": None}
+        info = PruningRecord(cfg.ratio, cfg.importance, result.groups, result.params_before, result.params_after,
+                             count_gmacs(ctx.model, spec.input_size), count_gmacs(result.model, spec.input_size),
+                             round(time.perf_counter() - t0, 2))
         ctx.log(f"pruned {cfg.ratio:.0%}: {result.params_before / 1e6:.2f} M -> {result.params_after / 1e6:.2f} M "
-                f"params, {info['gmacs_before']:.3f} -> {info['gmacs_after']:.3f} GMACs")
+                f"params, {info.gmacs_before:.3f} -> {info.gmacs_after:.3f} GMACs")
         if cfg.finetune_epochs > 0:
-            info["recovery"] = self._recover(ctx, pruned)
+            info.recovery = self._recover(ctx, pruned)
         ctx.variants.append(Variant("pruned", "pytorch", create_runner("pytorch", pruned.model, threads=ctx.threads),
                                     role=Role.PRUNED, size_mb=param_mb(pruned.model)))
         ctx.pruning = info
@@ -79,7 +75,7 @@ class PruneAndRecover(Stage):
         return [(torch.from_numpy(x), None) for x in ctx.calibration()[:32]]
 
     @staticmethod
-    def _recover(ctx: Context, pruned) -> dict[str, Any]:
+    def _recover(ctx: Context, pruned) -> RecoveryRecord:
         cfg = ctx.recipe.prune
         before = copy.deepcopy(pruned.model).eval()
         ctx.variants.append(Variant("pruned, before recovery", "pytorch",

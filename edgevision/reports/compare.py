@@ -77,7 +77,7 @@ def _variant_label(v: VariantRecord, pruned_prefix: str) -> str:
 
 
 def rows_from_report(report: RunReport, run: str) -> list[Row]:
-    prefix = f"pruned {report.pruning['ratio']:.0%}" if report.pruning else ""
+    prefix = f"pruned {report.pruning.ratio:.0%}" if report.pruning else ""
     rows = []
     for v in report.variants:
         if v.role is Role.PRUNED_BEFORE_RECOVERY:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,6 +19,21 @@ from edgevision.errors import EdgevisionError
 from edgevision.runtimes.layers import LayerTime
 
 
+@dataclass
+class RunnerInfo:
+    """How a runner runs its model: recorded beside every measurement (a report's `runner`)."""
+
+    runtime: str
+    version: str | None = None
+    device: str | None = None  # CPU, or the GPU's name
+    threads: int | None = None
+    precision: str | None = None  # fp32, f32, bf16, ...: what the runtime computes float layers in
+    artifact: str | None = None  # the file it runs
+
+    def to_dict(self) -> dict[str, str | int]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
 class Runner(ABC):
     runtime: str = "?"
 
@@ -26,9 +41,9 @@ class Runner(ABC):
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """float32 N x C x H x W -> float32 N x num_classes logits."""
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> RunnerInfo:
         """Runtime name, version, threads, precision: recorded beside every measurement."""
-        return {"runtime": self.runtime}
+        return RunnerInfo(self.runtime)
 
     def layer_times(self, x: np.ndarray, rounds: int = 10) -> list[LayerTime]:
         """Each layer's median time over `rounds` calls on `x`, from the runtime's own profiler."""

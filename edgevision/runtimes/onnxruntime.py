@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from edgevision.errors import EdgevisionError
-from edgevision.runtimes import Runner, register_runner
+from edgevision.runtimes import Runner, RunnerInfo, register_runner
 from edgevision.runtimes.layers import OTHER, LayerTime, conv_work, matmul_work
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -98,9 +98,9 @@ class ORTRunner(Runner):
             outputs.append(self.session.run(None, {self.input_name: chunk})[0])
         return np.concatenate(outputs)[:n]
 
-    def info(self) -> dict[str, Any]:
-        return {"runtime": self.runtime, "version": self.ort.__version__, "device": "CPU",
-                "threads": self.threads or os.cpu_count(), "precision": self.precision, "artifact": self.path.name}
+    def info(self) -> RunnerInfo:
+        return RunnerInfo(self.runtime, self.ort.__version__, "CPU", self.threads or os.cpu_count(), self.precision,
+                          self.path.name)
 
     def layer_times(self, x: np.ndarray, rounds: int = 10) -> list[LayerTime]:
         """Per-node medians from ONNX Runtime's session profiler, in a second session of the same options that

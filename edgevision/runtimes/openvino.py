@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgevision.errors import EdgevisionError
-from edgevision.runtimes import Runner, register_runner
+from edgevision.runtimes import Runner, RunnerInfo, register_runner
 from edgevision.runtimes.layers import ATTENTION, OTHER, LayerTime, attention_work, conv_work, matmul_work
 
 
@@ -158,9 +158,8 @@ class OpenVINORunner(Runner):
                     kernels[record.node_name] = (record.node_type, record.exec_type)
         return [_ov_layer(nodes[name], *kernels[name], float(np.median(ms)), source) for name, ms in times.items()]
 
-    def info(self) -> dict[str, Any]:
-        return {"runtime": self.runtime, "version": self.ov.get_version(), "device": "CPU",
-                "threads": self.threads, "precision": self.precision}
+    def info(self) -> RunnerInfo:
+        return RunnerInfo(self.runtime, self.ov.get_version(), "CPU", self.threads, self.precision)
 
 
 def _runs_int8(node) -> bool:

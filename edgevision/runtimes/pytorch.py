@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from edgevision.runtimes import Runner, register_runner
+from edgevision.runtimes import Runner, RunnerInfo, register_runner
 
 
 @contextlib.contextmanager
@@ -42,9 +42,9 @@ class TorchRunner(Runner):
             out = self.model(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device))
         return out.float().cpu().numpy()
 
-    def info(self) -> dict[str, Any]:
-        return {"runtime": self.runtime, "version": self.torch.__version__, "device": str(self.device),
-                "threads": self.threads or self.torch.get_num_threads(), "precision": "fp32"}
+    def info(self) -> RunnerInfo:
+        return RunnerInfo(self.runtime, self.torch.__version__, str(self.device),
+                          self.threads or self.torch.get_num_threads(), "fp32")
 
 
 @register_runner("pytorch")

@@ -18,7 +18,7 @@ import numpy as np
 
 from edgevision.errors import EdgevisionError
 from edgevision.io import atomic_write_text, write_json
-from edgevision.runtimes import Runner, register_runner
+from edgevision.runtimes import Runner, RunnerInfo, register_runner
 from edgevision.runtimes.device_identity import identity
 
 INSTALL_HINT = ('install the TensorRT extra on the device (pip install "edgevision[tensorrt]"), or copy the '
@@ -550,9 +550,8 @@ class TensorRTRunner(Runner):
         self.stream.synchronize()
         return out.cpu().numpy()
 
-    def info(self) -> dict[str, Any]:
-        return {"runtime": self.runtime, "version": self.trt.__version__, "device": device_identity()["gpu"],
-                "artifact": self.path.name}
+    def info(self) -> RunnerInfo:
+        return RunnerInfo(self.runtime, self.trt.__version__, device_identity()["gpu"], artifact=self.path.name)
 
 
 @register_runner("tensorrt")
