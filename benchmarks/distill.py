@@ -249,7 +249,7 @@ def main() -> None:
     args.parts = args.parts or ["fashion-mnist"]
     if set(args.parts) - {"fashion-mnist", "gpu-throughput"}:
         ap.error(f"unknown part in {args.parts}: use fashion-mnist and/or gpu-throughput")
-    from edgevision.measure.bench import cpu_model
+    from edgevision.measure.bench import cpu_name
 
     path = args.results / "distill.json"
     results = json.loads(path.read_text()) if path.exists() else {}
@@ -260,7 +260,7 @@ def main() -> None:
             args.previous = by_epochs.get(str(args.epochs), {})
             section = fashion_mnist(args)
             if section is not None:  # --baselines-only leaves the results as they were
-                by_epochs[str(args.epochs)] = {**section, "machine": f"{cpu_model()}, {args.threads} threads",
+                by_epochs[str(args.epochs)] = {**section, "machine": f"{cpu_name()}, {args.threads} threads",
                                                "written": time.strftime("%Y-%m-%d %H:%M")}
         if "gpu-throughput" in args.parts:
             results["gpu_throughput"] = {**gpu_throughput(args, Path(tmp)), "written": time.strftime("%Y-%m-%d %H:%M")}

@@ -156,7 +156,7 @@ def markdown(results: dict) -> str:
 
 
 def main() -> None:
-    from edgevision.measure.bench import cpu_model
+    from edgevision.measure.bench import cpu_name
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("parts", nargs="*", default=["accuracy", "speed", "fullsize"],
@@ -169,7 +169,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "export_targets.json"
     results = json.loads(path.read_text()) if path.exists() else {}  # parts not measured now are kept
-    results["machine"] = f"{cpu_model()}, {args.threads} threads"
+    results["machine"] = f"{cpu_name()}, {args.threads} threads"
     with tempfile.TemporaryDirectory() as tmp:
         for part in args.parts:
             results[part] = {"accuracy": accuracy, "speed": speed, "fullsize": fullsize}[part](args, Path(tmp))

@@ -125,7 +125,7 @@ def markdown(results: dict) -> str:
 
 
 def main() -> None:
-    from edgevision.measure.bench import cpu_model
+    from edgevision.measure.bench import cpu_name
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("parts", nargs="*", default=["accuracy", "speed"], choices=["accuracy", "speed"])
@@ -140,7 +140,7 @@ def main() -> None:
     path = RESULTS / "prune.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     args.previous = results
-    results["machine"] = f"{cpu_model()}, {args.threads} threads"
+    results["machine"] = f"{cpu_name()}, {args.threads} threads"
     with tempfile.TemporaryDirectory() as tmp:
         for part in args.parts:
             results[part] = {"accuracy": accuracy, "speed": speed}[part](args, Path(tmp))

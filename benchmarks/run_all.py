@@ -60,11 +60,11 @@ def speed224(threads: int) -> None:
 
 
 def machine() -> list[str]:
-    from edgevision.measure.bench import available_cores, cpu_model
+    from edgevision.measure.bench import available_cores, cpu_name
     from edgevision.pipeline.manifest import versions
 
     v = versions()
-    return [f"- CPU: {cpu_model()}, {available_cores()} cores available ({os.cpu_count()} visible)",
+    return [f"- CPU: {cpu_name()}, {available_cores()} cores available ({os.cpu_count()} visible)",
             f"- OS: {platform.platform()}", f"- Python {v.get('python')}; " + ", ".join(
                 f"{k} {v[k]}" for k in ("torch", "timm", "openvino", "nncf", "onnxruntime", "onnx") if k in v),
             f"- written {time.strftime('%Y-%m-%d %H:%M')}"]

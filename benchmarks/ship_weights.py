@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from edgevision.io import sha256
-from edgevision.measure.bench import cpu_model
+from edgevision.measure.bench import cpu_name
 from edgevision.measure.cpu_profile import host_flags, int8_features
 from edgevision.models.checkpoint import read_checkpoint, write_checkpoint
 from edgevision.training.fashion_mnist import (
@@ -53,7 +53,7 @@ def ship(alias: str) -> dict:
     return {"file": target.name, "sha256": sha256(target), "bytes": target.stat().st_size,
             "command": " ".join(c for c in cmd if c not in ("--json",)).replace(str(out), f"{alias}.pt"),
             "recipe": fashion_mnist_settings(alias), "test_top1": result["history"][-1].get("eval_top1"),
-            "train_seconds": round(seconds, 1), "measured_on": {"cpu": cpu_model(),
+            "train_seconds": round(seconds, 1), "measured_on": {"cpu": cpu_name(),
                                                                 "int8_features": int8_features(host_flags())},
             "made": time.strftime("%Y-%m-%d")}
 

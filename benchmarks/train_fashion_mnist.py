@@ -88,9 +88,9 @@ def main() -> None:
 
 
 def _cpu() -> str:
-    from edgevision.measure.bench import cpu_model
+    from edgevision.measure.bench import cpu_name
 
-    return cpu_model()
+    return cpu_name()
 
 
 if __name__ == "__main__":

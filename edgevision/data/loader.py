@@ -4,25 +4,37 @@ from __future__ import annotations
 import contextlib
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
 from edgevision.data.sources import ImageSource, balanced_indices  # noqa: F401 - re-exported
 from edgevision.errors import DataError
 
-# The keys of timm's data config that define a model's preprocessing (recorded in every spec and manifest).
-DATA_CONFIG_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+
+class DataConfig(TypedDict, total=False):
+    """timm's data config: the keys that define a model's preprocessing (recorded in every spec and manifest;
+    timm's own dicts carry more, which pass through)."""
+
+    input_size: tuple[int, int, int]
+    interpolation: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    crop_pct: float
+    crop_mode: str
 
 
-def eval_transform(data_config: dict[str, Any]):
+DATA_CONFIG_KEYS = tuple(DataConfig.__annotations__)
+
+
+def eval_transform(data_config: DataConfig):
     """The inference preprocessing timm defines for the model: resize, centre crop, normalise."""
     from timm.data import create_transform
 
     return create_transform(**_timm_args(data_config), is_training=False)
 
 
-def train_transform(data_config: dict[str, Any]):
+def train_transform(data_config: DataConfig):
     """Light augmentation (random resized crop 80-100%, horizontal flip), then the same normalisation."""
     from timm.data import create_transform
 
@@ -32,11 +44,11 @@ def train_transform(data_config: dict[str, Any]):
     return create_transform(**args, is_training=True, scale=(0.8, 1.0), hflip=0.5, color_jitter=None)
 
 
-def _timm_args(cfg: dict[str, Any]) -> dict[str, Any]:
+def _timm_args(cfg: DataConfig) -> dict[str, Any]:
     return {k: tuple(cfg[k]) if isinstance(cfg[k], list) else cfg[k] for k in DATA_CONFIG_KEYS if k in cfg}
 
 
-def preprocess_each(source: ImageSource, indices, data_config: dict[str, Any]) -> tuple[list[tuple[int, np.ndarray]], int]:
+def preprocess_each(source: ImageSource, indices, data_config: DataConfig) -> tuple[list[tuple[int, np.ndarray]], int]:
     """(index, batch-1 float32 array) for each image of `indices` that decodes, with the model's evaluation
     preprocessing, and the number that failed to decode (skipped, as in evaluation)."""
     transform = eval_transform(data_config)

@@ -13,7 +13,7 @@ from edgevision.models.loading import LoadedModel
 from edgevision.runtimes import Runner, RunnerInfo, create_runner
 
 
-def cpu_model() -> str:
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
@@ -58,7 +58,7 @@ class BenchResult:
             latency_ms_p50=float(np.percentile(ms, 50)), latency_ms_p90=float(np.percentile(ms, 90)),
             latency_ms_p99=float(np.percentile(ms, 99)), latency_ms_mean=float(ms.mean()),
             iterations=len(ms), throughput_batch=throughput_batch, throughput_ips=throughput_ips,
-            runner=runner.info(), cpu=cpu_model(), warmup=warmup,
+            runner=runner.info(), cpu=cpu_name(), warmup=warmup,
         )
 
 

@@ -23,7 +23,7 @@ import archspec.cpu.detect
 import numpy as np
 
 from edgevision.io import cache_dir, write_json
-from edgevision.measure.bench import available_cores, cpu_model
+from edgevision.measure.bench import available_cores, cpu_name
 from edgevision.runtimes import create_runner
 
 GEMM_SHAPE = (784, 768, 3072)  # M, K, N
@@ -156,10 +156,10 @@ def cpu_profile(threads: int | None = None, *, refresh: bool = False, measure: b
     measures again; `measure=False` gives the features alone when nothing is cached."""
     threads = threads or available_cores()
     features, versions = int8_features(host_flags()), runtime_versions()
-    path = _cache_path(cpu_model(), features, threads, versions)
+    path = _cache_path(cpu_name(), features, threads, versions)
     if path.is_file() and not refresh:
         return CpuProfile.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    profile = CpuProfile(cpu_model(), platform.machine(), threads, features, versions)
+    profile = CpuProfile(cpu_name(), platform.machine(), threads, features, versions)
     if not measure:
         return profile
     t0 = time.perf_counter()

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from edgevision.data.loader import SkipCounter, TransformedDataset, eval_transform, make_loader
+from edgevision.data.loader import DataConfig, SkipCounter, TransformedDataset, eval_transform, make_loader
 from edgevision.data.sources import ImageSource, align_classes, sample
 from edgevision.errors import DataError
 from edgevision.models.loading import LoadedModel
@@ -41,7 +41,7 @@ def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
 def evaluate(
     runner: Runner,
     source: ImageSource,
-    data_config: dict[str, Any],
+    data_config: DataConfig,
     *,
     batch_size: int = 64,
     workers: int = 0,
@@ -55,7 +55,7 @@ def evaluate(
 def evaluate_runners(
     runners: dict[str, Runner],
     source: ImageSource,
-    data_config: dict[str, Any],
+    data_config: DataConfig,
     *,
     batch_size: int = 64,
     workers: int = 0,

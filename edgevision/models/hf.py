@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from edgevision.data.loader import DataConfig
 from edgevision.errors import ModelError
 from edgevision.models.weights import may_download
 
@@ -110,7 +111,7 @@ def stored_weights(source: str) -> dict:
     raise ModelError(f"{source} holds no model.safetensors or pytorch_model.bin", "save it with save_pretrained")
 
 
-def data_config(processor: dict, config: dict) -> dict[str, Any]:
+def data_config(processor: dict, config: dict) -> DataConfig:
     """timm's data config for what the image processor does: a fixed (height, width) resize is timm's
     'squash'; a shortest-edge resize then a centre crop is timm's centre crop at crop_pct."""
     size = processor.get("size") or {"height": config.get("image_size", 224), "width": config.get("image_size", 224)}

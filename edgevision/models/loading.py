@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import edgevision.models.hf as hf  # the module itself, not through the package being initialised
-from edgevision.data.loader import DATA_CONFIG_KEYS
+from edgevision.data.loader import DATA_CONFIG_KEYS, DataConfig
 from edgevision.errors import ModelError
 from edgevision.models.checkpoint import check_fits, read_checkpoint, strip_prefixes
 from edgevision.models.resize import rebuild_kwargs, resize_input
@@ -35,7 +35,7 @@ class ModelSpec:
     img_size: int
     model_kwargs: dict[str, Any]
     weights: str  # "pretrained", "random" or "checkpoint"
-    data_config: dict[str, Any]
+    data_config: DataConfig
     classes: list[str] | None = None
     checkpoint: str | None = None
     structure: dict[str, dict[str, Any]] | None = None  # a pruned model's changed attributes (compression/prune.py)

@@ -12,7 +12,7 @@ from typing import Any, Callable, TypeVar
 import numpy as np
 
 from edgevision.compression.recovery import PruningRecord
-from edgevision.data.loader import preprocess_each
+from edgevision.data.loader import DataConfig, preprocess_each
 from edgevision.data.sources import ImageSource, balanced_indices
 from edgevision.errors import DataError
 from edgevision.measure.cpu_profile import CpuProfile
@@ -96,7 +96,7 @@ class Context:
         return self.loaded.spec.input_size
 
     @property
-    def data_config(self) -> dict[str, Any]:
+    def data_config(self) -> DataConfig:
         return self.loaded.spec.data_config
 
     def settings(self, kind: type[S]) -> S:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from edgevision.io import sha256, write_json
-from edgevision.measure.bench import available_cores, cpu_model
+from edgevision.measure.bench import available_cores, cpu_name
 
 
 def versions() -> dict[str, str]:
@@ -28,6 +28,6 @@ def write_manifest(run_dir: Path, content: dict[str, Any]) -> dict[str, Any]:
     for path in sorted(p for p in run_dir.rglob("*") if p.is_file() and p.name != "manifest.json"):
         files[str(path.relative_to(run_dir))] = {"sha256": sha256(path), "bytes": path.stat().st_size}
     manifest = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": versions(),
-                "machine": {"cpu": cpu_model(), "cores": available_cores()}, **content, "files": files}
+                "machine": {"cpu": cpu_name(), "cores": available_cores()}, **content, "files": files}
     write_json(run_dir / "manifest.json", manifest)
     return manifest

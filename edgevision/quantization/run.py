@@ -6,6 +6,7 @@ from typing import Any, Callable, Protocol, TypeVar
 
 import numpy as np
 
+from edgevision.data.loader import DataConfig
 from edgevision.data.sources import ImageSource
 from edgevision.quantization.budget import Guard, GuardClock
 
@@ -25,7 +26,7 @@ class QuantizationRun(Protocol):
     def input_size(self) -> tuple[int, int, int]: ...
 
     @property
-    def data_config(self) -> dict[str, Any]: ...  # timm's preprocessing of the model
+    def data_config(self) -> DataConfig: ...  # timm's preprocessing of the model
 
     def settings(self, kind: type[S]) -> S: ...  # the recipe's section of that type (NNCFSettings, QDQSettings)
 

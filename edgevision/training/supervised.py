@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from edgevision.data.loader import TransformedDataset, eval_transform, train_transform
+from edgevision.data.loader import DataConfig, TransformedDataset, eval_transform, train_transform
 from edgevision.data.sources import ImageSource
 from edgevision.errors import EdgevisionError, OutputExistsError
 from edgevision.measure.evaluate import evaluate_model
@@ -60,7 +60,7 @@ def check_training_inputs(loaded: LoadedModel, source: ImageSource, out: Path, c
     check_schedule(loaded.model, cfg.freeze, cfg.epochs)
 
 
-def transform_for(data_config: dict[str, Any], augment: str):
+def transform_for(data_config: DataConfig, augment: str):
     # Short from-scratch runs learn faster without augmentation (measured on Fashion-MNIST, see README).
     return (train_transform if augment == "light" else eval_transform)(data_config)
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from edgevision.data.loader import DATA_CONFIG_KEYS
+from edgevision.data.loader import DATA_CONFIG_KEYS, DataConfig
 from edgevision.data.sources import balanced_indices
 from edgevision.deploy import bundle_lib as lib
 from edgevision.io import atomic_write_text, sha256
@@ -67,7 +66,7 @@ class CpuBundle(Stage):
         report.sections["deploy"] = {"candidates": [c.key for c in manifest.candidates], "sample_images": sample.images}
 
 
-def preprocessing(data_config: dict[str, Any]) -> lib.Preprocessing:
+def preprocessing(data_config: DataConfig) -> lib.Preprocessing:
     """timm's data config (the keys every spec and manifest records) as the device's preprocessing type."""
     return lib.Preprocessing(**{k: (list(data_config[k]) if isinstance(data_config[k], tuple) else data_config[k])
                                 for k in DATA_CONFIG_KEYS if data_config.get(k) is not None})
