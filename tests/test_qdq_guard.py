@@ -18,6 +18,7 @@ from edgevision.pipeline.context import Context
 from edgevision.pipeline.export import export_model
 from edgevision.pipeline.presets import preset_for
 from edgevision.pipeline.resolve import resolve
+from edgevision.quantization.openvino import NNCFSettings
 from edgevision.quantization.openvino_guard import (
     SCORE_BATCH,
     Trial,
@@ -189,7 +190,7 @@ def guard_context(tmp_path, calib_size: int, source=None) -> Context:
 @needs_fashion_mnist
 def test_cpu_guard_tries_the_settings_ladder_then_the_best_settings_so_far_on_more_images(tmp_path):
     ctx = guard_context(tmp_path, 300)
-    q, calibration = ctx.recipe.to_dict()["quantization"], ctx.calibration()
+    q, calibration = ctx.settings(NNCFSettings), ctx.calibration()
     best = Trial(0.0, None, q, calibration)
     steps = []
     for name, settings, images in steps_after_preset(ctx, q, calibration, lambda: best):
@@ -197,13 +198,13 @@ def test_cpu_guard_tries_the_settings_ladder_then_the_best_settings_so_far_on_mo
         if name == "transformer scheme":  # the best so far when the larger set is tried is what it reuses
             best = Trial(50.0, None, settings, calibration)
     assert [(n, s) for n, s, _ in steps[:-1]] == ladder(q) and all(k == 300 for *_, k in steps[:-1])
-    assert steps[-1] == ("1200 calibration images", {**q, "model_type": "transformer"}, 1200)
+    assert steps[-1] == ("1200 calibration images", dataclasses.replace(q, model_type="transformer"), 1200)
 
 
 @needs_fashion_mnist
 def test_cpu_guard_tries_more_images_first_when_the_runs_set_is_small(tmp_path):
     ctx = guard_context(tmp_path, 8)
-    q, calibration = ctx.recipe.to_dict()["quantization"], ctx.calibration()
+    q, calibration = ctx.settings(NNCFSettings), ctx.calibration()
     steps = [(n, s, len(i)) for n, s, i in steps_after_preset(ctx, q, calibration, lambda: None)]
     assert steps[0] == ("32 calibration images", q, 32)
     assert [(n, s) for n, s, _ in steps[1:]] == ladder(q) and all(k == 8 for *_, k in steps[1:])
@@ -255,7 +256,7 @@ def test_cpu_guard_keeps_accuracy_controls_model_only_when_it_beats_the_best_tri
     ctx.guard, ctx.eval_source = Guard(0.0, "asked"), open_source("builtin:fashion-mnist:test").subset(range(40))
     fp32 = ov_backend.convert(ctx.loaded.model, ctx.loaded.spec.input_size)
     items = validation_items(ctx, lambda: None, "openvino")
-    best = Trial(60.0, "the best model tried", ctx.recipe.to_dict()["quantization"], ctx.calibration(), "full bias correction")
+    best = Trial(60.0, "the best model tried", ctx.settings(NNCFSettings), ctx.calibration(), "full bias correction")
     model, summary = _accuracy_control(ctx, fp32, items, best, {"path": []}, lambda m: controlled)
     assert summary["kept"] == kept and summary["controlled_int8"] == controlled
     assert summary["final_int8"] == max(controlled, 60.0)

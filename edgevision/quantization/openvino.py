@@ -28,25 +28,13 @@ class NNCFSettings:
     bias_correction: Literal["fast", "full", "off"] = "fast"
     ignored_scope: IgnoredScope = field(default_factory=IgnoredScope)
 
-
-@dataclass
-class QuantizationSettings:
-    """What NNCF is told; each family has measured defaults in edgevision/pipeline/presets.py."""
-
-    preset: str = "performance"  # performance (symmetric) | mixed (asymmetric activations)
-    model_type: str | None = None  # None | transformer
-    smooth_quant_alpha: float | None = None  # None: NNCF's default for the model type; < 0: off
-    bias_correction: str = "fast"  # fast | full | off
-    ignored_names: tuple[str, ...] = ()
-    ignored_patterns: tuple[str, ...] = ()
-    ignored_types: tuple[str, ...] = ()
-
     def nncf_kwargs(self) -> dict[str, Any]:
+        """What nncf.quantize is told."""
         import nncf
         from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 
         advanced = AdvancedQuantizationParameters(disable_bias_correction=self.bias_correction == "off")
-        if self.smooth_quant_alpha is not None:
+        if self.smooth_quant_alpha is not None:  # None: NNCF's default for the model type; < 0: off
             advanced.smooth_quant_alphas = AdvancedSmoothQuantParameters(matmul=self.smooth_quant_alpha)
         kwargs: dict[str, Any] = {
             "preset": nncf.QuantizationPreset(self.preset),
@@ -55,10 +43,10 @@ class QuantizationSettings:
         }
         if self.model_type:
             kwargs["model_type"] = nncf.ModelType(self.model_type)
-        if self.ignored_names or self.ignored_patterns or self.ignored_types:
-            kwargs["ignored_scope"] = nncf.IgnoredScope(
-                names=list(self.ignored_names), patterns=list(self.ignored_patterns),
-                types=list(self.ignored_types), validate=False)
+        scope = self.ignored_scope
+        if scope.names or scope.patterns or scope.types:
+            kwargs["ignored_scope"] = nncf.IgnoredScope(names=list(scope.names), patterns=list(scope.patterns),
+                                                        types=list(scope.types), validate=False)
         return kwargs
 
 
@@ -79,7 +67,7 @@ def _nncf_output_to_stderr():
             handler.setStream(stream)
 
 
-def quantize(ov_model, calibration: list[np.ndarray], settings: QuantizationSettings):
+def quantize(ov_model, calibration: list[np.ndarray], settings: NNCFSettings):
     """INT8 post-training quantization of an OpenVINO model with NNCF, on preprocessed batch-1 inputs."""
     import nncf
 
@@ -89,7 +77,7 @@ def quantize(ov_model, calibration: list[np.ndarray], settings: QuantizationSett
 
 
 def quantize_with_accuracy_control(ov_model, calibration: list[np.ndarray], validation: Iterable,
-                                   validation_fn, max_drop: float, settings: QuantizationSettings):
+                                   validation_fn, max_drop: float, settings: NNCFSettings):
     """NNCF's accuracy-aware quantization: returns the most sensitive layers to float until the drop
     measured by `validation_fn(compiled_model, items) -> metric` is within `max_drop` (absolute)."""
     import nncf

@@ -11,7 +11,7 @@ recorded with its metric, its calibration images and what it cost in time.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -31,20 +31,12 @@ from edgevision.typed import to_data
 SMALL_CALIBRATION = 300
 
 
-def quantization_settings(q: dict[str, Any]) -> nncf_ov.QuantizationSettings:
-    scope = q["ignored_scope"]
-    return nncf_ov.QuantizationSettings(
-        preset=q["preset"], model_type=q["model_type"], smooth_quant_alpha=q["smooth_quant_alpha"],
-        bias_correction=q["bias_correction"], ignored_names=tuple(scope["names"]),
-        ignored_patterns=tuple(scope["patterns"]), ignored_types=tuple(scope["types"]))
-
-
-def ladder(q: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def ladder(q: NNCFSettings) -> list[tuple[str, NNCFSettings]]:
     """The settings to try after the preset, in order, skipping those the preset already is."""
-    transformer = {**q, "model_type": "transformer"}
+    transformer = replace(q, model_type="transformer")
     steps = [("transformer scheme", transformer),
-             ("transformer scheme, SmoothQuant off", {**transformer, "smooth_quant_alpha": -1}),
-             ("full bias correction", {**q, "bias_correction": "full"})]
+             ("transformer scheme, SmoothQuant off", replace(transformer, smooth_quant_alpha=-1)),
+             ("full bias correction", replace(q, bias_correction="full"))]
     seen = [q]
     out = []
     for name, settings in steps:
@@ -131,7 +123,7 @@ def metric_name(ctx: QuantizationRun) -> str:
 def guard_int8(ctx: QuantizationRun, fp32, plain, calibration) -> tuple[Any, dict[str, Any]]:
     """The first INT8 model that holds ctx.guard's budget (or accuracy control's), and the path taken."""
     max_drop = ctx.guard.max_drop
-    q = to_data(ctx.settings(NNCFSettings))
+    q = ctx.settings(NNCFSettings)
     reference = create_runner("openvino", fp32, threads=ctx.threads)
     items = validation_items(ctx, lambda: reference, "openvino")
     float_metric = ctx.memo(("float metric", "openvino"), lambda: score(reference, items))
@@ -143,7 +135,7 @@ def guard_int8(ctx: QuantizationRun, fp32, plain, calibration) -> tuple[Any, dic
     summary = {"metric": metric_name(ctx), "max_drop": max_drop,
                "images": len(items), "float": float_metric, "plain_int8": plain_metric,
                "needed": float_metric - plain_metric > max_drop,
-               "path": [{"step": "preset", "settings": q, "int8": plain_metric,
+               "path": [{"step": "preset", "settings": to_data(q), "int8": plain_metric,
                           "calibration_images": len(calibration), "seconds": None}]}
     if not summary["needed"]:
         return plain, summary
@@ -167,7 +159,7 @@ def _best(tried: list["Trial"]) -> "Trial":
 def _stopped(ctx: QuantizationRun, summary: dict[str, Any], step: str, best: "Trial"):
     """The best tried when the guards' time ran out, recorded and said."""
     summary["stopped"] = ctx.guard_clock.stopped_line(step)
-    summary.update(final_int8=best.metric, settings=best.settings, calibration_images=len(best.calibration),
+    summary.update(final_int8=best.metric, settings=to_data(best.settings), calibration_images=len(best.calibration),
                    kept=best.step)
     ctx.warn(f"int8/openvino: the accuracy guard {summary['stopped']}")
     return best.model
@@ -175,16 +167,16 @@ def _stopped(ctx: QuantizationRun, summary: dict[str, Any], step: str, best: "Tr
 
 def _ladder(ctx: QuantizationRun, fp32, items, tried: list["Trial"], summary: dict[str, Any], measure):
     """The settings ladder, each step appended to `tried`, then accuracy control; the first model that holds."""
-    max_drop, q, float_metric = ctx.guard.max_drop, to_data(ctx.settings(NNCFSettings)), summary["float"]
+    max_drop, q, float_metric = ctx.guard.max_drop, ctx.settings(NNCFSettings), summary["float"]
     for name, settings, images in steps_after_preset(ctx, q, tried[0].calibration, lambda: _best(tried)):
         ctx.guard_clock.check(name)
         t0 = time.perf_counter()
-        model = nncf_ov.quantize(fp32, images, quantization_settings(settings))
+        model = nncf_ov.quantize(fp32, images, settings)
         tried.append(Trial(measure(model), model, settings, images, name))
-        summary["path"].append({"step": name, "settings": settings, "int8": tried[-1].metric,
+        summary["path"].append({"step": name, "settings": to_data(settings), "int8": tried[-1].metric,
                                 "calibration_images": len(images), "seconds": round(time.perf_counter() - t0, 2)})
         if float_metric - tried[-1].metric <= max_drop:
-            summary.update(final_int8=tried[-1].metric, settings=settings, calibration_images=len(images))
+            summary.update(final_int8=tried[-1].metric, settings=to_data(settings), calibration_images=len(images))
             return model
     ctx.guard_clock.check("NNCF accuracy control")
     model, _ = _accuracy_control(ctx, fp32, items, _best(tried), summary, measure)
@@ -195,12 +187,12 @@ def _ladder(ctx: QuantizationRun, fp32, items, tried: list["Trial"], summary: di
 class Trial:
     metric: float
     model: Any
-    settings: dict[str, Any]
+    settings: NNCFSettings
     calibration: list[np.ndarray]
     step: str = "preset"
 
 
-def steps_after_preset(ctx: QuantizationRun, q: dict[str, Any], calibration, best: Callable[[], Trial]):
+def steps_after_preset(ctx: QuantizationRun, q: NNCFSettings, calibration, best: Callable[[], Trial]):
     """(step name, settings, calibration images) in order: the settings ladder on the run's calibration set,
     then the best settings so far on a larger one (when calib_source has more images). A set smaller than
     SMALL_CALIBRATION is the likelier cause, so the larger one comes first then, with the preset's settings."""
@@ -221,12 +213,12 @@ def _accuracy_control(ctx: QuantizationRun, fp32, items, best: Trial, summary, m
     ctx.log(f"no setting holds the budget: NNCF accuracy control from the best ({best.metric:.2f})")
     t0 = time.perf_counter()
     controlled = nncf_ov.quantize_with_accuracy_control(fp32, best.calibration, items, metric,
-                                                           ctx.guard.max_drop, quantization_settings(best.settings))
+                                                           ctx.guard.max_drop, best.settings)
     value = measure(controlled)
-    summary["path"].append({"step": "NNCF accuracy control", "settings": best.settings, "int8": value,
+    summary["path"].append({"step": "NNCF accuracy control", "settings": to_data(best.settings), "int8": value,
                             "calibration_images": len(best.calibration),
                             "seconds": round(time.perf_counter() - t0, 2)})
-    summary.update(controlled_int8=value, settings=best.settings, calibration_images=len(best.calibration))
+    summary.update(controlled_int8=value, settings=to_data(best.settings), calibration_images=len(best.calibration))
     if value < best.metric:
         ctx.log(f"NNCF accuracy control ended below the best setting tried ({value:.2f} < {best.metric:.2f}): "
                 f"keeping that ({best.step})")

@@ -20,7 +20,7 @@ from typing import Any, Callable
 from edgevision.quantization import onnxruntime as ort_qdq
 from edgevision.quantization import openvino as nncf_ov
 from edgevision.quantization.engines import QDQ_ENGINES
-from edgevision.quantization.openvino_guard import guard_int8, quantization_settings
+from edgevision.quantization.openvino_guard import guard_int8
 from edgevision.quantization.qdq_guard import Fix, calibration_fixes, guard_qdq
 from edgevision.quantization.run import QuantizationRun
 from edgevision.runtimes import openvino as ov_runtime
@@ -70,12 +70,12 @@ def quantize(run: QuantizationRun, request: Request) -> list[Quantized]:
 
 
 def _openvino(run: QuantizationRun, request: OpenVINORequest) -> list[Quantized]:
-    q = to_data(run.settings(nncf_ov.NNCFSettings))
+    q = run.settings(nncf_ov.NNCFSettings)
     calibration = run.calibration()
-    run.log(f"quantizing with {len(calibration)} calibration images ({q['preset']}, model_type {q['model_type']})")
-    int8 = nncf_ov.quantize(request.fp32, calibration, quantization_settings(q))
+    run.log(f"quantizing with {len(calibration)} calibration images ({q.preset}, model_type {q.model_type})")
+    int8 = nncf_ov.quantize(request.fp32, calibration, q)
     quantized = nncf_ov.fake_quantized_layers(int8)
-    record: Record = {"settings": q, "fake_quantize_ops": ov_runtime.count_ops(int8).get("FakeQuantize", 0),
+    record: Record = {"settings": to_data(q), "fake_quantize_ops": ov_runtime.count_ops(int8).get("FakeQuantize", 0),
                       "layers_returned_to_float": []}
     if run.guard.max_drop is not None:
         int8, record["accuracy_control"] = guard_int8(run, request.fp32, int8, calibration)
