@@ -2,6 +2,7 @@
 OpenVINO and ONNX Runtime profiles of an INT8 convnext_mini whose MACs add up to the model's own count."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -54,13 +55,13 @@ def recorded() -> LayerProfile:
 
 def test_groups_sum_time_and_work_per_kind_and_precision_most_time_first():
     groups = recorded().groups()
-    assert [(g["kind"], g["int8"]) for g in groups] == [(GEMM, True), (OTHER, False), (DEPTHWISE, True),
+    assert [(g.kind, g.int8) for g in groups] == [(GEMM, True), (OTHER, False), (DEPTHWISE, True),
                                                         (GEMM, False)]
     gemm = groups[0]
-    assert (gemm["layers"], gemm["ms"], gemm["gmacs"]) == (2, 4.0, 2.0)
-    assert gemm["gops"] == 1000.0  # 2 x 2e9 operations in 4 ms
-    assert gemm["time_share"] == 0.5  # 4 of 8 ms
-    assert sum(g["time_share"] for g in groups) == pytest.approx(1.0)
+    assert (gemm.layers, gemm.ms, gemm.gmacs) == (2, 4.0, 2.0)
+    assert gemm.gops == 1000.0  # 2 x 2e9 operations in 4 ms
+    assert gemm.time_share == 0.5  # 4 of 8 ms
+    assert sum(g.time_share for g in groups) == pytest.approx(1.0)
 
 
 def test_int8_gemm_share_is_against_the_roofline_and_absent_without_one():
@@ -77,12 +78,12 @@ def test_int8_gemm_share_is_against_the_roofline_and_absent_without_one():
 def test_operators_sum_time_per_operator_and_precision_without_the_kernel():
     profile = recorded()
     profile.layers.append(LayerTime("fc3", "FullyConnected:brgemm_avx512_f32", GEMM, False, 10_000_000, 0.25))
-    rows = {(r["op"], r["int8"]): r for r in profile.operators()}
-    assert rows[("FullyConnected", True)]["layers"] == 2 and rows[("FullyConnected", True)]["ms"] == 4.0
-    assert rows[("FullyConnected", False)]["layers"] == 2 and rows[("FullyConnected", False)]["ms"] == 0.75
-    assert [r["op"] for r in profile.operators()][:2] == ["FullyConnected", "MVN"]
-    assert sum(r["time_share"] for r in profile.operators()) == pytest.approx(1.0, abs=0.002)
-    assert profile.to_dict()["operators"] == profile.operators()
+    rows = {(r.op, r.int8): r for r in profile.operators()}
+    assert rows[("FullyConnected", True)].layers == 2 and rows[("FullyConnected", True)].ms == 4.0
+    assert rows[("FullyConnected", False)].layers == 2 and rows[("FullyConnected", False)].ms == 0.75
+    assert [r.op for r in profile.operators()][:2] == ["FullyConnected", "MVN"]
+    assert sum(r.time_share for r in profile.operators()) == pytest.approx(1.0, abs=0.002)
+    assert profile.to_dict()["operators"] == [dataclasses.asdict(o) for o in profile.operators()]
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +179,7 @@ def test_openvino_counts_the_attention_it_fuses_as_attention_work():
     assert sum(layer.macs for layer in attention) == expected
     gemm = sum(layer.macs for layer in profile.layers if layer.kind in (GEMM, DEPTHWISE)) / 1e9
     assert gemm == pytest.approx(count_gmacs(model, loaded.spec.input_size), rel=0.01)  # nothing counted twice
-    assert ATTENTION in {g["kind"] for g in profile.groups()}
+    assert ATTENTION in {g.kind for g in profile.groups()}
 
 
 def test_openvino_finds_every_mac_of_swin_in_gemm_and_attention_layers():

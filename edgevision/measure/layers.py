@@ -22,6 +22,30 @@ OPERATORS = 10  # operator types listed by their summed time
 
 
 @dataclass
+class LayerGroup:
+    """The layers of one kind (GEMM, attention, depthwise, other) in one precision, summed."""
+
+    kind: str
+    int8: bool
+    layers: int
+    ms: float
+    time_share: float
+    gmacs: float
+    gops: float | None
+
+
+@dataclass
+class OperatorTime:
+    """The layers of one operator type (the runtime's, without its kernel) in one precision, summed."""
+
+    op: str
+    int8: bool
+    layers: int
+    ms: float
+    time_share: float
+
+
+@dataclass
 class LayerProfile:
     runtime: str
     rounds: int
@@ -31,41 +55,42 @@ class LayerProfile:
     def total_ms(self) -> float:
         return sum(layer.ms for layer in self.layers)
 
-    def group(self, kind: str, int8: bool) -> dict[str, Any]:
+    def share(self, ms: float) -> float:
+        return round(ms / self.total_ms, 3) if self.total_ms else 0.0
+
+    def group(self, kind: str, int8: bool) -> LayerGroup:
         """Count, time, share of the total time, GMACs and GOP/s of the layers of one kind and precision."""
         chosen = [layer for layer in self.layers if layer.kind == kind and layer.int8 == int8]
         ms, macs = sum(layer.ms for layer in chosen), sum(layer.macs for layer in chosen)
-        return {"kind": kind, "int8": int8, "layers": len(chosen), "ms": round(ms, 3),
-                "time_share": round(ms / self.total_ms, 3) if self.total_ms else 0.0,
-                "gmacs": round(macs / 1e9, 4), "gops": gops(macs, ms)}
+        return LayerGroup(kind, int8, len(chosen), round(ms, 3), self.share(ms), round(macs / 1e9, 4), gops(macs, ms))
 
-    def groups(self) -> list[dict[str, Any]]:
+    def groups(self) -> list[LayerGroup]:
         """Every kind and precision that ran, most time first."""
         rows = [self.group(kind, int8) for kind in (GEMM, ATTENTION, DEPTHWISE, OTHER) for int8 in (True, False)]
-        return sorted((r for r in rows if r["layers"]), key=lambda r: -r["ms"])
+        return sorted((r for r in rows if r.layers), key=lambda r: -r.ms)
 
-    def operators(self) -> list[dict[str, Any]]:
+    def operators(self) -> list[OperatorTime]:
         """Time summed per operator type and precision (the runtime's operator, without its kernel), most time
         first: which operators an INT8 format leaves in float, or runs slowly, shows here."""
         summed: dict[tuple[str, bool], list[float]] = {}
         for layer in self.layers:
             summed.setdefault((layer.op.split(":")[0], layer.int8), []).append(layer.ms)
-        rows = [{"op": op, "int8": int8, "layers": len(times), "ms": round(sum(times), 3),
-                 "time_share": round(sum(times) / self.total_ms, 3) if self.total_ms else 0.0}
+        rows = [OperatorTime(op, int8, len(times), round(sum(times), 3), self.share(sum(times)))
                 for (op, int8), times in summed.items()]
-        return sorted(rows, key=lambda r: -r["ms"])[:OPERATORS]
+        return sorted(rows, key=lambda r: -r.ms)[:OPERATORS]
 
     def int8_gemm_share(self, roofline_gops: float | None) -> float | None:
         """The INT8 GEMM layers' GOP/s as a share of the roofline, or None without either."""
-        return roofline_share(self.group(GEMM, True)["gops"], roofline_gops)
+        return roofline_share(self.group(GEMM, True).gops, roofline_gops)
 
     def to_dict(self, roofline_gops: float | None = None) -> dict[str, Any]:
         slowest = sorted(self.layers, key=lambda layer: -layer.ms)[:SLOWEST]
         int8_gemm = self.group(GEMM, True)
         return {"runtime": self.runtime, "rounds": self.rounds, "layers": len(self.layers),
-                "total_ms": round(self.total_ms, 3), "groups": self.groups(), "operators": self.operators(),
-                "int8_gemm": {**int8_gemm, "roofline_gops": roofline_gops,
-                              "roofline_share": roofline_share(int8_gemm["gops"], roofline_gops)},
+                "total_ms": round(self.total_ms, 3), "groups": [asdict(g) for g in self.groups()],
+                "operators": [asdict(o) for o in self.operators()],
+                "int8_gemm": {**asdict(int8_gemm), "roofline_gops": roofline_gops,
+                              "roofline_share": roofline_share(int8_gemm.gops, roofline_gops)},
                 "slowest": [{**asdict(layer), "ms": round(layer.ms, 4), "gops": gops(layer.macs, layer.ms)}
                             for layer in slowest]}
 

@@ -95,7 +95,7 @@ def _variant_record(v: Variant, m: Measurements, ref: Variant) -> VariantRecord:
         latency_ms_p50=b and b.latency_ms_p50, latency_ms_p90=b and b.latency_ms_p90,
         latency_ms_p99=b and b.latency_ms_p99, speedup=b and ref_bench.latency_ms_p50 / b.latency_ms_p50,
         size_mb=v.size_mb, artifact=str(v.files[0].name) if v.files else None, runner=v.runner.info(),
-        quantization=v.quantization)
+        quantization=v.quantization or None)
 
 
 def _report(ctx: Context, m: Measurements) -> RunReport:
