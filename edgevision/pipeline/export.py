@@ -83,7 +83,8 @@ def latest_run(runs_dir: Path = RUNS_DIR) -> Path:
 
 def apply_target(recipe: dict[str, Any] | Recipe, target: str, precision: str,
                  tensorrt: dict[str, Any] | None = None) -> Recipe:
-    """The recipe for one target and precision (validated again after the change)."""
+    """The recipe for one target and precision (validated again after the change). `tensorrt`: export's engine
+    flags (--batch, --dynamic-batch, ...), set in the recipe section the target names for them."""
     spec = get_target(target)
     if precision not in spec.precisions:
         others = [t.name for t in _targets_with(precision)]
@@ -91,8 +92,9 @@ def apply_target(recipe: dict[str, Any] | Recipe, target: str, precision: str,
         raise EdgevisionError(f"--precision {precision} {where}{target} runs {' or '.join(spec.precisions)}",
                               f"use --precision {' or '.join(spec.precisions)}")
     data = recipe.to_dict() if isinstance(recipe, Recipe) else recipe
+    flags = {k: v for k, v in (tensorrt or {}).items() if v is not None}
     data = merge(merge(defaults(), data), {"target": target, "int8": precision == "int8",
-                                           "tensorrt": {k: v for k, v in (tensorrt or {}).items() if v is not None}})
+                                           **({spec.engine_flags_section: flags} if spec.engine_flags_section else {})})
     return checked(merge(data, spec.precision_settings(precision)), "export settings")
 
 

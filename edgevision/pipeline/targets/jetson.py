@@ -162,6 +162,6 @@ register_target(Target(
                   "--qdq-engine)",
     next_step="next: copy it to the Jetson and run ./build_engine.sh there",
     untimed_reason="no latency is measured for jetson here: TensorRT builds and runs on the device",
-    check_report=_rules_status, summary_lines=_summary, check_recipe=check_recipe,
+    check_report=_rules_status, summary_lines=_summary, check_recipe=check_recipe, engine_flags_section=TENSORRT.name,
     status_messages={RULES_FAILED: "model.onnx breaks TensorRT's INT8 rules (see report.json); written to {run_dir}"},
 ))

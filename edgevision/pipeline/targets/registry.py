@@ -33,6 +33,7 @@ class Target:
     status_messages: dict[str, str] = field(default_factory=dict)  # status -> message, {run_dir} filled in
     # report -> lines the CLI prints under an export's table, from the target's own report section
     summary_lines: Callable[[RunReport], tuple[str, ...]] = lambda report: ()
+    engine_flags_section: str | None = None  # the recipe section export's engine flags (--batch, ...) set
     # (recipe, whether it is this target's run) -> raise RecipeError for settings of its sections that do not fit
     check_recipe: Callable[[Recipe, bool], None] = lambda recipe, chosen: None
 
