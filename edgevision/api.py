@@ -25,11 +25,11 @@ from edgevision.measure.cpu_profile import cpu_profile
 from edgevision.measure.describe import describe_model
 from edgevision.measure.engine_choice import build_chosen_engine
 from edgevision.measure.evaluate import evaluate_model
-from edgevision.measure.layers import profile_layers
+from edgevision.measure.layers import Int8Comparison, profile_layers, profile_pair
 from edgevision.models.loading import LoadedModel, load_model, random_weights_warning
 from edgevision.models.zoo import zoo_table
 from edgevision.pipeline import export as ex
-from edgevision.pipeline.artifacts import artifact_runtime, check_runtime, load_artifact
+from edgevision.pipeline.artifacts import artifact_runtime, check_runtime, float_counterpart, load_artifact
 from edgevision.pipeline.presets import preset_for
 from edgevision.pipeline.resolve import check_target, resolve
 from edgevision.pipeline.run import CompressResult, compress_model
@@ -112,24 +112,38 @@ def evaluate(model: str | Path | LoadedModel | None, data: str | ImageSource, *,
 
 def benchmark(model: str | Path | LoadedModel | None, *, runtime: str | None = None, threads: int | None = None,
               batch: int = 1, throughput_batch: int | None = 32, warmup: int = 10, iters: int = 50,
-              min_seconds: float = 0.0, layers: bool = False, weights: str | None = None,
-              checkpoint: str | Path | None = None, log: Log = _quiet, **model_options: Any) -> dict[str, Any]:
+              min_seconds: float = 0.0, layers: bool = False, float_model: str | Path | None = None,
+              weights: str | None = None, checkpoint: str | Path | None = None, log: Log = _quiet,
+              **model_options: Any) -> dict[str, Any]:
     """Latency at `batch` and throughput at `throughput_batch`. Weights do not change speed: without a
     checkpoint the model gets random weights unless `weights` says otherwise. `layers`: also each layer's time
-    from the runtime's profiler, grouped by kind, with the INT8 GEMM layers' share of this CPU's roofline."""
+    from the runtime's profiler, grouped by kind, with the INT8 GEMM layers' share of this CPU's roofline; for an
+    INT8 artifact, also its float artifact's (`float_model`, else model_fp32 beside it), per operator type."""
     weights = weights or (None if checkpoint else "random")
     loaded, runtime = open_model(model, runtime, weights=weights, checkpoint=checkpoint, log=log, **model_options)
     threads = threads or available_cores()
     runner = model_runner(loaded, runtime, threads)
     # the profile first, so that a runtime without a profiler fails before the timing; it runs an instrumented
     # copy of the model, released before the timed calls
-    profile = profile_layers(runner, loaded.spec.input_size, batch=batch) if layers else None
+    profiled = _layer_profiles(model, loaded, runner, float_model, batch) if layers else None
     result = {"model": describe_model(loaded), **benchmark_runner(
         runner, loaded.spec.input_size, batch=batch, warmup=warmup, iters=iters, min_seconds=min_seconds,
         throughput_batch=throughput_batch or None).to_dict()}
-    if profile is not None:
-        result["layers"] = profile.to_dict(cpu_profile(threads).int8_gops(runtime))
+    if profiled is not None:
+        profile, against = profiled
+        result["layers"] = {**profile.to_dict(cpu_profile(threads).int8_gops(runtime)),
+                            **({"int8_vs_float": against.to_dict()} if against else {})}
     return result
+
+
+def _layer_profiles(model, loaded: LoadedModel, runner, float_model, batch: int):
+    """(the model's layer profile, its INT8-against-float comparison when it is an INT8 artifact with a float one)."""
+    counterpart = float_counterpart(model, float_model) if isinstance(model, (str, Path)) else None
+    if counterpart is None:
+        return profile_layers(runner, loaded.spec.input_size, batch=batch), None
+    float_runner = model_runner(load_artifact(counterpart), runner.runtime, runner.info().threads)
+    float_profile, profile = profile_pair(float_runner, runner, loaded.spec.input_size, batch=batch)
+    return profile, Int8Comparison(str(counterpart), float_profile, profile)
 
 
 def compress(

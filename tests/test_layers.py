@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from edgevision import api
 from edgevision.cli.app import app
 from edgevision.errors import EdgevisionError
-from edgevision.measure.layers import LayerProfile, profile_layers
+from edgevision.measure.layers import LayerProfile, float_op, int8_payoff, profile_layers
 from edgevision.models import load_model
 from edgevision.models.zoo import count_gmacs
 from edgevision.runtimes import create_runner
@@ -143,6 +143,49 @@ def test_cli_benchmark_layers_json_and_table(int8_artifacts):
     assert "slowest layers" in text.stdout and "QLinearConv" in text.stdout
     assert "operators that took the most time" in text.stdout
     assert "INT8 GEMMs:" in text.stdout and "of this CPU's INT8 GEMM roofline in onnxruntime" in text.stdout
+    assert "INT8 against float" not in text.stdout  # a compress run keeps no float ONNX to compare with
+
+
+def test_int8_payoff_joins_each_int8_operator_with_the_float_one_it_replaces():
+    float_profile = LayerProfile("onnxruntime", 10, [
+        LayerTime("c1", "Conv", GEMM, False, 10, 4.0), LayerTime("dw", "Conv", DEPTHWISE, False, 1, 1.0),
+        LayerTime("add", "Add", OTHER, False, 0, 0.5)])
+    int8_profile = LayerProfile("onnxruntime", 10, [
+        LayerTime("c1", "QLinearConv", GEMM, True, 10, 1.5), LayerTime("dw", "QLinearConv", DEPTHWISE, True, 1, 1.8),
+        LayerTime("add", "Add", OTHER, False, 0, 0.5), LayerTime("q", "QuantizeLinear", OTHER, True, 0, 0.4),
+        LayerTime("dq", "DequantizeLinear", OTHER, True, 0, 0.3)])
+    rows = {(r.op, r.kind): r for r in int8_payoff(float_profile, int8_profile)}
+    assert (rows[("Conv", GEMM)].saved_ms, rows[("Conv", GEMM)].paid) == (2.5, True)
+    assert (rows[("Conv", DEPTHWISE)].saved_ms, rows[("Conv", DEPTHWISE)].paid) == (-0.8, False)  # AVX2's dw
+    assert rows[("quantize/dequantize", OTHER)].float_ms == 0.0 and not rows[("quantize/dequantize", OTHER)].paid
+    assert rows[("quantize/dequantize", OTHER)].int8_ms == pytest.approx(0.7)
+    assert [r.op for r in int8_payoff(float_profile, int8_profile)][0] == "Conv"  # most time saved or lost first
+    assert sum(r.float_ms for r in rows.values()) == pytest.approx(float_profile.total_ms)
+    assert sum(r.int8_ms for r in rows.values()) == pytest.approx(int8_profile.total_ms)
+    assert rows[("Add", OTHER)].verdict == "even" and rows[("Conv", GEMM)].verdict == "paid"
+    assert [float_op(op) for op in ("QGemm", "MatMulInteger", "QLinearMatMul", "Convolution:brgconv_avx2_I8",
+                                    "FakeQuantize", "FullyConnectedQuantizedLegacy:jit_gemm_i8")] == [
+        "Gemm", "MatMul", "MatMul", "Convolution", "quantize/dequantize", "FullyConnected"]
+
+
+def test_cli_benchmark_layers_says_per_operator_whether_int8_paid_against_the_float_artifact(int8_artifacts):
+    cli = CliRunner()
+    done = cli.invoke(app, ["benchmark", str(int8_artifacts / "model_int8.xml"), "--layers", "--iters", "3",
+                            "--warmup", "1", "--throughput-batch", "0", "--threads", "2", "--json"])
+    assert done.exit_code == 0, done.output
+    against = json.loads(done.stdout)["layers"]["int8_vs_float"]
+    assert against["float_artifact"].endswith("model_fp32.xml")  # found beside the INT8 artifact
+    rows = against["operators"]
+    assert sum(r["float_ms"] for r in rows) == pytest.approx(against["float_total_ms"], abs=0.01)
+    assert all(r["paid"] == (r["verdict"] == "paid") and (r["verdict"] != "paid" or r["int8_ms"] < r["float_ms"])
+               for r in rows)
+    assert not any(r["op"].startswith("FullyConnectedQuantized") for r in rows)  # joined with its float op
+    text = cli.invoke(app, ["benchmark", str(int8_artifacts / "model_int8.xml"), "--layers", "--iters", "3",
+                            "--warmup", "1", "--throughput-batch", "0", "--threads", "2"])
+    assert "INT8 against float in openvino, per operator type" in text.stdout and "saved ms" in text.stdout
+    wrong = cli.invoke(app, ["benchmark", str(int8_artifacts / "model_int8.xml"), "--layers", "--float",
+                             str(int8_artifacts / "model_int8.onnx"), "--iters", "1", "--throughput-batch", "0"])
+    assert wrong.exit_code == 2 and "does not run in openvino" in wrong.output
 
 
 def test_cli_benchmark_layers_in_pytorch_is_a_one_line_error():

@@ -1,7 +1,8 @@
 """`edgevision benchmark`."""
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
@@ -19,7 +20,7 @@ from edgevision.cli.options import (
     ThreadsOpt,
     WeightsOpt,
 )
-from edgevision.reports.render import fmt, int8_gemm_line, layer_tables
+from edgevision.reports.render import fmt, int8_gemm_line, int8_payoff_table, layer_tables
 
 
 def benchmark_command(
@@ -35,7 +36,11 @@ def benchmark_command(
                                                help="Keep timing until this long has passed.")] = 0.0,
     layers: Annotated[bool, typer.Option(
         "--layers", help="Also time each layer with the runtime's profiler (OpenVINO, ONNX Runtime): time by "
-                         "kind of layer, the slowest layers, and the INT8 GEMMs' share of this CPU's roofline.")] = False,
+                         "kind of layer, the slowest layers, and the INT8 GEMMs' share of this CPU's roofline; for an "
+                         "INT8 artifact, per operator type whether INT8 paid against its float artifact.")] = False,
+    float_model: Annotated[Optional[Path], typer.Option(
+        "--float", help="With --layers: the float artifact the INT8 one was made from (default: model_fp32 of the "
+                        "same format beside it).", show_default=False)] = None,
     weights: WeightsOpt = None,
     checkpoint: CheckpointOpt = None,
     num_classes: NumClassesOpt = None,
@@ -51,7 +56,8 @@ def benchmark_command(
     with cli_errors(debug):
         result = api.benchmark(model, runtime=runtime, threads=threads, batch=batch, throughput_batch=throughput_batch,
                                warmup=warmup, iters=iters, min_seconds=min_seconds,
-                               layers=layers, **model_options(weights, checkpoint, num_classes, img_size, model_arg))
+                               layers=layers, float_model=float_model,
+                               **model_options(weights, checkpoint, num_classes, img_size, model_arg))
         if json_out:
             print_json(result)
             return
@@ -71,3 +77,5 @@ def benchmark_command(
             for table in layer_tables(result["layers"]):
                 out.print(table)
             out.print(int8_gemm_line(result["layers"]))
+            if "int8_vs_float" in result["layers"]:
+                out.print(int8_payoff_table(result["layers"]))

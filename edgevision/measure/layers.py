@@ -9,7 +9,7 @@ runtime. A profiled call runs a little slower than an unprofiled one, so the sha
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -95,6 +95,82 @@ class LayerProfile:
                             for layer in slowest]}
 
 
+# INT8's own cost: operators a float graph does not have (ONNX Runtime's Q/DQ, OpenVINO's FakeQuantize)
+QUANTIZE_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "FakeQuantize"}
+QUANTIZE = "quantize/dequantize"
+PAYOFF_NOISE = 0.05  # float and INT8 times of an operator within 5% of each other: neither paid
+
+
+def float_op(op: str) -> str:
+    """The float operator an INT8 operator stands for, without the runtime's kernel name (QLinearConv -> Conv,
+    MatMulInteger -> MatMul, QGemm -> Gemm; Convolution:brgconv_avx2_I8 -> Convolution); QUANTIZE for INT8's
+    own operators."""
+    op = op.split(":")[0]
+    if op in QUANTIZE_OPS:
+        return QUANTIZE
+    if op.startswith("QLinear"):
+        return op[len("QLinear"):]
+    if op in ("QGemm", "QAttention", "QEmbedLayerNormalization"):
+        return op[1:]
+    return op.removesuffix("Integer").removesuffix("QuantizedLegacy").removesuffix("Quantized")  # OpenVINO's FC
+
+
+@dataclass
+class Int8Payoff:
+    """One operator type (and kind of work) in the float model and in its INT8 model, profiled side by side."""
+
+    op: str  # the float operator; QUANTIZE for INT8's own quantize/dequantize operators
+    kind: str
+    float_ms: float
+    int8_ms: float  # that operator's time in the INT8 model, whatever precision each of its layers ran in
+
+    @property
+    def saved_ms(self) -> float:
+        return round(self.float_ms - self.int8_ms, 3)
+
+    @property
+    def verdict(self) -> str:
+        """paid (INT8 made these layers faster here), lost (slower; quantize/dequantize is INT8's own cost), or
+        even (within PAYOFF_NOISE of each other: profiled calls differ that much from run to run)."""
+        if abs(self.float_ms - self.int8_ms) <= PAYOFF_NOISE * max(self.float_ms, self.int8_ms):
+            return "even"
+        return "paid" if self.int8_ms < self.float_ms else "lost"
+
+    @property
+    def paid(self) -> bool:
+        return self.verdict == "paid"
+
+    def to_dict(self) -> dict[str, str | float | bool]:
+        return {**asdict(self), "saved_ms": self.saved_ms, "verdict": self.verdict, "paid": self.paid}
+
+
+def int8_payoff(float_profile: LayerProfile, int8_profile: LayerProfile) -> list[Int8Payoff]:
+    """Per operator type and kind, the float model's time against the INT8 model's, most time saved or lost
+    first: where INT8 paid for itself on this CPU and where it did not (e.g. depthwise convolutions on AVX2)."""
+    summed: dict[tuple[str, str], list[float]] = {}
+    for which, profile in enumerate((float_profile, int8_profile)):
+        for layer in profile.layers:
+            op = float_op(layer.op)
+            kind = OTHER if op == QUANTIZE else layer.kind
+            summed.setdefault((op, kind), [0.0, 0.0])[which] += layer.ms
+    rows = [Int8Payoff(op, kind, round(f, 3), round(i, 3)) for (op, kind), (f, i) in summed.items()]
+    return sorted(rows, key=lambda r: -abs(r.float_ms - r.int8_ms))
+
+
+@dataclass
+class Int8Comparison:
+    """An INT8 model's profile against its float model's, taken in alternating passes."""
+
+    float_artifact: str
+    float_profile: LayerProfile
+    int8_profile: LayerProfile
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"float_artifact": self.float_artifact, "float_total_ms": round(self.float_profile.total_ms, 3),
+                "int8_total_ms": round(self.int8_profile.total_ms, 3),
+                "operators": [row.to_dict() for row in int8_payoff(self.float_profile, self.int8_profile)]}
+
+
 def roofline_share(achieved_gops: float | None, roofline_gops: float | None) -> float | None:
     return round(achieved_gops / roofline_gops, 3) if achieved_gops and roofline_gops else None
 
@@ -102,6 +178,26 @@ def roofline_share(achieved_gops: float | None, roofline_gops: float | None) -> 
 def gops(macs: int, ms: float) -> float | None:
     """Two operations per multiply-accumulate, per second, in billions; None for layers without MACs."""
     return round(2 * macs / (ms / 1000) / 1e9, 1) if macs and ms > 0 else None
+
+
+def profile_pair(first: Runner, second: Runner, input_shape: tuple[int, int, int], *, batch: int = 1,
+                 rounds: int = 12, passes: int = 3, seed: int = 0) -> tuple[LayerProfile, LayerProfile]:
+    """Two runners' per-layer profiles in alternating passes (first, second, first, ...), each layer's time the
+    median over the passes: what else the machine does hits both alike, as in side-by-side latency timing."""
+    x = np.random.default_rng(seed).standard_normal((batch, *input_shape), dtype=np.float32)
+    per_pass = max(1, rounds // passes)
+    runs: tuple[list[list[LayerTime]], list[list[LayerTime]]] = ([], [])
+    for _ in range(passes):
+        for runner, done in zip((first, second), runs):
+            done.append(runner.layer_times(x, per_pass))
+    return tuple(LayerProfile(r.runtime, per_pass * passes, _median_layers(done)) for r, done in zip((first, second), runs))
+
+
+def _median_layers(passes: list[list[LayerTime]]) -> list[LayerTime]:
+    """Each layer's median time over passes that profiled the same layers (the last pass alone if they differ)."""
+    if any([layer.name for layer in p] != [layer.name for layer in passes[0]] for p in passes):
+        return passes[-1]
+    return [replace(layer, ms=float(np.median([p[i].ms for p in passes]))) for i, layer in enumerate(passes[0])]
 
 
 def profile_layers(runner: Runner, input_shape: tuple[int, int, int], *, batch: int = 1, rounds: int = 10,

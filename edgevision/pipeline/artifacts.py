@@ -41,3 +41,22 @@ def check_runtime(name: str | Path, runtime: str, asked: str | None) -> str:
         raise EdgevisionError(f"{Path(name).name} runs in {runtime}, not {asked}",
                               f"drop --runtime or pass --runtime {runtime}")
     return runtime
+
+
+FLOAT_STEM = "model_fp32"  # the float artifact compress and export write beside the INT8 ones
+
+
+def float_counterpart(path: str | Path, asked: str | Path | None = None) -> Path | None:
+    """The float artifact an INT8 artifact was made from, in the same runtime: `asked`, else the run directory's
+    model_fp32 of the same format (model_int8.xml -> model_fp32.xml). None when there is none."""
+    path = Path(path)
+    if asked is not None:
+        asked = Path(asked)
+        if not asked.is_file():
+            raise EdgevisionError(f"--float {asked} is not a file", "give the float artifact the INT8 one was made from")
+        if runtime_of_artifact(asked) != runtime_of_artifact(path):
+            raise EdgevisionError(f"--float {asked.name} does not run in {runtime_of_artifact(path)}",
+                                  f"give the float {path.suffix} artifact")
+        return asked
+    sibling = path.with_name(FLOAT_STEM + path.suffix)
+    return sibling if sibling.is_file() and sibling != path and path.stem.startswith("model_int8") else None

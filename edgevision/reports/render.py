@@ -80,6 +80,21 @@ def layer_tables(layers: dict[str, Any]) -> list:
     return [kinds, operators, slowest]
 
 
+def int8_payoff_table(layers: dict[str, Any]):
+    """`benchmark --layers` of an INT8 artifact beside its float one: per operator type, whether INT8 paid here."""
+    from rich.table import Table
+
+    against = layers["int8_vs_float"]
+    table = Table(title=f"INT8 against float in {layers['runtime']}, per operator type: {fmt(against['int8_total_ms'], 3)} "
+                        f"vs {fmt(against['float_total_ms'], 3)} ms (profiled in alternating passes)")
+    for col in ("operator", "kind", "float ms", "INT8 ms", "saved ms", "INT8"):
+        table.add_column(col, justify="left" if col in ("operator", "kind") else "right", no_wrap=True)
+    for row in against["operators"]:
+        table.add_row(row["op"], row["kind"], fmt(row["float_ms"], 3), fmt(row["int8_ms"], 3), fmt(row["saved_ms"], 3),
+                      row["verdict"])
+    return table
+
+
 def int8_gemm_line(layers: dict[str, Any]) -> str:
     """The INT8 GEMM layers against this CPU's measured INT8 GEMM roofline, in one line."""
     gemm = layers["int8_gemm"]
