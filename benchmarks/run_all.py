@@ -92,6 +92,8 @@ def benchmarks_md() -> str:
                   for tier in ("avx2", "vnni", "amx", "dotprod", "none")),
                 ("aarch64_bundle.md", "CPU deploy bundle on 64-bit ARM under emulation (functional only)"),
                 ("guard_small.md", "The accuracy guard on a small folder of images at 224"),
+                *((f"int8_payoff_{tier}.md", f"Where INT8 pays, per operator type, INT8 tier {tier}")
+                  for tier in ("avx2", "vnni", "amx", "dotprod", "none")),
                 *((f"quickstart_{tier}.txt", f"The README's quickstart from an empty cache, INT8 tier {tier}")
                   for tier in ("avx2", "vnni", "amx", "dotprod", "none"))]
     # the history of earlier measurements stays in benchmarks/results/history.md, not here

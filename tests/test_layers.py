@@ -157,12 +157,15 @@ def test_int8_payoff_joins_each_int8_operator_with_the_float_one_it_replaces():
     rows = {(r.op, r.kind): r for r in int8_payoff(float_profile, int8_profile)}
     assert (rows[("Conv", GEMM)].saved_ms, rows[("Conv", GEMM)].paid) == (2.5, True)
     assert (rows[("Conv", DEPTHWISE)].saved_ms, rows[("Conv", DEPTHWISE)].paid) == (-0.8, False)  # AVX2's dw
-    assert rows[("quantize/dequantize", OTHER)].float_ms == 0.0 and not rows[("quantize/dequantize", OTHER)].paid
+    assert rows[("quantize/dequantize", OTHER)].float_ms == 0.0 and rows[("quantize/dequantize", OTHER)].verdict == "cost"
     assert rows[("quantize/dequantize", OTHER)].int8_ms == pytest.approx(0.7)
     assert [r.op for r in int8_payoff(float_profile, int8_profile)][0] == "Conv"  # most time saved or lost first
     assert sum(r.float_ms for r in rows.values()) == pytest.approx(float_profile.total_ms)
     assert sum(r.int8_ms for r in rows.values()) == pytest.approx(int8_profile.total_ms)
     assert rows[("Add", OTHER)].verdict == "even" and rows[("Conv", GEMM)].verdict == "paid"
+    fused = LayerProfile("onnxruntime", 10, [LayerTime("g", "BiasGelu", OTHER, False, 0, 2.0)])
+    split = LayerProfile("onnxruntime", 10, [LayerTime("e", "Erf", OTHER, False, 0, 1.0)])
+    assert [(r.op, r.verdict) for r in int8_payoff(fused, split)] == [("BiasGelu", "float only"), ("Erf", "INT8 only")]
     assert [float_op(op) for op in ("QGemm", "MatMulInteger", "QLinearMatMul", "Convolution:brgconv_avx2_I8",
                                     "FakeQuantize", "FullyConnectedQuantizedLegacy:jit_gemm_i8")] == [
         "Gemm", "MatMul", "MatMul", "Convolution", "quantize/dequantize", "FullyConnected"]

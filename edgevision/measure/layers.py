@@ -130,8 +130,14 @@ class Int8Payoff:
 
     @property
     def verdict(self) -> str:
-        """paid (INT8 made these layers faster here), lost (slower; quantize/dequantize is INT8's own cost), or
-        even (within PAYOFF_NOISE of each other: profiled calls differ that much from run to run)."""
+        """paid (INT8 made these layers faster here), lost (slower), even (within PAYOFF_NOISE: profiled calls
+        differ that much from run to run); cost for quantize/dequantize; float only / INT8 only for an operator
+        one graph runs and the other does not (a fusion the float graph has and the INT8 graph lost: BiasGelu
+        split into Erf, Mul, Add, Div around Q/DQ; OpenVINO's fused attention split into MatMul and Softmax)."""
+        if self.op == QUANTIZE:
+            return "cost"
+        if not self.int8_ms or not self.float_ms:
+            return "float only" if self.float_ms else "INT8 only"
         if abs(self.float_ms - self.int8_ms) <= PAYOFF_NOISE * max(self.float_ms, self.int8_ms):
             return "even"
         return "paid" if self.int8_ms < self.float_ms else "lost"
