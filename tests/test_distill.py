@@ -202,7 +202,7 @@ def test_distilled_student_learns_from_the_teacher_and_feeds_compress(tmp_path, 
     recipe = resolve({}, None, {"target": "onnx", "int8": True, "eval_limit": 100, "calib_size": 32,
                                 "benchmark_iters": 5})
     run = compress(loaded, test, recipe, tmp_path / "compressed", calib_source=source, progress=False)
-    assert {v["name"] for v in run.report["variants"]} >= {"fp32", "int8"}
+    assert {v["name"] for v in run.report.to_dict()["variants"]} >= {"fp32", "int8"}
 
 
 def test_distill_refuses_mismatched_pairs_and_finished_runs(tmp_path, teacher_path):
