@@ -278,7 +278,7 @@ def test_bundle_readme_says_the_guard_calibrated_on_more_images_only_when_it_did
 @needs_fashion_mnist
 def test_the_guards_of_every_int8_candidate_decode_the_evaluation_images_once(tmp_path, monkeypatch):
     from edgevision.data.loader import preprocess_each
-    from edgevision.pipeline.targets import cpu_guard
+    from edgevision.quantization import openvino_guard as cpu_guard
 
     calls = []
 
@@ -300,7 +300,7 @@ def test_the_guards_of_every_int8_candidate_decode_the_evaluation_images_once(tm
 def test_the_guards_check_on_the_sample_that_fits_their_memory_and_the_evaluation_uses_every_image(
         tmp_path, monkeypatch):
     from edgevision.data.loader import preprocess_each
-    from edgevision.pipeline.targets import cpu_guard
+    from edgevision.quantization import openvino_guard as cpu_guard
 
     calls = []
 
