@@ -125,7 +125,7 @@ def benchmark(model: str | Path | LoadedModel | None, *, runtime: str | None = N
     runner = model_runner(loaded, runtime, threads)
     # the profile first, so that a runtime without a profiler fails before the timing; it runs an instrumented
     # copy of the model, released before the timed calls
-    profiled = _layer_profiles(model, loaded, runner, float_model, batch) if layers else None
+    profiled = _layer_profiles(model, loaded, runner, threads, float_model, batch) if layers else None
     result = {"model": describe_model(loaded), **benchmark_runner(
         runner, loaded.spec.input_size, batch=batch, warmup=warmup, iters=iters, min_seconds=min_seconds,
         throughput_batch=throughput_batch or None).to_dict()}
@@ -136,12 +136,12 @@ def benchmark(model: str | Path | LoadedModel | None, *, runtime: str | None = N
     return result
 
 
-def _layer_profiles(model, loaded: LoadedModel, runner, float_model, batch: int):
+def _layer_profiles(model, loaded: LoadedModel, runner, threads: int, float_model, batch: int):
     """(the model's layer profile, its INT8-against-float comparison when it is an INT8 artifact with a float one)."""
     counterpart = float_counterpart(model, float_model) if isinstance(model, (str, Path)) else None
     if counterpart is None:
         return profile_layers(runner, loaded.spec.input_size, batch=batch), None
-    float_runner = model_runner(load_artifact(counterpart), runner.runtime, runner.info().threads)
+    float_runner = model_runner(load_artifact(counterpart), runner.runtime, threads)
     float_profile, profile = profile_pair(float_runner, runner, loaded.spec.input_size, batch=batch)
     return profile, Int8Comparison(str(counterpart), float_profile, profile)
 
