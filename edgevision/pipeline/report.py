@@ -9,7 +9,7 @@ docs/report.schema.json is `report_schema()`; the test suite validates every rep
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -234,8 +234,8 @@ class RunReport:
         return cls.from_dict(data, str(path))
 
 
-_FIELDS = {"model", "data", "variants", "target", "weights", "calibration", "max_drop", "guard", "benchmark",
-           "pruning", "selection", "status", "warnings", "timings_s", "run_dir", "schema_version"}
+# report.json's own top-level keys; any other is a target's section
+_FIELDS = {f.name for f in fields(RunReport)} - {"sections"}
 _LEGACY_ROLES = {("fp32", "pytorch"): Role.REFERENCE, ("pruned", "pytorch"): Role.PRUNED,
                  ("pruned, before recovery", "pytorch"): Role.PRUNED_BEFORE_RECOVERY}
 

@@ -88,12 +88,12 @@ def _onnxruntime(run: QuantizationRun, request: OnnxRuntimeRequest) -> list[Quan
     """Every format in one child process, then each held to the budget on its own."""
     qdq = run.settings(ort_qdq.QDQSettings)
     formats = list(request.outputs)
-    profiles = {request.outputs[fmt]: ort_qdq.PROFILES[ort_qdq.CPU_FORMATS[fmt]] for fmt in formats}
-    records = ort_qdq.quantize_qdq_formats(request.fp32_path, profiles, run.calibration(), qdq.calibration_method,
-                                           qdq.exclude_nodes)
+    profiles = {fmt: ort_qdq.PROFILES[ort_qdq.CPU_FORMATS[fmt]] for fmt in formats}
+    records = ort_qdq.quantize_qdq_formats(request.fp32_path, {request.outputs[f]: profiles[f] for f in formats},
+                                           run.calibration(), qdq.calibration_method, qdq.exclude_nodes)
     out = []
     for fmt, record in zip(formats, records):
-        path, quantize = request.outputs[fmt], partial(_ort_format, profile=ort_qdq.PROFILES[ort_qdq.CPU_FORMATS[fmt]])
+        path, quantize = request.outputs[fmt], partial(_ort_format, profile=profiles[fmt])
         if run.guard.max_drop is not None:
             fixes = [*format_fixes(fmt, formats, request.saturates_u8s8),
                      *calibration_fixes(quantize, qdq.calibration_method)]
