@@ -7,6 +7,7 @@ A full disk becomes a one-line error naming the path, and nothing is left behind
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import json
@@ -18,6 +19,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from edgevision.errors import EdgevisionError, OutputExistsError
+from edgevision.typed import to_data
 
 # Below this much free space a failure while writing is reported as a full disk: some libraries (OpenVINO's
 # IR writer) raise their own error types instead of OSError(ENOSPC).
@@ -63,9 +65,12 @@ def write_json(path: str | Path, data: Any) -> Path:
 
 
 def json_default(obj):
-    """numpy scalars and paths, which reports carry, and the typed records (`to_dict()`), as JSON values."""
+    """numpy scalars and paths, which reports carry, and the typed records (`to_dict()`, else any dataclass
+    through typed.to_data), as JSON values."""
     if hasattr(obj, "to_dict"):
         return obj.to_dict()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return to_data(obj)
     if isinstance(obj, (np.integer, np.floating)):
         return obj.item()
     if isinstance(obj, Path):

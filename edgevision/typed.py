@@ -18,6 +18,10 @@ from edgevision.errors import EdgevisionError
 
 T = TypeVar("T")
 JSON = Any  # plain data: what json.loads returns
+# A value JSON (or plain YAML) can hold, and a mapping of them: data whose keys are open by nature (a model's
+# constructor arguments, a fingerprint's inputs, a file before it is checked into its type), never an object.
+JSONValue = str | int | float | bool | None | list["JSONValue"] | dict[str, "JSONValue"]
+JSONObject = dict[str, JSONValue]
 PLURALS = {str: "strings", int: "integers", float: "numbers", bool: "booleans"}
 
 
@@ -32,10 +36,36 @@ def field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
 
 
+def omitted(**kwargs: Any) -> Any:
+    """A field that is None unless set, and then left out of the data (a record's key that only some runs have)."""
+    return dataclasses.field(default=None, metadata={"omit_none": True}, **kwargs)
+
+
+def transient(**kwargs: Any) -> Any:
+    """A field that is not data (arrays a computation keeps with its result): to_data leaves it out."""
+    return dataclasses.field(metadata={"data": False}, **kwargs)
+
+
+def flattened(**kwargs: Any) -> Any:
+    """A field holding a dataclass (or None) whose keys are written into its parent's, not under its own name."""
+    return dataclasses.field(default=None, metadata={"flatten": True}, **kwargs)
+
+
 def to_data(obj: Any) -> JSON:
-    """A dataclass (or list/dict of them, enums) as plain data: enums by value, fields in declaration order."""
+    """A dataclass (or list/dict of them, enums) as plain data: enums by value, fields in declaration order
+    (derived fields too; an `omitted` field only when set, a `flattened` one's keys in place of its own, a
+    `transient` one never)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_data(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
+        out = {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if f.metadata.get("data") is False or (value is None and f.metadata.get("omit_none")):
+                continue
+            if f.metadata.get("flatten"):
+                out.update(to_data(value) or {})
+            else:
+                out[f.name] = to_data(value)
+        return out
     if isinstance(obj, enum.Enum):
         return obj.value
     if isinstance(obj, dict):
