@@ -250,6 +250,7 @@ def test_cpu_guard_keeps_accuracy_controls_model_only_when_it_beats_the_best_tri
     is not the one kept. Real NNCF accuracy control; the guard's measure of its result is set."""
     from edgevision.quantization.budget import Guard
     from edgevision.quantization.openvino_guard import _accuracy_control
+    from edgevision.quantization.records import GuardSummary
     from edgevision.runtimes import openvino as ov_backend
 
     ctx = guard_context(tmp_path, 8)
@@ -257,21 +258,23 @@ def test_cpu_guard_keeps_accuracy_controls_model_only_when_it_beats_the_best_tri
     fp32 = ov_backend.convert(ctx.loaded.model, ctx.loaded.spec.input_size)
     items = validation_items(ctx, lambda: None, "openvino")
     best = Trial(60.0, "the best model tried", ctx.settings(NNCFSettings), ctx.calibration(), "full bias correction")
-    model, summary = _accuracy_control(ctx, fp32, items, best, {"path": []}, lambda m: controlled)
-    assert summary["kept"] == kept and summary["controlled_int8"] == controlled
-    assert summary["final_int8"] == max(controlled, 60.0)
+    started = GuardSummary("agreement", 0.0, len(items), 100.0, 60.0, needed=True)
+    model, summary = _accuracy_control(ctx, fp32, items, best, started, lambda m: controlled)
+    assert summary.kept == kept and summary.controlled_int8 == controlled
+    assert summary.final_int8 == max(controlled, 60.0)
     assert (model == "the best model tried") == (controlled < 60.0)
 
 
 def test_bundle_readme_says_the_guard_calibrated_on_more_images_only_when_it_did():
     from edgevision.pipeline.targets.jetson_readme import guard_line
+    from edgevision.quantization.records import GuardStep, GuardSummary
 
-    guard = {"needed": True, "held": True, "metric": "top1", "max_drop": 1.0, "float": 90.0, "plain_int8": 87.0,
-             "final_int8": 89.5, "path": [{"step": "as quantized", "calibration_images": 300}]}
-    assert "calibrated on 1200 images, it holds" in guard_line({**guard, "calibration_images": 1200})
-    same = guard_line({**guard, "calibration_images": 300, "excluded_nodes": ["/conv2/Conv"]})
+    guard = GuardSummary("top1", 1.0, 300, 90.0, 87.0, needed=True, path=[GuardStep("as quantized", 87.0, 300, None)],
+                         held=True, final_int8=89.5)
+    assert "calibrated on 1200 images, it holds" in guard_line(dataclasses.replace(guard, calibration_images=1200))
+    same = guard_line(dataclasses.replace(guard, calibration_images=300, excluded_nodes=["/conv2/Conv"]))
     assert "calibrated on" not in same and "1 node(s) left in float" in same and "`/conv2/Conv`" in same
-    missed = guard_line({**guard, "held": False, "final_int8": 87.0, "calibration_images": 300})
+    missed = guard_line(dataclasses.replace(guard, held=False, final_int8=87.0, calibration_images=300))
     assert "no step tried did better: it still misses the 1-point budget" in missed
 
 

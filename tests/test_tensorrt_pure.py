@@ -3,6 +3,7 @@ checker (one graph per broken rule), the engine-mismatch refusal. Plus the Tenso
 import json
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgevision.errors import EdgevisionError
 from edgevision.runtimes.tensorrt import (
+    DeviceIdentity,
     EngineMismatch,
     EngineOptions,
     check_engine_compat,
@@ -18,6 +20,7 @@ from edgevision.runtimes.tensorrt import (
     trtexec_args,
     write_build_files,
 )
+from edgevision.typed import to_data
 
 
 # --- trtexec arguments ---------------------------------------------------------------------------------
@@ -342,13 +345,15 @@ def test_a_conv_output_quantized_for_a_layernorm_passes():
 
 
 # --- engines built elsewhere are refused ------------------------------------------------------------------
-ORIN = {"tensorrt": "10.3.0", "gpu": "NVIDIA Jetson AGX Orin Developer Kit",
-        "l4t": "# R36 (release), REVISION: 3.0", "machine": "aarch64"}
+ORIN = DeviceIdentity("10.3.0", "NVIDIA Jetson AGX Orin Developer Kit", "# R36 (release), REVISION: 3.0", "aarch64")
 
 
-def test_engine_from_the_same_device_is_accepted():
-    check_engine_compat(ORIN, dict(ORIN))
-    check_engine_compat(ORIN, {**ORIN, "l4t": None})  # unknown here: nothing to compare
+def test_engine_from_the_same_device_is_accepted(tmp_path):
+    check_engine_compat(ORIN, replace(ORIN))
+    check_engine_compat(ORIN, replace(ORIN, l4t=None))  # unknown here: nothing to compare
+    meta = tmp_path / "model.engine.json"  # as build_engine.sh records it, with its decision beside
+    meta.write_text(json.dumps({**to_data(ORIN), "built_by": "build_engine.sh", "decision": {"precision": "int8"}}))
+    check_engine_compat(DeviceIdentity.of_engine(meta), ORIN)
 
 
 @pytest.mark.parametrize("key,value,what", [
@@ -357,7 +362,7 @@ def test_engine_from_the_same_device_is_accepted():
 ])
 def test_engine_mismatch_is_refused_with_the_fix(key, value, what):
     with pytest.raises(EngineMismatch) as err:
-        check_engine_compat(ORIN, {**ORIN, key: value}, "model.engine")
+        check_engine_compat(ORIN, replace(ORIN, **{key: value}), "model.engine")
     message = str(err.value)
     assert f"built with {what}" in message and "rebuild it on this device" in message
     assert err.value.exit_code == 3

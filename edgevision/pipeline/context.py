@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import numpy as np
 
@@ -20,7 +20,14 @@ from edgevision.models.loading import LoadedModel
 from edgevision.pipeline.recipe import Recipe
 from edgevision.pipeline.report import CalibrationInfo, Precision, Role, variant_key
 from edgevision.quantization.budget import Guard, GuardClock
+from edgevision.quantization.records import QuantizationRecord
 from edgevision.runtimes import Runner, runtime_info
+from edgevision.typed import JSONObject
+
+if TYPE_CHECKING:
+    from openvino import Model as OpenVINOModel  # openvino loads when a stage converts
+
+    FloatGraph = Path | OpenVINOModel  # the ONNX file ONNX Runtime runs, or the OpenVINO model
 
 S = TypeVar("S")
 MORE_CALIBRATION = 4  # the accuracy guard's "more calibration images" step: this many times the run's set
@@ -36,7 +43,7 @@ class Variant:
     precision: Precision = Precision.FP32
     files: list[Path] = field(default_factory=list)  # artifacts inside the run directory
     size_mb: float | None = None
-    quantization: dict[str, Any] | None = None  # what the quantizer did (settings, ops, excluded layers)
+    quantization: QuantizationRecord | None = None  # what the quantizer did (settings, ops, excluded layers)
     timed: bool | None = None  # None: as the runtime says (a simulation of another device is not timed)
 
     @property
@@ -71,13 +78,13 @@ class Context:
     warnings: list[str] = field(default_factory=list)
     calibration_info: CalibrationInfo | None = None
     pruning: PruningRecord | None = None  # what PruneAndRecover did
-    report_sections: dict[str, dict[str, Any]] = field(default_factory=dict)  # a target's own report.json sections
-    manifest_sections: dict[str, Any] = field(default_factory=dict)  # a target's own manifest.json sections
+    report_sections: dict[str, JSONObject] = field(default_factory=dict)  # a target's own report.json sections
+    manifest_sections: JSONObject = field(default_factory=dict)  # a target's own manifest.json sections
     graph_input: GraphInput | None = None
     cpu_profile: CpuProfile | None = None  # this machine's INT8 features and GEMM roofline
     guard: Guard = Guard(None, "off (asked)")  # the accuracy budget INT8 candidates are held to
     guard_clock: GuardClock = field(default_factory=GuardClock)  # how long the guards may take
-    float_graphs: dict[str, Any] = field(default_factory=dict)  # runtime -> float graph made for it (see below)
+    float_graphs: dict[str, FloatGraph] = field(default_factory=dict)  # runtime -> float graph made for it (below)
     guard_memo: dict[Any, Any] = field(default_factory=dict)  # what the accuracy guards compute once (see memo)
     _calibration: list[np.ndarray] | None = None
     _more_calibration: list[np.ndarray] | None = None  # the guard's larger set (more_calibration)
@@ -106,7 +113,7 @@ class Context:
         """A note for the report; the CLI prints each once, under the table (not also while the run goes on)."""
         self.warnings.append(message)
 
-    def float_graph(self, runtime: str, make: Callable[[], Any]) -> Any:
+    def float_graph(self, runtime: str, make: Callable[[], FloatGraph]) -> FloatGraph:
         """The float graph of the current model for `runtime`, made once: the INT8 stage quantizes the very
         graph the float stage measured, and makes it itself when no float stage ran."""
         if runtime not in self.float_graphs:

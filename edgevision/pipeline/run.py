@@ -95,7 +95,7 @@ def _variant_record(v: Variant, m: Measurements, ref: Variant) -> VariantRecord:
         latency_ms_p50=b and b.latency_ms_p50, latency_ms_p90=b and b.latency_ms_p90,
         latency_ms_p99=b and b.latency_ms_p99, speedup=b and ref_bench.latency_ms_p50 / b.latency_ms_p50,
         size_mb=v.size_mb, artifact=str(v.files[0].name) if v.files else None, runner=v.runner.info(),
-        quantization=v.quantization or None)
+        quantization=to_data(v.quantization))
 
 
 def _report(ctx: Context, m: Measurements) -> RunReport:
@@ -175,7 +175,7 @@ def _write_run_files(ctx: Context, report: RunReport, save_model: bool) -> None:
     })
 
 
-def runner_options(report: RunReport) -> dict[str, dict[str, Any]]:
+def runner_options(report: RunReport) -> dict[str, dict[str, str]]:
     """{artifact: runner settings} for a selected variant that runs its artifact in other than the default way
     (OpenVINO INT8 with its float layers in bf16), so that evaluate, benchmark and deployment run it as checked."""
     selected = report.selected

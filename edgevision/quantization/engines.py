@@ -3,7 +3,7 @@ help and the TensorRT bundle. Each takes (float ONNX, output path, calibration i
 nodes to keep in float) and returns what it did, for the report and the manifest."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -13,8 +13,9 @@ from edgevision.errors import EdgevisionError
 from edgevision.quantization import modelopt as modelopt_qdq
 from edgevision.quantization import onnxruntime as ort_qdq
 from edgevision.quantization.engine_names import EDGEVISION_ENGINE, MODELOPT_ENGINE
+from edgevision.quantization.records import QDQRecord
 
-Quantize = Callable[[Path, Path, Sequence[np.ndarray], str, Sequence[str]], dict[str, Any]]
+Quantize = Callable[[Path, Path, Sequence[np.ndarray], str, Sequence[str]], QDQRecord]
 
 
 @dataclass(frozen=True)
@@ -33,9 +34,9 @@ class QDQEngine:
         return True
 
 
-def _edgevision(fp32_path, out_path, calibration, method, exclude) -> dict[str, Any]:
-    info = ort_qdq.quantize_qdq(fp32_path, out_path, calibration, ort_qdq.PROFILES["tensorrt"], method, exclude)
-    return {"engine": EDGEVISION_ENGINE, **info}
+def _edgevision(fp32_path, out_path, calibration, method, exclude) -> QDQRecord:
+    record = ort_qdq.quantize_qdq(fp32_path, out_path, calibration, ort_qdq.PROFILES["tensorrt"], method, exclude)
+    return replace(record, engine=EDGEVISION_ENGINE)
 
 
 QDQ_ENGINES: dict[str, QDQEngine] = {

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import importlib.metadata
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from edgevision.errors import EdgevisionError
 from edgevision.quantization.engine_names import MODELOPT_ENGINE
-from edgevision.quantization.onnxruntime import float_fanout, last_line, run_quantize_job
+from edgevision.quantization.onnxruntime import JobOutput, QuantizeJob, float_fanout, last_line, run_quantize_job
+from edgevision.quantization.records import QDQRecord
 from edgevision.runtimes.onnxruntime import count_ops
 from edgevision.runtimes.tensorrt import float_readers
 
@@ -53,13 +54,13 @@ def check_modelopt(calibrate_method: str = "minmax") -> str:
 
 
 def quantize_qdq(fp32_path: Path, out_path: Path, calibration: Sequence[np.ndarray], calibrate_method: str = "minmax",
-                 exclude_nodes: Sequence[str] = ()) -> dict[str, Any]:
+                 exclude_nodes: Sequence[str] = ()) -> QDQRecord:
     """INT8 Q/DQ ONNX by Model Optimizer (in a child process, quantization/worker.py); returns what was done."""
     import onnx
 
     version = check_modelopt(calibrate_method)
-    job = {"engine": MODELOPT_ENGINE, "fp32": str(Path(fp32_path).resolve()), "out": str(Path(out_path).resolve()),
-           "method": CALIBRATION[calibrate_method], "exclude": list(exclude_nodes)}
+    job = QuantizeJob(MODELOPT_ENGINE, str(Path(fp32_path).resolve()), CALIBRATION[calibrate_method],
+                      list(exclude_nodes), [JobOutput(str(Path(out_path).resolve()))])
     done = run_quantize_job(job, calibration)
     if done.returncode != 0:
         raise EdgevisionError(f"Model Optimizer quantization failed: {last_line(done.stderr)}",
@@ -70,8 +71,7 @@ def quantize_qdq(fp32_path: Path, out_path: Path, calibration: Sequence[np.ndarr
         float_fanout(model, {n.name for n in model.graph.node} - readers)
         onnx.save(model, str(out_path))
     ops = count_ops(model)
-    return {"engine": MODELOPT_ENGINE, "modelopt_version": version, "profile": "modelopt", "activations": "int8",
-            "weights": "int8 per-channel", "calibration_method": calibrate_method,
-            "calibration_images": len(calibration), "quantize_linear_ops": ops.get("QuantizeLinear", 0),
-            "dequantize_linear_ops": ops.get("DequantizeLinear", 0), "quantized_op_types": "modelopt default",
-            "excluded_nodes": list(exclude_nodes), "float_inputs_restored": sorted(readers)}
+    return QDQRecord("modelopt", "int8", "int8 per-channel", calibrate_method, len(calibration),
+                     ops.get("QuantizeLinear", 0), ops.get("DequantizeLinear", 0), "modelopt default",
+                     list(exclude_nodes), engine=MODELOPT_ENGINE, modelopt_version=version,
+                     float_inputs_restored=sorted(readers))

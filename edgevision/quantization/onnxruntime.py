@@ -15,7 +15,7 @@ import json
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,8 +23,9 @@ import numpy as np
 
 from edgevision.errors import EdgevisionError
 from edgevision.quantization.engine_names import EDGEVISION_ENGINE
+from edgevision.quantization.records import QDQRecord
 from edgevision.runtimes.onnxruntime import count_ops
-from edgevision.typed import allowed
+from edgevision.typed import allowed, to_data
 
 
 @dataclass
@@ -77,14 +78,33 @@ class QDQSettings:
     exclude_nodes: list[str] = field(default_factory=list)  # nodes kept in float
 
 
+@dataclass
+class JobOutput:
+    out: str  # the Q/DQ graph to write
+    nodes: list[str] | None = None  # the nodes to quantize (None: every node of the profile's op types)
+    profile: QDQProfile | None = None  # ONNX Runtime's (Model Optimizer has its own placement)
+
+
+@dataclass
+class QuantizeJob:
+    """What quantization/worker.py is asked to do, as its job.json."""
+
+    engine: str  # engine_names: EDGEVISION_ENGINE (ONNX Runtime) or MODELOPT_ENGINE
+    fp32: str
+    method: str  # the calibration method, as the engine names it
+    exclude: list[str]
+    outputs: list[JobOutput]
+    calibration: str = ""  # the .npy of calibration images (N x C x H x W), set by run_quantize_job
+
+
 def quantize_qdq(fp32_path: Path, out_path: Path, calibration: Sequence[np.ndarray], profile: QDQProfile,
-                 calibrate_method: str = "minmax", exclude_nodes: Sequence[str] = ()) -> dict[str, Any]:
+                 calibrate_method: str = "minmax", exclude_nodes: Sequence[str] = ()) -> QDQRecord:
     """Static INT8 quantization of an ONNX file with ONNX Runtime; returns what was done, for the report."""
     return quantize_qdq_formats(fp32_path, {out_path: profile}, calibration, calibrate_method, exclude_nodes)[0]
 
 
 def quantize_qdq_formats(fp32_path: Path, outputs: dict[Path, QDQProfile], calibration: Sequence[np.ndarray],
-                         calibrate_method: str = "minmax", exclude_nodes: Sequence[str] = ()) -> list[dict[str, Any]]:
+                         calibrate_method: str = "minmax", exclude_nodes: Sequence[str] = ()) -> list[QDQRecord]:
     """quantize_qdq for several profiles of one float graph, in order: one child process pre-processes the graph
     once for all of them (its start, imports and ONNX Runtime's pre-processing took about a third of each).
 
@@ -96,19 +116,19 @@ def quantize_qdq_formats(fp32_path: Path, outputs: dict[Path, QDQProfile], calib
     fp32_path = Path(fp32_path).resolve()
     graph = onnx.load(str(fp32_path), load_external_data=False)
     outputs = {Path(out).resolve(): profile for out, profile in outputs.items()}
-    job = {"engine": EDGEVISION_ENGINE, "fp32": str(fp32_path), "method": calibrate_method, "exclude": list(exclude_nodes),
-           "outputs": [{"out": str(out), "nodes": _nodes_to_quantize(graph, profile), "profile": asdict(profile)}
-                       for out, profile in outputs.items()]}
+    job = QuantizeJob(EDGEVISION_ENGINE, str(fp32_path), calibrate_method, list(exclude_nodes),
+                      [JobOutput(str(out), _nodes_to_quantize(graph, profile), profile)
+                       for out, profile in outputs.items()])
     done = run_quantize_job(job, calibration)
     if done.returncode != 0:
         raise EdgevisionError(f"ONNX Runtime quantization failed: {last_line(done.stderr)}",
                               "exclude the failing node with qdq.exclude_nodes, or use --target cpu (OpenVINO)")
-    return [_finish_qdq(out, profile, entry["nodes"], calibration, calibrate_method, exclude_nodes)
-            for (out, profile), entry in zip(outputs.items(), job["outputs"])]
+    return [_finish_qdq(out, profile, entry.nodes, calibration, calibrate_method, exclude_nodes)
+            for (out, profile), entry in zip(outputs.items(), job.outputs)]
 
 
 def _finish_qdq(out_path: Path, profile: QDQProfile, nodes, calibration, calibrate_method: str,
-                exclude_nodes: Sequence[str]) -> dict[str, Any]:
+                exclude_nodes: Sequence[str]) -> QDQRecord:
     """The TensorRT profile's float fan-out fix, and what was done, for the report."""
     import onnx
 
@@ -117,21 +137,18 @@ def _finish_qdq(out_path: Path, profile: QDQProfile, nodes, calibration, calibra
         float_fanout(quantized, set(nodes or ()) - set(exclude_nodes))
         onnx.save(quantized, str(out_path))
     ops = count_ops(onnx.load(str(out_path)))
-    return {"profile": profile.name, "activations": profile.activation_type, "weights": "int8 per-channel",
-            "calibration_method": calibrate_method, "calibration_images": len(calibration),
-            "quantize_linear_ops": ops.get("QuantizeLinear", 0),
-            "dequantize_linear_ops": ops.get("DequantizeLinear", 0),
-            "quantized_op_types": list(profile.op_types) if profile.op_types else "onnxruntime default",
-            "excluded_nodes": list(exclude_nodes)}
+    return QDQRecord(profile.name, profile.activation_type, "int8 per-channel", calibrate_method, len(calibration),
+                     ops.get("QuantizeLinear", 0), ops.get("DequantizeLinear", 0),
+                     list(profile.op_types) if profile.op_types else "onnxruntime default", list(exclude_nodes))
 
 
-def run_quantize_job(job: dict[str, Any], calibration: Sequence[np.ndarray]) -> subprocess.CompletedProcess:
+def run_quantize_job(job: QuantizeJob, calibration: Sequence[np.ndarray]) -> subprocess.CompletedProcess:
     """Run one job of quantization/worker.py in a child process inside a scratch folder: the caller's working
     directory, logging and stdout stay as they were."""
     with tempfile.TemporaryDirectory(prefix="edgevision-qdq-") as scratch:
-        job = {**job, "calibration": str(Path(scratch) / "calibration.npy")}
-        np.save(job["calibration"], np.concatenate([np.asarray(x, dtype=np.float32) for x in calibration]))
-        (Path(scratch) / "job.json").write_text(json.dumps(job), encoding="utf-8")
+        job = replace(job, calibration=str(Path(scratch) / "calibration.npy"))
+        np.save(job.calibration, np.concatenate([np.asarray(x, dtype=np.float32) for x in calibration]))
+        (Path(scratch) / "job.json").write_text(json.dumps(to_data(job)), encoding="utf-8")
         return subprocess.run([sys.executable, "-m", "edgevision.quantization.worker", "job.json"],
                               cwd=scratch, capture_output=True, text=True)
 

@@ -21,9 +21,9 @@ from edgevision.data.sources import ImageSource, sample
 from edgevision.quantization import openvino as nncf_ov
 from edgevision.quantization.budget import GuardOutOfTime
 from edgevision.quantization.openvino import NNCFSettings
+from edgevision.quantization.records import GuardStep, GuardSummary
 from edgevision.quantization.run import QuantizationRun
 from edgevision.runtimes import create_runner
-from edgevision.typed import to_data
 
 # NNCF's own default subset_size: below it, ranges from too few images are tried first (steps_after_preset).
 # Measured: efficientnet_lite_mini calibrated on 4 images lost 11.5 points; 3 settings on them did not help
@@ -120,7 +120,7 @@ def metric_name(ctx: QuantizationRun) -> str:
     return "top1" if ctx.eval_source.labels is not None else "agreement"
 
 
-def guard_int8(ctx: QuantizationRun, fp32, plain, calibration) -> tuple[Any, dict[str, Any]]:
+def guard_int8(ctx: QuantizationRun, fp32, plain, calibration) -> tuple[Any, GuardSummary]:
     """The first INT8 model that holds ctx.guard's budget (or accuracy control's), and the path taken."""
     max_drop = ctx.guard.max_drop
     q = ctx.settings(NNCFSettings)
@@ -132,14 +132,12 @@ def guard_int8(ctx: QuantizationRun, fp32, plain, calibration) -> tuple[Any, dic
         return score(create_runner("openvino", model, threads=ctx.threads), items)
 
     plain_metric = measure(plain)
-    summary = {"metric": metric_name(ctx), "max_drop": max_drop,
-               "images": len(items), "float": float_metric, "plain_int8": plain_metric,
-               "needed": float_metric - plain_metric > max_drop,
-               "path": [{"step": "preset", "settings": to_data(q), "int8": plain_metric,
-                          "calibration_images": len(calibration), "seconds": None}]}
-    if not summary["needed"]:
+    summary = GuardSummary(metric_name(ctx), max_drop, len(items), float_metric, plain_metric,
+                           needed=float_metric - plain_metric > max_drop,
+                           path=[GuardStep("preset", plain_metric, len(calibration), None, settings=q)])
+    if not summary.needed:
         return plain, summary
-    ctx.log(f"plain INT8 loses {float_metric - plain_metric:.2f} points of {summary['metric']} (budget {max_drop}): "
+    ctx.log(f"plain INT8 loses {float_metric - plain_metric:.2f} points of {summary.metric} (budget {max_drop}): "
             "trying the next settings")
     t0 = time.perf_counter()
     tried = [Trial(plain_metric, plain, q, calibration)]
@@ -148,7 +146,7 @@ def guard_int8(ctx: QuantizationRun, fp32, plain, calibration) -> tuple[Any, dic
             model = _ladder(ctx, fp32, items, tried, summary, measure)
         except GuardOutOfTime as stop:
             model = _stopped(ctx, summary, stop.step, _best(tried))
-    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    summary.seconds = round(time.perf_counter() - t0, 2)
     return model, summary
 
 
@@ -156,27 +154,31 @@ def _best(tried: list["Trial"]) -> "Trial":
     return max(tried, key=lambda t: t.metric)
 
 
-def _stopped(ctx: QuantizationRun, summary: dict[str, Any], step: str, best: "Trial"):
+def _stopped(ctx: QuantizationRun, summary: GuardSummary, step: str, best: "Trial"):
     """The best tried when the guards' time ran out, recorded and said."""
-    summary["stopped"] = ctx.guard_clock.stopped_line(step)
-    summary.update(final_int8=best.metric, settings=to_data(best.settings), calibration_images=len(best.calibration),
-                   kept=best.step)
-    ctx.warn(f"int8/openvino: the accuracy guard {summary['stopped']}")
+    summary.stopped = ctx.guard_clock.stopped_line(step)
+    _kept(summary, best.metric, best.settings, best.calibration, best.step)
+    ctx.warn(f"int8/openvino: the accuracy guard {summary.stopped}")
     return best.model
 
 
-def _ladder(ctx: QuantizationRun, fp32, items, tried: list["Trial"], summary: dict[str, Any], measure):
+def _kept(summary: GuardSummary, metric: float, settings: NNCFSettings, calibration: list, step: str | None) -> None:
+    summary.final_int8, summary.settings, summary.calibration_images = metric, settings, len(calibration)
+    summary.kept = step
+
+
+def _ladder(ctx: QuantizationRun, fp32, items, tried: list["Trial"], summary: GuardSummary, measure):
     """The settings ladder, each step appended to `tried`, then accuracy control; the first model that holds."""
-    max_drop, q, float_metric = ctx.guard.max_drop, ctx.settings(NNCFSettings), summary["float"]
+    q = ctx.settings(NNCFSettings)
     for name, settings, images in steps_after_preset(ctx, q, tried[0].calibration, lambda: _best(tried)):
         ctx.guard_clock.check(name)
         t0 = time.perf_counter()
         model = nncf_ov.quantize(fp32, images, settings)
         tried.append(Trial(measure(model), model, settings, images, name))
-        summary["path"].append({"step": name, "settings": to_data(settings), "int8": tried[-1].metric,
-                                "calibration_images": len(images), "seconds": round(time.perf_counter() - t0, 2)})
-        if float_metric - tried[-1].metric <= max_drop:
-            summary.update(final_int8=tried[-1].metric, settings=to_data(settings), calibration_images=len(images))
+        summary.path.append(GuardStep(name, tried[-1].metric, len(images), round(time.perf_counter() - t0, 2),
+                                      settings=settings))
+        if summary.holds(tried[-1].metric):
+            _kept(summary, tried[-1].metric, settings, images, None)
             return model
     ctx.guard_clock.check("NNCF accuracy control")
     model, _ = _accuracy_control(ctx, fp32, items, _best(tried), summary, measure)
@@ -215,14 +217,13 @@ def _accuracy_control(ctx: QuantizationRun, fp32, items, best: Trial, summary, m
     controlled = nncf_ov.quantize_with_accuracy_control(fp32, best.calibration, items, metric,
                                                            ctx.guard.max_drop, best.settings)
     value = measure(controlled)
-    summary["path"].append({"step": "NNCF accuracy control", "settings": to_data(best.settings), "int8": value,
-                            "calibration_images": len(best.calibration),
-                            "seconds": round(time.perf_counter() - t0, 2)})
-    summary.update(controlled_int8=value, settings=to_data(best.settings), calibration_images=len(best.calibration))
+    summary.path.append(GuardStep("NNCF accuracy control", value, len(best.calibration),
+                                  round(time.perf_counter() - t0, 2), settings=best.settings))
+    summary.controlled_int8 = value
     if value < best.metric:
         ctx.log(f"NNCF accuracy control ended below the best setting tried ({value:.2f} < {best.metric:.2f}): "
                 f"keeping that ({best.step})")
-        summary.update(final_int8=best.metric, kept=best.step)
+        _kept(summary, best.metric, best.settings, best.calibration, best.step)
         return best.model, summary
-    summary.update(final_int8=value, kept="NNCF accuracy control")
+    _kept(summary, value, best.settings, best.calibration, "NNCF accuracy control")
     return controlled, summary

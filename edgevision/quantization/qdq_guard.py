@@ -23,7 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -32,6 +32,7 @@ from edgevision.quantization.budget import GuardOutOfTime
 from edgevision.quantization.engines import Quantize
 from edgevision.quantization.onnxruntime import QDQSettings
 from edgevision.quantization.openvino_guard import logits, metric_name, validation_items
+from edgevision.quantization.records import GuardRanking, GuardStep, GuardSummary, RankedNode
 from edgevision.quantization.run import QuantizationRun
 from edgevision.quantization.sensitivity import RankingOutOfTime, rank_by_sensitivity
 from edgevision.runtimes import create_runner
@@ -124,7 +125,7 @@ class Candidate:
 
 
 def guard_qdq(ctx: QuantizationRun, quantize: Quantize, float_path: Path, model_path: Path,
-              fixes: Sequence[Fix] = ()) -> dict[str, Any]:
+              fixes: Sequence[Fix] = ()) -> GuardSummary:
     """Hold model_path (the Q/DQ graph `quantize` made of float_path) to ctx.guard's budget; returns the path
     taken. model_path is replaced by the first graph that holds (else by the best tried). `fixes`: the format's
     own remedies (format_fixes of ort_int8, calibration_fixes), tried in order after the exclusion ladder."""
@@ -135,14 +136,13 @@ def guard_qdq(ctx: QuantizationRun, quantize: Quantize, float_path: Path, model_
         create_runner("onnxruntime", float_path, threads=ctx.threads), [x for x, _ in items]))
     float_metric = float(np.mean(reference.argmax(1) == np.array([t for _, t in items]))) * 100
     plain = _measure_of(ctx, items, reference)(model_path)
-    summary = {"metric": metric_name(ctx), "max_drop": ctx.guard.max_drop, "images": len(items),
-               "float": float_metric, "plain_int8": plain.metric,
-               "needed": float_metric - plain.metric > ctx.guard.max_drop,
-               "path": [{"step": "as quantized", "excluded": list(qdq.exclude_nodes), "int8": plain.metric,
-                         "kl": plain.mean_kl, "calibration_images": len(ctx.calibration()), "seconds": None}]}
-    if not summary["needed"]:
+    summary = GuardSummary(metric_name(ctx), ctx.guard.max_drop, len(items), float_metric, plain.metric,
+                           needed=float_metric - plain.metric > ctx.guard.max_drop,
+                           path=[GuardStep("as quantized", plain.metric, len(ctx.calibration()), None,
+                                           excluded=list(qdq.exclude_nodes), kl=plain.mean_kl)])
+    if not summary.needed:
         return summary
-    ctx.log(f"the Q/DQ graph loses {float_metric - plain.metric:.2f} points of {summary['metric']} (budget "
+    ctx.log(f"the Q/DQ graph loses {float_metric - plain.metric:.2f} points of {summary.metric} (budget "
             f"{ctx.guard.max_drop}): trying more calibration images, float for its most damaging nodes, then the "
             "format's own fixes")
     guard = _QDQGuard(ctx, quantize, float_path, model_path, (items, reference), summary,
@@ -153,9 +153,9 @@ def guard_qdq(ctx: QuantizationRun, quantize: Quantize, float_path: Path, model_
         try:
             guard.run(fixes)
         except GuardOutOfTime as stop:
-            summary["stopped"] = ctx.guard_clock.stopped_line(stop.step)
-            ctx.warn(f"{model_path.name}: the accuracy guard {summary['stopped']}")
-    summary["seconds"] = round(time.perf_counter() - t0, 2)
+            summary.stopped = ctx.guard_clock.stopped_line(stop.step)
+            ctx.warn(f"{model_path.name}: the accuracy guard {summary.stopped}")
+    summary.seconds = round(time.perf_counter() - t0, 2)
     _keep(guard.best, model_path, summary)
     return summary
 
@@ -163,28 +163,27 @@ def guard_qdq(ctx: QuantizationRun, quantize: Quantize, float_path: Path, model_
 class _QDQGuard:
     """The steps of one guard, sharing the graph, the measure and the best candidate so far."""
 
-    def __init__(self, ctx: QuantizationRun, quantize: Quantize, float_path: Path, model_path: Path, checked, summary,
-                 plain: Candidate):
+    def __init__(self, ctx: QuantizationRun, quantize: Quantize, float_path: Path, model_path: Path, checked,
+                 summary: GuardSummary, plain: Candidate):
         """`checked`: (the guard's items, the float graph's logits on them)."""
         self.ctx, self.quantize, self.float_path, self.model_path = ctx, quantize, float_path, model_path
         self.items, self.reference = checked
         self.measure, self.summary, self.best = _measure_of(ctx, *checked), summary, plain
 
     def holds(self, c: Candidate) -> bool:
-        return self.summary["float"] - c.metric <= self.ctx.guard.max_drop
+        return self.summary.holds(c.metric)
 
     def attempt(self, name: str, excluded: list[str], calibration, quantize: Quantize | None = None,
                 method: str | None = None) -> Candidate:
         """Quantize once more (after checking the clock) and record it; the best so far is kept."""
         self.ctx.guard_clock.check(name)
         t0, qdq = time.perf_counter(), self.ctx.settings(QDQSettings)
-        path = self.model_path.with_name(f".guard-{len(self.summary['path'])}.onnx")
+        path = self.model_path.with_name(f".guard-{len(self.summary.path)}.onnx")
         exclude, method = sorted({*qdq.exclude_nodes, *excluded}), method or self.best.method
         (quantize or self.quantize)(self.float_path, path, calibration, method, exclude)
         tried = Candidate(self.measure(path), path, exclude, calibration, method, name)
-        self.summary["path"].append({"step": name, "excluded": exclude, "int8": tried.metric,
-                                     "kl": tried.measured.mean_kl, "calibration_images": len(calibration),
-                                     "seconds": round(time.perf_counter() - t0, 2)})
+        self.summary.path.append(GuardStep(name, tried.metric, len(calibration), round(time.perf_counter() - t0, 2),
+                                           excluded=exclude, kl=tried.measured.mean_kl))
         self.best = max(self.best, tried, key=lambda c: (c.metric, -c.measured.mean_kl))
         return tried
 
@@ -198,8 +197,8 @@ class _QDQGuard:
             best = self.best
             if self.holds(self.attempt(fix.name, best.excluded, best.calibration, fix.quantize, fix.method)):
                 return
-        tried = ", ".join(s["step"] for s in self.summary["path"][1:])
-        self.summary["gave_up"] = (f"no step held the budget (tried: {tried}); kept the best: {self.best.step}")
+        tried = ", ".join(s.step for s in self.summary.path[1:])
+        self.summary.gave_up = f"no step held the budget (tried: {tried}); kept the best: {self.best.step}"
 
     def _exclusion_ladder(self) -> bool:
         """Rank the best graph's compute nodes by KL and leave the most damaging in float, 1, 2, 4, ...: True when
@@ -216,10 +215,9 @@ class _QDQGuard:
                                          onnx.load(str(self.float_path)), deadline=self.ctx.guard_clock.deadline())
         except RankingOutOfTime as e:
             raise GuardOutOfTime(f"ranking the quantized nodes ({e.ranked} of {e.total} done)") from None
-        self.summary["ranking"] = {"seconds": round(time.perf_counter() - t0, 2), "images": len(rank_items),
-                                   "measure": "mean KL of the softmax against the float graph",
-                                   "nodes": len(ranked),
-                                   "top": [{"node": n, "kl_with_only_it_int8": v} for n, v in ranked[:10]]}
+        self.summary.ranking = GuardRanking(round(time.perf_counter() - t0, 2), len(rank_items),
+                                            "mean KL of the softmax against the float graph", len(ranked),
+                                            [RankedNode(n, v) for n, v in ranked[:10]])
         op_types = {n.name: n.op_type for n in graph.graph.node}
         closest, stalled = base.measured.kl, 0
         for name, excluded in exclusion_steps([n for n, _ in ranked], op_types):
@@ -230,7 +228,7 @@ class _QDQGuard:
             if stalled == 0:
                 closest = tried.measured.kl
             elif stalled == STALLED:
-                self.summary["ladder_stopped"] = (
+                self.summary.ladder_stopped = (
                     f"{STALLED} steps in a row, up to {name}, did not bring the graph closer to the float one beyond "
                     f"the noise of {len(self.items)} images (mean KL {float(closest.mean()):.4f} at best, "
                     f"{tried.measured.mean_kl:.4f} last): the loss is not in a few nodes")
@@ -238,15 +236,13 @@ class _QDQGuard:
         return False
 
 
-def _keep(best: Candidate, model_path: Path, summary: dict[str, Any]) -> None:
+def _keep(best: Candidate, model_path: Path, summary: GuardSummary) -> None:
     """Move the best graph tried into model_path and remove the other candidates."""
     if best.path != model_path:
         shutil.move(str(best.path), str(model_path))
-        summary["excluded_nodes"] = best.excluded
-    summary["calibration_images"] = len(best.calibration)
-    summary["calibration_method"] = best.method
-    summary["kept"] = best.step
+        summary.excluded_nodes = best.excluded
+    summary.calibration_images, summary.calibration_method = len(best.calibration), best.method
+    summary.kept = best.step
     for leftover in model_path.parent.glob(".guard-*.onnx"):
         leftover.unlink()
-    summary["final_int8"] = best.metric
-    summary["held"] = summary["float"] - best.metric <= summary["max_drop"]
+    summary.final_int8, summary.held = best.metric, summary.holds(best.metric)

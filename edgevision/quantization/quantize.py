@@ -12,7 +12,7 @@ kernels in some formats, an ONNX graph for TensorRT by a Q/DQ engine); runtimes 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -22,17 +22,15 @@ from edgevision.quantization import openvino as nncf_ov
 from edgevision.quantization.engines import QDQ_ENGINES
 from edgevision.quantization.openvino_guard import guard_int8
 from edgevision.quantization.qdq_guard import Fix, calibration_fixes, guard_qdq
+from edgevision.quantization.records import NNCFRecord, QDQRecord, QuantizationRecord
 from edgevision.quantization.run import QuantizationRun
 from edgevision.runtimes import openvino as ov_runtime
-from edgevision.typed import to_data
-
-Record = dict[str, Any]  # what a quantization did (settings, ops, excluded layers, its guard's path): report data
 
 
 @dataclass
 class Quantized:
     model: Any  # an OpenVINO model, or the path of the Q/DQ ONNX written
-    record: Record
+    record: QuantizationRecord
 
 
 @dataclass
@@ -75,12 +73,11 @@ def _openvino(run: QuantizationRun, request: OpenVINORequest) -> list[Quantized]
     run.log(f"quantizing with {len(calibration)} calibration images ({q.preset}, model_type {q.model_type})")
     int8 = nncf_ov.quantize(request.fp32, calibration, q)
     quantized = nncf_ov.fake_quantized_layers(int8)
-    record: Record = {"settings": to_data(q), "fake_quantize_ops": ov_runtime.count_ops(int8).get("FakeQuantize", 0),
-                      "layers_returned_to_float": []}
+    record = NNCFRecord(q, ov_runtime.count_ops(int8).get("FakeQuantize", 0))
     if run.guard.max_drop is not None:
-        int8, record["accuracy_control"] = guard_int8(run, request.fp32, int8, calibration)
-        record["layers_returned_to_float"] = sorted(set(quantized) - set(nncf_ov.fake_quantized_layers(int8)))
-        record["fake_quantize_ops"] = ov_runtime.count_ops(int8).get("FakeQuantize", 0)
+        int8, record.accuracy_control = guard_int8(run, request.fp32, int8, calibration)
+        record.layers_returned_to_float = sorted(set(quantized) - set(nncf_ov.fake_quantized_layers(int8)))
+        record.fake_quantize_ops = ov_runtime.count_ops(int8).get("FakeQuantize", 0)
     return [Quantized(int8, record)]
 
 
@@ -98,7 +95,7 @@ def _onnxruntime(run: QuantizationRun, request: OnnxRuntimeRequest) -> list[Quan
             fixes = [*format_fixes(fmt, formats, request.saturates_u8s8),
                      *calibration_fixes(quantize, qdq.calibration_method)]
             _guard_qdq(run, record, quantize, request.fp32_path, path, fixes)
-        out.append(Quantized(path, {**record, "format": fmt}))
+        out.append(Quantized(path, replace(record, format=fmt)))
     return out
 
 
@@ -112,9 +109,11 @@ def _tensorrt(run: QuantizationRun, request: TensorRTRequest) -> list[Quantized]
     return [Quantized(request.out_path, record)]
 
 
-def _guard_qdq(run: QuantizationRun, record: Record, quantize, fp32_path: Path, path: Path, fixes: list[Fix]) -> None:
-    record["accuracy_guard"] = guard_qdq(run, quantize, fp32_path, path, fixes)
-    record["excluded_nodes"] = record["accuracy_guard"].get("excluded_nodes", record["excluded_nodes"])
+def _guard_qdq(run: QuantizationRun, record: QDQRecord, quantize, fp32_path: Path, path: Path,
+               fixes: list[Fix]) -> None:
+    record.accuracy_guard = guard_qdq(run, quantize, fp32_path, path, fixes)
+    if record.accuracy_guard.excluded_nodes is not None:
+        record.excluded_nodes = record.accuracy_guard.excluded_nodes
 
 
 def format_fixes(fmt: str, built: list[str], saturates_u8s8: bool) -> list[Fix]:
@@ -126,7 +125,7 @@ def format_fixes(fmt: str, built: list[str], saturates_u8s8: bool) -> list[Fix]:
     return [Fix("7-bit weights (reduce_range)", partial(_ort_format, profile=rr))]
 
 
-def _ort_format(fp32_path, out_path, calibration, method, exclude, *, profile) -> Record:
+def _ort_format(fp32_path, out_path, calibration, method, exclude, *, profile) -> QDQRecord:
     return ort_qdq.quantize_qdq(fp32_path, out_path, calibration, profile, method, exclude)
 
 

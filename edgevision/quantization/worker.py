@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from edgevision.quantization.engine_names import EDGEVISION_ENGINE, MODELOPT_ENGINE
-from edgevision.quantization.onnxruntime import QDQProfile
+from edgevision.quantization.onnxruntime import JobOutput, QuantizeJob
+from edgevision.typed import from_data
 
 
 def prepare(src: str, dst: str) -> None:
@@ -33,21 +33,21 @@ def prepare(src: str, dst: str) -> None:
         quant_pre_process(src, dst, skip_symbolic_shape=True)
 
 
-def quantize_onnxruntime(job: dict[str, Any], images: np.ndarray) -> None:
-    """Each of job["outputs"] ({out, nodes, profile}) from one pre-processed copy of the float graph."""
+def quantize_onnxruntime(job: QuantizeJob, images: np.ndarray) -> None:
+    """Each of job.outputs from one pre-processed copy of the float graph."""
     import onnx
 
     prepared = str(Path("prepared.onnx").resolve())
-    prepare(job["fp32"], prepared)
+    prepare(job.fp32, prepared)
     input_name = onnx.load(prepared, load_external_data=False).graph.input[0].name
-    for output in job["outputs"]:
-        _quantize_static(prepared, input_name, {**job, **output}, images)
+    for output in job.outputs:
+        _quantize_static(prepared, input_name, job, output, images)
 
 
-def _quantize_static(prepared: str, input_name: str, job: dict[str, Any], images: np.ndarray) -> None:
+def _quantize_static(prepared: str, input_name: str, job: QuantizeJob, output: JobOutput, images: np.ndarray) -> None:
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, quantize_static
 
-    profile = QDQProfile(**{**job["profile"], "op_types": tuple(job["profile"]["op_types"] or ()) or None})
+    profile = output.profile
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -58,20 +58,21 @@ def _quantize_static(prepared: str, input_name: str, job: dict[str, Any], images
             return None if item is None else {input_name: np.ascontiguousarray(item[None], dtype=np.float32)}
 
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile}[job["method"]]
-    quantize_static(prepared, job["out"], Reader(), calibrate_method=method, nodes_to_quantize=job["nodes"],
-                    nodes_to_exclude=job["exclude"] or None, **profile.quantize_kwargs())
+              "percentile": CalibrationMethod.Percentile}[job.method]
+    quantize_static(prepared, output.out, Reader(), calibrate_method=method, nodes_to_quantize=output.nodes,
+                    nodes_to_exclude=job.exclude or None, **profile.quantize_kwargs())
 
 
-def quantize_modelopt(job: dict[str, Any], images: np.ndarray) -> None:
+def quantize_modelopt(job: QuantizeJob, images: np.ndarray) -> None:
     """Model Optimizer's TensorRT-aware INT8 placement, calibrated on the CPU. The float part stays FP32 in the
     graph (high_precision_dtype): the engine runs it in FP16 through build_engine.sh's flags, as it does for
     edgevision's own graph, and ONNX Runtime can run the graph here to check its accuracy."""
     from modelopt.onnx.quantization import quantize
 
-    quantize(job["fp32"], quantize_mode="int8", calibration_data=images, calibration_method=job["method"],
-             calibration_eps=["cpu"], high_precision_dtype="fp32", dq_only=True, nodes_to_exclude=job["exclude"] or None,
-             output_path=job["out"], log_level="ERROR")
+    [output] = job.outputs
+    quantize(job.fp32, quantize_mode="int8", calibration_data=images, calibration_method=job.method,
+             calibration_eps=["cpu"], high_precision_dtype="fp32", dq_only=True, nodes_to_exclude=job.exclude or None,
+             output_path=output.out, log_level="ERROR")
 
 
 ENGINES = {EDGEVISION_ENGINE: quantize_onnxruntime, MODELOPT_ENGINE: quantize_modelopt}
@@ -81,8 +82,8 @@ def main(job_file: str) -> None:
     import logging
 
     logging.basicConfig(level=logging.ERROR)  # this process's own logging: per-node warnings are noise
-    job = json.loads(Path(job_file).read_text(encoding="utf-8"))
-    ENGINES[job["engine"]](job, np.load(job["calibration"]))
+    job = from_data(QuantizeJob, json.loads(Path(job_file).read_text(encoding="utf-8")), source=job_file)
+    ENGINES[job.engine](job, np.load(job.calibration))
 
 
 if __name__ == "__main__":

@@ -11,9 +11,8 @@ for TensorRT 10).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -32,13 +31,8 @@ class Fp16Report:
     overflow: list[str] = field(default_factory=list)  # first nodes whose FP16 output is inf/NaN
     inaccurate: list[str] = field(default_factory=list)  # first nodes off by more than REL_TOL
     worst: dict[str, float] = field(default_factory=dict)  # node -> its relative error (the five largest)
-
-    @property
-    def keep_fp32(self) -> list[str]:
-        return sorted({*self.overflow, *self.inaccurate})
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "keep_fp32": self.keep_fp32, "rel_tol": REL_TOL}
+    keep_fp32: list[str] = field(default_factory=list)  # overflow and inaccurate: what build_engine.sh keeps in FP32
+    rel_tol: float = REL_TOL
 
 
 def _expose_all(model):
@@ -104,4 +98,5 @@ def fp16_preflight(float_onnx: Path, images: list[np.ndarray]) -> Fp16Report:
     worst = sorted(((n, round(e, 4)) for n, e in errors.items() if np.isfinite(e)), key=lambda kv: -kv[1])[:5]
     return Fp16Report(nodes_checked=len(errors), images=len(images),
                       overflow=sorted(n for n, o in first.items() if o),
-                      inaccurate=sorted(n for n, o in first.items() if not o), worst=dict(worst))
+                      inaccurate=sorted(n for n, o in first.items() if not o), worst=dict(worst),
+                      keep_fp32=sorted(first))

@@ -12,7 +12,7 @@ import re
 import shlex
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +20,10 @@ from edgevision.errors import EdgevisionError
 from edgevision.io import atomic_write_text, write_json
 from edgevision.runtimes import Runner, RunnerInfo, register_runner
 from edgevision.runtimes.device_identity import identity
+from edgevision.typed import from_data, to_data
+
+if TYPE_CHECKING:
+    from onnx import TensorProto  # onnx loads when a graph is checked
 
 INSTALL_HINT = ('install the TensorRT extra on the device (pip install "edgevision[tensorrt]"), or copy the '
                 'bundle to the Jetson and run ./build_engine.sh there')
@@ -220,9 +224,20 @@ class RulesReport:
     def passed(self) -> bool:
         return not self.violations
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "quantize_ops": self.quantize_ops, "dequantize_ops": self.dequantize_ops,
-                "int8_weights": self.int8_weights, "violations": [str(v) for v in self.violations]}
+    def summary(self) -> RulesSummary:
+        return RulesSummary(self.passed, self.quantize_ops, self.dequantize_ops, self.int8_weights,
+                            [str(v) for v in self.violations])
+
+
+@dataclass
+class RulesSummary:
+    """A rules check as the bundle's report and manifest hold it: each violation as one line."""
+
+    passed: bool
+    quantize_ops: int
+    dequantize_ops: int
+    int8_weights: int
+    violations: list[str]
 
 
 def check_int8_rules(model) -> RulesReport:
@@ -323,7 +338,7 @@ def float_readers(model) -> set[str]:
     return found
 
 
-def graph_constants(graph) -> dict[str, Any]:
+def graph_constants(graph) -> dict[str, TensorProto]:
     """name -> TensorProto of every constant: initializers, Constant nodes, and Identity of a constant (the
     exporter's shared weights)."""
     constants = {init.name: init for init in graph.initializer}
@@ -355,7 +370,7 @@ def _made_by(tensor: str, ops: set[str], through: set[str], producers, constants
     return any(_made_by(i, ops, through, producers, constants, depth + 1) for i in varying)
 
 
-def _check_scale_and_zero_point(node, label: str, constants: dict[str, Any], report: RulesReport) -> None:
+def _check_scale_and_zero_point(node, label: str, constants: dict[str, TensorProto], report: RulesReport) -> None:
     """A Q/DQ node's scale is a constant; its zero point a constant INT8 0 (none means UINT8)."""
     from onnx import TensorProto, numpy_helper
 
@@ -425,23 +440,38 @@ def import_tensorrt():
     return tensorrt
 
 
-def device_identity(trt_version: str | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class DeviceIdentity:
+    """What an engine is tied to (runtimes/device_identity.py writes it beside every engine it builds)."""
+
+    tensorrt: str | None
+    gpu: str | None
+    l4t: str | None  # the Jetson's L4T release
+    machine: str | None  # the CPU architecture
+
+    @classmethod
+    def of_engine(cls, meta_path: Path) -> DeviceIdentity:
+        """The identity an engine's .json recorded (its other keys, such as build_engine.sh's decision, left)."""
+        return from_data(cls, json.loads(meta_path.read_text(encoding="utf-8")), strict=False, source=str(meta_path))
+
+
+def device_identity(trt_version: str | None = None) -> DeviceIdentity:
     """What an engine is tied to (runtimes/device_identity.py); off a Jetson, the GPU's name from torch."""
-    found = identity(trt_version)
-    if found["gpu"] is None:
+    found = DeviceIdentity(**identity(trt_version))
+    if found.gpu is None:
         try:
             import torch  # heavy, and only to name a desktop GPU
 
-            found["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+            found = replace(found, gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
         except Exception:  # noqa: BLE001 - identity is best effort off the device
             pass
     return found
 
 
-def check_engine_compat(recorded: dict[str, Any], current: dict[str, Any], engine: str = "engine") -> None:
+def check_engine_compat(recorded: DeviceIdentity, current: DeviceIdentity, engine: str = "engine") -> None:
     """Refuse an engine built elsewhere: TensorRT version, GPU, L4T release and CPU architecture must match."""
     for key, what in (("tensorrt", "TensorRT"), ("gpu", "GPU"), ("l4t", "L4T release"), ("machine", "CPU architecture")):
-        built, here = recorded.get(key), current.get(key)
+        built, here = getattr(recorded, key), getattr(current, key)
         if built is not None and here is not None and str(built) != str(here):
             raise EngineMismatch(
                 f"{engine} was built with {what} {_short(built)}, this machine has {_short(here)}",
@@ -508,7 +538,7 @@ def build_engine(bundle: Path, opts: EngineOptions, log=lambda msg: None) -> Pat
     engine_path = bundle / opts.engine
     engine_path.write_bytes(bytes(serialized))
     cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
-    meta = {**device_identity(trt.__version__), "built_by": "edgevision build-engine"}
+    meta = {**to_data(device_identity(trt.__version__)), "built_by": "edgevision build-engine"}
     write_json(engine_path.with_name(engine_path.name + ".json"), meta)
     return engine_path
 
@@ -525,7 +555,7 @@ class TensorRTRunner(Runner):
         engine_path = Path(engine_path)
         meta_path = engine_path.with_name(engine_path.name + ".json")
         if meta_path.exists():
-            check_engine_compat(json.loads(meta_path.read_text(encoding="utf-8")), device_identity(trt.__version__),
+            check_engine_compat(DeviceIdentity.of_engine(meta_path), device_identity(trt.__version__),
                                 engine_path.name)
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
@@ -551,7 +581,7 @@ class TensorRTRunner(Runner):
         return out.cpu().numpy()
 
     def info(self) -> RunnerInfo:
-        return RunnerInfo(self.runtime, self.trt.__version__, device_identity()["gpu"], artifact=self.path.name)
+        return RunnerInfo(self.runtime, self.trt.__version__, device_identity().gpu, artifact=self.path.name)
 
 
 @register_runner("tensorrt")

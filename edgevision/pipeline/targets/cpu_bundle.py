@@ -22,6 +22,7 @@ from edgevision.pipeline.context import Context, Role, Variant
 from edgevision.pipeline.recipe import Recipe, RecipeSection
 from edgevision.pipeline.report import RunReport, VariantRecord
 from edgevision.pipeline.stages import Stage
+from edgevision.quantization.records import NNCFRecord, QDQRecord
 
 
 @dataclass
@@ -107,10 +108,11 @@ def bundle_manifest(ctx: Context, report: RunReport, sample: lib.Sample) -> lib.
     for v in ctx.variants:
         if v.role is not Role.CANDIDATE or not v.files:
             continue
-        q = v.quantization or {}
-        options = {"precision": q["inference_precision"]} if q.get("inference_precision") else {}
+        q = v.quantization
+        precision = q.inference_precision if isinstance(q, NNCFRecord) else None
+        options = {"precision": precision} if precision else {}
         candidates.append(lib.Candidate(v.key, v.runtime, v.precision.value, _files(v, ctx.workdir), options,
-                                        q.get("format"), _host_row(report.variant(v.key))))
+                                        q.format if isinstance(q, QDQRecord) else None, _host_row(report.variant(v.key))))
     profile = report.benchmark.cpu_profile or {}
     host = lib.HostInfo(report.benchmark.cpu, profile.get("features", []), profile.get("tier"), ctx.threads,
                         report.selection.selected)

@@ -6,7 +6,7 @@ No engine is built here (TensorRT builds on the device); the Q/DQ model runs in 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
 
 from edgevision._version import __version__
 from edgevision.io import atomic_write_text
@@ -17,18 +17,19 @@ from edgevision.pipeline.stages import Stage
 from edgevision.pipeline.targets.jetson_readme import bundle_readme
 from edgevision.pipeline.targets.registry import Target, register_target
 from edgevision.pipeline.targets.sections import QDQ, QDQSettings
+from edgevision.pipeline.targets.tensorrt_section import REPORT_SECTION, TensorRTSection
 from edgevision.quantization.engines import DEFAULT_QDQ_ENGINE, QDQ_ENGINES
 from edgevision.quantization.quantize import TensorRTRequest, quantize
+from edgevision.quantization.records import QDQRecord, TensorRTGraphRecord
 from edgevision.runtimes import create_runner
 from edgevision.runtimes import onnxruntime as ort_backend
 from edgevision.runtimes import tensorrt as trt_backend
-from edgevision.runtimes.fp16_preflight import fp16_preflight
-from edgevision.typed import allowed
+from edgevision.runtimes.fp16_preflight import Fp16Report, fp16_preflight
+from edgevision.typed import allowed, to_data
 
 RULES_FAILED = "tensorrt_rules_failed"
 FLOAT_ONNX = "model.float.onnx"  # an INT8 bundle's float graph: build_engine.sh's FP16 engine
 
-REPORT_SECTION = trt_backend.BUNDLE_SECTION  # this target's section of report.json and manifest.json
 
 
 @dataclass
@@ -65,10 +66,9 @@ class TensorRTBundle(Stage):
 
     def run(self, ctx: Context) -> None:
         cfg, int8, spec = ctx.recipe.section(TensorRTSettings), ctx.recipe.int8, ctx.loaded.spec
-        model_path, info = self._write_onnx(ctx)
-        keep_fp32 = tuple((info.get("fp16_preflight") or {}).get("keep_fp32", ()))
-        guard = info.get("accuracy_guard") or {}
-        float_onnx = ctx.workdir / FLOAT_ONNX if (ctx.workdir / FLOAT_ONNX).exists() else None
+        model_path, qdq = self._write_onnx(ctx)
+        float_onnx, preflight = _float_graph(ctx, model_path)
+        guard = qdq.accuracy_guard if qdq else None
         for path in (model_path, float_onnx):
             if path is not None and not cfg.dynamic_batch:
                 ort_backend.pin_batch(path, cfg.batch)
@@ -76,19 +76,19 @@ class TensorRTBundle(Stage):
         opts = trt_backend.EngineOptions(
             input_name=ort_backend.INPUT_NAME, input_shape=spec.input_size, int8=int8, fp16=cfg.fp16,
             batch=cfg.batch, dynamic_batch=cfg.dynamic_batch, max_batch=cfg.max_batch,
-            dla_core=cfg.dla_core, workspace_mb=cfg.workspace_mb, fp32_layers=keep_fp32,
-            fp16_layers=tuple(guard.get("excluded_nodes", ())), float_onnx=float_onnx.name if float_onnx else None,
-            int8_vouched=guard.get("held", True))
+            dla_core=cfg.dla_core, workspace_mb=cfg.workspace_mb,
+            fp32_layers=tuple(preflight.keep_fp32) if preflight else (),
+            fp16_layers=tuple((guard and guard.excluded_nodes) or ()),
+            float_onnx=float_onnx.name if float_onnx else None,
+            int8_vouched=guard.held is not False if guard else True)
         scripts = trt_backend.write_build_files(ctx.workdir, opts, f"edgevision {__version__}")
         precision = Precision.INT8 if int8 else (Precision.FP16 if cfg.fp16 else Precision.FP32)
         ctx.graph_input = GraphInput(ort_backend.INPUT_NAME,
                                      ["batch" if cfg.dynamic_batch else cfg.batch, *spec.input_size])
-        ctx.report_sections[REPORT_SECTION] = {
-            "precision": precision.value, "qdq_engine": cfg.qdq_engine if int8 else None,
-            "engine_options": opts.__dict__,
-            "trtexec": {"10": trt_backend.trtexec_args(opts, 10), "11": trt_backend.trtexec_args(opts, 11)},
-            "rules_check": rules.to_dict() if rules else None,
-            "fp16_preflight": info.get("fp16_preflight"), "accuracy_guard": info.get("accuracy_guard")}
+        ctx.report_sections[REPORT_SECTION] = to_data(TensorRTSection(
+            precision.value, cfg.qdq_engine if int8 else None, opts,
+            {"10": trt_backend.trtexec_args(opts, 10), "11": trt_backend.trtexec_args(opts, 11)},
+            rules.summary() if rules else None, preflight, guard))
         if rules is not None and not rules.passed:
             ctx.warn(f"model.onnx breaks {len(rules.violations)} TensorRT INT8 rule(s): {rules.violations[0]}")
         # an INT8 graph runs here as a simulation of the engine; a float graph is plain ONNX Runtime
@@ -98,58 +98,63 @@ class TensorRTBundle(Stage):
             precision=Precision.INT8 if int8 else Precision.FP32,
             files=[model_path, *([float_onnx] if float_onnx else []), *scripts], size_mb=size_mb([model_path]),
             timed=False,
-            quantization={**info, "simulated": int8, "engine_precision": precision.value}))
+            quantization=TensorRTGraphRecord(int8, precision.value, qdq, preflight)))
 
     @staticmethod
-    def _write_onnx(ctx: Context) -> tuple[Any, dict[str, Any]]:
+    def _write_onnx(ctx: Context) -> tuple[Path, QDQRecord | None]:
         """Exported with a dynamic batch axis (Swin's traced reshapes would otherwise bake in the batch), then
-        quantized by the recipe's Q/DQ engine (tensorrt.qdq_engine) when INT8 is asked for."""
+        quantized by the recipe's Q/DQ engine (tensorrt.qdq_engine) when INT8 is asked for, from the float graph
+        written as FLOAT_ONNX."""
         model_path = ctx.workdir / "model.onnx"
         if not ctx.recipe.int8:
             ort_backend.export_onnx(ctx.model, ctx.loaded.spec.input_size, model_path, dynamic_batch=True)
-            return model_path, _fp16_check(ctx, model_path)
-        float_path = ctx.workdir / ".model_fp32.onnx"
+            return model_path, None
+        float_path = ctx.workdir / FLOAT_ONNX
         ort_backend.export_onnx(ctx.model, ctx.loaded.spec.input_size, float_path, dynamic_batch=True)
         engine = ctx.recipe.section(TensorRTSettings).qdq_engine
         [done] = quantize(ctx, TensorRTRequest(float_path, model_path, engine))
-        info = done.record
-        info.update(_fp16_check(ctx, float_path))
-        if ctx.recipe.section(TensorRTSettings).fp16:  # the device times an FP16 engine of it against the INT8 one
-            float_path.rename(ctx.workdir / FLOAT_ONNX)
-        else:
-            float_path.unlink()
-        return model_path, info
+        return model_path, done.record
 
     def finish(self, ctx: Context, report: RunReport) -> None:
-        atomic_write_text(ctx.workdir / "README.md", bundle_readme(report, report.sections[REPORT_SECTION], ctx.loaded.spec))
+        atomic_write_text(ctx.workdir / "README.md", bundle_readme(report, TensorRTSection.of(report), ctx.loaded.spec))
 
 
-def _fp16_check(ctx: Context, float_path) -> dict[str, Any]:
-    """The FP16 pre-flight of the float graph when the engine runs its float layers in FP16 (runtimes/
+def _float_graph(ctx: Context, model_path: Path) -> tuple[Path | None, Fp16Report | None]:
+    """The float graph an INT8 bundle ships (FLOAT_ONNX: the FP16 engine the device times against the INT8 one;
+    none without FP16), and the FP16 pre-flight of the float graph when the engine runs float layers in FP16."""
+    int8, fp16 = ctx.recipe.int8, ctx.recipe.section(TensorRTSettings).fp16
+    float_graph = ctx.workdir / FLOAT_ONNX if int8 else model_path
+    preflight = _fp16_check(ctx, float_graph) if fp16 else None
+    if int8 and not fp16:
+        float_graph.unlink()
+    return (float_graph if int8 and fp16 else None), preflight
+
+
+def _fp16_check(ctx: Context, float_path: Path) -> Fp16Report:
+    """The FP16 pre-flight of the float graph, for an engine that runs its float layers in FP16 (runtimes/
     fp16_preflight.py): the nodes to keep in FP32 go into build_engine.sh's precision flags."""
-    if not ctx.recipe.section(TensorRTSettings).fp16:
-        return {}
     found = fp16_preflight(float_path, ctx.calibration())
     if found.keep_fp32:
         ctx.warn(f"{len(found.keep_fp32)} node(s) overflow or lose accuracy in FP16 ({', '.join(found.keep_fp32[:3])}"
                  f"{', ...' if len(found.keep_fp32) > 3 else ''}): build_engine.sh keeps them in FP32")
-    return {"fp16_preflight": found.to_dict()}
+    return found
 
 
-def _rules_check(report: RunReport) -> dict[str, Any] | None:
-    return (report.sections.get(REPORT_SECTION) or {}).get("rules_check")
+def _rules_check(report: RunReport) -> trt_backend.RulesSummary | None:
+    section = TensorRTSection.of(report)
+    return section.rules_check if section else None
 
 
 def _rules_status(report: RunReport) -> str | None:
     rules = _rules_check(report)
-    return RULES_FAILED if rules is not None and not rules["passed"] else None
+    return RULES_FAILED if rules is not None and not rules.passed else None
 
 
 def _summary(report: RunReport) -> tuple[str, ...]:
     rules = _rules_check(report)
     if rules is None:
         return ()
-    return ("TensorRT INT8 rules: " + ("passed" if rules["passed"] else f"{len(rules['violations'])} violation(s)"),)
+    return ("TensorRT INT8 rules: " + ("passed" if rules.passed else f"{len(rules.violations)} violation(s)"),)
 
 
 register_target(Target(
