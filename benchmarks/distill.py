@@ -142,6 +142,7 @@ def gpu_throughput(args, work: Path) -> dict:
     import torch
 
     from edgevision import DistillConfig, distill, load_model, open_source
+    from edgevision.typed import to_data
 
     device = args.device or ("cuda" if torch.cuda.is_available() else None)
     if device is None:
@@ -166,10 +167,10 @@ def gpu_throughput(args, work: Path) -> dict:
         student = load_model("vit_s", weights="random", num_classes=1000)
         result = distill(teacher, student, source, work / f"gpu-{label}", cfg, teacher_cache=cache,
                          latency_runtime="none", device=device, progress=False, log=log)
-        times = [h["time_s"] for h in result.report["history"]]
+        times = [h.time_s for h in result.report.history]
         epoch_s = [times[0], times[1] - times[0]]
         out[label] = {"epoch_s": epoch_s, "images_s": [round(len(source) / s, 1) for s in epoch_s],
-                      "teacher_cache": result.report["teacher_cache"]}
+                      "teacher_cache": to_data(result.report.teacher_cache)}
         log(f"{label}: {out[label]['images_s']} images/s per epoch")
     return out
 

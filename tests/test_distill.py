@@ -125,8 +125,8 @@ def test_distill_caches_teacher_outputs_per_sample_and_view(tmp_path, teacher_pa
                      latency_runtime="none", progress=False)
     report = result.report
     assert sum(calls) == 2 * 96 + 1  # views 0, 1, then epoch 3 reuses view 0 (+1: the report's GMAC count)
-    assert report["teacher_cache"]["computed"] == 192 and report["teacher_cache"]["reused"] == 96
-    assert report["teacher_cache"]["filled"] == 1.0
+    assert report.teacher_cache.computed == 192 and report.teacher_cache.reused == 96
+    assert report.teacher_cache.filled == 1.0
     # epoch 3 reads view 0 from the cache: the loader skips the teacher's 32 px preprocessing
     assert prepared.count(28) == 3 * 96 and prepared.count(32) == 2 * 96
 
@@ -148,7 +148,7 @@ def test_distill_caches_teacher_outputs_per_sample_and_view(tmp_path, teacher_pa
     other = load_model("hybrid_mini", weights="random", num_classes=10)
     again = distill(teacher, other, source, tmp_path / "run2", cfg, teacher_cache=tmp_path / "cache",
                     latency_runtime="none", progress=False)
-    assert calls == [1] and again.report["teacher_cache"]["computed"] == 0  # the GMAC count only
+    assert calls == [1] and again.report.teacher_cache.computed == 0  # the GMAC count only
 
 
 def test_teacher_cache_is_shared_across_seeds_only_without_augmentation(tmp_path, teacher_path):
@@ -161,7 +161,7 @@ def test_teacher_cache_is_shared_across_seeds_only_without_augmentation(tmp_path
         student = load_model("vit_mini", weights="random", num_classes=10)
         result = distill(teacher, student, source, tmp_path / run, cfg, teacher_cache=tmp_path / "cache",
                          latency_runtime="none", progress=False)
-        return result.report["teacher_cache"]["computed"]
+        return result.report.teacher_cache.computed
 
     assert computed("plain-seed0", "none", 0) == 64
     assert computed("plain-seed1", "none", 1) == 0
@@ -376,7 +376,7 @@ def test_vit_l_teacher_one_distillation_step_on_cpu(tmp_path):
     cfg = DistillConfig(epochs=1, batch_size=2, workers=0, augment="none", warmup_steps=1)
     result = distill(teacher, student, small(2), tmp_path / "run", cfg, teacher_cache=False,
                      latency_runtime="none", progress=False)
-    assert result.report["history"][0]["train_loss"] > 0
+    assert result.report.history[0].train_loss > 0
     after = load_model(checkpoint=result.checkpoint).model.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
@@ -388,7 +388,7 @@ def test_distill_on_gpu_under_bf16(tmp_path, teacher_path):
     student = load_model("vit_mini", weights="random", num_classes=10)
     result = distill(teacher, student, small(256), tmp_path / "run", DistillConfig(epochs=1, batch_size=64, workers=0),
                      teacher_cache=tmp_path / "cache", latency_runtime="none", device="cuda", progress=False)
-    assert result.report["device"].startswith("cuda") and np.isfinite(result.report["history"][0]["train_loss"])
+    assert result.report.device.startswith("cuda") and np.isfinite(result.report.history[0].train_loss)
 
 
 def test_teacher_cache_files_are_created_once_and_shared(tmp_path):

@@ -42,7 +42,7 @@ def test_refuses_to_overwrite_without_force(tmp_path):
                    progress=False)
     assert read_checkpoint(out)[1]["format"] == "edgevision.checkpoint"
     # the epoch's evaluation is the written model's accuracy
-    assert result.history[-1]["eval_top1"] == evaluate_model(load_model(checkpoint=out), test, progress=False).top1
+    assert result.history[-1].eval_top1 == evaluate_model(load_model(checkpoint=out), test, progress=False).top1
 
 
 def test_unlabelled_data_and_too_few_outputs_are_refused(tmp_path):

@@ -18,8 +18,9 @@ from edgevision.cli.options import (
     ThreadsOpt,
     WorkersOpt,
 )
-from edgevision.compression.distill import DistillConfig
+from edgevision.compression.distill import DistillConfig, DistillReport
 from edgevision.reports.render import fmt
+from edgevision.typed import to_data
 
 _D = DistillConfig()
 
@@ -140,33 +141,32 @@ def distill_command(
         if not main:
             return
         if json_out:
-            print_json({"out": result.out, "checkpoint": result.checkpoint, **result.report})
+            print_json({"out": result.out, "checkpoint": result.checkpoint, **to_data(result.report)})
             return
         show_distill(result.report, result.checkpoint)
 
 
-def show_distill(report: dict, checkpoint: str) -> None:
+def show_distill(report: DistillReport, checkpoint: str) -> None:
     from rich.table import Table
 
-    lat = report.get("latency") or {}
-    table = Table(title=f"distillation on {report['data']['train']} ({report['data']['train_images']} images, "
-                        f"{report['config']['epochs']} epochs, {report['processes']} process(es))")
-    for col in ("role", "model", "params (M)", "GMACs", "top-1 %", f"p50 ms ({lat.get('runtime', '-')})"):
+    lat = report.latency
+    table = Table(title=f"distillation on {report.data.train} ({report.data.train_images} images, "
+                        f"{report.config.epochs} epochs, {report.processes} process(es))")
+    for col in ("role", "model", "params (M)", "GMACs", "top-1 %", f"p50 ms ({lat.runtime if lat else '-'})"):
         table.add_column(col, justify="right" if col not in ("role", "model") else "left")
-    for role in ("teacher", "student"):
-        m = report[role]
-        table.add_row(role, m["name"], fmt(m["params_m"], 2), fmt(m["gmacs"], 3), fmt(m.get("top1")),
-                      fmt(lat.get(f"{role}_p50_ms"), 3))
+    for role, m, p50 in (("teacher", report.teacher, lat and lat.teacher_p50_ms),
+                         ("student", report.student, lat and lat.student_p50_ms)):
+        table.add_row(role, m.name, fmt(m.params_m, 2), fmt(m.gmacs, 3), fmt(m.top1), fmt(p50, 3))
     out = console()
     out.print(table)
-    if "top1_gap" in report:
-        gap = report["top1_gap"]
+    if report.top1_gap is not None:
+        gap = report.top1_gap
         out.print(f"student top-1 is {abs(gap):.2f} points {'below' if gap >= 0 else 'above'} the teacher's "
-                  f"(on {report['data']['eval']}, {report['data']['eval_images']} images)")
+                  f"(on {report.data.eval}, {report.data.eval_images} images)")
     if lat:
-        out.print(f"student is {lat['speedup']:.2f}x faster at batch 1 ({lat['runtime']}, {lat['threads']} threads)")
-    cache = report.get("teacher_cache")
+        out.print(f"student is {lat.speedup:.2f}x faster at batch 1 ({lat.runtime}, {lat.threads} threads)")
+    cache = report.teacher_cache
     if cache:
-        out.print(f"teacher outputs: {cache['computed']} computed, {cache['reused']} reused from {cache['folder']}")
-    out.print(f"throughput {fmt(report['throughput_images_s'], 1)} images/s; train time {report['train_time_s']:.0f} s")
+        out.print(f"teacher outputs: {cache.computed} computed, {cache.reused} reused from {cache.folder}")
+    out.print(f"throughput {fmt(report.throughput_images_s, 1)} images/s; train time {report.train_time_s:.0f} s")
     out.print(f"student checkpoint: {checkpoint} (edgevision compress --checkpoint {checkpoint} --int8)")

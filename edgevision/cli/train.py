@@ -27,6 +27,7 @@ from edgevision.cli.options import (
 from edgevision.reports.render import fmt
 from edgevision.training.freeze import frozen_backbone_epochs
 from edgevision.training.loop import TrainConfig
+from edgevision.typed import to_data
 
 _D = TrainConfig()
 
@@ -92,7 +93,7 @@ def train_command(
         if not main:
             return
         if json_out:
-            print_json({"model": loaded.spec.to_dict(), "data": source.spec, **result.to_dict()})
+            print_json({"model": loaded.spec.to_dict(), "data": source.spec, **to_data(result)})
             return
         show_training(result, f"{loaded.spec.name} on {source.spec}")
 
@@ -101,12 +102,12 @@ def show_training(result, title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    phases = any("trained" in h for h in result.history)
+    phases = any(h.trained for h in result.history)
     for col in ("epoch", "train loss", "eval top-1", "time (s)") + (("trained",) if phases else ()):
         table.add_column(col, justify="right")
     for h in result.history:
-        table.add_row(str(h["epoch"]), fmt(h["train_loss"], 4), fmt(h.get("eval_top1")), fmt(h["time_s"], 1),
-                      *((h.get("trained", ""),) if phases else ()))
+        table.add_row(str(h.epoch), fmt(h.train_loss, 4), fmt(h.eval_top1), fmt(h.time_s, 1),
+                      *((h.trained or "",) if phases else ()))
     out = console()
     out.print(table)
     if result.skipped_images:

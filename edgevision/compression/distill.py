@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from edgevision.compression.teacher_cache import (
     TeacherCache,
@@ -21,19 +21,21 @@ from edgevision.compression.teacher_cache import (
     source_digest,
     weights_digest,
 )
-from edgevision.data.loader import TransformedDataset
+from edgevision.data.loader import DataConfig, TransformedDataset
 from edgevision.data.sources import ImageSource, align_classes
 from edgevision.errors import EdgevisionError, ModelError, OutputExistsError
 from edgevision.io import write_json
 from edgevision.measure.bench import available_cores, compare_latency
 from edgevision.measure.describe import describe_model, params_m
 from edgevision.models.checkpoint import spec_meta, write_checkpoint
-from edgevision.models.loading import LoadedModel, load_model
+from edgevision.models.loading import LoadedModel, ModelSpec, load_model
+from edgevision.models.zoo import ModelKwargs
 from edgevision.runtimes import create_runner, torch_runtimes
 from edgevision.training.distributed import DistEnv, all_sum, setup, teardown
-from edgevision.training.loop import LoopHooks, LoopResult, TrainConfig, fit, state_path
+from edgevision.training.loop import EpochRecord, LoopHooks, LoopResult, TrainConfig, fit, state_path
 from edgevision.training.losses import feature_loss, kd_loss
 from edgevision.training.supervised import check_training_inputs, evaluate_during_training, transform_for
+from edgevision.typed import omitted, to_data
 
 STUDENT_FILE = "student.pt"
 REPORT_FILE = "report.json"
@@ -70,13 +72,120 @@ class DistillConfig(TrainConfig):
 
 
 @dataclass
+class DistilledModel:
+    """The teacher or the student, as the distillation report names it."""
+
+    name: str
+    timm_name: str
+    weights: str
+    checkpoint: str | None
+    params_m: float | None
+    gmacs: float | None
+    input_size: list[int]
+    weights_sha256: str | None = omitted()  # the teacher's tensors: which teacher, exactly
+    initial_weights: str | None = omitted()  # the student's before distillation
+    top1: float | None = omitted()  # with evaluation data
+
+    @classmethod
+    def of(cls, loaded: LoadedModel, **extra) -> DistilledModel:
+        info, spec = describe_model(loaded), loaded.spec
+        return cls(spec.name, spec.timm_name, spec.weights, spec.checkpoint, info.params_m, info.gmacs,
+                   list(spec.input_size), **extra)
+
+
+@dataclass
+class DistillData:
+    train: str
+    train_images: int
+    eval: str | None = omitted()
+    eval_images: int | None = omitted()
+
+
+@dataclass
+class CacheUse:
+    """What the teacher cache served this run."""
+
+    folder: str
+    views: int
+    computed: int
+    reused: int
+    filled: float  # share of the cache filled after the run
+
+
+@dataclass
+class LatencyComparison:
+    """Teacher and student at batch 1 in one runtime, timed side by side."""
+
+    runtime: str
+    threads: int
+    batch: int
+    cpu: str
+    teacher_p50_ms: float
+    student_p50_ms: float
+    speedup: float
+
+
+@dataclass
+class DistillReport:
+    """A distill run's report.json."""
+
+    kind: str
+    status: str
+    created: str
+    teacher: DistilledModel
+    data: DistillData
+    config: DistillConfig
+    processes: int
+    device: str
+    history: list[EpochRecord]
+    train_time_s: float
+    resumed_from: dict[str, int] | None
+    throughput_images_s: float | None  # images through the loss per second, this invocation, all processes
+    teacher_cache: CacheUse | None
+    student: DistilledModel | None = omitted()
+    top1_gap: float | None = omitted()  # teacher minus student, with evaluation data
+    latency: LatencyComparison | None = omitted()
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    timm_name: str
+    model_kwargs: ModelKwargs
+    num_classes: int
+    weights: str | None = omitted()
+
+
+@dataclass(frozen=True)
+class TeacherAnswersKey:
+    """Everything the teacher's answer for (view, sample) depends on: the teacher cache's identity."""
+
+    teacher: ModelIdentity
+    teacher_weights: str
+    data: str
+    preprocessing: DataConfig
+    augment: str
+    seed: int | None  # None without augmentation: every seed sees the same images, one cache serves them all
+    views: int
+    features: bool
+
+
+@dataclass(frozen=True)
+class DistillResumeKey:
+    """What must match for a saved distillation state to be continued rather than started over."""
+
+    teacher: ModelSpec
+    teacher_weights: str
+    student: ModelIdentity
+    data: str
+    config: DistillConfig
+    world_size: int
+
+
+@dataclass
 class DistillResult:
     out: str
     checkpoint: str
-    report: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    report: DistillReport | None = None  # on the main process
 
 
 def _student_module(student, projection):
@@ -152,13 +261,10 @@ def _open_cache(teacher: LoadedModel, source: ImageSource, cfg: DistillConfig, t
     if not teacher_cache:
         return None
     root = default_cache_root() if teacher_cache is True else Path(teacher_cache)
-    with_features = cfg.feature_weight > 0
-    # everything the teacher's answer for (view, sample) depends on
-    key = {"teacher": {k: teacher.spec.to_dict()[k] for k in ("timm_name", "model_kwargs", "num_classes")},
-           "teacher_weights": digest, "data": source_digest(source), "preprocessing": teacher.spec.data_config,
-           "augment": cfg.augment,
-           # without augmentation every seed sees the same images: its cache serves them all
-           "seed": cfg.seed if cfg.augment != "none" else None, "views": cfg.view_count, "features": with_features}
+    with_features, spec = cfg.feature_weight > 0, teacher.spec
+    key = TeacherAnswersKey(ModelIdentity(spec.timm_name, spec.model_kwargs, spec.num_classes), digest,
+                            source_digest(source), spec.data_config, cfg.augment,
+                            cfg.seed if cfg.augment != "none" else None, cfg.view_count, with_features)
     tmodel = teacher.model
     return TeacherCache.open(root, key, cfg.view_count, len(source), tmodel.num_classes,
                              tmodel.num_features if with_features else None, env)
@@ -225,14 +331,14 @@ def distill(
                       dev)
     log(_start_line(run, env))
 
-    def evaluate_epoch(_module) -> dict[str, Any]:
+    def evaluate_epoch(_module) -> float | None:
         if eval_source is None:
-            return {}
-        return {"eval_top1": evaluate_during_training(student, eval_source, dev, progress, eval_limit, cfg.seed).top1}
+            return None
+        return evaluate_during_training(student, eval_source, dev, progress, eval_limit, cfg.seed).top1
 
-    key = {"teacher": teacher.spec.to_dict(), "teacher_weights": digest,
-           "student": {k: student.spec.to_dict()[k] for k in ("timm_name", "model_kwargs", "num_classes", "weights")},
-           "data": source_digest(source), "config": cfg.to_dict(), "world_size": env.world_size}
+    s = student.spec
+    key = DistillResumeKey(teacher.spec, digest, ModelIdentity(s.timm_name, s.model_kwargs, s.num_classes, s.weights),
+                           source_digest(source), cfg, env.world_size)
     checkpoint = out / STUDENT_FILE
     loop = fit(run.module, run.dataset, cfg, key=key, state_file=state_path(checkpoint),
                hooks=LoopHooks(run.objective, evaluate_epoch, run.view_for_epoch), env=env, dev=dev, resume=resume,
@@ -260,53 +366,46 @@ def _start_line(run: _DistillRun, env: DistEnv) -> str:
             + (f"; teacher cache {cache.folder} ({cache.filled_fraction():.0%} filled)" if cache else ""))
 
 
-def _report(run: _DistillRun, loop: LoopResult, digest: str, counts: list[float], env: DistEnv, dev) -> dict:
+def _report(run: _DistillRun, loop: LoopResult, digest: str, counts: list[float], env: DistEnv, dev) -> DistillReport:
     run.student.model.eval().cpu()
     run.teacher.model.cpu()
     cache = run.cache
-    return {
-        "kind": "distill", "status": "ok", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "teacher": {**_describe(run.teacher), "weights_sha256": digest},  # which teacher, exactly
-        "data": {"train": run.source.spec, "train_images": len(run.source)},
-        "config": run.cfg.to_dict(), "processes": env.world_size, "device": str(dev),
-        "history": loop.history, "train_time_s": loop.train_time_s, "resumed_from": loop.resumed_from,
-        # images through the loss per second, this invocation, all processes: teacher cost included
-        "throughput_images_s": loop.throughput_images_s,
-        "teacher_cache": None if cache is None else {
-            "folder": str(cache.folder), "views": run.cfg.view_count, "computed": int(counts[0]),
-            "reused": int(counts[1]), "filled": round(cache.filled_fraction(), 4)},
-    }
+    return DistillReport(
+        "distill", "ok", time.strftime("%Y-%m-%dT%H:%M:%S%z"), DistilledModel.of(run.teacher, weights_sha256=digest),
+        DistillData(run.source.spec, len(run.source)), run.cfg, env.world_size, str(dev), loop.history,
+        loop.train_time_s, loop.resumed_from, loop.throughput_images_s,
+        None if cache is None else CacheUse(str(cache.folder), run.cfg.view_count, int(counts[0]), int(counts[1]),
+                                            round(cache.filled_fraction(), 4)))
 
 
-def _write_student(run: _DistillRun, checkpoint: Path, report: dict) -> LoadedModel:
+def _write_student(run: _DistillRun, checkpoint: Path, report: DistillReport) -> LoadedModel:
     """The student as an edgevision checkpoint, read back as compress and export will load it."""
     source, student = run.source, run.student
     write_checkpoint(checkpoint, student.model.state_dict(), {
         **spec_meta(student.spec, source.classes),
-        "training": {"data": source.spec, "images": len(source), "config": run.cfg.to_dict(),
-                     "history": report["history"], "train_time_s": report["train_time_s"],
-                     "initial_weights": student.spec.weights, "processes": report["processes"],
-                     "distilled_from": report["teacher"]},
+        "training": {"data": source.spec, "images": len(source), "config": to_data(run.cfg),
+                     "history": to_data(report.history), "train_time_s": report.train_time_s,
+                     "initial_weights": student.spec.weights, "processes": report.processes,
+                     "distilled_from": to_data(report.teacher)},
     })
     trained = load_model(checkpoint=checkpoint)
-    report["student"] = {**_describe(trained), "checkpoint": STUDENT_FILE, "initial_weights": student.spec.weights}
+    report.student = replace(DistilledModel.of(trained, initial_weights=student.spec.weights), checkpoint=STUDENT_FILE)
     return trained
 
 
-def _measure(report: dict, run: _DistillRun, trained: LoadedModel, eval_source, eval_limit, latency_runtime: str,
-             threads: int | None, progress: bool) -> None:
+def _measure(report: DistillReport, run: _DistillRun, trained: LoadedModel, eval_source, eval_limit,
+             latency_runtime: str, threads: int | None, progress: bool) -> None:
     """Teacher and student top-1 on the same data, and their latency side by side, into the report."""
     if eval_source is not None:
         def top1(model):
             return evaluate_during_training(model, eval_source, "cpu", progress, eval_limit, run.cfg.seed)
 
         student_eval = top1(trained)
-        report["data"].update({"eval": student_eval.data, "eval_images": student_eval.images})
-        report["teacher"]["top1"] = top1(run.teacher).top1
-        report["student"]["top1"] = student_eval.top1
-        report["top1_gap"] = round(report["teacher"]["top1"] - report["student"]["top1"], 2)
+        report.data.eval, report.data.eval_images = student_eval.data, student_eval.images
+        report.teacher.top1, report.student.top1 = top1(run.teacher).top1, student_eval.top1
+        report.top1_gap = round(report.teacher.top1 - report.student.top1, 2)
     if latency_runtime != "none":
-        report["latency"] = measure_latency(run.teacher, trained, latency_runtime, threads)
+        report.latency = measure_latency(run.teacher, trained, latency_runtime, threads)
 
 
 def _check_pair(teacher: LoadedModel, student: LoadedModel) -> None:
@@ -319,14 +418,8 @@ def _check_pair(teacher: LoadedModel, student: LoadedModel) -> None:
                          "start the student from random or pretrained weights, or a checkpoint of this data")
 
 
-def _describe(loaded: LoadedModel) -> dict[str, Any]:
-    info = describe_model(loaded)
-    return {k: info[k] for k in ("name", "timm_name", "weights", "checkpoint", "params_m", "gmacs")} | {
-        "input_size": list(loaded.spec.input_size)}
-
-
 def measure_latency(teacher: LoadedModel, student: LoadedModel, runtime: str, threads: int | None,
-                    iters: int = 60) -> dict[str, Any]:
+                    iters: int = 60) -> LatencyComparison:
     """Batch-1 latency of teacher and student in `runtime`, side by side (bench.compare_latency)."""
     threads = threads or available_cores()
     runners = {name: create_runner(runtime, m.model, threads=threads, input_size=m.spec.input_size)
@@ -334,6 +427,5 @@ def measure_latency(teacher: LoadedModel, student: LoadedModel, runtime: str, th
     shapes = {"teacher": teacher.spec.input_size, "student": student.spec.input_size}
     result = compare_latency(runners, shapes, iters=iters)
     t, s = result["teacher"].latency_ms_p50, result["student"].latency_ms_p50
-    return {"runtime": runtime, "threads": threads, "batch": 1, "cpu": result["student"].cpu,
-            "teacher_p50_ms": round(t, 3), "student_p50_ms": round(s, 3),
-            "speedup": round(t / s, 2) if s > 0 else math.inf}
+    return LatencyComparison(runtime, threads, 1, result["student"].cpu, round(t, 3), round(s, 3),
+                             round(t / s, 2) if s > 0 else math.inf)

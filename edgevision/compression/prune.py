@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable
 
 from edgevision.errors import EdgevisionError
 from edgevision.models.loading import LoadedModel
-from edgevision.models.structure import structure_diff
+from edgevision.models.structure import Structure, structure_diff
 
 IMPORTANCES = ("magnitude", "taylor")
 
@@ -365,7 +365,7 @@ PRUNING_FAMILIES: dict[str, PruningFamily] = {f.name: f for f in [
 @dataclass
 class PruneResult:
     model: Any
-    structure: dict[str, dict[str, Any]]
+    structure: Structure
     groups: int
     params_before: int
     params_after: int

@@ -72,4 +72,4 @@ def recover(pruned: LoadedModel, teacher, source: ImageSource, out: Path, settin
                    loss_fn=distillation_loss(teacher, settings.temperature, settings.alpha), log=log)
     pruned.model.eval()
     return RecoveryRecord(source.spec, len(source), settings.epochs, settings.lr, settings.temperature, settings.alpha,
-                          result.train_time_s, result.history[-1].get("train_loss") if result.history else None)
+                          result.train_time_s, result.history[-1].train_loss if result.history else None)

@@ -17,6 +17,7 @@ import numpy as np
 from edgevision.data.sources import ImageSource
 from edgevision.io import atomic_write, atomic_write_text, cache_dir
 from edgevision.training.distributed import barrier
+from edgevision.typed import JSONObject, to_data
 
 
 def fingerprint(obj: Any) -> str:
@@ -60,8 +61,10 @@ class TeacherCache:
         self.classes, self.feature_dim = classes, feature_dim
 
     @classmethod
-    def open(cls, root: Path, key: dict[str, Any], views: int, size: int, classes: int,
+    def open(cls, root: Path, key: object, views: int, size: int, classes: int,
              feature_dim: int | None, env) -> "TeacherCache":
+        """The cache of the answers `key` (a dataclass of everything they depend on) names, made if new."""
+        key = to_data(key)
         folder = Path(root) / fingerprint(key)
         if env.nodes > 1:
             folder = folder.with_name(f"{folder.name}-node{env.node}")
@@ -76,7 +79,7 @@ class TeacherCache:
         names = ["filled", "logits"] + (["features"] if self.feature_dim else [])
         return {n: self.folder / f"{n}.npy" for n in names}
 
-    def _create(self, key: dict[str, Any]) -> None:
+    def _create(self, key: JSONObject) -> None:
         files = self._files()
         if all(p.exists() for p in files.values()):
             return

@@ -12,9 +12,9 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from edgevision.data.loader import SkipCounter, TransformedDataset, make_loader
 from edgevision.errors import DataError, EdgevisionError
@@ -22,6 +22,7 @@ from edgevision.models.checkpoint import atomic_save
 from edgevision.progress import progress_bar
 from edgevision.training.distributed import DistEnv, all_sum, broadcast
 from edgevision.training.freeze import FreezeSchedule, backbone_parameters, enter_phase, unfreeze
+from edgevision.typed import from_data, omitted, to_data
 
 STATE_FORMAT = "edgevision.train-state"
 
@@ -42,17 +43,25 @@ class TrainConfig:
     freeze_backbone_epochs: int = 0  # the classifier alone for this many epochs first (all: a linear probe)
     backbone_lr_scale: float = 1.0  # backbone learning rate = this x the classifier's
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
     @property
     def freeze(self) -> FreezeSchedule:
         return FreezeSchedule(self.freeze_backbone_epochs, self.backbone_lr_scale)
 
 
 @dataclass
+class EpochRecord:
+    """One finished epoch, as the log line, the checkpoint's training history and the CLI's table show it."""
+
+    epoch: int  # 1-based
+    train_loss: float  # mean over the epoch's images, all processes
+    time_s: float  # since the run started (a resumed run included)
+    trained: str | None = omitted()  # with a freeze schedule: classifier or all
+    eval_top1: float | None = omitted()  # with evaluation data
+
+
+@dataclass
 class LoopResult:
-    history: list[dict[str, Any]]
+    history: list[EpochRecord]
     resumed_from: dict[str, int] | None
     train_time_s: float  # all invocations, a resumed run included
     skipped_images: int
@@ -64,7 +73,7 @@ class LoopHooks:
     """What a caller plugs into the loop: the loss of a micro-batch, and per-epoch extras (rank 0)."""
 
     objective: Callable  # (net, batch) -> loss; `net` is the module, wrapped in DDP with several processes
-    end_of_epoch: Callable | None = None  # (module) -> fields added to the epoch's record
+    end_of_epoch: Callable | None = None  # (module) -> top-1 on the evaluation data, or None
     view_seed_for_epoch: Callable[[int], int] | None = None  # augmentation view of each epoch (distill)
 
 
@@ -101,12 +110,12 @@ def _param_groups(model, weight_decay: float, backbone: list, backbone_lr_scale:
 class _Loop:
     """One run of the loop: the optimiser, the sampler, the position reached, and saving it."""
 
-    def __init__(self, module, dataset: TransformedDataset, cfg: TrainConfig, key: dict[str, Any],
+    def __init__(self, module, dataset: TransformedDataset, cfg: TrainConfig, key: object,
                  state_file: Path, env: DistEnv, dev, log: Callable[[str], None]):
         import torch
         from torch.utils.data import DistributedSampler
 
-        self.module, self.dataset, self.cfg, self.key = module, dataset, cfg, key
+        self.module, self.dataset, self.cfg, self.key = module, dataset, cfg, to_data(key)
         self.state_file, self.env, self.dev, self.log = state_file, env, dev, log
         module.to(dev).train()
         self.backbone = backbone_parameters(module) if cfg.freeze.active else []
@@ -126,7 +135,7 @@ class _Loop:
         self.steps_per_epoch = math.ceil(self.micro_per_epoch / cfg.grad_accum)
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.epoch, self.start_micro, self.done = 0, 0, 0  # done: micro-batches of `epoch` in the weights
-        self.history: list[dict[str, Any]] = []
+        self.history: list[EpochRecord] = []
         self.elapsed, self.resumed_from = 0.0, None
         self.skips, self.images = SkipCounter(), 0
 
@@ -147,7 +156,8 @@ class _Loop:
         self.module.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.start_micro = state["epoch"], state["step"]
-        self.history, self.elapsed = state["history"], state["elapsed_s"]
+        self.history = [from_data(EpochRecord, h, source=str(self.state_file)) for h in state["history"]]
+        self.elapsed = state["elapsed_s"]
         self.resumed_from = {"epoch": self.epoch, "step": self.start_micro}
         self.log(f"resuming from {self.state_file}: epoch {self.epoch + 1}, batch {self.start_micro}/"
                  f"{self.micro_per_epoch}")
@@ -156,7 +166,7 @@ class _Loop:
         if self.env.is_main:
             atomic_save({"format": STATE_FORMAT, "key": self.key, "model": self.module.state_dict(),
                          "optimizer": self.optimizer.state_dict(), "epoch": epoch, "step": micro,
-                         "history": self.history, "elapsed_s": time.perf_counter() - self.t_start},
+                         "history": to_data(self.history), "elapsed_s": time.perf_counter() - self.t_start},
                         self.state_file)
 
     def micro_step(self, batch, micro: int) -> tuple[float, int]:
@@ -223,16 +233,17 @@ class _Loop:
 
     def finish_epoch(self, loss_sum: float, seen: int, end_of_epoch) -> None:
         loss_total, seen_total = all_sum([loss_sum, float(seen)], self.env, self.dev)
-        record = {"epoch": self.epoch + 1, "train_loss": loss_total / max(seen_total, 1.0),
-                  "time_s": round(time.perf_counter() - self.t_start, 1)}
+        record = EpochRecord(self.epoch + 1, loss_total / max(seen_total, 1.0),
+                             round(time.perf_counter() - self.t_start, 1))
         if self.backbone:
-            record["trained"] = self.cfg.freeze.trained_at(self.epoch)
+            record.trained = self.cfg.freeze.trained_at(self.epoch)
         if end_of_epoch is not None and self.env.is_main:
-            record.update(end_of_epoch(self.module))
+            record.eval_top1 = end_of_epoch(self.module)
             self.module.train()
         self.history.append(record)
         if self.env.is_main:
-            self.log(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+            self.log(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                              for k, v in to_data(record).items()))
         self.start_micro = 0
         self.save(self.epoch + 1, 0)
 
@@ -255,10 +266,11 @@ class _Loop:
             unfreeze(self.backbone)
 
 
-def fit(module, dataset: TransformedDataset, cfg: TrainConfig, *, key: dict[str, Any], state_file: Path,
+def fit(module, dataset: TransformedDataset, cfg: TrainConfig, *, key: object, state_file: Path,
         hooks: LoopHooks, env: DistEnv, dev, resume: bool = True, progress: bool = True, save_every_s: float = 60.0,
         log: Callable[[str], None] = lambda msg: None) -> LoopResult:
-    """Train `module` on `dataset` with `hooks.objective`; resumable from `state_file` when `key` matches.
+    """Train `module` on `dataset` with `hooks.objective`; resumable from `state_file` when `key` (a dataclass of
+    what the run depends on, saved as data) matches.
 
     Resume positions count micro-batches per process and are saved only at optimiser-step boundaries, so a
     resumed run redoes at most the micro-batches of one unfinished step.

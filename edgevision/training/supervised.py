@@ -5,7 +5,7 @@ loss in place of label-smoothed cross-entropy.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,9 +15,11 @@ from edgevision.errors import EdgevisionError, OutputExistsError
 from edgevision.measure.evaluate import evaluate_model
 from edgevision.models.checkpoint import spec_meta, write_checkpoint
 from edgevision.models.loading import LoadedModel
+from edgevision.models.zoo import ModelKwargs
 from edgevision.training.distributed import setup, teardown
 from edgevision.training.freeze import check_schedule
-from edgevision.training.loop import LoopHooks, TrainConfig, fit, state_path
+from edgevision.training.loop import EpochRecord, LoopHooks, TrainConfig, fit, state_path
+from edgevision.typed import to_data
 
 AUGMENTS = ("light", "none")
 
@@ -28,18 +30,27 @@ class TrainResult:
     epochs: int
     train_time_s: float
     resumed_from: dict[str, int] | None
-    history: list[dict[str, Any]] = field(default_factory=list)
+    history: list[EpochRecord] = field(default_factory=list)
     skipped_images: int = 0
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
-
-def _resume_key(loaded: LoadedModel, source: ImageSource, cfg: TrainConfig, world_size: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class TrainResumeKey:
     """What must match for a saved state to be continued rather than started over."""
-    return {"model": loaded.spec.timm_name, "model_kwargs": loaded.spec.model_kwargs,
-            "num_classes": loaded.spec.num_classes, "data": source.spec, "data_size": len(source),
-            "config": cfg.to_dict(), "world_size": world_size}
+
+    model: str  # timm name
+    model_kwargs: ModelKwargs
+    num_classes: int
+    data: str
+    data_size: int
+    config: TrainConfig
+    world_size: int
+
+
+def _resume_key(loaded: LoadedModel, source: ImageSource, cfg: TrainConfig, world_size: int) -> TrainResumeKey:
+    spec = loaded.spec
+    return TrainResumeKey(spec.timm_name, spec.model_kwargs, spec.num_classes, source.spec, len(source), cfg,
+                          world_size)
 
 
 def check_training_inputs(loaded: LoadedModel, source: ImageSource, out: Path, cfg: TrainConfig, force: bool,
@@ -109,10 +120,10 @@ def train(
         images = batch.images.to(dev, non_blocking=True)
         return loss_fn(net(images).float(), batch.labels.to(dev, non_blocking=True), images)
 
-    def evaluate_epoch(_module) -> dict[str, Any]:  # _module is loaded.model, the model being trained
+    def evaluate_epoch(_module) -> float | None:  # _module is loaded.model, the model being trained
         if eval_source is None:
-            return {}
-        return {"eval_top1": evaluate_during_training(loaded, eval_source, dev, progress).top1}
+            return None
+        return evaluate_during_training(loaded, eval_source, dev, progress).top1
 
     dataset = TransformedDataset(source, transform_for(spec.data_config, cfg.augment))
     loop = fit(loaded.model, dataset, cfg, key=_resume_key(loaded, source, cfg, env.world_size),
@@ -122,8 +133,8 @@ def train(
     if env.is_main:
         write_checkpoint(out, model.state_dict(), {
             **spec_meta(spec, source.classes),
-            "training": {"data": source.spec, "images": len(source), "config": cfg.to_dict(),
-                         "history": loop.history, "train_time_s": loop.train_time_s,
+            "training": {"data": source.spec, "images": len(source), "config": to_data(cfg),
+                         "history": to_data(loop.history), "train_time_s": loop.train_time_s,
                          "initial_weights": spec.weights, "processes": env.world_size},
         })
         state_path(out).unlink(missing_ok=True)
