@@ -78,7 +78,7 @@ def test_save_pretrained_folder_converts_to_timm_with_matching_logits(request, f
 
 def test_converted_swin_is_resized_by_timm_at_another_size(tiny_swin):
     loaded = load_model(checkpoint=tiny_swin[1], img_size=64)
-    assert loaded.spec.resized["settings"]["window_size"] == [[8, 8]] * 3
+    assert loaded.spec.resized.settings["window_size"] == [[8, 8]] * 3
     with torch.no_grad():
         assert loaded.model(torch.zeros(1, 3, 64, 64)).shape == (1, 3)
 

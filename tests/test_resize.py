@@ -45,12 +45,12 @@ def test_checkpoint_resized_by_timm_equals_timm_checkpoint_filter(tmp_path, alia
 
     resized = loaded.spec.resized
     assert loaded.spec.img_size == asked and loaded.spec.input_size == (3, asked, asked)
-    assert resized["from_size"] == made_at and resized["to_size"] == asked
-    assert resized["tensors"] and all(resized_name in k for k in resized["tensors"])
+    assert resized.from_size == made_at and resized.to_size == asked
+    assert resized.tensors and all(resized_name in k for k in resized.tensors)
     assert any(f"{made_at} -> {asked} px: resized" in line for line in logs)
     expected = _timm_filtered(loaded, original.model.state_dict())
     ours = loaded.model.state_dict()
-    for name in resized["tensors"]:
+    for name in resized.tensors:
         assert ours[name].shape != original.model.state_dict()[name].shape
         torch.testing.assert_close(ours[name], expected[name], rtol=0, atol=1e-6)
     with torch.no_grad():
@@ -75,14 +75,14 @@ def test_plain_state_dict_made_at_the_default_size_is_resized_too(tmp_path):
     original = load_model("vit_mini", weights="random", seed=0, num_classes=10)
     torch.save(original.model.state_dict(), tmp_path / "plain.pt")
     loaded = load_model("vit_mini", checkpoint=tmp_path / "plain.pt", img_size=56)
-    assert loaded.spec.resized["tensors"]["pos_embed"] == [[1, 49, 96], [1, 196, 96]]
+    assert loaded.spec.resized.tensors["pos_embed"] == [[1, 49, 96], [1, 196, 96]]
 
 
 def test_convnext_needs_no_resizing_and_says_so(tmp_path):
     original, path = _checkpoint(tmp_path, "convnext_mini")
     logs: list[str] = []
     loaded = load_model(checkpoint=path, img_size=64, log=logs.append)
-    assert loaded.spec.resized["tensors"] == {} and loaded.spec.img_size == 64
+    assert loaded.spec.resized.tensors == {} and loaded.spec.img_size == 64
     assert any("nothing to resize" in line for line in logs)
     for name, tensor in original.model.state_dict().items():
         assert torch.equal(loaded.model.state_dict()[name], tensor)
@@ -102,8 +102,8 @@ def test_checkpoint_evaluates_at_another_size(tmp_path, alias):
     _, path = _checkpoint(tmp_path, alias)
     size = dict((a, s) for a, _, s, _ in RESIZABLE)[alias]
     result = api.evaluate(None, "builtin:fashion-mnist:test", checkpoint=path, img_size=size, limit=32, progress=False)
-    assert result["model"]["img_size"] == size and result["model"]["resized"]["to_size"] == size
-    assert result["images"] == 32 and 0.0 <= result["top1"] <= 100.0
+    assert result.model.img_size == size and result.model.resized.to_size == size
+    assert result.result.images == 32 and 0.0 <= result.result.top1 <= 100.0
 
 
 def test_pretrained_weights_at_another_size_are_resampled_like_timm_does(tmp_path, monkeypatch):
@@ -114,5 +114,5 @@ def test_pretrained_weights_at_another_size_are_resampled_like_timm_does(tmp_pat
     grid = reference.patch_embed.grid_size
     expected = resample_abs_pos_embed(reference.pos_embed.detach(), new_size=(192 // 16, 192 // 16),
                                       old_size=grid, num_prefix_tokens=reference.num_prefix_tokens)
-    assert loaded.spec.resized["from_size"] == 160 and loaded.spec.weights == "pretrained"
+    assert loaded.spec.resized.from_size == 160 and loaded.spec.weights == "pretrained"
     torch.testing.assert_close(loaded.model.pos_embed.detach(), expected, rtol=0, atol=1e-6)

@@ -39,13 +39,13 @@ def test_mini_alias_runs_at_its_input_size(alias):
 
 
 def test_zoo_table_counts_params_and_macs():
-    rows = {r["alias"]: r for r in zoo_table()}
+    rows = {r.alias: r for r in zoo_table()}
     assert set(rows) == set(ZOO)
-    assert rows["convnext_t"]["params_m"] == pytest.approx(28.59, abs=0.01)
-    assert rows["convnext_t"]["gmacs"] == pytest.approx(4.46, abs=0.01)
-    assert rows["vit_l"]["gmacs"] > 10 * rows["vit_s"]["gmacs"]
-    assert rows["vit_b"]["imagenet_top1"] == pytest.approx(85.096)
-    assert rows["convnext_mini"]["imagenet_top1"] is None
+    assert rows["convnext_t"].params_m == pytest.approx(28.59, abs=0.01)
+    assert rows["convnext_t"].gmacs == pytest.approx(4.46, abs=0.01)
+    assert rows["vit_l"].gmacs > 10 * rows["vit_s"].gmacs
+    assert rows["vit_b"].imagenet_top1 == pytest.approx(85.096)
+    assert rows["convnext_mini"].imagenet_top1 is None
 
 
 def test_any_timm_name_is_accepted():

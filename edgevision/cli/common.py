@@ -11,6 +11,7 @@ import yaml
 
 from edgevision.errors import EdgevisionError
 from edgevision.io import json_default
+from edgevision.models.zoo import ModelKwargs
 from edgevision.pipeline.report import RunReport
 from edgevision.pipeline.status import CHECK_FAILED_EXIT, failure_message
 from edgevision.reports.render import selection_line, variants_table
@@ -88,9 +89,9 @@ def note(message: str) -> None:
     typer.echo(message, err=True)
 
 
-def parse_model_args(items: list[str] | None) -> dict[str, Any]:
+def parse_model_args(items: list[str] | None) -> ModelKwargs:
     """--model-arg KEY=VALUE items (YAML values) -> timm constructor kwargs."""
-    out: dict[str, Any] = {}
+    out: ModelKwargs = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():

@@ -4,14 +4,24 @@ faster as the bundle's engine; model.engine.json records the precision kept and 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from edgevision.io import write_json
 from edgevision.measure.bench import compare_latency
 from edgevision.runtimes import create_runner
 from edgevision.runtimes import tensorrt as trt_backend
+from edgevision.typed import omitted, to_data
+
+
+@dataclass
+class EngineDecision:
+    """Which precision the bundle's engine was built in, and why: the `decision` in model.engine.json, with the
+    keys build_engine.sh writes."""
+
+    precision: str  # int8 or fp16
+    decided_by: str  # "asked", or "timed here" (both built and timed side by side)
+    median_ms: dict[str, float] | None = omitted()  # precision -> median latency, when timed
 
 
 def build_chosen_engine(bundle: Path, opts: trt_backend.EngineOptions, precision: str | None = None, *,
@@ -20,7 +30,7 @@ def build_chosen_engine(bundle: Path, opts: trt_backend.EngineOptions, precision
     variants = trt_backend.engine_variants(opts)
     if choice != "auto":
         path = trt_backend.build_engine(bundle, replace(variants[choice], engine=opts.engine), log=log)
-        return _record(path, {"precision": choice, "decided_by": "asked"})
+        return _record(path, EngineDecision(choice, "asked"))
     built = {name: trt_backend.build_engine(bundle, v, log=log) for name, v in variants.items()}
     runners = {name: create_runner("tensorrt", path) for name, path in built.items()}
     timed = compare_latency(runners, opts.input_shape, batch=opts.batch, iters=iters)
@@ -33,10 +43,10 @@ def build_chosen_engine(bundle: Path, opts: trt_backend.EngineOptions, precision
             path.with_name(path.name + ".json").unlink(missing_ok=True)
     kept = built[choice].replace(bundle / opts.engine)
     built[choice].with_name(built[choice].name + ".json").replace(kept.with_name(kept.name + ".json"))
-    return _record(kept, {"precision": choice, "decided_by": "timed here", "median_ms": medians})
+    return _record(kept, EngineDecision(choice, "timed here", medians))
 
 
-def _record(engine: Path, decision: dict[str, Any]) -> Path:
+def _record(engine: Path, decision: EngineDecision) -> Path:
     meta_path = engine.with_name(engine.name + ".json")
-    write_json(meta_path, {**json.loads(meta_path.read_text(encoding="utf-8")), "decision": decision})
+    write_json(meta_path, {**json.loads(meta_path.read_text(encoding="utf-8")), "decision": to_data(decision)})
     return engine

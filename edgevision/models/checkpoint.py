@@ -10,14 +10,53 @@ from __future__ import annotations
 import json
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
+from edgevision.data.loader import DataConfig
 from edgevision.errors import ModelError
 from edgevision.io import atomic_write
+from edgevision.models.structure import Structure
+from edgevision.models.zoo import ModelKwargs
+from edgevision.typed import JSONObject
 
 FORMAT = "edgevision.checkpoint"
 FORMAT_VERSION = 1
 _META_KEY = "edgevision"
+
+
+class CheckpointModel(TypedDict, total=False):
+    """How to rebuild the model: a ModelSpec's recorded part."""
+
+    name: str
+    timm_name: str
+    num_classes: int
+    img_size: int
+    model_kwargs: ModelKwargs
+    structure: Structure  # pruned: the changed attributes
+
+
+class TrainingRecord(TypedDict, total=False):
+    """What `train` or `distill` recorded about the training that made the weights."""
+
+    data: str
+    images: int
+    config: dict[str, float | int | str | bool | None]  # the TrainConfig (or DistillConfig) as data
+    history: list[dict[str, float | int | str]]  # one EpochRecord per epoch, as data
+    train_time_s: float
+    initial_weights: str
+    processes: int
+    distilled_from: JSONObject  # the teacher, as the distillation report names it
+
+
+class CheckpointMeta(TypedDict, total=False):
+    """Everything an edgevision checkpoint holds besides its weights."""
+
+    format: str
+    version: int
+    model: CheckpointModel
+    data_config: DataConfig
+    classes: list[str] | None
+    training: TrainingRecord
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -27,18 +66,17 @@ def atomic_save(obj: Any, path: Path) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def spec_meta(spec, classes: list[str] | None = None) -> dict[str, Any]:
+def spec_meta(spec, classes: list[str] | None = None) -> CheckpointMeta:
     """What a checkpoint records about its model (a ModelSpec) so that it loads without a model name."""
-    model = {"name": spec.name, "timm_name": spec.timm_name, "num_classes": spec.num_classes,
-             "img_size": spec.img_size, "model_kwargs": spec.model_kwargs}
+    model = CheckpointModel(name=spec.name, timm_name=spec.timm_name, num_classes=spec.num_classes,
+                            img_size=spec.img_size, model_kwargs=spec.model_kwargs)
     if getattr(spec, "structure", None):
-        model["structure"] = spec.structure  # pruned: the changed attributes, as data
-    return {"model": model,
-            "data_config": spec.data_config,
-            "classes": spec.classes if classes is None else classes}
+        model["structure"] = spec.structure
+    return CheckpointMeta(model=model, data_config=spec.data_config,
+                          classes=spec.classes if classes is None else classes)
 
 
-def write_checkpoint(path: Path, state_dict: dict, meta: dict[str, Any]) -> None:
+def write_checkpoint(path: Path, state_dict: dict, meta: CheckpointMeta) -> None:
     """Write an edgevision checkpoint; `meta` holds model/data_config/classes/metrics."""
     path = Path(path)
     meta = {"format": FORMAT, "version": FORMAT_VERSION, **meta}
@@ -51,7 +89,7 @@ def write_checkpoint(path: Path, state_dict: dict, meta: dict[str, Any]) -> None
         atomic_save({**meta, "state_dict": state_dict}, path)
 
 
-def read_checkpoint(path: Path) -> tuple[dict, dict[str, Any] | None]:
+def read_checkpoint(path: Path) -> tuple[dict, CheckpointMeta | None]:
     """Return (state_dict, edgevision meta or None for a plain state dict)."""
     import torch
 

@@ -12,10 +12,11 @@ import edgevision.models.hf as hf  # the module itself, not through the package 
 from edgevision.data.loader import DATA_CONFIG_KEYS, DataConfig
 from edgevision.errors import ModelError
 from edgevision.models.checkpoint import check_fits, read_checkpoint, strip_prefixes
-from edgevision.models.resize import rebuild_kwargs, resize_input
-from edgevision.models.structure import apply_structure
+from edgevision.models.resize import InputResize, rebuild_kwargs, resize_input
+from edgevision.models.structure import Structure, apply_structure
 from edgevision.models.weights import WeightRequest, WeightSource, may_download, register_weight_source, weight_source
 from edgevision.models.zoo import (
+    ModelKwargs,
     ResolvedName,
     accepts_img_size,
     default_pretrained_tag,
@@ -33,13 +34,13 @@ class ModelSpec:
     timm_name: str
     num_classes: int
     img_size: int
-    model_kwargs: dict[str, Any]
+    model_kwargs: ModelKwargs
     weights: str  # "pretrained", "random" or "checkpoint"
     data_config: DataConfig
     classes: list[str] | None = None
     checkpoint: str | None = None
-    structure: dict[str, dict[str, Any]] | None = None  # a pruned model's changed attributes (compression/prune.py)
-    resized: dict[str, Any] | None = None  # weights made at another input size: what was adapted (models/resize.py)
+    structure: Structure | None = None  # a pruned model's changed attributes (compression/prune.py)
+    resized: InputResize | None = None  # weights made at another input size: what was adapted
     family: str = field(init=False)
 
     def __post_init__(self):
@@ -65,7 +66,7 @@ def random_weights_warning(spec: ModelSpec, role: str = "") -> str | None:
 class LoadedModel:
     model: Any  # torch.nn.Module, in eval mode (or an artifact's path, pipeline/artifacts.py)
     spec: ModelSpec
-    runner_options: dict[str, Any] = field(default_factory=dict)  # an artifact's, e.g. OpenVINO's precision
+    runner_options: dict[str, str] = field(default_factory=dict)  # an artifact's, e.g. OpenVINO's precision
 
 
 def load_model(
@@ -75,7 +76,7 @@ def load_model(
     checkpoint: str | Path | None = None,
     num_classes: int | None = None,
     img_size: int | None = None,
-    model_kwargs: dict[str, Any] | None = None,
+    model_kwargs: ModelKwargs | None = None,
     seed: int | None = None,
     log=lambda message: None,
 ) -> LoadedModel:
@@ -188,7 +189,7 @@ def _at_size(loaded: LoadedModel, img_size: int | None, log) -> LoadedModel:
     data_config = {**spec.data_config, "input_size": [spec.input_size[0], img_size, img_size]}
     kwargs = {**spec.model_kwargs, **rebuild_kwargs(loaded.model)}
     return LoadedModel(loaded.model, dataclasses.replace(spec, img_size=img_size, data_config=data_config,
-                                                         model_kwargs=kwargs, resized=resize.to_dict()))
+                                                         model_kwargs=kwargs, resized=resize))
 
 
 register_weight_source(WeightSource("pretrained", "timm's pretrained weights (Hugging Face cache)", _load_pretrained))

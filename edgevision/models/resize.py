@@ -11,14 +11,14 @@ the nearest sizes that work, checked by a forward pass on the meta device (no me
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 from edgevision.errors import ModelError
 
 # constructor arguments set_input_size may change, besides img_size; the first three are reported
 _RESIZE_ARGS = ("window_size", "transformer_window_size", "transformer_grid_size", "transformer_partition_ratio")
 _REPORTED_ARGS = _RESIZE_ARGS[:3]
+WindowSetting = int | list[int] | list[list[int]]  # a window or grid size (per stage), or a ratio, as JSON holds it
 _PROBE_STEP = 8  # sizes tried when naming the nearest ones that work
 _PROBE_SPAN = 16  # steps tried each way
 
@@ -28,10 +28,7 @@ class InputResize:
     from_size: int
     to_size: int
     tensors: dict[str, list[list[int]]] = field(default_factory=dict)  # name -> [old shape, new shape]
-    settings: dict[str, Any] = field(default_factory=dict)  # constructor arguments that changed
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    settings: dict[str, WindowSetting] = field(default_factory=dict)  # constructor arguments that changed
 
     def summary(self) -> str:
         head = f"input size {self.from_size} -> {self.to_size} px: "
@@ -61,7 +58,7 @@ def resize_input(model, from_size: int, to_size: int) -> InputResize:
     )
 
 
-def rebuild_kwargs(model) -> dict[str, Any]:
+def rebuild_kwargs(model) -> dict[str, WindowSetting]:
     """The window settings set_input_size recorded, as plain data for the model's kwargs."""
     args = getattr(model, "_model_args", {})
     return {k: _plain(args[k]) for k in _RESIZE_ARGS if k in args}

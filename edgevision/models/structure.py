@@ -5,14 +5,14 @@ the weights). compression/prune.py records the structure; models/loading.py appl
 """
 from __future__ import annotations
 
-from typing import Any
-
 from edgevision.errors import ModelError
 
 _SIMPLE = (int, float, bool, str)
+SimpleAttr = int | float | bool | str | list[int | float | bool | str]  # a tuple attribute is kept as a list
+Structure = dict[str, dict[str, SimpleAttr]]  # module path -> {attribute: value}
 
 
-def _simple_attrs(module) -> dict[str, Any]:
+def _simple_attrs(module) -> dict[str, SimpleAttr]:
     out = {}
     for k, v in vars(module).items():
         if k.startswith("_") or k == "training":
@@ -22,7 +22,7 @@ def _simple_attrs(module) -> dict[str, Any]:
     return out
 
 
-def structure_diff(reference, pruned) -> dict[str, dict[str, Any]]:
+def structure_diff(reference, pruned) -> Structure:
     """module path -> {attribute: value} for every simple attribute pruning changed."""
     ref = {name: _simple_attrs(m) for name, m in reference.named_modules()}
     diff = {}
@@ -33,7 +33,7 @@ def structure_diff(reference, pruned) -> dict[str, dict[str, Any]]:
     return diff
 
 
-def apply_structure(model, structure: dict[str, dict[str, Any]], state_dict: dict) -> None:
+def apply_structure(model, structure: Structure, state_dict: dict) -> None:
     """Give a freshly built (unpruned) model the pruned structure: attributes from `structure`, tensor
     shapes from `state_dict`. Then `load_state_dict` fills the weights."""
     import torch

@@ -13,6 +13,7 @@ from typing import Any, Callable
 from urllib.parse import urlparse
 
 from edgevision.errors import ModelError
+from edgevision.models.zoo import ModelKwargs
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class WeightRequest:
     name: str
     num_classes: int | None = None
     img_size: int | None = None
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    model_kwargs: ModelKwargs = field(default_factory=dict)
     log: Callable[[str], None] = lambda message: None
     seed: int | None = None  # fixes a random model's initial weights
 

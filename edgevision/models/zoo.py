@@ -4,9 +4,10 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
 
+from edgevision.data.loader import DataConfig
 from edgevision.errors import ModelError
+from edgevision.typed import JSONObject
 
 # The families, the one table of them: each per-family table (INT8 presets in pipeline/presets.py, pruning
 # adapters in compression/prune.py) is keyed by these names. Found by timm name prefix; maxvit before vit: both
@@ -14,6 +15,7 @@ from edgevision.errors import ModelError
 FAMILY_PREFIXES = ("convnext", "swin", "maxvit", "vit", "hybrid")
 OTHER_FAMILY = "other"
 FAMILIES = (*FAMILY_PREFIXES, OTHER_FAMILY)
+ModelKwargs = JSONObject  # timm constructor arguments, as data: a spec records them and rebuilds the model from them
 
 
 @dataclass(frozen=True)
@@ -22,9 +24,9 @@ class ZooEntry:
     timm_name: str
     description: str
     img_size: int | None = None  # None: timm's default input size
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    model_kwargs: ModelKwargs = field(default_factory=dict)
     # Preprocessing that differs from timm's default for this architecture.
-    data_overrides: dict[str, Any] = field(default_factory=dict)
+    data_overrides: DataConfig = field(default_factory=dict)
     # Whether timm's pretrained weights are the alias's default weights (where timm has them); False for a small-
     # input alias whose ImageNet weights at that size are not what it is for.
     pretrained_default: bool = True
@@ -149,8 +151,8 @@ class ResolvedName:
     name: str  # as the user wrote it
     timm_name: str  # may carry a pretrained tag, e.g. convnext_tiny.fb_in1k
     img_size: int | None
-    model_kwargs: dict[str, Any]
-    data_overrides: dict[str, Any]
+    model_kwargs: ModelKwargs
+    data_overrides: DataConfig
     pretrained_default: bool = True
 
     @property
@@ -226,16 +228,28 @@ def count_gmacs(model, input_size: tuple[int, int, int]) -> float:
     return counter.get_total_flops() / 2e9
 
 
-def zoo_table() -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class ZooRow:
+    """An alias as `edgevision models` lists it."""
+
+    alias: str
+    timm_name: str
+    family: str
+    description: str
+    img_size: int  # the default input size
+    params_m: float
+    gmacs: float  # at img_size
+    pretrained_tag: str | None  # timm's default pretrained weights (None: random by default, or a changed model)
+    imagenet_top1: float | None  # timm's published ImageNet-1k top-1 for those weights
+    imagenet_top1_res: int | None  # ... at this resolution
+
+
+@lru_cache(maxsize=1)
+def zoo_table() -> tuple[ZooRow, ...]:
     """One row per alias: timm name, params and GMACs at the default input size, published top-1.
 
     Models are built on the meta device, so even ViT-L costs no memory or init time; counting their GMACs still
     takes seconds, so a process counts them once."""
-    return [dict(row) for row in _zoo_rows()]
-
-
-@lru_cache(maxsize=1)
-def _zoo_rows() -> tuple[dict[str, Any], ...]:
     timm = timm_with_students()
     import torch
 
@@ -249,16 +263,7 @@ def _zoo_rows() -> tuple[dict[str, Any], ...]:
         size = e.img_size or model.pretrained_cfg["input_size"][-1]
         tag = None if e.model_kwargs or not e.pretrained_default else default_pretrained_tag(e.timm_name)
         top1, top1_res = PUBLISHED_TOP1.get(tag or "", (None, None))
-        rows.append({
-            "alias": alias,
-            "timm_name": e.timm_name,
-            "family": e.family,
-            "description": e.description,
-            "img_size": size,
-            "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
-            "gmacs": round(count_gmacs(model, (3, size, size)), 3),
-            "pretrained_tag": tag,
-            "imagenet_top1": top1,
-            "imagenet_top1_res": top1_res,
-        })
+        rows.append(ZooRow(alias, e.timm_name, e.family, e.description, size,
+                           round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+                           round(count_gmacs(model, (3, size, size)), 3), tag, top1, top1_res))
     return tuple(rows)

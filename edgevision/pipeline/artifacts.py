@@ -10,6 +10,7 @@ from pathlib import Path
 
 from edgevision.errors import EdgevisionError
 from edgevision.models.loading import LoadedModel, ModelSpec
+from edgevision.models.resize import InputResize
 from edgevision.runtimes import runtime_of_artifact
 
 
@@ -27,7 +28,8 @@ def load_artifact(path: str | Path) -> LoadedModel:
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         fields = {k: v for k, v in manifest["model"].items() if k != "family"}
-        spec = ModelSpec(**fields)
+        resized = fields.pop("resized", None)
+        spec = ModelSpec(**fields, resized=InputResize(**resized) if resized else None)
     except (OSError, ValueError, KeyError, TypeError):
         raise EdgevisionError(f"{path} has no edgevision manifest.json beside it to say how to feed it",
                               "keep the artifact in the directory export/compress wrote") from None
