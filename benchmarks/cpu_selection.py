@@ -51,9 +51,10 @@ def compress(alias: str, out: Path, threads: int, iters: int, calib_size: int) -
 def selected_layers(run: Path, report: dict, threads: int) -> dict:
     """The selected artifact's per-layer profile (`edgevision benchmark ARTIFACT --layers`, in-process)."""
     from edgevision.api import benchmark
+    from edgevision.typed import to_data
 
     artifact = next(v["artifact"] for v in report["variants"] if v.get("selected"))
-    return benchmark(run / artifact, threads=threads, iters=10, throughput_batch=0, layers=True)["layers"]
+    return to_data(benchmark(run / artifact, threads=threads, iters=10, throughput_batch=0, layers=True).layers)
 
 
 def row(alias: str, report: dict, gmacs: float, tier: str, layers: dict) -> dict:

@@ -53,7 +53,7 @@ def accuracy(args, tmp: Path) -> list[dict]:
         for target in ("jetson", "onnx"):
             _, result, wall = export(alias, "fashion-mnist", target, tmp / f"{alias}-{target}",
                                      eval_limit=args.limit, threads=args.threads, benchmark_iters=10)
-            r = result.report
+            r = result.report.to_dict()
             ref, int8 = r["variants"][0], r["variants"][-1]
             rows.append({"model": alias, "target": target, "runtime": int8["runtime"], "images": r["data"]["images"],
                          "float_top1": ref["top1"], "int8_top1": int8["top1"], "drop": int8["top1_drop"],
@@ -73,7 +73,7 @@ def speed(args, tmp: Path) -> list[dict]:
         out = tmp / f"{alias}-onnx"
         loaded, result, wall = export(alias, "random", "onnx", out, threads=args.threads,
                                       benchmark_iters=args.iters, calib_size=64)
-        v = {(x["name"], x["runtime"]): x for x in result.report["variants"]}
+        v = {(x["name"], x["runtime"]): x for x in result.report.to_dict()["variants"]}
         ratios = [v["fp32", "onnxruntime"]["latency_ms_p50"] / v["int8", "onnxruntime"]["latency_ms_p50"]]
         vs_torch = [v["int8", "onnxruntime"]["speedup"]]
         runners = {"pytorch": create_runner("pytorch", loaded.model, threads=args.threads),
@@ -91,7 +91,7 @@ def speed(args, tmp: Path) -> list[dict]:
                      "pytorch_fp32_ms": float(np.median(ms["pytorch"])), "ort_fp32_ms": float(np.median(ms["fp32"])),
                      "ort_int8_ms": float(np.median(ms["int8"])), "int8_vs_ort_fp32": float(np.median(ratios)),
                      "int8_vs_ort_fp32_measured": ratios, "int8_vs_pytorch": float(np.median(vs_torch)),
-                     "cpu": result.report["benchmark"]["cpu"], "export_s": wall})
+                     "cpu": result.report.benchmark.cpu, "export_s": wall})
         print(json.dumps(rows[-1]), file=sys.stderr)
     return rows
 

@@ -23,6 +23,7 @@ SHOWN = 8  # operator rows per model and runtime in the markdown
 
 def measure(model: str, work: Path, threads: int) -> dict:
     from edgevision import api
+    from edgevision.typed import to_data
 
     bundle = work / model
     print(f"exporting {model} (cpu bundle, 224x224)", file=sys.stderr, flush=True)
@@ -32,7 +33,7 @@ def measure(model: str, work: Path, threads: int) -> dict:
     for runtime, artifact in ARTIFACTS.items():
         result = api.benchmark(bundle / artifact, threads=threads, iters=10, warmup=2, throughput_batch=None,
                                layers=True)
-        out[runtime] = result["layers"]["int8_vs_float"]
+        out[runtime] = to_data(result.layers.int8_vs_float)
     return out
 
 

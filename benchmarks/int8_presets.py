@@ -59,12 +59,12 @@ def main() -> None:
                                             "threads": args.threads})
                 result = compress(loaded, test, recipe, Path(tmp) / f"{alias}-{name}", calib_source=train,
                                   progress=False)
-                v = {(x["name"], x["runtime"]): x for x in result.report["variants"]}
+                v = {(x["name"], x["runtime"]): x for x in result.report.to_dict()["variants"]}
                 ref, int8 = v["fp32", "pytorch"], v["int8", "openvino"]
                 rows.append({"model": alias, "candidate": name, "settings": CANDIDATES[name],
                              "fp32_top1": ref["top1"], "int8_top1": int8["top1"], "drop": int8["top1_drop"],
                              "agreement": int8["agreement"], "kl": int8["kl"],
-                             "images": result.report["data"]["images"]})
+                             "images": result.report.data.images})
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
                 (RESULTS / "int8_presets.json").write_text(json.dumps(rows, indent=2) + "\n")
     rows.sort(key=lambda r: (list(FASHION_MNIST_EPOCHS).index(r["model"]), list(CANDIDATES).index(r["candidate"])))

@@ -51,7 +51,7 @@ def accuracy(args, tmp: Path) -> list[dict]:
             continue
         _, result = run(alias, "fashion-mnist", tmp / alias, "builtin:fashion-mnist:test", eval_limit=args.limit,
                         threads=args.threads, benchmark_iters=20, prune={"ratio": args.ratio})
-        r = result.report
+        r = result.report.to_dict()
         v = {(x["name"], x["runtime"]): x for x in r["variants"]}
         p = r["pruning"]
         rows.append({"model": alias, "ratio": args.ratio, "images": r["data"]["images"],
@@ -76,7 +76,7 @@ def speed(args, tmp: Path) -> list[dict]:
     for alias in SPEED_MODELS:
         loaded, result = run(alias, "random", tmp / f"{alias}-speed", "builtin:photos", threads=args.threads,
                              benchmark_iters=args.iters, calib_size=64, prune={"ratio": args.ratio, "finetune_epochs": 0})
-        v = {(x["name"], x["runtime"]): x for x in result.report["variants"]}
+        v = {(x["name"], x["runtime"]): x for x in result.report.to_dict()["variants"]}
         speedups = [v["int8", "openvino"]["speedup"]]
         pruned_torch = [v["pruned", "pytorch"]["speedup"]]
         runners = {"pytorch": create_runner("pytorch", loaded.model, threads=args.threads),
@@ -84,7 +84,7 @@ def speed(args, tmp: Path) -> list[dict]:
         for _ in range(args.repeats):
             b = compare_latency(runners, loaded.spec.input_size, iters=args.iters)
             speedups.append(b["pytorch"].latency_ms_p50 / b["int8"].latency_ms_p50)
-        p = result.report["pruning"]
+        p = result.report.to_dict()["pruning"]
         rows.append({"model": alias, "ratio": args.ratio, "threads": args.threads,
                      "pytorch_fp32_ms": v["fp32", "pytorch"]["latency_ms_p50"],
                      "pruned_pytorch_ms": v["pruned", "pytorch"]["latency_ms_p50"],
@@ -94,7 +94,7 @@ def speed(args, tmp: Path) -> list[dict]:
                      "pruned_pytorch_speedup": pruned_torch[0],
                      "gmacs_before": p["gmacs_before"], "gmacs_after": p["gmacs_after"],
                      "params_before": p["params_before"], "params_after": p["params_after"],
-                     "cpu": result.report["benchmark"]["cpu"]})
+                     "cpu": result.report.benchmark.cpu})
         print(json.dumps(rows[-1]), file=sys.stderr)
     return rows
 

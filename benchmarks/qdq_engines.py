@@ -45,7 +45,7 @@ def export(alias: str, weights: str, engine: str, out: Path, args, **overrides) 
     result = export_model(loaded, open_source(data), recipe, "jetson", "int8", out, progress=False,
                           calib_source=open_source("builtin:fashion-mnist:train"),
                           log=lambda m: print(f"  {alias}/{engine}: {m}", file=sys.stderr))
-    return result.report, round(time.perf_counter() - t0, 1)
+    return result.report.to_dict(), round(time.perf_counter() - t0, 1)
 
 
 def placement(path: Path) -> dict:

@@ -35,11 +35,11 @@ from edgevision.data import open_source
 from edgevision.errors import EdgevisionError
 from edgevision.measure import benchmark_model, evaluate_model
 from edgevision.models import load_model
-from edgevision.pipeline.export import export_model, export_run, open_run
+from edgevision.pipeline.export import EngineFlags, export_model, export_run, open_run
 from edgevision.pipeline.run import compress_model
 from edgevision.training import TrainConfig, train
 
-__all__ = ["DistillConfig", "EdgevisionError", "TrainConfig", "__version__", "benchmark", "benchmark_model",
+__all__ = ["DistillConfig", "EdgevisionError", "EngineFlags", "TrainConfig", "__version__", "benchmark", "benchmark_model",
            "build_engine", "compare", "compress", "compress_model", "deploy_check", "device", "distill", "distill_models", "evaluate",
            "evaluate_model", "export", "export_model", "export_run", "list_models", "load_model", "open_model",
            "open_run", "open_source", "prune", "prune_model", "recommend", "sweep", "train", "train_model"]

@@ -11,6 +11,7 @@ these, and prints.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,15 +20,15 @@ from edgevision.data.open import default_eval_spec, open_source
 from edgevision.data.sources import ImageSource, align_classes, sample
 from edgevision.deploy import bundle_lib, select_model
 from edgevision.errors import EdgevisionError, OutputExistsError
-from edgevision.measure.bench import available_cores, model_runner
+from edgevision.measure.bench import BenchResult, available_cores, model_runner
 from edgevision.measure.bench import benchmark as benchmark_runner
-from edgevision.measure.cpu_profile import cpu_profile
-from edgevision.measure.describe import describe_model
+from edgevision.measure.cpu_profile import CpuProfile, cpu_profile
+from edgevision.measure.describe import ModelDescription, describe_model
 from edgevision.measure.engine_choice import build_chosen_engine
-from edgevision.measure.evaluate import evaluate_model
-from edgevision.measure.layers import Int8Comparison, profile_layers, profile_pair
-from edgevision.models.loading import LoadedModel, load_model, random_weights_warning
-from edgevision.models.zoo import zoo_table
+from edgevision.measure.evaluate import EvalResult, evaluate_model
+from edgevision.measure.layers import Int8Comparison, LayerReport, profile_layers, profile_pair
+from edgevision.models.loading import LoadedModel, ModelSpec, load_model, random_weights_warning
+from edgevision.models.zoo import ZooRow, zoo_table
 from edgevision.pipeline import export as ex
 from edgevision.pipeline.artifacts import artifact_runtime, check_runtime, float_counterpart, load_artifact
 from edgevision.pipeline.presets import preset_for
@@ -36,14 +37,37 @@ from edgevision.pipeline.run import CompressResult, compress_model
 from edgevision.pipeline.sweep import SweepResult
 from edgevision.pipeline.sweep import sweep as run_sweep
 from edgevision.reports import compare as cmp
+from edgevision.reports.recommend import Recommendation
 from edgevision.reports.recommend import recommend as recommend_from_runs
 from edgevision.runtimes import tensorrt as trt_backend
 from edgevision.runtimes.pytorch import torch_threads
 from edgevision.training.loop import TrainConfig
 from edgevision.training.supervised import TrainResult
 from edgevision.training.supervised import train as train_loaded
+from edgevision.typed import flattened, omitted
 
 Log = Callable[[str], None]
+
+
+@dataclass
+class Evaluation:
+    """`evaluate`'s answer: the model, the runtime it ran in, and its top-1/top-5 on the data (keys in place)."""
+
+    model: ModelSpec
+    runtime: str
+    result: EvalResult = flattened()
+
+
+@dataclass
+class Benchmark:
+    """`benchmark`'s answer: the model, its latency and throughput (keys in place), and with `layers` where the
+    time went."""
+
+    model: ModelDescription
+    result: BenchResult = flattened()
+    layers: LayerReport | None = omitted()
+
+
 RUNS_DIR = Path("runs")
 EXPORTS_DIR = Path("exports")
 
@@ -83,19 +107,19 @@ def open_model(model: str | Path | LoadedModel | None, runtime: str | None = Non
     return model_of(model, **options), runtime or "pytorch"
 
 
-def device(*, threads: int | None = None, refresh: bool = False) -> dict[str, Any]:
+def device(*, threads: int | None = None, refresh: bool = False) -> CpuProfile:
     """`edgevision device`: this CPU's INT8 features and measured GEMM roofline per runtime, cached."""
-    return cpu_profile(threads, refresh=refresh).to_dict()
+    return cpu_profile(threads, refresh=refresh)
 
 
-def list_models() -> list[dict[str, Any]]:
+def list_models() -> tuple[ZooRow, ...]:
     """The model aliases: timm name, params and GMACs at the default input size, published top-1."""
     return zoo_table()
 
 
 def evaluate(model: str | Path | LoadedModel | None, data: str | ImageSource, *, runtime: str | None = None,
              limit: int | None = None, seed: int = 0, batch_size: int = 64, threads: int | None = None,
-             workers: int = 0, progress: bool = True, log: Log = _quiet, **model_options: Any) -> dict[str, Any]:
+             workers: int = 0, progress: bool = True, log: Log = _quiet, **model_options: Any) -> Evaluation:
     """Top-1/top-5 of a model (or an artifact) on data, with the model's own preprocessing."""
     source = source_of(data, "test")
     loaded, runtime = open_model(model, runtime, log=log, **model_options)
@@ -107,14 +131,14 @@ def evaluate(model: str | Path | LoadedModel | None, data: str | ImageSource, *,
         log(msg)
     result = evaluate_model(loaded, source, runtime=runtime, limit=limit, seed=seed, batch_size=batch_size,
                             threads=threads, workers=workers, progress=progress)
-    return {"model": loaded.spec.to_dict(), "runtime": runtime, **result.to_dict()}
+    return Evaluation(loaded.spec, runtime, result)
 
 
 def benchmark(model: str | Path | LoadedModel | None, *, runtime: str | None = None, threads: int | None = None,
               batch: int = 1, throughput_batch: int | None = 32, warmup: int = 10, iters: int = 50,
               min_seconds: float = 0.0, layers: bool = False, float_model: str | Path | None = None,
               weights: str | None = None, checkpoint: str | Path | None = None, log: Log = _quiet,
-              **model_options: Any) -> dict[str, Any]:
+              **model_options: Any) -> Benchmark:
     """Latency at `batch` and throughput at `throughput_batch`. Weights do not change speed: without a
     checkpoint the model gets random weights unless `weights` says otherwise. `layers`: also each layer's time
     from the runtime's profiler, grouped by kind, with the INT8 GEMM layers' share of this CPU's roofline; for an
@@ -126,13 +150,13 @@ def benchmark(model: str | Path | LoadedModel | None, *, runtime: str | None = N
     # the profile first, so that a runtime without a profiler fails before the timing; it runs an instrumented
     # copy of the model, released before the timed calls
     profiled = _layer_profiles(model, loaded, runner, threads, float_model, batch) if layers else None
-    result = {"model": describe_model(loaded), **benchmark_runner(
+    result = Benchmark(describe_model(loaded), benchmark_runner(
         runner, loaded.spec.input_size, batch=batch, warmup=warmup, iters=iters, min_seconds=min_seconds,
-        throughput_batch=throughput_batch or None).to_dict()}
+        throughput_batch=throughput_batch or None))
     if profiled is not None:
         profile, against = profiled
-        result["layers"] = {**profile.to_dict(cpu_profile(threads).int8_gops(runtime)),
-                            **({"int8_vs_float": against.to_dict()} if against else {})}
+        result.layers = profile.report(cpu_profile(threads).int8_gops(runtime))
+        result.layers.int8_vs_float = against.report() if against else None
     return result
 
 
@@ -233,7 +257,7 @@ def export(
     precision: str = "int8",
     out: str | Path | None = None,
     force: bool = False,
-    tensorrt: dict[str, Any] | None = None,
+    engine_flags: ex.EngineFlags | None = None,
     data: str | None = None,
     calib_data: str | None = None,
     calib_size: int | None = None,
@@ -259,14 +283,15 @@ def export(
         raise EdgevisionError(f"{source} is a directory but not a compress run (no manifest.json)",
                               "give a run directory made by `edgevision compress` or `distill`, or a model name")
     if isinstance(source, (str, Path)) and ex.is_run_dir(source):
-        return ex.export_run(ex.open_run(source), target, precision, Path(out) if out else None, tensorrt=tensorrt,
+        return ex.export_run(ex.open_run(source), target, precision, Path(out) if out else None,
+                             engine_flags=engine_flags,
                              data=data, calib_data=calib_data, overrides=overrides, force=force, progress=progress,
                              log=log)
     loaded = model_of(source, checkpoint=checkpoint, log=log, **model_options)
     resolved = resolve(preset_for(loaded.spec.family), recipe, overrides)
     out = Path(out) if out else EXPORTS_DIR / f"{loaded.spec.name}-{target}-{_stamp()}"
     return ex.export_model(loaded, source_of(data or "builtin:photos", "test"), resolved, target, precision, out,
-                           calib_source=source_of(calib_data, "train"), tensorrt=tensorrt, force=force,
+                           calib_source=source_of(calib_data, "train"), engine_flags=engine_flags, force=force,
                            progress=progress, log=log)
 
 
@@ -360,6 +385,6 @@ def compare(runs: list[str | Path], *, plot: str | Path | None = None, html: str
 
 
 def recommend(runs: list[str | Path] | None = None, *, target: str = "cpu", max_latency_ms: float,
-              max_drop: float = 1.0, max_size_mb: float | None = None) -> dict[str, Any]:
+              max_drop: float = 1.0, max_size_mb: float | None = None) -> Recommendation:
     """`edgevision recommend`: which measured variant meets the budgets, and the checklist behind it."""
     return recommend_from_runs(runs or [RUNS_DIR], target, max_latency_ms, max_drop, max_size_mb)

@@ -5,6 +5,7 @@ from edgevision.errors import EdgevisionError
 from edgevision.measure.bench import benchmark, compare_latency
 from edgevision.measure.evaluate import fidelity, topk_accuracy
 from edgevision.runtimes import Runner, create_runner
+from edgevision.typed import to_data
 
 
 def test_topk_accuracy():
@@ -45,7 +46,7 @@ def test_benchmark_measures_what_the_runner_costs():
     assert 2.0 <= result.latency_ms_p50 < 6.0
     assert result.latency_ms_p50 <= result.latency_ms_p90 <= result.latency_ms_p99
     assert 50 / 0.012 < result.throughput_ips < 50 / 0.007  # 7 ms per batch of 50, minus overheads
-    assert result.runner.to_dict() == {"runtime": "sleep"} and result.cpu
+    assert to_data(result.runner) == {"runtime": "sleep"} and result.cpu
 
 
 class Spinner(Runner):

@@ -17,7 +17,7 @@ from edgevision.data.loader import preprocess_each
 from edgevision.errors import EdgevisionError
 from edgevision.io import sha256
 from edgevision.models import load_model
-from edgevision.pipeline.export import export_model, export_run, latest_run, open_run
+from edgevision.pipeline.export import EngineFlags, export_model, export_run, latest_run, open_run
 from edgevision.pipeline.presets import preset_for
 from edgevision.pipeline.resolve import resolve
 from edgevision.pipeline.run import compress_model as compress
@@ -79,19 +79,20 @@ def test_simulated_int8_stays_close_to_float_on_a_trained_model(tmp_path, traine
 def test_dynamic_and_static_batches(tmp_path):
     loaded = load_model("convnext_mini", weights="random")
     dynamic = export_model(loaded, open_source("builtin:photos"), recipe_for("convnext"), "jetson", "int8",
-                           tmp_path / "d", tensorrt={"dynamic_batch": True, "batch": 4, "max_batch": 8}, progress=False)
+                           tmp_path / "d", engine_flags=EngineFlags(batch=4, dynamic_batch=True, max_batch=8),
+                           progress=False)
     dim = onnx.load(str(dynamic.run_dir / "model.onnx")).graph.input[0].type.tensor_type.shape.dim[0]
     assert dim.dim_param and not dim.dim_value
     assert "--maxShapes=input:8x3x32x32" in dynamic.report.to_dict()["tensorrt"]["trtexec"]["10"]
     static = export_model(loaded, open_source("builtin:photos"), recipe_for("convnext"), "jetson", "int8",
-                          tmp_path / "s", tensorrt={"batch": 4}, progress=False)
+                          tmp_path / "s", engine_flags=EngineFlags(batch=4), progress=False)
     assert onnx.load(str(static.run_dir / "model.onnx")).graph.input[0].type.tensor_type.shape.dim[0].dim_value == 4
     # 13 photos through a batch-4 model: chunks, the last one padded, same predictions as dynamic
     assert static.report.to_dict()["data"]["images"] == 13
     assert static.report.to_dict()["variants"][1]["agreement"] == pytest.approx(dynamic.report.to_dict()["variants"][1]["agreement"])
     with pytest.raises(EdgevisionError, match="between 1 and --max-batch"):
         export_model(loaded, open_source("builtin:photos"), recipe_for("convnext"), "jetson", "int8",
-                     tmp_path / "x", tensorrt={"batch": 64, "max_batch": 32}, progress=False)
+                     tmp_path / "x", engine_flags=EngineFlags(batch=64, max_batch=32), progress=False)
 
 
 def test_fp16_and_fp32_bundles_are_float_graphs(tmp_path):

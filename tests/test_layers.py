@@ -25,6 +25,7 @@ from edgevision.runtimes.layers import (
     conv_work,
     matmul_work,
 )
+from edgevision.typed import to_data
 
 
 def test_conv_work_counts_each_output_times_its_receptive_field():
@@ -68,9 +69,9 @@ def test_int8_gemm_share_is_against_the_roofline_and_absent_without_one():
     profile = recorded()
     assert profile.int8_gemm_share(1250.0) == 0.8
     assert profile.int8_gemm_share(None) is None
-    report = profile.to_dict(1250.0)
-    assert report["int8_gemm"]["roofline_share"] == 0.8 and report["int8_gemm"]["roofline_gops"] == 1250.0
-    assert [layer["name"] for layer in report["slowest"]] == ["fc1", "norm", "dw", "fc2", "head"]
+    report = profile.report(1250.0)
+    assert report.int8_gemm.roofline_share == 0.8 and report.int8_gemm.roofline_gops == 1250.0
+    assert [layer.name for layer in report.slowest] == ["fc1", "norm", "dw", "fc2", "head"]
     floats = LayerProfile("onnxruntime", 10, [layer for layer in profile.layers if not layer.int8])
     assert floats.int8_gemm_share(1250.0) is None
 
@@ -83,7 +84,7 @@ def test_operators_sum_time_per_operator_and_precision_without_the_kernel():
     assert rows[("FullyConnected", False)].layers == 2 and rows[("FullyConnected", False)].ms == 0.75
     assert [r.op for r in profile.operators()][:2] == ["FullyConnected", "MVN"]
     assert sum(r.time_share for r in profile.operators()) == pytest.approx(1.0, abs=0.002)
-    assert profile.to_dict()["operators"] == [dataclasses.asdict(o) for o in profile.operators()]
+    assert to_data(profile.report())["operators"] == [dataclasses.asdict(o) for o in profile.operators()]
 
 
 @pytest.fixture(scope="module")

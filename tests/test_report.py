@@ -92,3 +92,48 @@ def test_a_recipe_value_outside_a_registry_is_named_with_what_is_allowed():
         resolve({}, None, {"tensorrt": {"qdq_engine": "tvm"}})
     with pytest.raises(RecipeError, match=r"unknown key 'sections'"):
         resolve({}, None, {"sections": {"qdq": {"exclude_nodes": []}}})
+
+
+def test_a_quantization_record_writes_the_keys_its_run_set_and_no_others():
+    from edgevision.quantization.records import GuardStep, GuardSummary, QDQRecord, TensorRTGraphRecord
+    from edgevision.typed import to_data
+
+    record = QDQRecord("cpu", "uint8", "int8 per-channel", "minmax", 32, 10, 12, "onnxruntime default", [])
+    assert "engine" not in to_data(record) and "accuracy_guard" not in to_data(record)
+    record.format = "u8s8"
+    record.accuracy_guard = GuardSummary("top1", 1.0, 50, 90.0, 89.5, needed=False,
+                                         path=[GuardStep("as quantized", 89.5, 32, None, excluded=[], kl=0.01)])
+    data = to_data(record)
+    assert data["format"] == "u8s8" and data["accuracy_guard"]["path"][0] == {
+        "step": "as quantized", "int8": 89.5, "calibration_images": 32, "seconds": None, "excluded": [], "kl": 0.01}
+    assert "held" not in data["accuracy_guard"]  # set only when the guard had work to do
+    # the jetson target's record: the Q/DQ keys in place, beside its own
+    jetson = to_data(TensorRTGraphRecord(True, "int8", record))
+    assert jetson["simulated"] is True and jetson["profile"] == "cpu" and "qdq" not in jetson
+    assert to_data(TensorRTGraphRecord(False, "fp16")) == {"simulated": False, "engine_precision": "fp16"}
+
+
+def test_the_quantization_child_reads_back_the_job_it_was_given():
+    from edgevision.quantization.onnxruntime import PROFILES, JobOutput, QuantizeJob
+    from edgevision.typed import from_data, to_data
+
+    job = QuantizeJob("edgevision", "f.onnx", "minmax", ["/a"], [JobOutput("q.onnx", ["/b"], PROFILES["tensorrt"])])
+    back = from_data(QuantizeJob, json.loads(json.dumps(to_data(job))))
+    assert back.outputs[0].nodes == ["/b"] and back.exclude == ["/a"]
+    assert back.outputs[0].profile.quantize_kwargs() == PROFILES["tensorrt"].quantize_kwargs()
+
+
+def test_an_api_answer_is_its_commands_json():
+    """Evaluation keeps the result's keys in place and leaves its logits out."""
+    import numpy as np
+
+    from edgevision.api import Evaluation
+    from edgevision.measure.evaluate import EvalResult
+    from edgevision.models import load_model
+    from edgevision.typed import to_data
+
+    spec = load_model("convnext_mini", weights="random").spec
+    answer = Evaluation(spec, "pytorch", EvalResult("builtin:photos", 13, 0, None, None, np.zeros((13, 10)), None))
+    data = to_data(answer)
+    assert list(data)[:4] == ["model", "runtime", "data", "images"] and "logits" not in data
+    assert data["model"]["family"] == "convnext" and json.loads(json.dumps(data)) == data

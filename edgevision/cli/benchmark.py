@@ -61,21 +61,21 @@ def benchmark_command(
         if json_out:
             print_json(result)
             return
-        info, r, out = result["model"], result["runner"], console()
-        size = (f"{info['params_m']} M params, {info['gmacs']} GMACs" if info.get("params_m") is not None
-                else f"artifact {info['artifact']}")
-        shape = result["input_shape"]
-        out.print(f"model      {info['name']} ({info['timm_name']}): {size} at {shape[1]}x{shape[2]}")
-        out.print(f"runtime    {r['runtime']} {r.get('version', '')} ({r.get('precision', '')}), "
-                  f"{r.get('threads', '?')} threads on {result['cpu']}")
-        out.print(f"latency    batch {result['batch']}: p50 {fmt(result['latency_ms_p50'])} ms, "
-                  f"p90 {fmt(result['latency_ms_p90'])} ms, p99 {fmt(result['latency_ms_p99'])} ms "
-                  f"({result['iterations']} calls after {result['warmup']} warm-up)")
-        if result["throughput_ips"] is not None:
-            out.print(f"throughput batch {result['throughput_batch']}: {fmt(result['throughput_ips'], 1)} images/s")
-        if layers:
-            for table in layer_tables(result["layers"]):
+        info, b, out = result.model, result.result, console()
+        r = b.runner
+        size = (f"{info.params_m} M params, {info.gmacs} GMACs" if info.params_m is not None
+                else f"artifact {info.artifact}")
+        shape = b.input_shape
+        out.print(f"model      {info.spec.name} ({info.spec.timm_name}): {size} at {shape[1]}x{shape[2]}")
+        out.print(f"runtime    {r.runtime} {r.version or ''} ({r.precision or ''}), {r.threads or '?'} threads on "
+                  f"{b.cpu}")
+        out.print(f"latency    batch {b.batch}: p50 {fmt(b.latency_ms_p50)} ms, p90 {fmt(b.latency_ms_p90)} ms, "
+                  f"p99 {fmt(b.latency_ms_p99)} ms ({b.iterations} calls after {b.warmup} warm-up)")
+        if b.throughput_ips is not None:
+            out.print(f"throughput batch {b.throughput_batch}: {fmt(b.throughput_ips, 1)} images/s")
+        if result.layers is not None:
+            for table in layer_tables(result.layers):
                 out.print(table)
-            out.print(int8_gemm_line(result["layers"]))
-            if "int8_vs_float" in result["layers"]:
-                out.print(int8_payoff_table(result["layers"]))
+            out.print(int8_gemm_line(result.layers))
+            if result.layers.int8_vs_float is not None:
+                out.print(int8_payoff_table(result.layers.runtime, result.layers.int8_vs_float))

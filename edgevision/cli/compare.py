@@ -33,7 +33,7 @@ def compare_command(
     with cli_errors(debug):
         comparison, written = api.compare(runs, plot=plot, html=html_out, markdown=markdown_out, allow_mixed=allow_mixed)
         if json_out:
-            print_json({"rows": cmp.rows_to_json(comparison.rows), "caveats": comparison.caveats, "written": written})
+            print_json({"rows": cmp.sorted_rows(comparison.rows), "caveats": comparison.caveats, "written": written})
             return
         console().print(cmp.rich_table(comparison, wide=wide))
         for kind, path in written.items():

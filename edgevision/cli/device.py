@@ -24,12 +24,12 @@ def device_command(
             print_json(profile)
             return
         out = console()
-        out.print(f"cpu        {profile['cpu']} ({profile['arch']}), {profile['threads']} threads")
-        out.print(f"isa        {', '.join(profile['features']) or 'none of ' + 'avx2/vnni/amx/dotprod'} "
-                  f"(tier: {profile['tier']})")
-        out.print("runtimes   " + ", ".join(f"{k} {v}" for k, v in profile["versions"].items()))
-        for name, gops in profile["gemm_gops"].items():
+        out.print(f"cpu        {profile.cpu} ({profile.arch}), {profile.threads} threads")
+        out.print(f"isa        {', '.join(profile.features) or 'none of ' + 'avx2/vnni/amx/dotprod'} "
+                  f"(tier: {profile.tier})")
+        out.print("runtimes   " + ", ".join(f"{k} {v}" for k, v in profile.versions.items()))
+        for name, gops in profile.gemm_gops.items():
             out.print(f"gemm       {name:24s} {gops:8.1f} GOP/s")
-        for line in profile["conclusions"]:
+        for line in profile.conclusions():
             out.print(f"so         {line}")
-        out.print(f"measured   {profile['measured']} in {profile['seconds']} s (cached; --refresh measures again)")
+        out.print(f"measured   {profile.measured} in {profile.seconds} s (cached; --refresh measures again)")

@@ -50,11 +50,11 @@ def evaluate_command(
         if json_out:
             print_json(report)
             return
-        out, spec = console(), report["model"]
-        out.print(f"model    {spec['name']} ({spec['timm_name']}), weights {spec['weights']}")
-        out.print(f"data     {report['data']}: {report['images']} images"
-                  + (f", {report['skipped']} unreadable skipped" if report["skipped"] else ""))
-        if report["top1"] is None:
+        out, spec, result = console(), report.model, report.result
+        out.print(f"model    {spec.name} ({spec.timm_name}), weights {spec.weights}")
+        out.print(f"data     {result.data}: {result.images} images"
+                  + (f", {result.skipped} unreadable skipped" if result.skipped else ""))
+        if result.top1 is None:
             out.print("top-1    - (no labels: use `edgevision compress` for agreement with the float model)")
         else:
-            out.print(f"top-1    {fmt(report['top1'])} %\ntop-5    {fmt(report['top5'])} %")
+            out.print(f"top-1    {fmt(result.top1)} %\ntop-5    {fmt(result.top5)} %")

@@ -20,6 +20,7 @@ from edgevision.cli.options import (
     ThreadsOpt,
     WeightsOpt,
 )
+from edgevision.pipeline.export import EngineFlags
 from edgevision.pipeline.targets import get_target
 from edgevision.quantization.engines import DEFAULT_QDQ_ENGINE, QDQ_ENGINES
 
@@ -72,9 +73,8 @@ def export_command(
     INT8 accuracy is simulated in ONNX Runtime and the graph is checked against TensorRT's INT8 rules.
     """
     with cli_errors(debug):
-        trt = {"batch": batch, "dynamic_batch": dynamic_batch, "max_batch": max_batch, "dla_core": dla_core,
-               "qdq_engine": qdq_engine}
-        result = api.export(source, target=target, precision=precision, out=out, force=force, tensorrt=trt,
+        flags = EngineFlags(batch, dynamic_batch, max_batch, dla_core, qdq_engine)
+        result = api.export(source, target=target, precision=precision, out=out, force=force, engine_flags=flags,
                             data=data, calib_data=calib_data, calib_size=calib_size, limit=limit, recipe=recipe,
                             threads=threads, iters=iters, progress=not json_out, log=note,
                             **model_options(weights, checkpoint, num_classes, img_size, model_arg))

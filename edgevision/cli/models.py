@@ -20,9 +20,8 @@ def models_command(json_out: JsonOpt = False, debug: DebugOpt = False) -> None:
             table.add_column(col, no_wrap=True,
                              justify="right" if col in ("params (M)", "GMACs", "ImageNet top-1") else "left")
         for r in rows:
-            top1 = f"{r['imagenet_top1']:.2f} @{r['imagenet_top1_res']}" if r["imagenet_top1"] else "-"
-            table.add_row(r["alias"], r["timm_name"], f"{r['img_size']}px", fmt(r["params_m"]),
-                          fmt(r["gmacs"], 3), top1)
+            top1 = f"{r.imagenet_top1:.2f} @{r.imagenet_top1_res}" if r.imagenet_top1 else "-"
+            table.add_row(r.alias, r.timm_name, f"{r.img_size}px", fmt(r.params_m), fmt(r.gmacs, 3), top1)
         console().print(table)
         console().print("top-1: timm's published ImageNet-1k result for its default pretrained weights "
                         "(pretrained_tag in --json), at the resolution shown. *_mini: small widths for 32px data "

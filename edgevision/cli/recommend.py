@@ -32,14 +32,13 @@ def recommend_command(
             print_json(result)
         else:
             c = console()
-            for item in result["checklist"]:
-                c.print(f"{item['question']:16s} {item['answer']}")
-            pick = result["recommendation"] or result["closest"]
-            kind = "recommended" if result["recommendation"] else "nothing meets every budget; closest"
-            c.print(f"{kind}: {pick['model']} {pick['variant']} on {pick['runtime']}: p50 {pick['latency_ms_p50']:.2f} ms, "
-                    f"drop {fmt(pick['drop'])}, agreement {pick['agreement']:.2f} %, {fmt(pick['size_mb'], 1)} MB "
-                    f"({pick['run']})")
-            c.print("measurements used: " + ", ".join(f"{m['run']} ({m['measured']})" for m in result["measurements"]))
-        if result["recommendation"] is None:
+            for item in result.checklist:
+                c.print(f"{item.question:16s} {item.answer}")
+            pick = result.recommendation or result.closest
+            kind = "recommended" if result.recommendation else "nothing meets every budget; closest"
+            c.print(f"{kind}: {pick.model} {pick.variant} on {pick.runtime}: p50 {pick.latency_ms_p50:.2f} ms, "
+                    f"drop {fmt(pick.drop)}, agreement {pick.agreement:.2f} %, {fmt(pick.size_mb, 1)} MB ({pick.run})")
+            c.print("measurements used: " + ", ".join(f"{m.run} ({m.measured})" for m in result.measurements))
+        if result.recommendation is None:
             error("no measured variant meets every budget (see closest above)")
             raise typer.Exit(3)

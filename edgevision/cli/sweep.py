@@ -64,7 +64,7 @@ def sweep_command(
         out = result.out
         if json_out:
             print_json({"sweep": str(out), "done": result.done, "skipped": result.skipped,
-                        "rows": cmp.rows_to_json(comparison.rows), "caveats": comparison.caveats, "written": written})
+                        "rows": cmp.sorted_rows(comparison.rows), "caveats": comparison.caveats, "written": written})
             return
         console().print(cmp.rich_table(comparison, wide=wide))
         note(f"sweep {out}: {len(result.done)} cells run, {len(result.skipped)} already done; report {out / 'compare.html'}")

@@ -4,8 +4,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -45,9 +44,6 @@ class BenchResult:
     runner: RunnerInfo
     cpu: str
     warmup: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "runner": self.runner.to_dict()}
 
     @classmethod
     def from_times(cls, ms: np.ndarray, runner: Runner, input_shape, batch: int, warmup: int,

@@ -4,8 +4,7 @@ Every runtime is evaluated through the same loader and preprocessing: only the R
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -15,6 +14,7 @@ from edgevision.errors import DataError
 from edgevision.models.loading import LoadedModel
 from edgevision.progress import progress_bar
 from edgevision.runtimes import Runner, create_runner
+from edgevision.typed import transient
 
 
 @dataclass
@@ -24,12 +24,8 @@ class EvalResult:
     skipped: int
     top1: float | None  # percent; None without labels
     top5: float | None
-    logits: np.ndarray = field(repr=False)
-    labels: np.ndarray | None = field(repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"data": self.data, "images": self.images, "skipped": self.skipped,
-                "top1": self.top1, "top5": self.top5}
+    logits: np.ndarray = transient(repr=False)
+    labels: np.ndarray | None = transient(repr=False)
 
 
 def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:

@@ -9,13 +9,13 @@ runtime. A profiled call runs a little slower than an unprofiled one, so the sha
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-from typing import Any
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from edgevision.runtimes import Runner
 from edgevision.runtimes.layers import ATTENTION, DEPTHWISE, GEMM, OTHER, LayerTime
+from edgevision.typed import omitted
 
 SLOWEST = 10  # layers listed by name
 OPERATORS = 10  # operator types listed by their summed time
@@ -43,6 +43,41 @@ class OperatorTime:
     layers: int
     ms: float
     time_share: float
+
+
+@dataclass
+class GemmShare(LayerGroup):
+    """The INT8 GEMM layers against this CPU's measured INT8 GEMM roofline for the runtime."""
+
+    roofline_gops: float | None = None
+    roofline_share: float | None = None
+
+
+@dataclass
+class SlowLayer:
+    name: str
+    op: str
+    kind: str
+    int8: bool
+    macs: int
+    ms: float
+    gops: float | None
+
+
+@dataclass
+class LayerReport:
+    """`benchmark --layers`: where the time went, by kind and precision, by operator, and the slowest layers;
+    for an INT8 artifact beside its float one, per operator type whether INT8 paid (`int8_vs_float`)."""
+
+    runtime: str
+    rounds: int
+    layers: int
+    total_ms: float
+    groups: list[LayerGroup]
+    operators: list[OperatorTime]
+    int8_gemm: GemmShare
+    slowest: list[SlowLayer]
+    int8_vs_float: Int8Report | None = omitted()
 
 
 @dataclass
@@ -83,16 +118,15 @@ class LayerProfile:
         """The INT8 GEMM layers' GOP/s as a share of the roofline, or None without either."""
         return roofline_share(self.group(GEMM, True).gops, roofline_gops)
 
-    def to_dict(self, roofline_gops: float | None = None) -> dict[str, Any]:
+    def report(self, roofline_gops: float | None = None) -> LayerReport:
         slowest = sorted(self.layers, key=lambda layer: -layer.ms)[:SLOWEST]
-        int8_gemm = self.group(GEMM, True)
-        return {"runtime": self.runtime, "rounds": self.rounds, "layers": len(self.layers),
-                "total_ms": round(self.total_ms, 3), "groups": [asdict(g) for g in self.groups()],
-                "operators": [asdict(o) for o in self.operators()],
-                "int8_gemm": {**asdict(int8_gemm), "roofline_gops": roofline_gops,
-                              "roofline_share": roofline_share(int8_gemm.gops, roofline_gops)},
-                "slowest": [{**asdict(layer), "ms": round(layer.ms, 4), "gops": gops(layer.macs, layer.ms)}
-                            for layer in slowest]}
+        gemm = self.group(GEMM, True)
+        return LayerReport(self.runtime, self.rounds, len(self.layers), round(self.total_ms, 3), self.groups(),
+                           self.operators(),
+                           GemmShare(**vars(gemm), roofline_gops=roofline_gops,
+                                     roofline_share=roofline_share(gemm.gops, roofline_gops)),
+                           [SlowLayer(t.name, t.op, t.kind, t.int8, t.macs, round(t.ms, 4), gops(t.macs, t.ms))
+                            for t in slowest])
 
 
 # INT8's own cost: operators a float graph does not have (ONNX Runtime's Q/DQ, OpenVINO's FakeQuantize)
@@ -123,13 +157,16 @@ class Int8Payoff:
     kind: str
     float_ms: float
     int8_ms: float  # that operator's time in the INT8 model, whatever precision each of its layers ran in
+    saved_ms: float = field(init=False)
+    verdict: str = field(init=False)
+    paid: bool = field(init=False)
 
-    @property
-    def saved_ms(self) -> float:
-        return round(self.float_ms - self.int8_ms, 3)
+    def __post_init__(self):
+        self.saved_ms = round(self.float_ms - self.int8_ms, 3)
+        self.verdict = self._verdict()
+        self.paid = self.verdict == "paid"
 
-    @property
-    def verdict(self) -> str:
+    def _verdict(self) -> str:
         """paid (INT8 made these layers faster here), lost (slower), even (within PAYOFF_NOISE: profiled calls
         differ that much from run to run); cost for quantize/dequantize; float only / INT8 only for an operator
         one graph runs and the other does not (a fusion the float graph has and the INT8 graph lost: BiasGelu
@@ -141,13 +178,6 @@ class Int8Payoff:
         if abs(self.float_ms - self.int8_ms) <= PAYOFF_NOISE * max(self.float_ms, self.int8_ms):
             return "even"
         return "paid" if self.int8_ms < self.float_ms else "lost"
-
-    @property
-    def paid(self) -> bool:
-        return self.verdict == "paid"
-
-    def to_dict(self) -> dict[str, str | float | bool]:
-        return {**asdict(self), "saved_ms": self.saved_ms, "verdict": self.verdict, "paid": self.paid}
 
 
 def int8_payoff(float_profile: LayerProfile, int8_profile: LayerProfile) -> list[Int8Payoff]:
@@ -171,10 +201,19 @@ class Int8Comparison:
     float_profile: LayerProfile
     int8_profile: LayerProfile
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"float_artifact": self.float_artifact, "float_total_ms": round(self.float_profile.total_ms, 3),
-                "int8_total_ms": round(self.int8_profile.total_ms, 3),
-                "operators": [row.to_dict() for row in int8_payoff(self.float_profile, self.int8_profile)]}
+    def report(self) -> Int8Report:
+        return Int8Report(self.float_artifact, round(self.float_profile.total_ms, 3),
+                          round(self.int8_profile.total_ms, 3), int8_payoff(self.float_profile, self.int8_profile))
+
+
+@dataclass
+class Int8Report:
+    """Int8Comparison as `benchmark --layers` reports it."""
+
+    float_artifact: str
+    float_total_ms: float
+    int8_total_ms: float
+    operators: list[Int8Payoff]  # most time saved or lost first
 
 
 def roofline_share(achieved_gops: float | None, roofline_gops: float | None) -> float | None:

@@ -20,8 +20,21 @@ from edgevision.pipeline.report import RunReport
 from edgevision.pipeline.resolve import checked
 from edgevision.pipeline.run import CompressResult, compress_model
 from edgevision.pipeline.targets import TARGETS, get_target
+from edgevision.typed import to_data
 
 RUNS_DIR = Path("runs")
+
+
+@dataclass
+class EngineFlags:
+    """export's engine options (--batch, --dynamic-batch, --max-batch, --dla-core, --qdq-engine), for the recipe
+    section the target names for them (Target.engine_flags_section); one left None keeps the recipe's value."""
+
+    batch: int | None = None
+    dynamic_batch: bool | None = None
+    max_batch: int | None = None
+    dla_core: int | None = None
+    qdq_engine: str | None = None
 
 
 @dataclass
@@ -82,9 +95,9 @@ def latest_run(runs_dir: Path = RUNS_DIR) -> Path:
 
 
 def apply_target(recipe: dict[str, Any] | Recipe, target: str, precision: str,
-                 tensorrt: dict[str, Any] | None = None) -> Recipe:
-    """The recipe for one target and precision (validated again after the change). `tensorrt`: export's engine
-    flags (--batch, --dynamic-batch, ...), set in the recipe section the target names for them."""
+                 engine_flags: EngineFlags | None = None) -> Recipe:
+    """The recipe for one target and precision (validated again after the change), with export's engine flags
+    set in the recipe section the target names for them."""
     spec = get_target(target)
     if precision not in spec.precisions:
         others = [t.name for t in _targets_with(precision)]
@@ -92,7 +105,7 @@ def apply_target(recipe: dict[str, Any] | Recipe, target: str, precision: str,
         raise EdgevisionError(f"--precision {precision} {where}{target} runs {' or '.join(spec.precisions)}",
                               f"use --precision {' or '.join(spec.precisions)}")
     data = recipe.to_dict() if isinstance(recipe, Recipe) else recipe
-    flags = {k: v for k, v in (tensorrt or {}).items() if v is not None}
+    flags = {k: v for k, v in to_data(engine_flags or EngineFlags()).items() if v is not None}
     data = merge(merge(defaults(), data), {"target": target, "int8": precision == "int8",
                                            **({spec.engine_flags_section: flags} if spec.engine_flags_section else {})})
     return checked(merge(data, spec.precision_settings(precision)), "export settings")
@@ -108,7 +121,7 @@ def export_run(
     precision: str = "int8",
     out: Path | None = None,
     *,
-    tensorrt: dict[str, Any] | None = None,
+    engine_flags: EngineFlags | None = None,
     data: str | None = None,
     calib_data: str | None = None,
     overrides: dict[str, Any] | None = None,
@@ -118,7 +131,7 @@ def export_run(
 ) -> CompressResult:
     """Export a compress run for a target; `data`/`calib_data` replace the run's data (e.g. moved files)."""
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
-    recipe = apply_target(merge(run.recipe, given), target, precision, tensorrt)
+    recipe = apply_target(merge(run.recipe, given), target, precision, engine_flags)
     out = Path(out) if out is not None else run.run_dir / f"export-{target}"
     eval_spec = data or run.eval_spec
     calib_spec = calib_data or run.calib_spec
@@ -131,9 +144,9 @@ def export_run(
 
 
 def export_model(loaded, eval_source, recipe: Recipe, target: str, precision: str, out: Path, *,
-                 calib_source=None, tensorrt: dict[str, Any] | None = None, force: bool = False,
+                 calib_source=None, engine_flags: EngineFlags | None = None, force: bool = False,
                  progress: bool = True, log: Callable[[str], None] = lambda msg: None) -> CompressResult:
     """Export a model that has no compress run yet (the same pipeline, made for the target)."""
-    recipe = apply_target(recipe, target, precision, tensorrt)
+    recipe = apply_target(recipe, target, precision, engine_flags)
     return compress_model(loaded, eval_source, recipe, out, calib_source=calib_source, force=force,
                           progress=progress, save_model=False, log=log)

@@ -204,7 +204,7 @@ class RunReport:
         if data["pruning"] is None:  # as before the types: present only when the run pruned
             del data["pruning"]
         for row, variant in zip(data["variants"], self.variants):
-            row["runner"] = variant.runner.to_dict() if variant.runner else {}
+            row["runner"] = to_data(variant.runner) if variant.runner else {}
             if row["quantization"] is None:
                 del row["quantization"]
         return {**data, **sections}

@@ -15,7 +15,7 @@ import html
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 from edgevision.errors import EdgevisionError
 from edgevision.io import atomic_write_bytes, make_parent
@@ -27,7 +27,7 @@ from edgevision.reports.rows import Comparison, Row
 from edgevision.runtimes import RUNTIMES
 
 __all__ = ["Comparison", "Row", "load_comparison", "load_rows", "mark_pareto", "rich_table", "markdown",
-           "html_report", "write_outputs", "rows_to_json", "caveats"]
+           "html_report", "write_outputs", "sorted_rows", "caveats"]
 
 SMALL_EVAL_SET = 1000  # fewer images than this: say what one flipped image is worth
 RUNS_APART_S = 120  # runs further apart than this: say so (latencies across runs are not side by side)
@@ -296,6 +296,3 @@ def write_outputs(comparison: Comparison, plot: Path | None = None, html_path: P
         written[path.suffix.lstrip(".")] = str(path)
     return written
 
-
-def rows_to_json(rows: list[Row]) -> list[dict[str, Any]]:
-    return [{**asdict(r), "accuracy_drop": r.accuracy_drop} for r in sorted_rows(rows)]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgevision.measure.layers import Int8Report, LayerReport
 from edgevision.pipeline.report import RunReport
 from edgevision.pipeline.selection import budget_text
 from edgevision.runtimes import runtime_info
@@ -52,57 +53,55 @@ def selection_line(report: RunReport) -> str | None:
             f"over PyTorch FP32, {selection.rule}")
 
 
-def layer_tables(layers: dict[str, Any]) -> list:
+def layer_tables(layers: LayerReport) -> list:
     """`benchmark --layers`: time by kind of layer and precision, by operator, then the slowest layers, as rich
     Tables."""
     from rich.table import Table
 
-    kinds = Table(title=f"{layers['layers']} layers in {layers['runtime']}, {fmt(layers['total_ms'], 3)} ms "
-                        f"(medians of {layers['rounds']} profiled calls)")
+    kinds = Table(title=f"{layers.layers} layers in {layers.runtime}, {fmt(layers.total_ms, 3)} ms "
+                        f"(medians of {layers.rounds} profiled calls)")
     for col in ("kind", "precision", "layers", "ms", "time %", "GMACs", "GOP/s"):
         kinds.add_column(col, justify="left" if col in ("kind", "precision") else "right", no_wrap=True)
-    for g in layers["groups"]:
-        kinds.add_row(g["kind"], "int8" if g["int8"] else "float", str(g["layers"]), fmt(g["ms"], 3),
-                      fmt(100 * g["time_share"], 1), fmt(g["gmacs"], 4), fmt(g["gops"], 1))
-    operators = Table(title=f"the {len(layers['operators'])} operators that took the most time")
+    for g in layers.groups:
+        kinds.add_row(g.kind, "int8" if g.int8 else "float", str(g.layers), fmt(g.ms, 3),
+                      fmt(100 * g.time_share, 1), fmt(g.gmacs, 4), fmt(g.gops, 1))
+    operators = Table(title=f"the {len(layers.operators)} operators that took the most time")
     for col in ("operator", "precision", "layers", "ms", "time %"):
         operators.add_column(col, justify="left" if col in ("operator", "precision") else "right", no_wrap=True)
-    for op in layers["operators"]:
-        operators.add_row(op["op"], "int8" if op["int8"] else "float", str(op["layers"]), fmt(op["ms"], 3),
-                          fmt(100 * op["time_share"], 1))
-    slowest = Table(title=f"the {len(layers['slowest'])} slowest layers")
+    for op in layers.operators:
+        operators.add_row(op.op, "int8" if op.int8 else "float", str(op.layers), fmt(op.ms, 3),
+                          fmt(100 * op.time_share, 1))
+    slowest = Table(title=f"the {len(layers.slowest)} slowest layers")
     for col in ("layer", "operator", "kind", "precision", "ms", "GOP/s"):
         slowest.add_column(col, justify="right" if col in ("ms", "GOP/s") else "left",
                            no_wrap=col != "layer", overflow="fold")
-    for layer in layers["slowest"]:
-        slowest.add_row(layer["name"], layer["op"], layer["kind"], "int8" if layer["int8"] else "float",
-                        fmt(layer["ms"], 3), fmt(layer["gops"], 1))
+    for layer in layers.slowest:
+        slowest.add_row(layer.name, layer.op, layer.kind, "int8" if layer.int8 else "float",
+                        fmt(layer.ms, 3), fmt(layer.gops, 1))
     return [kinds, operators, slowest]
 
 
-def int8_payoff_table(layers: dict[str, Any]):
+def int8_payoff_table(runtime: str, against: Int8Report):
     """`benchmark --layers` of an INT8 artifact beside its float one: per operator type, whether INT8 paid here."""
     from rich.table import Table
 
-    against = layers["int8_vs_float"]
-    table = Table(title=f"INT8 against float in {layers['runtime']}, per operator type: {fmt(against['int8_total_ms'], 3)} "
-                        f"vs {fmt(against['float_total_ms'], 3)} ms (profiled in alternating passes)")
+    table = Table(title=f"INT8 against float in {runtime}, per operator type: {fmt(against.int8_total_ms, 3)} "
+                        f"vs {fmt(against.float_total_ms, 3)} ms (profiled in alternating passes)")
     for col in ("operator", "kind", "float ms", "INT8 ms", "saved ms", "INT8"):
         table.add_column(col, justify="left" if col in ("operator", "kind") else "right", no_wrap=True)
-    for row in against["operators"]:
-        table.add_row(row["op"], row["kind"], fmt(row["float_ms"], 3), fmt(row["int8_ms"], 3), fmt(row["saved_ms"], 3),
-                      row["verdict"])
+    for row in against.operators:
+        table.add_row(row.op, row.kind, fmt(row.float_ms, 3), fmt(row.int8_ms, 3), fmt(row.saved_ms, 3), row.verdict)
     return table
 
 
-def int8_gemm_line(layers: dict[str, Any]) -> str:
+def int8_gemm_line(layers: LayerReport) -> str:
     """The INT8 GEMM layers against this CPU's measured INT8 GEMM roofline, in one line."""
-    gemm = layers["int8_gemm"]
-    if not gemm["layers"]:
-        return f"INT8 GEMMs: none ran in INT8 in {layers['runtime']}"
-    share = gemm["roofline_share"]
+    gemm = layers.int8_gemm
+    if not gemm.layers:
+        return f"INT8 GEMMs: none ran in INT8 in {layers.runtime}"
+    share = gemm.roofline_share
     roofline = ("no INT8 GEMM roofline measured for this runtime" if share is None else
-                f"{100 * share:.0f}% of this CPU's INT8 GEMM roofline in {layers['runtime']} "
-                f"({fmt(gemm['roofline_gops'], 1)} GOP/s, edgevision device)")
-    return (f"INT8 GEMMs: {gemm['layers']} layers, {100 * gemm['time_share']:.0f}% of the time, "
-            f"{fmt(gemm['gops'], 1)} GOP/s: {roofline}")
+                f"{100 * share:.0f}% of this CPU's INT8 GEMM roofline in {layers.runtime} "
+                f"({fmt(gemm.roofline_gops, 1)} GOP/s, edgevision device)")
+    return (f"INT8 GEMMs: {gemm.layers} layers, {100 * gemm.time_share:.0f}% of the time, "
+            f"{fmt(gemm.gops, 1)} GOP/s: {roofline}")

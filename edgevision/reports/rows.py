@@ -26,15 +26,15 @@ class Row:
     role: str = "candidate"  # reference | pruned | candidate (pipeline/context.Role)
     pareto: bool = False  # on its model's own frontier
     selected: bool = False  # the variant its run selected to deploy (pipeline/selection.py)
+    # top-1 points lost with labels; agreement points lost (100 - agreement) without
+    accuracy_drop: float = field(init=False)
+
+    def __post_init__(self):
+        self.accuracy_drop = self.drop if self.drop is not None else 100.0 - self.agreement
 
     @property
     def accuracy(self) -> float:
         return self.top1 if self.top1 is not None else self.agreement
-
-    @property
-    def accuracy_drop(self) -> float:
-        """Top-1 points lost with labels; agreement points lost (100 - agreement) without."""
-        return self.drop if self.drop is not None else 100.0 - self.agreement
 
     @property
     def kind(self) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,6 +17,7 @@ import numpy as np
 
 from edgevision.errors import EdgevisionError
 from edgevision.runtimes.layers import LayerTime
+from edgevision.typed import omitted
 
 
 @dataclass
@@ -24,14 +25,11 @@ class RunnerInfo:
     """How a runner runs its model: recorded beside every measurement (a report's `runner`)."""
 
     runtime: str
-    version: str | None = None
-    device: str | None = None  # CPU, or the GPU's name
-    threads: int | None = None
-    precision: str | None = None  # fp32, f32, bf16, ...: what the runtime computes float layers in
-    artifact: str | None = None  # the file it runs
-
-    def to_dict(self) -> dict[str, str | int]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+    version: str | None = omitted()
+    device: str | None = omitted()  # CPU, or the GPU's name
+    threads: int | None = omitted()
+    precision: str | None = omitted()  # fp32, f32, bf16, ...: what the runtime computes float layers in
+    artifact: str | None = omitted()  # the file it runs
 
 
 class Runner(ABC):

@@ -12,13 +12,16 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgevision.errors import EdgevisionError
 from edgevision.runtimes import Runner, RunnerInfo, register_runner
 from edgevision.runtimes.layers import ATTENTION, OTHER, LayerTime, attention_work, conv_work, matmul_work
+
+if TYPE_CHECKING:
+    from openvino import Node  # openvino loads when a runner is made
 
 
 class ConversionError(EdgevisionError):
@@ -168,7 +171,7 @@ def _runs_int8(node) -> bool:
     return "runtimePrecision" in info and info["runtimePrecision"].astype(str).lower() in ("i8", "u8")
 
 
-def _ov_layer(node, layer_type: str, kernel: str, ms: float, source: dict[str, Any]) -> LayerTime:
+def _ov_layer(node, layer_type: str, kernel: str, ms: float, source: dict[str, Node]) -> LayerTime:
     """One runtime-graph node as a LayerTime. The plugin names its layer types (Convolution, GroupConvolution
     with G x O/g x I/g x kH x kW weights, FullyConnected and its quantized variants, MatMul); any other layer
     that holds matrix multiplies of the `source` model (attention fused into a Subgraph) is attention."""
