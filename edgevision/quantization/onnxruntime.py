@@ -53,6 +53,7 @@ class QDQProfile:
         }
 
 
+COMPUTE_OPS = ("Conv", "MatMul", "Gemm")
 PROFILES = {
     # TensorRT: biases stay float (TensorRT has no INT32 dequantize; it fuses the bias itself).
     "tensorrt": QDQProfile("tensorrt", "int8", ("Conv", "Gemm", "MatMul"), weight_matmuls_only=True,
@@ -63,6 +64,13 @@ PROFILES = {
     "cpu-rr": QDQProfile("cpu-rr", "uint8", None, weight_matmuls_only=False, reduce_range=True),
     # signed activations: faster GEMMs on some CPUs, but whole models can be slower (unfused s8 operators)
     "cpu-s8s8": QDQProfile("cpu-s8s8", "int8", None, weight_matmuls_only=False),
+    # the latency-aware placement's start (quantization/placement.py): the compute layers alone, MatMul/Gemm
+    # outputs in float (MatMulIntegerToFloat), the rest a float graph that keeps its fusions
+    "cpu-compute": QDQProfile("cpu-compute", "uint8", COMPUTE_OPS, weight_matmuls_only=False,
+                              extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"]}),
+    "cpu-compute-rr": QDQProfile("cpu-compute-rr", "uint8", COMPUTE_OPS, weight_matmuls_only=False,
+                                 extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"]},
+                                 reduce_range=True),
 }
 # activations x weights -> profile name; u8s8-rr: u8s8 with 7-bit weights
 CPU_FORMATS = {"u8s8": "cpu", "u8s8-rr": "cpu-rr", "s8s8": "cpu-s8s8"}

@@ -9,6 +9,7 @@ kernels in some formats, an ONNX graph for TensorRT by a Q/DQ engine); runtimes 
 | `OpenVINORequest`    | NNCF post-training quantization (openvino.py) | other settings, then accuracy control (openvino_guard.py) |
 | `OnnxRuntimeRequest` | ONNX Runtime static Q/DQ per format, one child process (onnxruntime.py) | nodes excluded by sensitivity, format fixes (qdq_guard.py) |
 | `TensorRTRequest`     | a Q/DQ engine: edgevision's placement or Model Optimizer (engines.py) | the same Q/DQ guard |
+| `LatencyAwareRequest` | ONNX Runtime static Q/DQ, INT8 only where it measured faster here (placement.py) | the same Q/DQ guard |
 """
 from __future__ import annotations
 
@@ -17,13 +18,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
+from edgevision.measure.layers import profile_pair
 from edgevision.quantization import onnxruntime as ort_qdq
 from edgevision.quantization import openvino as nncf_ov
+from edgevision.quantization import placement
 from edgevision.quantization.engines import QDQ_ENGINES
 from edgevision.quantization.openvino_guard import guard_int8
 from edgevision.quantization.qdq_guard import Fix, calibration_fixes, guard_qdq
 from edgevision.quantization.records import NNCFRecord, QDQRecord, QuantizationRecord
 from edgevision.quantization.run import QuantizationRun
+from edgevision.runtimes import create_runner
 from edgevision.runtimes import openvino as ov_runtime
 
 
@@ -59,7 +63,17 @@ class TensorRTRequest:
     engine: str
 
 
-Request = OpenVINORequest | OnnxRuntimeRequest | TensorRTRequest
+@dataclass
+class LatencyAwareRequest:
+    """The float ONNX at `fp32_path` quantized for ONNX Runtime's CPU kernels (u8 x s8) with INT8 only on the
+    classes of compute layer that measured faster in INT8 on this CPU (placement.py)."""
+
+    fp32_path: Path
+    out_path: Path
+    saturates_u8s8: bool = False
+
+
+Request = OpenVINORequest | OnnxRuntimeRequest | TensorRTRequest | LatencyAwareRequest
 
 
 def quantize(run: QuantizationRun, request: Request) -> list[Quantized]:
@@ -109,6 +123,39 @@ def _tensorrt(run: QuantizationRun, request: TensorRTRequest) -> list[Quantized]
     return [Quantized(request.out_path, record)]
 
 
+def _latency_aware(run: QuantizationRun, request: LatencyAwareRequest) -> list[Quantized]:
+    """Compute layers in INT8, profiled against the float graph here; the classes where INT8 lost are quantized
+    again in float. None when INT8 lost everywhere (the float candidates cover that)."""
+    import onnx
+
+    qdq, calibration = run.settings(ort_qdq.QDQSettings), run.calibration()
+    fp32, out = request.fp32_path, request.out_path
+    start = ort_qdq.quantize_qdq(fp32, out, calibration, ort_qdq.PROFILES["cpu-compute"], qdq.calibration_method,
+                                 qdq.exclude_nodes)
+    graph = onnx.load(str(fp32), load_external_data=False).graph
+    profiles = profile_pair(create_runner("onnxruntime", fp32, threads=run.threads),
+                            create_runner("onnxruntime", out, threads=run.threads), run.input_size)
+    payoff = placement.payoff_by_class(*profiles, graph)
+    run.log("latency-aware INT8: " + ", ".join(f"{p.layer_class} {p.float_ms:.1f} -> {p.int8_ms:.1f} ms ({p.kept})"
+                                               for p in payoff))
+    if all(p.kept == "float" for p in payoff):
+        out.unlink()
+        return []
+    keep_float = placement.float_nodes(graph, payoff)
+    quantize = partial(_placed, profile=ort_qdq.PROFILES["cpu-compute"], keep_float=keep_float)
+    record = quantize(fp32, out, calibration, qdq.calibration_method, qdq.exclude_nodes) if keep_float else start
+    if run.guard.max_drop is not None:
+        rr = [Fix("7-bit weights (reduce_range)", partial(_placed, profile=ort_qdq.PROFILES["cpu-compute-rr"],
+                                                          keep_float=keep_float))] if request.saturates_u8s8 else []
+        _guard_qdq(run, record, quantize, fp32, out, [*rr, *calibration_fixes(quantize, qdq.calibration_method)])
+    return [Quantized(out, replace(record, format="u8s8", placement=payoff))]
+
+
+def _placed(fp32_path, out_path, calibration, method, exclude, *, profile, keep_float) -> QDQRecord:
+    """Q/DQ with the placement's float classes left out, whatever else a guard step leaves out."""
+    return ort_qdq.quantize_qdq(fp32_path, out_path, calibration, profile, method, sorted({*exclude, *keep_float}))
+
+
 def _guard_qdq(run: QuantizationRun, record: QDQRecord, quantize, fp32_path: Path, path: Path,
                fixes: list[Fix]) -> None:
     record.accuracy_guard = guard_qdq(run, quantize, fp32_path, path, fixes)
@@ -130,4 +177,5 @@ def _ort_format(fp32_path, out_path, calibration, method, exclude, *, profile) -
 
 
 BACKENDS: dict[type, Callable[[QuantizationRun, Any], list[Quantized]]] = {
-    OpenVINORequest: _openvino, OnnxRuntimeRequest: _onnxruntime, TensorRTRequest: _tensorrt}
+    OpenVINORequest: _openvino, OnnxRuntimeRequest: _onnxruntime, TensorRTRequest: _tensorrt,
+    LatencyAwareRequest: _latency_aware}

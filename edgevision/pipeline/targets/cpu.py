@@ -15,7 +15,7 @@ from edgevision.pipeline.context import Context, GraphInput, Variant, size_mb
 from edgevision.pipeline.report import Precision
 from edgevision.pipeline.stages import Stage
 from edgevision.pipeline.targets.cpu_bundle import DEPLOY, CpuBundle, DeploySettings
-from edgevision.pipeline.targets.ort_int8 import add_int8_variants
+from edgevision.pipeline.targets.ort_int8 import add_int8_variants, add_latency_aware_variant
 from edgevision.pipeline.targets.registry import Target, register_target
 from edgevision.pipeline.targets.sections import QDQ, QUANTIZATION
 from edgevision.quantization.onnxruntime import CPU_FORMATS
@@ -83,6 +83,7 @@ class OnnxRuntimeInt8(Stage):
         fp32 = ort_backend.export_onnx(ctx.model, ctx.loaded.spec.input_size, scratch / "model.onnx",
                                        dynamic_batch=True)
         add_int8_variants(ctx, fp32, formats)
+        add_latency_aware_variant(ctx, fp32)
         if bundle:
             kept = fp32.rename(ctx.workdir / "model_fp32.onnx")
             ctx.variants.append(Variant("fp32", "onnxruntime", create_runner("onnxruntime", kept, threads=ctx.threads),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from edgevision.pipeline.context import Context, GraphInput, Variant, size_mb
 from edgevision.pipeline.stages import Stage
-from edgevision.pipeline.targets.ort_int8 import add_int8_variants
+from edgevision.pipeline.targets.ort_int8 import add_int8_variants, add_latency_aware_variant
 from edgevision.pipeline.targets.registry import Target, register_target
 from edgevision.pipeline.targets.sections import QDQ
 from edgevision.runtimes import create_runner
@@ -36,6 +36,7 @@ class OnnxInt8(Stage):
 
     def run(self, ctx: Context) -> None:
         add_int8_variants(ctx, onnx_fp32(ctx), ["u8s8"])
+        add_latency_aware_variant(ctx, onnx_fp32(ctx))
 
 
 register_target(Target(

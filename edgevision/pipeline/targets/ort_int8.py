@@ -5,7 +5,7 @@ from pathlib import Path
 
 from edgevision.pipeline.context import Context, Variant, size_mb
 from edgevision.pipeline.report import Precision
-from edgevision.quantization.quantize import OnnxRuntimeRequest, quantize
+from edgevision.quantization.quantize import LatencyAwareRequest, OnnxRuntimeRequest, quantize
 from edgevision.runtimes import create_runner
 
 
@@ -17,5 +17,17 @@ def add_int8_variants(ctx: Context, fp32_path: Path, formats: list[str]) -> None
     saturates = bool(ctx.cpu_profile and ctx.cpu_profile.saturates_u8s8)
     for name, done in zip(names, quantize(ctx, OnnxRuntimeRequest(fp32_path, outputs, saturates))):
         ctx.variants.append(Variant(name, "onnxruntime", create_runner("onnxruntime", done.model, threads=ctx.threads),
+                                    precision=Precision.INT8, files=[done.model], size_mb=size_mb([done.model]),
+                                    quantization=done.record))
+
+
+def add_latency_aware_variant(ctx: Context, fp32_path: Path) -> None:
+    """INT8 only on the classes of compute layer that measured faster in INT8 on this CPU
+    (quantization/placement.py), held to the accuracy budget: `int8-mixed` (model_int8_mixed.onnx)."""
+    out = ctx.workdir / "model_int8_mixed.onnx"
+    saturates = bool(ctx.cpu_profile and ctx.cpu_profile.saturates_u8s8)
+    for done in quantize(ctx, LatencyAwareRequest(fp32_path, out, saturates)):
+        ctx.variants.append(Variant("int8-mixed", "onnxruntime",
+                                    create_runner("onnxruntime", done.model, threads=ctx.threads),
                                     precision=Precision.INT8, files=[done.model], size_mb=size_mb([done.model]),
                                     quantization=done.record))

@@ -1,0 +1,109 @@
+"""INT8 where it pays on this CPU: an ONNX Runtime Q/DQ placement chosen from measured per-layer latency.
+
+ONNX Runtime's default placement quantizes every operator it has an INT8 kernel or a Q/DQ rule for (Add, Mul,
+Softmax, LayerNormalization, Transpose, ...): the quantize/dequantize pairs between them split the float graph's
+fusions (GELU, LayerNorm) and cost time of their own. The latency-aware placement starts from the compute layers
+alone (Conv, MatMul, Gemm), with the MatMul/Gemm outputs left in float (ONNX Runtime then runs them as
+MatMulIntegerToFloat, its dequantize fused in), so everything else stays a float graph with its fusions. That
+graph is profiled against the float graph on this CPU in alternating passes (measure/layers.profile_pair), and
+each class of compute layer (dense convolutions, depthwise convolutions, weight matmuls, matmuls of two
+activations) whose INT8 layers, their quantize/dequantize nodes counted, took longer than its float layers is
+left in float: depthwise convolutions where INT8 loses, attention matmuls whose two quantized inputs cost more
+than they save.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgevision.measure.layers import LayerProfile
+
+CLASSES = ("conv", "depthwise conv", "weight matmul", "activation matmul")
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")
+# how the quantizer and ONNX Runtime name a quantize/dequantize node after the tensor it converts
+_TENSOR_SUFFIXES = ("_QuantizeLinear", "_DequantizeLinear", "_dq", "_q")
+PAYOFF_MARGIN = 0.05  # INT8 kept unless it is this much slower than float (profiled calls differ that much)
+
+
+@dataclass
+class ClassPayoff:
+    """One class of compute layer, float against INT8 on this CPU, and the precision the placement keeps."""
+
+    layer_class: str
+    layers: int
+    float_ms: float
+    int8_ms: float  # its INT8 layers and the quantize/dequantize nodes of their tensors
+    kept: str  # int8 or float
+
+
+def compute_classes(graph) -> dict[str, str]:
+    """Each compute node of a float ONNX graph (onnx.GraphProto) by class."""
+    constants = {init.name for init in graph.initializer}
+    constants |= {out for node in graph.node if node.op_type == "Constant" for out in node.output}
+    classes = {}
+    for node in graph.node:
+        if node.op_type == "Conv":
+            group = next((a.i for a in node.attribute if a.name == "group"), 1)
+            classes[node.name] = "depthwise conv" if group > 1 else "conv"
+        elif node.op_type in ("MatMul", "Gemm"):
+            weighted = any(name in constants for name in node.input[1:2])
+            classes[node.name] = "weight matmul" if weighted else "activation matmul"
+    return classes
+
+
+def tensor_consumers(graph) -> dict[str, list[str]]:
+    """tensor name -> the compute nodes (names) that read it."""
+    classes = compute_classes(graph)
+    readers: dict[str, list[str]] = {}
+    for node in graph.node:
+        if node.name in classes:
+            for name in node.input:
+                readers.setdefault(name, []).append(node.name)
+    return readers
+
+
+def class_times(profile: LayerProfile, graph) -> dict[str, float]:
+    """Milliseconds per class in one profile: each layer matched to the compute node it runs (ONNX Runtime names
+    a fused or converted node after its source node), each quantize/dequantize node to the compute nodes reading
+    its tensor (shared evenly). Layers of neither kind are not counted."""
+    classes, readers = compute_classes(graph), tensor_consumers(graph)
+    by_length = sorted(classes, key=len, reverse=True)
+    times = dict.fromkeys(CLASSES, 0.0)
+    for layer in profile.layers:
+        op = layer.op.split(":")[0]
+        if op in QDQ_OPS:
+            nodes = readers.get(_tensor_of(layer.name), [])
+            for node in nodes:
+                times[classes[node]] += layer.ms / len(nodes)
+            continue
+        node = next((n for n in by_length if layer.name.startswith(n)), None)
+        if node is not None:
+            times[classes[node]] += layer.ms
+    return times
+
+
+def _tensor_of(qdq_name: str) -> str:
+    name = qdq_name.split("/duplicated")[0]
+    for suffix in _TENSOR_SUFFIXES:
+        if name.endswith(suffix):
+            return name[:-len(suffix)]
+    return name
+
+
+def payoff_by_class(float_profile: LayerProfile, int8_profile: LayerProfile, graph) -> list[ClassPayoff]:
+    """Per class present in the graph: float and INT8 time, and whether INT8 is kept (not slower than float by
+    more than PAYOFF_MARGIN)."""
+    classes = compute_classes(graph)
+    fp, q = class_times(float_profile, graph), class_times(int8_profile, graph)
+    rows = []
+    for name in CLASSES:
+        count = sum(c == name for c in classes.values())
+        if count:
+            kept = "int8" if q[name] <= fp[name] * (1 + PAYOFF_MARGIN) else "float"
+            rows.append(ClassPayoff(name, count, round(fp[name], 3), round(q[name], 3), kept))
+    return rows
+
+
+def float_nodes(graph, payoff: list[ClassPayoff]) -> list[str]:
+    """The compute nodes of the classes the placement leaves in float."""
+    left = {row.layer_class for row in payoff if row.kept == "float"}
+    return sorted(name for name, cls in compute_classes(graph).items() if cls in left)

@@ -1,0 +1,102 @@
+"""The latency-aware INT8 placement: compute layers classed on a real exported graph, the float/INT8 decision per
+class on recorded profiles, and the placement written by ONNX Runtime's real quantizer."""
+from types import SimpleNamespace
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from edgevision.measure.layers import LayerProfile
+from edgevision.quantization import placement
+from edgevision.quantization import quantize as quantize_module
+from edgevision.quantization.budget import Guard, GuardClock
+from edgevision.quantization.onnxruntime import QDQSettings
+from edgevision.quantization.quantize import LatencyAwareRequest, quantize
+from edgevision.runtimes import onnxruntime as ort_backend
+from edgevision.runtimes.layers import DEPTHWISE, GEMM, OTHER, LayerTime
+
+
+class Block(torch.nn.Module):
+    """One layer of each class: a dense conv, a depthwise conv, a linear layer and a matmul of two activations."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.dw = torch.nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.fc = torch.nn.Linear(16, 16)
+
+    def forward(self, x):
+        x = self.dw(self.conv(x)).flatten(2).transpose(1, 2)  # B x 64 x 16
+        x = self.fc(x)
+        return (x @ x.transpose(1, 2)).mean(dim=(1, 2)).unsqueeze(1).repeat(1, 10)
+
+
+@pytest.fixture(scope="module")
+def block_onnx(tmp_path_factory):
+    path = tmp_path_factory.mktemp("placement") / "block.onnx"
+    return ort_backend.export_onnx(Block().eval(), (3, 8, 8), path)
+
+
+def names_by_class(graph) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, cls in placement.compute_classes(graph).items():
+        out.setdefault(cls, []).append(name)
+    return out
+
+
+def test_compute_layers_are_classed_on_the_exported_graph(block_onnx):
+    classes = names_by_class(onnx.load(str(block_onnx)).graph)
+    assert {cls: len(names) for cls, names in classes.items()} == {
+        "conv": 1, "depthwise conv": 1, "weight matmul": 1, "activation matmul": 1}
+
+
+def recorded(graph) -> tuple[LayerProfile, LayerProfile]:
+    """Profiles as ONNX Runtime names them: a float graph's fused/NCHWc layers, an INT8 graph's converted layers
+    and the quantize/dequantize nodes named after their tensors. Here the depthwise conv loses in INT8."""
+    c = {cls: names[0] for cls, names in names_by_class(graph).items()}
+    dw_input = next(n for n in graph.node if n.name == c["depthwise conv"]).input[0]
+    float_profile = LayerProfile("onnxruntime", 10, [
+        LayerTime(c["conv"] + "_output_0_nchwc", "Conv", GEMM, False, 1000, 2.0),
+        LayerTime(c["depthwise conv"] + "_output_0_nchwc", "Conv", DEPTHWISE, False, 100, 0.5),
+        LayerTime(c["weight matmul"] + "/MatMulAddFusion", "Gemm", GEMM, False, 1000, 1.0),
+        LayerTime(c["activation matmul"], "MatMul", GEMM, False, 1000, 0.4),
+        LayerTime("ReorderOutput_token_1", "ReorderOutput", OTHER, False, 0, 0.1)])
+    int8_profile = LayerProfile("onnxruntime", 10, [
+        LayerTime(c["conv"] + "_token_3", "QLinearConv", GEMM, True, 1000, 1.0),
+        LayerTime(c["depthwise conv"] + "_token_4", "QLinearConv", DEPTHWISE, True, 100, 0.45),
+        LayerTime(dw_input + "_QuantizeLinear", "QuantizeLinear", OTHER, False, 0, 0.2),
+        LayerTime(c["weight matmul"] + "_token_5", "MatMulIntegerToFloat", GEMM, True, 1000, 0.6),
+        LayerTime(c["activation matmul"] + "_token_6", "MatMulIntegerToFloat", GEMM, True, 1000, 0.4)])
+    return float_profile, int8_profile
+
+
+def test_int8_is_kept_per_class_where_it_measured_faster_quantize_cost_counted(block_onnx):
+    graph = onnx.load(str(block_onnx)).graph
+    rows = {r.layer_class: r for r in placement.payoff_by_class(*recorded(graph), graph)}
+    assert rows["conv"].kept == "int8" and rows["conv"].int8_ms == 1.0
+    # 0.45 ms of INT8 kernel beats 0.5 of float, but the quantize node of its input makes it 0.65: float
+    assert rows["depthwise conv"].int8_ms == pytest.approx(0.65) and rows["depthwise conv"].kept == "float"
+    assert rows["weight matmul"].kept == "int8"
+    assert rows["activation matmul"].kept == "int8"  # even: within the profiler's noise, INT8 stays
+    assert placement.float_nodes(graph, list(rows.values())) == names_by_class(graph)["depthwise conv"]
+
+
+def test_the_placement_quantizes_again_with_the_losing_class_in_float(block_onnx, tmp_path, monkeypatch):
+    """The real quantizer writes the placement the (recorded) profiles decide; the record says why."""
+    graph = onnx.load(str(block_onnx)).graph
+    monkeypatch.setattr(quantize_module, "profile_pair", lambda first, second, shape: recorded(graph))
+    rng = np.random.default_rng(0)
+    run = SimpleNamespace(threads=1, guard=Guard(None, "off (asked)"), guard_clock=GuardClock(), input_size=(3, 8, 8),
+                          log=lambda msg: None, settings=lambda cls: QDQSettings(),
+                          calibration=lambda: [rng.standard_normal((1, 3, 8, 8), dtype=np.float32) for _ in range(4)])
+    [done] = quantize(run, LatencyAwareRequest(block_onnx, tmp_path / "mixed.onnx"))
+    written = onnx.load(str(done.model)).graph
+    dw = names_by_class(graph)["depthwise conv"][0]
+    dw_node = next(n for n in written.node if n.name == dw)
+    producers = {out: n.op_type for n in written.node for out in n.output}
+    assert producers.get(dw_node.input[1]) != "DequantizeLinear"  # the depthwise conv's weight stays float
+    conv_node = next(n for n in written.node if n.name == names_by_class(graph)["conv"][0])
+    assert producers.get(conv_node.input[1]) == "DequantizeLinear"  # the dense conv's is INT8
+    assert done.record.format == "u8s8" and dw in done.record.excluded_nodes
+    assert [(p.layer_class, p.kept) for p in done.record.placement][:2] == [("conv", "int8"), ("depthwise conv", "float")]
