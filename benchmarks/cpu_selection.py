@@ -3,7 +3,8 @@ weights, for convnext_t, vit_b, swin_t and maxvit_t, on whatever CPU runs it.
 
     python benchmarks/cpu_selection.py [--models convnext_t vit_b swin_t maxvit_t] [--threads 2] [--iters 100]
 
-Each run builds every candidate (OpenVINO FP32 and INT8, ONNX Runtime INT8 in the CPU profile's formats), times
+Each run builds every candidate (OpenVINO FP32 and INT8, ONNX Runtime INT8 in the CPU profile's formats and the
+latency-aware int8-mixed, INT8 only where it measured faster on this CPU), times
 them side by side against PyTorch eager FP32 (interleaved rounds, medians) and selects the fastest (random
 weights: the accuracy guard is off, speed alone decides). The table gives each candidate's speedup, the
 selected one, whether it is the fastest measured (within the medians' 3% noise), its speedup against the

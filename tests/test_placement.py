@@ -82,21 +82,45 @@ def test_int8_is_kept_per_class_where_it_measured_faster_quantize_cost_counted(b
     assert placement.float_nodes(graph, list(rows.values())) == names_by_class(graph)["depthwise conv"]
 
 
-def test_the_placement_quantizes_again_with_the_losing_class_in_float(block_onnx, tmp_path, monkeypatch):
-    """The real quantizer writes the placement the (recorded) profiles decide; the record says why."""
-    graph = onnx.load(str(block_onnx)).graph
+def placed_run(monkeypatch, graph, whole_ms: float, placed_ms: float):
+    """A run whose profiles are the recorded ones and whose whole-graph timing says `whole_ms` (every class INT8)
+    and `placed_ms` (the losing class in float): the real quantizer writes what they decide."""
     monkeypatch.setattr(quantize_module, "profile_pair", lambda first, second, shape: recorded(graph))
+    monkeypatch.setattr(quantize_module, "compare_latency", lambda runners, shape, **kw: {
+        "every class INT8": SimpleNamespace(latency_ms_p50=whole_ms), "placed": SimpleNamespace(latency_ms_p50=placed_ms)})
     rng = np.random.default_rng(0)
-    run = SimpleNamespace(threads=1, guard=Guard(None, "off (asked)"), guard_clock=GuardClock(), input_size=(3, 8, 8),
-                          log=lambda msg: None, settings=lambda cls: QDQSettings(),
-                          calibration=lambda: [rng.standard_normal((1, 3, 8, 8), dtype=np.float32) for _ in range(4)])
-    [done] = quantize(run, LatencyAwareRequest(block_onnx, tmp_path / "mixed.onnx"))
-    written = onnx.load(str(done.model)).graph
-    dw = names_by_class(graph)["depthwise conv"][0]
-    dw_node = next(n for n in written.node if n.name == dw)
+    return SimpleNamespace(threads=1, guard=Guard(None, "off (asked)"), guard_clock=GuardClock(), input_size=(3, 8, 8),
+                           log=lambda msg: None, settings=lambda cls: QDQSettings(),
+                           calibration=lambda: [rng.standard_normal((1, 3, 8, 8), dtype=np.float32) for _ in range(4)])
+
+
+def weight_is_int8(written, node_name: str) -> bool:
+    node = next(n for n in written.node if n.name == node_name)
     producers = {out: n.op_type for n in written.node for out in n.output}
-    assert producers.get(dw_node.input[1]) != "DequantizeLinear"  # the depthwise conv's weight stays float
-    conv_node = next(n for n in written.node if n.name == names_by_class(graph)["conv"][0])
-    assert producers.get(conv_node.input[1]) == "DequantizeLinear"  # the dense conv's is INT8
-    assert done.record.format == "u8s8" and dw in done.record.excluded_nodes
-    assert [(p.layer_class, p.kept) for p in done.record.placement][:2] == [("conv", "int8"), ("depthwise conv", "float")]
+    return producers.get(node.input[1]) == "DequantizeLinear"
+
+
+def test_the_placement_quantizes_again_with_the_losing_class_in_float(block_onnx, tmp_path, monkeypatch):
+    graph = onnx.load(str(block_onnx)).graph
+    run = placed_run(monkeypatch, graph, whole_ms=2.0, placed_ms=1.5)
+    [done] = quantize(run, LatencyAwareRequest(block_onnx, tmp_path / "mixed.onnx"))
+    written, classes = onnx.load(str(done.model)).graph, names_by_class(graph)
+    assert not weight_is_int8(written, classes["depthwise conv"][0]) and weight_is_int8(written, classes["conv"][0])
+    assert done.record.format == "u8s8" and classes["depthwise conv"][0] in done.record.excluded_nodes
+    assert done.record.placement.float_classes == ["depthwise conv"]
+    assert done.record.placement.timed_ms == {"every class INT8": 2.0, "placed": 1.5}
+    assert [(p.layer_class, p.kept) for p in done.record.placement.classes][:2] == [("conv", "int8"),
+                                                                                    ("depthwise conv", "float")]
+    assert not list(tmp_path.glob(".split-*"))
+
+
+def test_a_float_island_slower_as_a_whole_keeps_every_class_int8(block_onnx, tmp_path, monkeypatch):
+    """Per layer the depthwise conv loses in INT8, but the graph with it in float times slower whole (reorders and
+    quantize/dequantize at its edges): the graph with every class in INT8 is kept."""
+    graph = onnx.load(str(block_onnx)).graph
+    run = placed_run(monkeypatch, graph, whole_ms=1.5, placed_ms=2.0)
+    [done] = quantize(run, LatencyAwareRequest(block_onnx, tmp_path / "mixed.onnx"))
+    classes = names_by_class(graph)
+    assert weight_is_int8(onnx.load(str(done.model)).graph, classes["depthwise conv"][0])
+    assert done.record.placement.float_classes == [] and classes["depthwise conv"][0] not in done.record.excluded_nodes
+    assert not list(tmp_path.glob(".split-*"))

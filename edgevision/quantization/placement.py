@@ -9,7 +9,9 @@ graph is profiled against the float graph on this CPU in alternating passes (mea
 each class of compute layer (dense convolutions, depthwise convolutions, weight matmuls, matmuls of two
 activations) whose INT8 layers, their quantize/dequantize nodes counted, took longer than its float layers is
 left in float: depthwise convolutions where INT8 loses, attention matmuls whose two quantized inputs cost more
-than they save.
+than they save. A float island costs more than its own layers (layout reorders, quantize/dequantize at its
+edges), so a placement that leaves a class in float is timed whole against the one with every class in INT8,
+side by side, and the faster is kept.
 """
 from __future__ import annotations
 
@@ -33,6 +35,15 @@ class ClassPayoff:
     float_ms: float
     int8_ms: float  # its INT8 layers and the quantize/dequantize nodes of their tensors
     kept: str  # int8 or float
+
+
+@dataclass
+class Placement:
+    """What the latency-aware placement measured and applied (a QDQRecord's `placement`)."""
+
+    classes: list[ClassPayoff]  # per class, from the per-layer profiles
+    float_classes: list[str]  # the classes left in float in the graph written
+    timed_ms: dict[str, float] | None = None  # whole graphs side by side, when a class measured slower in INT8
 
 
 def compute_classes(graph) -> dict[str, str]:

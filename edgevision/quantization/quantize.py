@@ -18,6 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
+from edgevision.measure.bench import compare_latency
 from edgevision.measure.layers import profile_pair
 from edgevision.quantization import onnxruntime as ort_qdq
 from edgevision.quantization import openvino as nncf_ov
@@ -29,6 +30,8 @@ from edgevision.quantization.records import NNCFRecord, QDQRecord, QuantizationR
 from edgevision.quantization.run import QuantizationRun
 from edgevision.runtimes import create_runner
 from edgevision.runtimes import openvino as ov_runtime
+
+SPLIT_CHECK_CALLS = 15  # per graph, in 3 interleaved rounds: the whole-graph check of a placement with float classes
 
 
 @dataclass
@@ -125,13 +128,14 @@ def _tensorrt(run: QuantizationRun, request: TensorRTRequest) -> list[Quantized]
 
 def _latency_aware(run: QuantizationRun, request: LatencyAwareRequest) -> list[Quantized]:
     """Compute layers in INT8, profiled against the float graph here; the classes where INT8 lost are quantized
-    again in float. None when INT8 lost everywhere (the float candidates cover that)."""
+    again in float, and that graph is kept only if it also times faster whole. None when INT8 lost everywhere
+    (the float candidates cover that)."""
     import onnx
 
     qdq, calibration = run.settings(ort_qdq.QDQSettings), run.calibration()
     fp32, out = request.fp32_path, request.out_path
-    start = ort_qdq.quantize_qdq(fp32, out, calibration, ort_qdq.PROFILES["cpu-compute"], qdq.calibration_method,
-                                 qdq.exclude_nodes)
+    record = ort_qdq.quantize_qdq(fp32, out, calibration, ort_qdq.PROFILES["cpu-compute"], qdq.calibration_method,
+                                  qdq.exclude_nodes)
     graph = onnx.load(str(fp32), load_external_data=False).graph
     profiles = profile_pair(create_runner("onnxruntime", fp32, threads=run.threads),
                             create_runner("onnxruntime", out, threads=run.threads), run.input_size)
@@ -141,14 +145,37 @@ def _latency_aware(run: QuantizationRun, request: LatencyAwareRequest) -> list[Q
     if all(p.kept == "float" for p in payoff):
         out.unlink()
         return []
-    keep_float = placement.float_nodes(graph, payoff)
+    keep_float, timed = placement.float_nodes(graph, payoff), None
+    if keep_float:
+        record, keep_float, timed = _split_if_faster(run, fp32, out, record, keep_float)
     quantize = partial(_placed, profile=ort_qdq.PROFILES["cpu-compute"], keep_float=keep_float)
-    record = quantize(fp32, out, calibration, qdq.calibration_method, qdq.exclude_nodes) if keep_float else start
     if run.guard.max_drop is not None:
         rr = [Fix("7-bit weights (reduce_range)", partial(_placed, profile=ort_qdq.PROFILES["cpu-compute-rr"],
                                                           keep_float=keep_float))] if request.saturates_u8s8 else []
         _guard_qdq(run, record, quantize, fp32, out, [*rr, *calibration_fixes(quantize, qdq.calibration_method)])
-    return [Quantized(out, replace(record, format="u8s8", placement=payoff))]
+    float_classes = sorted({p.layer_class for p in payoff if p.kept == "float"}) if keep_float else []
+    return [Quantized(out, replace(record, format="u8s8", placement=placement.Placement(payoff, float_classes, timed)))]
+
+
+def _split_if_faster(run: QuantizationRun, fp32: Path, out: Path, whole: QDQRecord, keep_float: list[str]):
+    """The graph with `keep_float` in float against `out` (every class INT8), timed side by side: (the faster's
+    record, its float nodes, both medians). The slower file is removed."""
+    qdq = run.settings(ort_qdq.QDQSettings)
+    split_path = out.with_name(f".split-{out.name}")
+    split = _placed(fp32, split_path, run.calibration(), qdq.calibration_method, qdq.exclude_nodes,
+                    profile=ort_qdq.PROFILES["cpu-compute"], keep_float=keep_float)
+    medians = {name: r.latency_ms_p50 for name, r in compare_latency(
+        {"every class INT8": create_runner("onnxruntime", out, threads=run.threads),
+         "placed": create_runner("onnxruntime", split_path, threads=run.threads)},
+        run.input_size, iters=SPLIT_CHECK_CALLS, rounds=3, warmup=2).items()}
+    timed = {name: round(ms, 3) for name, ms in medians.items()}
+    run.log(f"latency-aware INT8 with {len(keep_float)} layers in float: {timed['placed']} ms whole, every class "
+            f"INT8 {timed['every class INT8']} ms")
+    if medians["placed"] < medians["every class INT8"]:
+        split_path.replace(out)
+        return split, keep_float, timed
+    split_path.unlink()
+    return whole, [], timed
 
 
 def _placed(fp32_path, out_path, calibration, method, exclude, *, profile, keep_float) -> QDQRecord:

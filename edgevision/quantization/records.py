@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from edgevision.quantization.openvino import NNCFSettings
-from edgevision.quantization.placement import ClassPayoff
+from edgevision.quantization.placement import Placement
 from edgevision.runtimes.fp16_preflight import Fp16Report
 from edgevision.typed import flattened, omitted
 
@@ -100,7 +100,7 @@ class QDQRecord:
     modelopt_version: str | None = omitted()
     float_inputs_restored: list[str] | None = omitted()
     format: str | None = omitted()  # the CPU format (u8s8, u8s8-rr, s8s8)
-    placement: list[ClassPayoff] | None = omitted()  # latency-aware: each class of layer, float vs INT8 here
+    placement: Placement | None = omitted()  # latency-aware: each class of layer, float vs INT8 here
     accuracy_guard: GuardSummary | None = omitted()
 
 
