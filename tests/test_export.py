@@ -115,7 +115,9 @@ def test_onnx_target_uses_unsigned_activations_and_is_timed(tmp_path, monkeypatc
     result = export_model(loaded, open_source("builtin:photos"), recipe_for("convnext"), "onnx", "int8",
                           tmp_path / "o", progress=False)
     names = [(v["name"], v["runtime"]) for v in result.report.to_dict()["variants"]]
-    assert names == [("fp32", "pytorch"), ("fp32", "onnxruntime"), ("int8", "onnxruntime")]
+    # then int8-mixed, when INT8 measured faster in some class of layer on this CPU (placement.py)
+    assert names[:3] == [("fp32", "pytorch"), ("fp32", "onnxruntime"), ("int8", "onnxruntime")]
+    assert names[3:] in ([], [("int8-mixed", "onnxruntime")])
     assert all(v["latency_ms_p50"] > 0 for v in result.report.to_dict()["variants"])
     model = onnx.load(str(result.run_dir / "model_int8.onnx"))
     inits = {i.name: i for i in model.graph.initializer}
@@ -177,7 +179,9 @@ def test_export_reuses_the_run_model_and_data(cpu_run, tmp_path):
     # the cpu export is the deploy bundle: the run's candidates and more, measured again on the run's data
     bundle = json.loads((cpu.run_dir / "manifest.json").read_text())["deploy"]
     keys = {c["key"] for c in bundle["candidates"]}
-    assert {f"{v['name']}/{v['runtime']}" for v in run.report.to_dict()["variants"] if v["role"] == "candidate"} <= keys
+    measured_here = {"int8-mixed/onnxruntime"}  # built from this run's own profiles: in either, or neither
+    assert {f"{v['name']}/{v['runtime']}" for v in run.report.to_dict()["variants"]
+            if v["role"] == "candidate"} - measured_here <= keys
     assert {"fp32/onnxruntime", "int8-u8s8-rr/onnxruntime", "int8-s8s8/onnxruntime"} <= keys
     assert cpu.report.to_dict()["data"]["spec"] == run.report.to_dict()["data"]["spec"] and (cpu.run_dir / "select_model.py").is_file()
 
