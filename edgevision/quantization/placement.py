@@ -61,9 +61,8 @@ def compute_classes(graph) -> dict[str, str]:
     return classes
 
 
-def tensor_consumers(graph) -> dict[str, list[str]]:
-    """tensor name -> the compute nodes (names) that read it."""
-    classes = compute_classes(graph)
+def tensor_consumers(graph, classes: dict[str, str]) -> dict[str, list[str]]:
+    """tensor name -> the compute nodes (names, keys of `classes`) that read it."""
     readers: dict[str, list[str]] = {}
     for node in graph.node:
         if node.name in classes:
@@ -72,11 +71,10 @@ def tensor_consumers(graph) -> dict[str, list[str]]:
     return readers
 
 
-def class_times(profile: LayerProfile, graph) -> dict[str, float]:
+def class_times(profile: LayerProfile, classes: dict[str, str], readers: dict[str, list[str]]) -> dict[str, float]:
     """Milliseconds per class in one profile: each layer matched to the compute node it runs (ONNX Runtime names
     a fused or converted node after its source node), each quantize/dequantize node to the compute nodes reading
     its tensor (shared evenly). Layers of neither kind are not counted."""
-    classes, readers = compute_classes(graph), tensor_consumers(graph)
     by_length = sorted(classes, key=len, reverse=True)
     times = dict.fromkeys(CLASSES, 0.0)
     for layer in profile.layers:
@@ -104,7 +102,8 @@ def payoff_by_class(float_profile: LayerProfile, int8_profile: LayerProfile, gra
     """Per class present in the graph: float and INT8 time, and whether INT8 is kept (not slower than float by
     more than PAYOFF_MARGIN)."""
     classes = compute_classes(graph)
-    fp, q = class_times(float_profile, graph), class_times(int8_profile, graph)
+    readers = tensor_consumers(graph, classes)
+    fp, q = class_times(float_profile, classes, readers), class_times(int8_profile, classes, readers)
     rows = []
     for name in CLASSES:
         count = sum(c == name for c in classes.values())
