@@ -79,18 +79,25 @@ class CpuProfile:
 
     def onnxruntime_formats(self) -> list[str]:
         """ONNX Runtime INT8 activation formats worth building here: u8 x s8 always (ONNX Runtime's CPU default,
-        fused for every operator), s8 x s8 too when its GEMM is not clearly slower. The GEMM only ranks formats:
-        on a Zen 3 AVX2 CPU s8 x s8 won the GEMM (323 vs 212 GOP/s) yet ran convnext_tiny at 0.84x PyTorch where
-        u8 x s8 ran at 1.58x, so the model's own timing decides between them."""
+        fused for every operator); on ARM s8 x s8 too when its GEMM is not clearly slower. On x86 s8 x s8 is not
+        built whatever its GEMM measures: ONNX Runtime runs the operators around the GEMMs on slower s8 paths, and
+        every 224 px model timed slower whole than in u8 x s8 (AVX2 Zen 3: 0.58-1.48x PyTorch against 1.35-1.74x,
+        though its GEMM measured 228-323 GOP/s against 212-229; AVX-512 VNNI: 0.87-3.95x against 1.70-4.82x).
+        A deploy bundle still carries every format."""
         u8, s8 = self.gemm_gops.get("onnxruntime int8 u8s8"), self.gemm_gops.get("onnxruntime int8 s8s8")
-        formats = ["u8s8", "s8s8"] if u8 and s8 and s8 * INT8_PAYS >= u8 else ["u8s8"]
+        signed = not self.is_x86 and u8 and s8 and s8 * INT8_PAYS >= u8
+        formats = ["u8s8", "s8s8"] if signed else ["u8s8"]
         return [*formats[:1], "u8s8-rr", *formats[1:]] if self.saturates_u8s8 else formats
+
+    @property
+    def is_x86(self) -> bool:
+        return self.arch in ("x86_64", "AMD64")
 
     @property
     def saturates_u8s8(self) -> bool:
         """x86 without VNNI or AMX sums pairs of u8 x s8 products in 16 bits (vpmaddubsw), which saturate: there
         u8 x s8 with 7-bit weights (u8s8-rr) is built too, and can keep answers that full-range weights lose."""
-        return self.arch in ("x86_64", "AMD64") and self.tier in ("avx2", "none")
+        return self.is_x86 and self.tier in ("avx2", "none")
 
     def int8_conclusion(self, runtime: str) -> str | None:
         """Whether INT8 pays in `runtime` on this CPU, and the instruction-set reason, or None if not measured."""
