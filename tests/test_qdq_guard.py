@@ -456,3 +456,31 @@ def test_the_guard_stops_at_its_time_budget_and_says_what_came_next(tmp_path):
     assert guard["stopped"].endswith("next it would have tried: 128 calibration images") and guard["seconds"] >= 0
     assert any("the accuracy guard stopped at the guards' time budget" in w for w in result.report.to_dict()["warnings"])
     assert result.report.to_dict()["status"] == "max_drop_not_met"
+
+
+def test_a_graph_is_calibrated_once_per_run_and_its_ranges_quantize_as_a_fresh_calibration_does(tmp_path):
+    """Every profile and guard step quantizing one float graph on one set of images reuses one calibration:
+    ranges over every op type serve a profile of fewer, and give it the same scales as calibrating it anew."""
+    from edgevision.quantization.onnxruntime import PROFILES, calibration_folder, quantize_qdq, quantize_qdq_formats
+    from edgevision.runtimes.onnxruntime import export_onnx
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 6 * 6, 5)).eval()
+    export_onnx(model, (3, 8, 8), tmp_path / "f.onnx", dynamic_batch=True)
+    calib = [np.random.default_rng(i).standard_normal((1, 3, 8, 8)).astype(np.float32) for i in range(8)]
+    quantize_qdq_formats(tmp_path / "f.onnx", {tmp_path / "compute.onnx": PROFILES["cpu-compute"],
+                                               tmp_path / "cpu.onnx": PROFILES["cpu"]}, calib)
+    folder = calibration_folder(tmp_path / "f.onnx", np.concatenate(calib), "minmax")
+    every_type, compute_types = folder / "all-op-types.json", folder / "Conv-Gemm-MatMul.json"
+    assert every_type.is_file() and compute_types.is_file()
+    written = every_type.stat().st_mtime_ns
+    quantize_qdq(tmp_path / "f.onnx", tmp_path / "again.onnx", calib, PROFILES["cpu-compute"], exclude_nodes=["x"])
+    assert every_type.stat().st_mtime_ns == written  # read, not calibrated again
+
+    def scales(path):
+        return {i.name: onnx.numpy_helper.to_array(i).tolist() for i in onnx.load(str(path)).graph.initializer
+                if i.name.endswith(("_scale", "_zero_point"))}
+
+    assert scales(tmp_path / "again.onnx") == scales(tmp_path / "compute.onnx") != {}
+    other = calibration_folder(tmp_path / "f.onnx", np.concatenate(calib[:4]), "minmax")
+    assert other != folder != calibration_folder(tmp_path / "f.onnx", np.concatenate(calib), "percentile")

@@ -11,6 +11,7 @@ Two kinds of profile, because the consumers want different things:
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -103,6 +104,9 @@ class QuantizeJob:
     exclude: list[str]
     outputs: list[JobOutput]
     calibration: str = ""  # the .npy of calibration images (N x C x H x W), set by run_quantize_job
+    # a folder of calibration ranges of this float graph on these images (calibration_folder), set by
+    # run_quantize_job: every format, placement and guard step of a run calibrates the graph once
+    calibration_cache: str = ""
 
 
 def quantize_qdq(fp32_path: Path, out_path: Path, calibration: Sequence[np.ndarray], profile: QDQProfile,
@@ -153,12 +157,30 @@ def _finish_qdq(out_path: Path, profile: QDQProfile, nodes, calibration, calibra
 def run_quantize_job(job: QuantizeJob, calibration: Sequence[np.ndarray]) -> subprocess.CompletedProcess:
     """Run one job of quantization/worker.py in a child process inside a scratch folder: the caller's working
     directory, logging and stdout stay as they were."""
+    images = np.concatenate([np.asarray(x, dtype=np.float32) for x in calibration])
     with tempfile.TemporaryDirectory(prefix="edgevision-qdq-") as scratch:
-        job = replace(job, calibration=str(Path(scratch) / "calibration.npy"))
-        np.save(job.calibration, np.concatenate([np.asarray(x, dtype=np.float32) for x in calibration]))
+        job = replace(job, calibration=str(Path(scratch) / "calibration.npy"),
+                      calibration_cache=str(calibration_folder(Path(job.fp32), images, job.method)))
+        np.save(job.calibration, images)
         (Path(scratch) / "job.json").write_text(json.dumps(to_data(job)), encoding="utf-8")
         return subprocess.run([sys.executable, "-m", "edgevision.quantization.worker", "job.json"],
                               cwd=scratch, capture_output=True, text=True)
+
+
+_CALIBRATIONS: list[tempfile.TemporaryDirectory] = []  # one per process, removed when it exits
+
+
+def calibration_folder(fp32_path: Path, images: np.ndarray, method: str) -> Path:
+    """Where the calibration ranges of this float graph (path, size and time written) on these images by
+    `method` are kept for the rest of this process. Ranges are per tensor and do not depend on the format,
+    the nodes left out or 7-bit weights, so each guard step and candidate after the first skips calibration
+    (a calibration pass over 64 images at 224 px was most of a quantization)."""
+    if not _CALIBRATIONS:
+        _CALIBRATIONS.append(tempfile.TemporaryDirectory(prefix="edgevision-calibration-"))
+    stat = Path(fp32_path).stat()
+    key = hashlib.sha256(f"{Path(fp32_path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{method}".encode())
+    key.update(np.ascontiguousarray(images).tobytes())
+    return Path(_CALIBRATIONS[0].name) / key.hexdigest()[:16]
 
 
 def last_line(stderr: str) -> str:
