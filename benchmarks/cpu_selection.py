@@ -1,7 +1,7 @@
 """The selection itself, measured: `edgevision compress MODEL --int8` (target cpu) at 224x224, batch 1, random
 weights, for convnext_t, vit_b, swin_t and maxvit_t, on whatever CPU runs it.
 
-    python benchmarks/cpu_selection.py [--models convnext_t vit_b swin_t maxvit_t] [--threads 2] [--iters 100]
+    python benchmarks/cpu_selection.py [--models convnext_t vit_b swin_t maxvit_t] [--threads 2] [--iters 50]
 
 Each run builds every candidate (OpenVINO FP32 and INT8, ONNX Runtime INT8 in the CPU profile's formats and the
 latency-aware int8-mixed, INT8 only where it measured faster on this CPU), times
@@ -75,6 +75,7 @@ def row(alias: str, report: dict, gmacs: float, tier: str, layers: dict) -> dict
             "gops": round(2 * gmacs, 2), "achieved_gops": round(achieved, 1), "roofline_gops": roofline,
             "roofline_share": None if not roofline or "int8" not in selected else round(achieved / roofline, 2),
             "int8_gemm_layers": layers["int8_gemm"], "layer_groups": layers["groups"],
+            "compress_stages_s": report["timings_s"],
             "warnings": [w for w in report["warnings"] if "INT8 is no faster" in w]}
 
 
@@ -100,7 +101,9 @@ def markdown(result: dict) -> str:
         lines.append(f"| {r['model']} | {r['pytorch_fp32_ms']} | " + " | ".join(cells)
                      + f" | {r['selected']} ({r['selected_speedup']:.2f}x) | {'yes' if r['fastest_within_noise'] else 'no'}"
                      f" | {target} | {share} | {layers} |")
-    lines += ["", LAYERS_NOTE, "", *[f"- {line}" for line in p["conclusions"]]]
+    lines += ["", LAYERS_NOTE, "", *[f"- {line}" for line in p["conclusions"]], "",
+              f"The benchmark took {result['seconds'] // 60} min {result['seconds'] % 60} s for "
+              f"{len(result['rows'])} models: `{result['command']}`."]
     return "\n".join(lines) + "\n"
 
 
@@ -108,7 +111,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=list(TARGETS["avx2"]))
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--iters", type=int, default=100)
+    # calls per candidate, in compress's 5 interleaved rounds (compress's own default)
+    ap.add_argument("--iters", type=int, default=50)
     ap.add_argument("--calib-size", type=int, default=64, help="calibration images (speed does not depend on them)")
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args()
@@ -116,7 +120,9 @@ def main() -> None:
     from edgevision.models.zoo import count_gmacs
 
     profile = cpu_profile(args.threads, refresh=True)  # measured now, on the quiet machine, for every run below
-    result = {"measured": time.strftime("%Y-%m-%d %H:%M"), "cpu_profile": profile.to_dict(), "rows": []}
+    result = {"measured": time.strftime("%Y-%m-%d %H:%M"), "cpu_profile": profile.to_dict(), "rows": [],
+              "command": " ".join(["python", "benchmarks/cpu_selection.py", *sys.argv[1:]])}
+    start = time.perf_counter()
     args.results.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edgevision-selection-") as tmp:
         for alias in args.models:
@@ -126,6 +132,7 @@ def main() -> None:
             layers = selected_layers(run, report, args.threads)
             gmacs = count_gmacs(loaded.model, loaded.spec.input_size)
             result["rows"].append(row(alias, report, gmacs, profile.tier, layers))
+            result["seconds"] = round(time.perf_counter() - start)  # the whole benchmark so far, profile included
             print(json.dumps(result["rows"][-1]), file=sys.stderr, flush=True)
             # written after every model: a stopped run keeps the models it finished
             name = f"cpu_selection_{profile.tier}"  # one file per INT8 tier: machines differ from day to day

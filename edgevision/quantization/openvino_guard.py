@@ -120,10 +120,10 @@ def metric_name(ctx: QuantizationRun) -> str:
     return "top1" if ctx.eval_source.labels is not None else "agreement"
 
 
-def guard_int8(ctx: QuantizationRun, fp32, plain, calibration) -> tuple[Any, GuardSummary]:
-    """The first INT8 model that holds ctx.guard's budget (or accuracy control's), and the path taken."""
+def guard_int8(ctx: QuantizationRun, fp32, plain, calibration, q: NNCFSettings) -> tuple[Any, GuardSummary]:
+    """The first INT8 model that holds ctx.guard's budget (or accuracy control's), and the path taken; `plain` was
+    quantized with the settings `q`, which the ladder varies."""
     max_drop = ctx.guard.max_drop
-    q = ctx.settings(NNCFSettings)
     reference = create_runner("openvino", fp32, threads=ctx.threads)
     items = validation_items(ctx, lambda: reference, "openvino")
     float_metric = ctx.memo(("float metric", "openvino"), lambda: score(reference, items))
@@ -169,7 +169,7 @@ def _kept(summary: GuardSummary, metric: float, settings: NNCFSettings, calibrat
 
 def _ladder(ctx: QuantizationRun, fp32, items, tried: list["Trial"], summary: GuardSummary, measure):
     """The settings ladder, each step appended to `tried`, then accuracy control; the first model that holds."""
-    q = ctx.settings(NNCFSettings)
+    q = tried[0].settings
     for name, settings, images in steps_after_preset(ctx, q, tried[0].calibration, lambda: _best(tried)):
         ctx.guard_clock.check(name)
         t0 = time.perf_counter()

@@ -7,11 +7,14 @@ alone (Conv, MatMul, Gemm), with the MatMul/Gemm outputs left in float (ONNX Run
 MatMulIntegerToFloat, its dequantize fused in), so everything else stays a float graph with its fusions. That
 graph is profiled against the float graph on this CPU in alternating passes (measure/layers.profile_pair), and
 each class of compute layer (dense convolutions, depthwise convolutions, weight matmuls, matmuls of two
-activations) whose INT8 layers, their quantize/dequantize nodes counted, took longer than its float layers is
-left in float: depthwise convolutions where INT8 loses, attention matmuls whose two quantized inputs cost more
-than they save. A float island costs more than its own layers (layout reorders, quantize/dequantize at its
-edges), so a placement that leaves a class in float is timed whole against the one with every class in INT8,
-side by side, and the faster is kept.
+activations) whose INT8 layers, their quantize/dequantize nodes counted, did not run clearly faster than its
+float layers is left in float: depthwise convolutions where INT8 loses, attention matmuls whose two quantized
+inputs cost what they save. A float island costs more than its own layers (layout reorders, quantize/dequantize
+at its edges), and a class within the profiler's noise may go either way, so a placement that leaves a class in
+float is timed whole against the one with every class in INT8, side by side, and the faster is kept.
+
+OpenVINO (openvino_payoff): the same classes from the CPU plugin's layer types and its FakeQuantize layers; NNCF
+leaves the classes that did not pay in float through its ignored scope.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ CLASSES = ("conv", "depthwise conv", "weight matmul", "activation matmul")
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")
 # how the quantizer and ONNX Runtime name a quantize/dequantize node after the tensor it converts
 _TENSOR_SUFFIXES = ("_QuantizeLinear", "_DequantizeLinear", "_dq", "_q")
-PAYOFF_MARGIN = 0.05  # INT8 kept unless it is this much slower than float (profiled calls differ that much)
+PAYOFF_MARGIN = 0.05  # INT8 kept where it is this much faster than float (profiled calls differ that much)
 
 
 @dataclass
@@ -99,18 +102,72 @@ def _tensor_of(qdq_name: str) -> str:
 
 
 def payoff_by_class(float_profile: LayerProfile, int8_profile: LayerProfile, graph) -> list[ClassPayoff]:
-    """Per class present in the graph: float and INT8 time, and whether INT8 is kept (not slower than float by
-    more than PAYOFF_MARGIN)."""
+    """Per class present in the graph: float and INT8 time, and whether INT8 is kept (faster than float by more
+    than PAYOFF_MARGIN; a class the profiles did not see keeps INT8)."""
     classes = compute_classes(graph)
     readers = tensor_consumers(graph, classes)
-    fp, q = class_times(float_profile, classes, readers), class_times(int8_profile, classes, readers)
+    return _payoff(classes, class_times(float_profile, classes, readers), class_times(int8_profile, classes, readers))
+
+
+def _payoff(classes: dict[str, str], fp: dict[str, float], q: dict[str, float]) -> list[ClassPayoff]:
     rows = []
     for name in CLASSES:
         count = sum(c == name for c in classes.values())
         if count:
-            kept = "int8" if q[name] <= fp[name] * (1 + PAYOFF_MARGIN) else "float"
+            kept = "float" if fp[name] > 0 and q[name] > fp[name] * (1 - PAYOFF_MARGIN) else "int8"
             rows.append(ClassPayoff(name, count, round(fp[name], 3), round(q[name], 3), kept))
     return rows
+
+
+# OpenVINO: the CPU plugin's layer types, by class (a MatMul with constant weights runs as FullyConnected)
+OPENVINO_LAYERS = {"Convolution": "conv", "GroupConvolution": "depthwise conv", "FullyConnected": "weight matmul",
+                   "MatMul": "activation matmul"}
+_OPENVINO_WEIGHT_PATH = ("Convert", "Transpose", "Reshape", "Multiply", "Subtract", "FakeQuantize")
+
+
+def openvino_classes(ov_model) -> dict[str, str]:
+    """Each compute op of an OpenVINO model (friendly name: what NNCF's ignored scope takes) by class."""
+    classes = {}
+    for op in ov_model.get_ops():
+        kind = op.get_type_name()
+        if kind in ("Convolution", "GroupConvolution"):
+            classes[op.get_friendly_name()] = OPENVINO_LAYERS[kind]
+        elif kind == "MatMul":
+            weighted = _from_constant(op.input_value(1).get_node())
+            classes[op.get_friendly_name()] = "weight matmul" if weighted else "activation matmul"
+    return classes
+
+
+def _from_constant(node) -> bool:
+    """Whether a value comes from a constant through the ops a weight passes (decompression, layout, quantizer)."""
+    while node.get_type_name() in _OPENVINO_WEIGHT_PATH:
+        node = node.input_value(0).get_node()
+    return node.get_type_name() == "Constant"
+
+
+def openvino_payoff(float_profile: LayerProfile, int8_profile: LayerProfile, fp32_model, int8_model
+                    ) -> list[ClassPayoff]:
+    """payoff_by_class for OpenVINO: each profiled layer by the plugin's layer type, each FakeQuantize the
+    plugin ran on its own (named after it) to the compute ops reading it (shared evenly)."""
+    classes = openvino_classes(fp32_model)
+    readers = {}
+    for op in int8_model.get_ops():
+        if op.get_type_name() == "FakeQuantize":
+            targets = [t.get_node().get_friendly_name() for out in op.outputs() for t in out.get_target_inputs()]
+            readers[op.get_friendly_name()] = [classes[name] for name in targets if name in classes]
+    return _payoff(classes, _openvino_times(float_profile, readers), _openvino_times(int8_profile, readers))
+
+
+def _openvino_times(profile: LayerProfile, readers: dict[str, list[str]]) -> dict[str, float]:
+    times = dict.fromkeys(CLASSES, 0.0)
+    for layer in profile.layers:
+        layer_type = layer.op.split(":")[0]
+        kind = next((c for t, c in OPENVINO_LAYERS.items() if layer_type.startswith(t)), None)
+        if kind is not None:
+            times[kind] += layer.ms
+        for reader in readers.get(layer.name, []):
+            times[reader] += layer.ms / len(readers[layer.name])
+    return times
 
 
 def float_nodes(graph, payoff: list[ClassPayoff]) -> list[str]:

@@ -10,6 +10,7 @@ kernels in some formats, an ONNX graph for TensorRT by a Q/DQ engine); runtimes 
 | `OnnxRuntimeRequest` | ONNX Runtime static Q/DQ per format, one child process (onnxruntime.py) | nodes excluded by sensitivity, format fixes (qdq_guard.py) |
 | `TensorRTRequest`     | a Q/DQ engine: edgevision's placement or Model Optimizer (engines.py) | the same Q/DQ guard |
 | `LatencyAwareRequest` | ONNX Runtime static Q/DQ, INT8 only where it measured faster here (placement.py) | the same Q/DQ guard |
+| `OpenVINOLatencyAwareRequest` | NNCF, the classes where INT8 measured slower here in its ignored scope (placement.py) | as OpenVINORequest |
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from edgevision.quantization.run import QuantizationRun
 from edgevision.runtimes import create_runner
 from edgevision.runtimes import openvino as ov_runtime
 
+MIN_SAVING = 0.03  # of the float model's profiled time: an OpenVINO placement saving less is not built
 SPLIT_CHECK_CALLS = 15  # per graph, in 3 interleaved rounds: the whole-graph check of a placement with float classes
 
 
@@ -42,9 +44,19 @@ class Quantized:
 
 @dataclass
 class OpenVINORequest:
-    """NNCF INT8 of an OpenVINO float model, with the recipe's `quantization` settings."""
+    """NNCF INT8 of an OpenVINO float model, with the recipe's `quantization` settings (or `settings`)."""
 
     fp32: Any  # openvino.Model
+    settings: nncf_ov.NNCFSettings | None = None
+
+
+@dataclass
+class OpenVINOLatencyAwareRequest:
+    """NNCF INT8 of an OpenVINO float model with the classes of compute layer that measured slower in INT8 on this
+    CPU left in float (NNCF's ignored scope), from `int8` (every class INT8) profiled against `fp32`."""
+
+    fp32: Any  # openvino.Model
+    int8: Any  # openvino.Model
 
 
 @dataclass
@@ -76,7 +88,7 @@ class LatencyAwareRequest:
     saturates_u8s8: bool = False
 
 
-Request = OpenVINORequest | OnnxRuntimeRequest | TensorRTRequest | LatencyAwareRequest
+Request = OpenVINORequest | OnnxRuntimeRequest | TensorRTRequest | LatencyAwareRequest | OpenVINOLatencyAwareRequest
 
 
 def quantize(run: QuantizationRun, request: Request) -> list[Quantized]:
@@ -85,14 +97,14 @@ def quantize(run: QuantizationRun, request: Request) -> list[Quantized]:
 
 
 def _openvino(run: QuantizationRun, request: OpenVINORequest) -> list[Quantized]:
-    q = run.settings(nncf_ov.NNCFSettings)
+    q = request.settings or run.settings(nncf_ov.NNCFSettings)
     calibration = run.calibration()
     run.log(f"quantizing with {len(calibration)} calibration images ({q.preset}, model_type {q.model_type})")
     int8 = nncf_ov.quantize(request.fp32, calibration, q)
     quantized = nncf_ov.fake_quantized_layers(int8)
     record = NNCFRecord(q, ov_runtime.count_ops(int8).get("FakeQuantize", 0))
     if run.guard.max_drop is not None:
-        int8, record.accuracy_control = guard_int8(run, request.fp32, int8, calibration)
+        int8, record.accuracy_control = guard_int8(run, request.fp32, int8, calibration, q)
         record.layers_returned_to_float = sorted(set(quantized) - set(nncf_ov.fake_quantized_layers(int8)))
         record.fake_quantize_ops = ov_runtime.count_ops(int8).get("FakeQuantize", 0)
     return [Quantized(int8, record)]
@@ -140,8 +152,7 @@ def _latency_aware(run: QuantizationRun, request: LatencyAwareRequest) -> list[Q
     profiles = profile_pair(create_runner("onnxruntime", fp32, threads=run.threads),
                             create_runner("onnxruntime", out, threads=run.threads), run.input_size)
     payoff = placement.payoff_by_class(*profiles, graph)
-    run.log("latency-aware INT8: " + ", ".join(f"{p.layer_class} {p.float_ms:.1f} -> {p.int8_ms:.1f} ms ({p.kept})"
-                                               for p in payoff))
+    _log_payoff(run, "ONNX Runtime", payoff)
     if all(p.kept == "float" for p in payoff):
         out.unlink()
         return []
@@ -155,6 +166,31 @@ def _latency_aware(run: QuantizationRun, request: LatencyAwareRequest) -> list[Q
         _guard_qdq(run, record, quantize, fp32, out, [*rr, *calibration_fixes(quantize, qdq.calibration_method)])
     float_classes = sorted({p.layer_class for p in payoff if p.kept == "float"}) if keep_float else []
     return [Quantized(out, replace(record, format="u8s8", placement=placement.Placement(payoff, float_classes, timed)))]
+
+
+def _openvino_latency_aware(run: QuantizationRun, request: OpenVINOLatencyAwareRequest) -> list[Quantized]:
+    """NNCF INT8 with the classes where INT8 lost in OpenVINO's profiles here in its ignored scope. None when INT8
+    won or lost in every class (the INT8 and the float candidates are those), or when the classes it won would
+    save under MIN_SAVING of the float model's time (a candidate not worth its quantization and timing)."""
+    profiles = profile_pair(create_runner("openvino", request.fp32, threads=run.threads),
+                            create_runner("openvino", request.int8, threads=run.threads), run.input_size)
+    payoff = placement.openvino_payoff(*profiles, request.fp32, request.int8)
+    _log_payoff(run, "OpenVINO", payoff)
+    float_classes = sorted({p.layer_class for p in payoff if p.kept == "float"})
+    saving = sum(p.float_ms - p.int8_ms for p in payoff if p.kept == "int8")
+    if not float_classes or len(float_classes) == len(payoff) or saving < MIN_SAVING * profiles[0].total_ms:
+        return []
+    q = run.settings(nncf_ov.NNCFSettings)
+    names = [n for n, c in placement.openvino_classes(request.fp32).items() if c in float_classes]
+    scope = replace(q.ignored_scope, names=sorted({*q.ignored_scope.names, *names}))
+    [done] = _openvino(run, OpenVINORequest(request.fp32, replace(q, ignored_scope=scope)))
+    done.record.placement = placement.Placement(payoff, float_classes)
+    return [done]
+
+
+def _log_payoff(run: QuantizationRun, runtime: str, payoff: list[placement.ClassPayoff]) -> None:
+    run.log(f"latency-aware INT8 ({runtime}): " + ", ".join(
+        f"{p.layer_class} {p.float_ms:.1f} -> {p.int8_ms:.1f} ms ({p.kept})" for p in payoff))
 
 
 def _split_if_faster(run: QuantizationRun, fp32: Path, out: Path, whole: QDQRecord, keep_float: list[str]):
@@ -205,4 +241,4 @@ def _ort_format(fp32_path, out_path, calibration, method, exclude, *, profile) -
 
 BACKENDS: dict[type, Callable[[QuantizationRun, Any], list[Quantized]]] = {
     OpenVINORequest: _openvino, OnnxRuntimeRequest: _onnxruntime, TensorRTRequest: _tensorrt,
-    LatencyAwareRequest: _latency_aware}
+    LatencyAwareRequest: _latency_aware, OpenVINOLatencyAwareRequest: _openvino_latency_aware}

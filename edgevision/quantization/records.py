@@ -81,6 +81,7 @@ class NNCFRecord:
     accuracy_control: GuardSummary | None = omitted()
     int8_layers_executed: int | None = omitted()  # in OpenVINO's runtime graph on this CPU
     inference_precision: str | None = omitted()  # the runner's precision hint (bf16 on AMX CPUs)
+    placement: Placement | None = omitted()  # latency-aware: each class of layer, float vs INT8 here
 
 
 @dataclass

@@ -19,7 +19,7 @@ from edgevision.pipeline.targets.ort_int8 import add_int8_variants, add_latency_
 from edgevision.pipeline.targets.registry import Target, register_target
 from edgevision.pipeline.targets.sections import QDQ, QUANTIZATION
 from edgevision.quantization.onnxruntime import CPU_FORMATS
-from edgevision.quantization.quantize import OpenVINORequest, quantize
+from edgevision.quantization.quantize import OpenVINOLatencyAwareRequest, OpenVINORequest, quantize
 from edgevision.runtimes import create_runner
 from edgevision.runtimes import onnxruntime as ort_backend
 from edgevision.runtimes import openvino as ov_backend
@@ -62,6 +62,19 @@ class OpenVINOInt8(Stage):
                                         create_runner("openvino", int8, threads=ctx.threads, precision="bf16"),
                                         precision=Precision.INT8, files=files, size_mb=size_mb(files),
                                         quantization=replace(info, inference_precision="bf16")))
+        _add_openvino_mixed(ctx, int8)
+
+
+def _add_openvino_mixed(ctx: Context, int8) -> None:
+    """NNCF INT8 only on the classes of compute layer where the INT8 model measured faster than the float one on
+    this CPU (quantization/placement.py): `int8-mixed/openvino` (model_int8_mixed.xml), when some classes won and
+    some lost."""
+    for done in quantize(ctx, OpenVINOLatencyAwareRequest(_openvino_fp32(ctx), int8)):
+        files = ov_backend.save(done.model, ctx.workdir / "model_int8_mixed.xml")
+        runner = create_runner("openvino", done.model, threads=ctx.threads)
+        done.record.int8_layers_executed = runner.int8_layers()
+        ctx.variants.append(Variant("int8-mixed", "openvino", runner, precision=Precision.INT8, files=files,
+                                    size_mb=size_mb(files), quantization=done.record))
 
 
 class OnnxRuntimeInt8(Stage):
