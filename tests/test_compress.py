@@ -69,7 +69,8 @@ def test_report_has_the_promised_fields(int8_run):
     by_name = {(v["name"], v["runtime"]): v for v in report["variants"]}
     onnxruntime = {k for k in by_name if k[1] == "onnxruntime"}  # ONNX Runtime INT8 in the profile's formats
     bf16 = {("int8-bf16", "openvino")} if native_bf16() else set()  # where the CPU computes bf16 natively
-    assert set(by_name) - onnxruntime == {("fp32", "pytorch"), ("fp32", "openvino"), ("int8", "openvino")} | bf16
+    mixed = {("int8-mixed", "openvino")}  # when INT8 won some classes of layer here and lost others (placement.py)
+    assert set(by_name) - onnxruntime - mixed == {("fp32", "pytorch"), ("fp32", "openvino"), ("int8", "openvino")} | bf16
     assert ("int8", "onnxruntime") in onnxruntime and all(name.startswith("int8") for name, _ in onnxruntime)
     # a trained model: the default accuracy guard (1 point) holds, and the selected variant is within it
     assert report["guard"] == {"max_drop": 1.0, "source": "default"} and report["status"] == "ok"

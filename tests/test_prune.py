@@ -116,7 +116,9 @@ def test_pruned_models_quantize_to_int8_in_openvino(tmp_path, name):
     report = result.report.to_dict()
     names = [(v["name"], v["runtime"]) for v in report["variants"]]
     bf16 = [("int8-bf16", "openvino")] if native_bf16() else []  # where the CPU computes bf16 natively
-    assert names == [("fp32", "pytorch"), ("pruned", "pytorch"), ("fp32", "openvino"), ("int8", "openvino"), *bf16]
+    mixed = ("int8-mixed", "openvino")  # when INT8 won some classes of layer here and lost others (placement.py)
+    assert [n for n in names if n != mixed] == [("fp32", "pytorch"), ("pruned", "pytorch"), ("fp32", "openvino"),
+                                                ("int8", "openvino"), *bf16]
     assert report["pruning"]["params_after"] < report["pruning"]["params_before"]
     assert report["variants"][3]["quantization"]["fake_quantize_ops"] > 0
     # the run keeps the pruned model, and its manifest the structure
