@@ -215,3 +215,60 @@ def test_no_openvino_candidate_where_int8_won_every_class(block_openvino, monkey
     run = SimpleNamespace(threads=1, guard=Guard(None, "off (asked)"), log=lambda msg: None,
                           settings=lambda cls: NNCFSettings(), input_size=(3, 8, 8))
     assert quantize(run, OpenVINOLatencyAwareRequest(fp32, int8)) == []
+
+
+class GeluBlock(torch.nn.Module):
+    """Two convolutions around a tanh-approximated GELU (exported as eight elementwise nodes), and a linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.act, self.fc = torch.nn.GELU(approximate="tanh"), torch.nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.fc(self.conv2(self.act(self.conv1(x))).mean(dim=(2, 3)))
+
+
+def gelu_run(monkeypatch, graph, fused_ms: float):
+    """INT8 won every class in the recorded profiles; the whole-graph timing says the GELU-fused graph takes
+    `fused_ms` against 2.0 as quantized."""
+    classes = placement.compute_classes(graph)
+    layers = [(name, "Conv" if cls == "conv" else "Gemm") for name, cls in classes.items()]
+    float_profile = LayerProfile("onnxruntime", 10, [LayerTime(n, op, GEMM, False, 1000, 1.0) for n, op in layers])
+    int8_profile = LayerProfile("onnxruntime", 10, [LayerTime(n, op, GEMM, True, 1000, 0.5) for n, op in layers])
+    monkeypatch.setattr(quantize_module, "profile_pair", lambda first, second, shape: (float_profile, int8_profile))
+    medians = {"as quantized": 2.0, "GELU fused": fused_ms}
+    monkeypatch.setattr(quantize_module, "compare_latency", lambda runners, shape, **kw: {
+        name: SimpleNamespace(latency_ms_p50=medians[name]) for name in runners})
+    return SimpleNamespace(threads=1, guard=Guard(None, "off (asked)"), guard_clock=GuardClock(), input_size=(3, 8, 8),
+                           log=lambda msg: None, settings=lambda cls: QDQSettings(),
+                           calibration=lambda: [np.random.default_rng(i).standard_normal((1, 3, 8, 8), dtype=np.float32)
+                                                for i in range(4)])  # the same images at every call
+
+
+def fast_gelus(path) -> int:
+    return sum(n.op_type == "FastGelu" for n in onnx.load(str(path)).graph.node)
+
+
+@pytest.mark.parametrize("fused_ms,kept", [(1.5, True), (2.5, False)])
+def test_tanh_gelus_are_fused_in_the_int8_graph_only_when_that_times_faster(tmp_path, monkeypatch, fused_ms, kept):
+    from edgevision.runtimes.onnxruntime import ORTRunner
+
+    fp32 = ort_backend.export_onnx(GeluBlock().eval(), (3, 8, 8), tmp_path / "gelu.onnx")
+    run = gelu_run(monkeypatch, onnx.load(str(fp32)).graph, fused_ms)
+    [done] = quantize(run, LatencyAwareRequest(fp32, tmp_path / "mixed.onnx"))
+    assert fast_gelus(done.model) == (1 if kept else 0)
+    assert done.record.placement.gelu_fused == (1 if kept else None)
+    assert done.record.placement.fusion_timed_ms == {"as quantized": 2.0, "GELU fused": fused_ms}
+    assert not list(tmp_path.glob(".fused-*"))
+    # a guard step quantizes again: with the fusion the placement kept; and FastGelu computes the same GELU
+    def placed(name, fuse):
+        quantize_module._placed(fp32, tmp_path / name, run.calibration(), "minmax", [], keep_float=[], fuse_gelu=fuse,
+                                profile=quantize_module.ort_qdq.PROFILES["cpu-compute"])
+        return tmp_path / name
+
+    again, plain = placed("again.onnx", kept), placed("plain.onnx", False)
+    assert fast_gelus(again) == (1 if kept else 0) and fast_gelus(plain) == 0
+    x = np.random.default_rng(1).standard_normal((2, 3, 8, 8), dtype=np.float32)
+    plain_out = ORTRunner(plain)(x)
+    assert np.abs(ORTRunner(again)(x) - plain_out).max() < 0.02 * np.abs(plain_out).max()

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgevision.measure.layers import LayerProfile
+from edgevision.typed import omitted
 
 CLASSES = ("conv", "depthwise conv", "weight matmul", "activation matmul")
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")
@@ -47,6 +48,8 @@ class Placement:
     classes: list[ClassPayoff]  # per class, from the per-layer profiles
     float_classes: list[str]  # the classes left in float in the graph written
     timed_ms: dict[str, float] | None = None  # whole graphs side by side, when a class measured slower in INT8
+    gelu_fused: int | None = omitted()  # tanh GELUs fused into FastGelu, when that timed faster whole
+    fusion_timed_ms: dict[str, float] | None = omitted()  # that check's medians, when the graph had tanh GELUs
 
 
 def compute_classes(graph) -> dict[str, str]:
