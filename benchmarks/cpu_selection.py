@@ -1,7 +1,7 @@
 """The selection itself, measured: `edgevision compress MODEL --int8` (target cpu) at 224x224, batch 1, random
 weights, for convnext_t, vit_b, swin_t and maxvit_t, on whatever CPU runs it.
 
-    python benchmarks/cpu_selection.py [--models convnext_t vit_b swin_t maxvit_t] [--threads 2] [--iters 40]
+    python benchmarks/cpu_selection.py [--models convnext_t vit_b swin_t maxvit_t] [--threads 2] [--iters 30]
 
 Each run builds every candidate (OpenVINO FP32 and INT8, ONNX Runtime INT8 in the CPU profile's formats and the
 latency-aware int8-mixed, INT8 only where it measured faster on this CPU), times
@@ -112,7 +112,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=list(TARGETS["avx2"]))
     ap.add_argument("--threads", type=int, default=2)
     # calls per candidate, in compress's 5 interleaved rounds (compress's default is 50)
-    ap.add_argument("--iters", type=int, default=40)
+    ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--calib-size", type=int, default=16,
                     help="calibration images: the kernels and so the speed do not depend on them; calibrating on "
                          "more only makes the run longer")
