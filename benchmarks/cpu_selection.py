@@ -123,7 +123,8 @@ def main() -> None:
 
     profile = cpu_profile(args.threads, refresh=True)  # measured now, on the quiet machine, for every run below
     result = {"measured": time.strftime("%Y-%m-%d %H:%M"), "cpu_profile": profile.to_dict(), "rows": [],
-              "command": " ".join(["python", "benchmarks/cpu_selection.py", *sys.argv[1:]])}
+              "command": f"python benchmarks/cpu_selection.py --models {' '.join(args.models)} --threads {args.threads} "
+                         f"--iters {args.iters} --calib-size {args.calib_size}"}
     start = time.perf_counter()
     args.results.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edgevision-selection-") as tmp:
