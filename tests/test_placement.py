@@ -87,6 +87,21 @@ def test_int8_is_kept_per_class_where_it_measured_faster_quantize_cost_counted(b
                                                                        + classes["activation matmul"])
 
 
+def test_a_class_seen_in_int8_alone_goes_float_and_one_neither_profile_saw_keeps_int8(block_onnx):
+    """A float layer the profile could not match (a fusion renamed it) gives no evidence that INT8 pays; a class
+    missing from both profiles (fused away in both) is left as quantized."""
+    graph = onnx.load(str(block_onnx)).graph
+    float_profile, int8_profile = recorded(graph)
+    c = {cls: names[0] for cls, names in names_by_class(graph).items()}
+    float_profile.layers[:] = [t for t in float_profile.layers
+                               if not t.name.startswith((c["depthwise conv"], c["activation matmul"]))]
+    int8_profile.layers[:] = [t for t in int8_profile.layers if not t.name.startswith(c["activation matmul"])]
+    rows = {r.layer_class: r for r in placement.payoff_by_class(float_profile, int8_profile, graph)}
+    assert rows["depthwise conv"].float_ms == 0 and rows["depthwise conv"].kept == "float"
+    assert rows["activation matmul"].int8_ms == rows["activation matmul"].float_ms == 0
+    assert rows["activation matmul"].kept == "int8"
+
+
 def placed_run(monkeypatch, graph, whole_ms: float, placed_ms: float):
     """A run whose profiles are the recorded ones and whose whole-graph timing says `whole_ms` (every class INT8)
     and `placed_ms` (the losing class in float): the real quantizer writes what they decide."""

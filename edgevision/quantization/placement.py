@@ -106,7 +106,7 @@ def _tensor_of(qdq_name: str) -> str:
 
 def payoff_by_class(float_profile: LayerProfile, int8_profile: LayerProfile, graph) -> list[ClassPayoff]:
     """Per class present in the graph: float and INT8 time, and whether INT8 is kept (faster than float by more
-    than PAYOFF_MARGIN; a class the profiles did not see keeps INT8)."""
+    than PAYOFF_MARGIN; a class neither profile saw keeps INT8, one seen in INT8 alone goes float)."""
     classes = compute_classes(graph)
     readers = tensor_consumers(graph, classes)
     return _payoff(classes, class_times(float_profile, classes, readers), class_times(int8_profile, classes, readers))
@@ -117,7 +117,8 @@ def _payoff(classes: dict[str, str], fp: dict[str, float], q: dict[str, float]) 
     for name in CLASSES:
         count = sum(c == name for c in classes.values())
         if count:
-            kept = "float" if fp[name] > 0 and q[name] > fp[name] * (1 - PAYOFF_MARGIN) else "int8"
+            unseen = fp[name] == 0 and q[name] == 0  # e.g. attention OpenVINO fused into one layer
+            kept = "int8" if unseen or q[name] < fp[name] * (1 - PAYOFF_MARGIN) else "float"
             rows.append(ClassPayoff(name, count, round(fp[name], 3), round(q[name], 3), kept))
     return rows
 
