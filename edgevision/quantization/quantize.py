@@ -204,14 +204,9 @@ def _split_if_faster(run: QuantizationRun, fp32: Path, out: Path, whole: QDQReco
     split_path = out.with_name(f".split-{out.name}")
     split = _placed(fp32, split_path, run.calibration(), qdq.calibration_method, qdq.exclude_nodes,
                     profile=ort_qdq.PROFILES["cpu-compute"], keep_float=keep_float, fuse_gelu=False)
-    timed = _timed_whole(run, {"every class INT8": out, "placed": split_path})
-    run.log(f"latency-aware INT8 with {len(keep_float)} layers in float: {timed['placed']} ms whole, every class "
-            f"INT8 {timed['every class INT8']} ms")
-    if timed["placed"] < timed["every class INT8"]:
-        split_path.replace(out)
-        return split, keep_float, timed
-    split_path.unlink()
-    return whole, [], timed
+    kept, timed = _kept_if_faster(run, out, split_path, "every class INT8", "placed",
+                                  f"latency-aware INT8 with {len(keep_float)} layers in float")
+    return (split, keep_float, timed) if kept else (whole, [], timed)
 
 
 def _fused_if_faster(run: QuantizationRun, out: Path) -> tuple[int, dict[str, float] | None]:
@@ -224,14 +219,21 @@ def _fused_if_faster(run: QuantizationRun, out: Path) -> tuple[int, dict[str, fl
     if not count:
         fused_path.unlink()
         return 0, None
-    timed = _timed_whole(run, {"as quantized": out, "GELU fused": fused_path})
-    run.log(f"latency-aware INT8 with {count} tanh GELUs fused: {timed['GELU fused']} ms whole, as quantized "
-            f"{timed['as quantized']} ms")
-    if timed["GELU fused"] < timed["as quantized"]:
-        fused_path.replace(out)
-        return count, timed
-    fused_path.unlink()
-    return 0, timed
+    kept, timed = _kept_if_faster(run, out, fused_path, "as quantized", "GELU fused",
+                                  f"latency-aware INT8 with {count} tanh GELUs fused")
+    return (count if kept else 0), timed
+
+
+def _kept_if_faster(run: QuantizationRun, out: Path, trial: Path, out_name: str, trial_name: str, what: str):
+    """`trial` timed whole against `out`, side by side: it replaces `out` when faster, else it is removed.
+    (whether it replaced `out`, both medians by name)."""
+    timed = _timed_whole(run, {out_name: out, trial_name: trial})
+    run.log(f"{what}: {timed[trial_name]} ms whole, {out_name} {timed[out_name]} ms")
+    if timed[trial_name] < timed[out_name]:
+        trial.replace(out)
+        return True, timed
+    trial.unlink()
+    return False, timed
 
 
 def _timed_whole(run: QuantizationRun, graphs: dict[str, Path]) -> dict[str, float]:
