@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgevision.errors import EdgevisionError
+from edgevision.quantization.child import process_scratch, quantize_child
 from edgevision.quantization.engine_names import EDGEVISION_ENGINE
 from edgevision.quantization.records import QDQRecord
 from edgevision.runtimes.onnxruntime import count_ops
@@ -155,19 +155,15 @@ def _finish_qdq(out_path: Path, profile: QDQProfile, nodes, calibration, calibra
 
 
 def run_quantize_job(job: QuantizeJob, calibration: Sequence[np.ndarray]) -> subprocess.CompletedProcess:
-    """Run one job of quantization/worker.py in a child process inside a scratch folder: the caller's working
-    directory, logging and stdout stay as they were."""
+    """Run one job of quantization/worker.py in this process's quantization child (quantization/child.py),
+    inside a scratch folder: the caller's working directory, logging and stdout stay as they were."""
     images = np.concatenate([np.asarray(x, dtype=np.float32) for x in calibration])
     with tempfile.TemporaryDirectory(prefix="edgevision-qdq-") as scratch:
         job = replace(job, calibration=str(Path(scratch) / "calibration.npy"),
                       calibration_cache=str(calibration_folder(Path(job.fp32), images, job.method)))
         np.save(job.calibration, images)
         (Path(scratch) / "job.json").write_text(json.dumps(to_data(job)), encoding="utf-8")
-        return subprocess.run([sys.executable, "-m", "edgevision.quantization.worker", "job.json"],
-                              cwd=scratch, capture_output=True, text=True)
-
-
-_CALIBRATIONS: list[tempfile.TemporaryDirectory] = []  # one per process, removed when it exits
+        return quantize_child(job.engine).run(Path(scratch) / "job.json")
 
 
 def calibration_folder(fp32_path: Path, images: np.ndarray, method: str) -> Path:
@@ -175,12 +171,10 @@ def calibration_folder(fp32_path: Path, images: np.ndarray, method: str) -> Path
     `method` are kept for the rest of this process. Ranges are per tensor and do not depend on the format,
     the nodes left out or 7-bit weights, so each guard step and candidate after the first skips calibration
     (a calibration pass over 64 images at 224 px was most of a quantization)."""
-    if not _CALIBRATIONS:
-        _CALIBRATIONS.append(tempfile.TemporaryDirectory(prefix="edgevision-calibration-"))
     stat = Path(fp32_path).stat()
     key = hashlib.sha256(f"{Path(fp32_path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{method}".encode())
     key.update(np.ascontiguousarray(images).tobytes())
-    return Path(_CALIBRATIONS[0].name) / key.hexdigest()[:16]
+    return process_scratch() / "calibration" / key.hexdigest()[:16]
 
 
 def last_line(stderr: str) -> str:
