@@ -178,7 +178,7 @@ def calibration_folder(fp32_path: Path, images: np.ndarray, method: str) -> Path
 
 
 def last_line(stderr: str) -> str:
-    """The last line a failed child wrote (its exception), shortened for a one-line error."""
+    """The last line of a failed job's error (its exception), shortened for a one-line error."""
     return (stderr.strip().splitlines() or ["no output"])[-1][:300]
 
 

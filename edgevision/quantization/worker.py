@@ -10,6 +10,8 @@ images (.npy, N x C x H x W), the calibration method and the node lists (and the
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import inspect
 import json
 import os
@@ -135,9 +137,6 @@ def serve(idle_exit_s: float) -> None:
 def _give_memory_back() -> None:
     """Between jobs the child waits holding little: the graph copies of the last job freed and handed back to the
     system (glibc keeps freed heap for reuse otherwise; a 224 px ViT-B left 1.7 GB resident)."""
-    import ctypes
-    import gc
-
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
