@@ -69,7 +69,8 @@ def fuse_tanh_gelu(src: Path, dst: Path) -> int:
         if name.startswith("enable_") and name != "enable_gelu":
             setattr(options, name, False)
     quiet = logging.getLogger("onnxruntime.transformers")
-    level, quiet.level = quiet.level, logging.ERROR  # "Model producer not matched": it expects a BERT export
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # "Model producer not matched": it expects a BERT export
     try:
         fused = optimize_model(str(src), model_type="bert", optimization_options=options, opt_level=0)
     finally:
