@@ -233,7 +233,8 @@ def test_no_openvino_candidate_where_int8_won_every_class(block_openvino, monkey
 
 
 class GeluBlock(torch.nn.Module):
-    """Two convolutions around a tanh-approximated GELU (exported as eight elementwise nodes), and a linear head."""
+    """Two convolutions around a tanh-approximated GELU (exported as eight elementwise nodes), and a linear layer on
+    the tokens (MatMul + Add)."""
 
     def __init__(self):
         super().__init__()
@@ -241,18 +242,18 @@ class GeluBlock(torch.nn.Module):
         self.act, self.fc = torch.nn.GELU(approximate="tanh"), torch.nn.Linear(8, 10)
 
     def forward(self, x):
-        return self.fc(self.conv2(self.act(self.conv1(x))).mean(dim=(2, 3)))
+        return self.fc(self.conv2(self.act(self.conv1(x))).flatten(2).transpose(1, 2)).mean(dim=1)
 
 
 def gelu_run(monkeypatch, graph, fused_ms: float):
-    """INT8 won every class in the recorded profiles; the whole-graph timing says the GELU-fused graph takes
-    `fused_ms` against 2.0 as quantized."""
+    """INT8 won every class in the recorded profiles; the whole-graph timing says the fused graph takes `fused_ms`
+    against 2.0 as quantized."""
     classes = placement.compute_classes(graph)
     layers = [(name, "Conv" if cls == "conv" else "Gemm") for name, cls in classes.items()]
     float_profile = LayerProfile("onnxruntime", 10, [LayerTime(n, op, GEMM, False, 1000, 1.0) for n, op in layers])
     int8_profile = LayerProfile("onnxruntime", 10, [LayerTime(n, op, GEMM, True, 1000, 0.5) for n, op in layers])
     monkeypatch.setattr(quantize_module, "profile_pair", lambda first, second, shape: (float_profile, int8_profile))
-    medians = {"as quantized": 2.0, "GELU fused": fused_ms}
+    medians = {"as quantized": 2.0, "fused": fused_ms}
     monkeypatch.setattr(quantize_module, "compare_latency", lambda runners, shape, **kw: {
         name: SimpleNamespace(latency_ms_p50=medians[name]) for name in runners})
     return SimpleNamespace(threads=1, guard=Guard(None, "off (asked)"), guard_clock=GuardClock(), input_size=(3, 8, 8),
@@ -261,29 +262,36 @@ def gelu_run(monkeypatch, graph, fused_ms: float):
                                                 for i in range(4)])  # the same images at every call
 
 
+def ops(path) -> list[str]:
+    return [n.op_type for n in onnx.load(str(path)).graph.node]
+
+
 def fast_gelus(path) -> int:
-    return sum(n.op_type == "FastGelu" for n in onnx.load(str(path)).graph.node)
+    return ops(path).count("FastGelu")
 
 
 @pytest.mark.parametrize("fused_ms,kept", [(1.5, True), (2.5, False)])
-def test_tanh_gelus_are_fused_in_the_int8_graph_only_when_that_times_faster(tmp_path, monkeypatch, fused_ms, kept):
+def test_tanh_gelus_and_matmul_biases_are_fused_in_the_int8_graph_only_when_that_times_faster(tmp_path, monkeypatch,
+                                                                                             fused_ms, kept):
     from edgevision.runtimes.onnxruntime import ORTRunner
 
-    fp32 = ort_backend.export_onnx(GeluBlock().eval(), (3, 8, 8), tmp_path / "gelu.onnx")
+    fp32 = ort_backend.export_onnx(GeluBlock().eval(), (3, 8, 8), tmp_path / "gelu.onnx", dynamic_batch=True)
     run = gelu_run(monkeypatch, onnx.load(str(fp32)).graph, fused_ms)
     [done] = quantize(run, LatencyAwareRequest(fp32, tmp_path / "mixed.onnx"))
     assert fast_gelus(done.model) == (1 if kept else 0)
-    assert done.record.placement.gelu_fused == (1 if kept else None)
-    assert done.record.placement.fusion_timed_ms == {"as quantized": 2.0, "GELU fused": fused_ms}
+    assert ops(done.model).count("MatMulIntegerToFloat") == (1 if kept else 0)  # the session makes its own unfused
+    assert (done.record.placement.gelu_fused, done.record.placement.matmul_bias_fused) == ((1, 1) if kept else (None,) * 2)
+    assert done.record.placement.fusion_timed_ms == {"as quantized": 2.0, "fused": fused_ms}
     assert not list(tmp_path.glob(".fused-*"))
     # a guard step quantizes again: with the fusion the placement kept; and FastGelu computes the same GELU
     def placed(name, fuse):
-        quantize_module._placed(fp32, tmp_path / name, run.calibration(), "minmax", [], keep_float=[], fuse_gelu=fuse,
+        quantize_module._placed(fp32, tmp_path / name, run.calibration(), "minmax", [], keep_float=[], fuse=fuse,
                                 profile=quantize_module.ort_qdq.PROFILES["cpu-compute"])
         return tmp_path / name
 
     again, plain = placed("again.onnx", kept), placed("plain.onnx", False)
     assert fast_gelus(again) == (1 if kept else 0) and fast_gelus(plain) == 0
+    assert ops(again).count("MatMulIntegerToFloat") == (1 if kept else 0) and "MatMulIntegerToFloat" not in ops(plain)
     x = np.random.default_rng(1).standard_normal((2, 3, 8, 8), dtype=np.float32)
     plain_out = ORTRunner(plain)(x)
     assert np.abs(ORTRunner(again)(x) - plain_out).max() < 0.02 * np.abs(plain_out).max()

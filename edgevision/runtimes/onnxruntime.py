@@ -54,31 +54,6 @@ def pin_batch(path: Path, batch: int) -> None:
     onnx.save(model, str(path))
 
 
-def fuse_tanh_gelu(src: Path, dst: Path) -> int:
-    """Write `src` with each tanh-approximated GELU (0.5x(1 + tanh(...)), eight elementwise nodes as exported) as
-    one FastGelu node, by ONNX Runtime's transformer optimizer with its GELU fusions alone; returns how many
-    FastGelu nodes `dst` has. An ONNX Runtime session fuses the erf form of GELU itself but not this one (MaxViT's
-    45 GELUs). The graph's Q/DQ nodes are left as they are; the result runs in ONNX Runtime only."""
-    import logging
-
-    from onnxruntime.transformers.fusion_options import FusionOptions
-    from onnxruntime.transformers.optimizer import optimize_model
-
-    options = FusionOptions("bert")
-    for name in vars(options):
-        if name.startswith("enable_") and name != "enable_gelu":
-            setattr(options, name, False)
-    quiet = logging.getLogger("onnxruntime.transformers")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # "Model producer not matched": it expects a BERT export
-    try:
-        fused = optimize_model(str(src), model_type="bert", optimization_options=options, opt_level=0)
-    finally:
-        quiet.setLevel(level)
-    fused.save_model_to_file(str(dst))
-    return sum(node.op_type == "FastGelu" for node in fused.model.graph.node)
-
-
 def count_ops(model) -> dict[str, int]:
     return dict(Counter(n.op_type for n in model.graph.node))
 

@@ -1,0 +1,127 @@
+"""The ONNX Runtime fusions edgevision writes itself (runtimes/ort_fusions.py), run in real ONNX Runtime sessions:
+the fused graph computes what the Q/DQ graph did, with fewer nodes, and what does not match is left alone."""
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from edgevision.quantization.onnxruntime import PROFILES, quantize_qdq
+from edgevision.runtimes.onnxruntime import ORTRunner, export_onnx
+from edgevision.runtimes.ort_fusions import fuse_for_cpu, fuse_matmul_bias
+
+ROWS, COLUMNS = 8, 6
+
+
+def ops(path) -> list[str]:
+    return [node.op_type for node in onnx.load(str(path)).graph.node]
+
+
+def qdq_matmul_add(bias: str = "float", weight_axis: int = 1, extra_reader: bool = False,
+                   bias_shape: tuple[int, ...] = (COLUMNS,)) -> onnx.ModelProto:
+    """x -> Q -> DQ, int8 weights -> DQ, MatMul, Add(bias): the Q/DQ form ONNX Runtime's quantizer writes for a
+    linear layer, its bias in float or in int32 behind a DequantizeLinear. `extra_reader` lets a second output read
+    the activations' DequantizeLinear too."""
+    rng = np.random.default_rng(0)
+    weight_scale = rng.uniform(0.01, 0.02, COLUMNS if weight_axis == 1 else ROWS).astype(np.float32)
+    constants = [
+        numpy_helper.from_array(np.array(0.05, np.float32), "x_scale"),
+        numpy_helper.from_array(np.array(128, np.uint8), "x_zero"),
+        # 7-bit weights: the u8 x s8 kernels of AVX2 without VNNI saturate on full-range ones, and ONNX Runtime
+        # runs this unfused graph in float (MatMul + Add as a Gemm), which does not
+        numpy_helper.from_array(rng.integers(-63, 64, (ROWS, COLUMNS)).astype(np.int8), "w"),
+        numpy_helper.from_array(weight_scale, "w_scale"),
+        numpy_helper.from_array(np.zeros(len(weight_scale), np.int8), "w_zero"),
+    ]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zero"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "x_scale", "x_zero"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w", "w_scale", "w_zero"], ["wd"], axis=weight_axis),
+             helper.make_node("MatMul", ["xd", "wd"], ["mm"])]
+    values = rng.uniform(-1, 1, bias_shape).astype(np.float32)
+    if bias == "float":
+        constants.append(numpy_helper.from_array(values, "b"))
+    else:  # int32 in steps of the activations' scale times the weights', as ONNX Runtime's quantizer writes biases
+        scale = 0.05 * weight_scale
+        constants += [numpy_helper.from_array((values / scale).round().astype(np.int32), "b_int32"),
+                      numpy_helper.from_array(scale, "b_scale")]
+        nodes.append(helper.make_node("DequantizeLinear", ["b_int32", "b_scale"], ["b"], axis=0))
+    nodes.append(helper.make_node("Add", ["mm", "b"], ["y"]))
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, COLUMNS])]
+    if extra_reader:
+        nodes.append(helper.make_node("Relu", ["xd"], ["x_relu"]))
+        outputs.append(helper.make_tensor_value_info("x_relu", TensorProto.FLOAT, [1, 4, ROWS]))
+    graph = helper.make_graph(nodes, "linear", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, ROWS])],
+                              outputs, constants)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def run(path, x: np.ndarray) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})
+
+
+@pytest.mark.parametrize("bias", ["float", "int32"])
+def test_a_qdq_matmul_and_its_bias_add_become_one_matmul_that_computes_the_same(tmp_path, bias):
+    src, dst = tmp_path / "qdq.onnx", tmp_path / "fused.onnx"
+    onnx.save(qdq_matmul_add(bias), str(src))
+    assert fuse_matmul_bias(src, dst) == 1
+    assert ops(dst) == ["QuantizeLinear", "MatMulIntegerToFloat"]  # the DQs it read past are gone
+    onnx.checker.check_model(onnx.load(str(dst)))
+    names = {init.name for init in onnx.load(str(dst)).graph.initializer}
+    assert "b_int32" not in names and "w" in names
+    x = np.random.default_rng(1).standard_normal((1, 4, ROWS), dtype=np.float32)
+    np.testing.assert_allclose(run(dst, x)[0], run(src, x)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_a_dequantized_tensor_that_something_else_reads_stays(tmp_path):
+    src, dst = tmp_path / "qdq.onnx", tmp_path / "fused.onnx"
+    onnx.save(qdq_matmul_add(extra_reader=True), str(src))
+    assert fuse_matmul_bias(src, dst) == 1
+    assert ops(dst).count("DequantizeLinear") == 1  # the activations' DQ, which the Relu still reads
+    x = np.random.default_rng(1).standard_normal((1, 4, ROWS), dtype=np.float32)
+    for fused, plain in zip(run(dst, x), run(src, x), strict=True):
+        np.testing.assert_allclose(fused, plain, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["weights scaled per row", "a bias of rank 3"])
+def test_a_matmul_whose_scales_or_bias_do_not_fit_is_left_as_it_is(tmp_path, case):
+    """MatMulIntegerToFloat takes one weight scale per output column and a 1-D bias."""
+    model = qdq_matmul_add(weight_axis=0) if case == "weights scaled per row" else qdq_matmul_add(bias_shape=(1, 1, COLUMNS))
+    src, dst = tmp_path / "qdq.onnx", tmp_path / "fused.onnx"
+    onnx.save(model, str(src))
+    assert fuse_matmul_bias(src, dst) == 0
+    assert ops(dst) == ops(src)
+
+
+class TokenMLP(torch.nn.Module):
+    """A transformer MLP on tokens: Linear (exported as MatMul + Add), tanh GELU, Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.act, self.fc2 = torch.nn.Linear(3, 16), torch.nn.GELU(approximate="tanh"), torch.nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x.flatten(2).transpose(1, 2)))).mean(dim=1)
+
+
+def test_both_fusions_on_onnx_runtimes_own_int8_graph_keep_its_outputs(tmp_path):
+    # with a dynamic batch, as the cpu target exports (with a static one, ONNX Runtime's pre-processing writes
+    # MatMul + Add as a Gemm between two Reshapes, which its session quantizes with the bias)
+    fp32 = export_onnx(TokenMLP().eval(), (3, 8, 8), tmp_path / "mlp.onnx", dynamic_batch=True)
+    calibration = [np.random.default_rng(i).standard_normal((1, 3, 8, 8), dtype=np.float32) for i in range(4)]
+    int8 = tmp_path / "int8.onnx"
+    quantize_qdq(fp32, int8, calibration, PROFILES["cpu-compute"])
+    x = np.random.default_rng(9).standard_normal((2, 3, 8, 8), dtype=np.float32)
+    as_quantized = ORTRunner(int8)(x)
+
+    assert fuse_matmul_bias(int8, tmp_path / "biases.onnx") == 2  # the session's own arithmetic: the same outputs
+    np.testing.assert_allclose(ORTRunner(tmp_path / "biases.onnx")(x), as_quantized, rtol=1e-6, atol=1e-6)
+
+    fusions = fuse_for_cpu(int8, tmp_path / "fused.onnx")
+    assert (fusions.tanh_gelus, fusions.matmul_biases, fusions.total) == (1, 2, 3)
+    fused_ops = ops(tmp_path / "fused.onnx")
+    assert fused_ops.count("MatMulIntegerToFloat") == 2 and "MatMul" not in fused_ops and "Add" not in fused_ops
+    # FastGelu's tanh is not the exported one's to the last bit, and the next layer's quantizer can round apart
+    assert np.abs(ORTRunner(tmp_path / "fused.onnx")(x) - as_quantized).max() < 0.02 * np.abs(as_quantized).max()
