@@ -48,9 +48,9 @@ class Placement:
     classes: list[ClassPayoff]  # per class, from the per-layer profiles
     float_classes: list[str]  # the classes left in float in the graph written
     timed_ms: dict[str, float] | None = None  # whole graphs side by side, when a class measured slower in INT8
-    gelu_fused: int | None = omitted()  # tanh GELUs fused into FastGelu, when the fused graph timed faster whole
-    matmul_bias_fused: int | None = omitted()  # bias Adds taken into INT8 MatMuls, likewise
-    fusion_timed_ms: dict[str, float] | None = omitted()  # that check's medians, when anything could be fused
+    matmul_bias_fused: int | None = omitted()  # bias Adds taken into their INT8 MatMul (always: the same arithmetic)
+    gelu_fused: int | None = omitted()  # tanh GELUs fused into FastGelu, when that timed faster whole
+    fusion_timed_ms: dict[str, float] | None = omitted()  # that check's medians, when the graph had tanh GELUs
 
 
 def compute_classes(graph) -> dict[str, str]:

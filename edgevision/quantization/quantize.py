@@ -31,7 +31,6 @@ from edgevision.quantization.records import NNCFRecord, QDQRecord, QuantizationR
 from edgevision.quantization.run import QuantizationRun
 from edgevision.runtimes import create_runner, ort_fusions
 from edgevision.runtimes import openvino as ov_runtime
-from edgevision.runtimes.ort_fusions import GraphFusions
 
 MIN_SAVING = 0.03  # of the float model's profiled time: an OpenVINO placement saving less is not built
 SPLIT_CHECK_CALLS = 15  # per graph, in 3 interleaved rounds: the whole-graph check of a placement with float classes
@@ -141,8 +140,9 @@ def _tensorrt(run: QuantizationRun, request: TensorRTRequest) -> list[Quantized]
 
 def _latency_aware(run: QuantizationRun, request: LatencyAwareRequest) -> list[Quantized]:
     """Compute layers in INT8, profiled against the float graph here; the classes where INT8 lost are quantized
-    again in float, and that graph is kept only if it also times faster whole. None when INT8 lost everywhere
-    (the float candidates cover that)."""
+    again in float, and that graph is kept only if it also times faster whole; then the ONNX Runtime fusions its
+    session leaves undone (runtimes/ort_fusions). None when INT8 lost everywhere (the float candidates cover
+    that)."""
     import onnx
 
     qdq, calibration = run.settings(ort_qdq.QDQSettings), run.calibration()
@@ -157,19 +157,20 @@ def _latency_aware(run: QuantizationRun, request: LatencyAwareRequest) -> list[Q
     if all(p.kept == "float" for p in payoff):
         out.unlink()
         return []
+    ort_fusions.fuse_matmul_bias(out, out)  # not timed: the same arithmetic in fewer nodes
     keep_float, timed = placement.float_nodes(graph, payoff), None
     if keep_float:
         record, keep_float, timed = _split_if_faster(run, fp32, out, record, keep_float)
     fused, fusion_timed = _fused_if_faster(run, out)
-    placed = partial(_placed, keep_float=keep_float, fuse=fused is not None)
+    placed = partial(_placed, keep_float=keep_float, fuse_gelu=fused > 0)
     quantize = partial(placed, profile=ort_qdq.PROFILES["cpu-compute"])
     if run.guard.max_drop is not None:
         rr = [Fix("7-bit weights (reduce_range)", partial(placed, profile=ort_qdq.PROFILES["cpu-compute-rr"]))
               ] if request.saturates_u8s8 else []
         _guard_qdq(run, record, quantize, fp32, out, [*rr, *calibration_fixes(quantize, qdq.calibration_method)])
     float_classes = sorted({p.layer_class for p in payoff if p.kept == "float"}) if keep_float else []
-    gelus, biases = (fused.tanh_gelus or None, fused.matmul_biases or None) if fused else (None, None)
-    done = placement.Placement(payoff, float_classes, timed, gelus, biases, fusion_timed)
+    biases = ort_fusions.fused_matmul_biases(out)  # of the graph written, after the split and the guard
+    done = placement.Placement(payoff, float_classes, timed, biases or None, fused or None, fusion_timed)
     return [Quantized(out, replace(record, format="u8s8", placement=done))]
 
 
@@ -204,27 +205,25 @@ def _split_if_faster(run: QuantizationRun, fp32: Path, out: Path, whole: QDQReco
     qdq = run.settings(ort_qdq.QDQSettings)
     split_path = out.with_name(f".split-{out.name}")
     split = _placed(fp32, split_path, run.calibration(), qdq.calibration_method, qdq.exclude_nodes,
-                    profile=ort_qdq.PROFILES["cpu-compute"], keep_float=keep_float, fuse=False)
+                    profile=ort_qdq.PROFILES["cpu-compute"], keep_float=keep_float, fuse_gelu=False)
     kept, timed = _kept_if_faster(run, out, split_path, "every class INT8", "placed",
                                   f"latency-aware INT8 with {len(keep_float)} layers in float")
     return (split, keep_float, timed) if kept else (whole, [], timed)
 
 
-def _fused_if_faster(run: QuantizationRun, out: Path) -> tuple[GraphFusions | None, dict[str, float] | None]:
-    """`out` with ONNX Runtime fusions its session leaves undone (runtimes/ort_fusions: tanh GELUs into FastGelu,
-    INT8 MatMuls with their bias Adds) against `out` as it is, timed side by side; the fused graph replaces it when
-    faster (measured: MaxViT's 45 tanh GELUs fused made its int8-mixed graph 27% faster; ViT-B's erf GELUs fused
-    offline with its LayerNorms, 6% slower, are left to the session). (what was fused when kept, both medians), or
-    (None, None) when nothing matched."""
+def _fused_if_faster(run: QuantizationRun, out: Path) -> tuple[int, dict[str, float] | None]:
+    """`out` with its tanh GELUs fused (runtimes/ort_fusions.fuse_tanh_gelu) against `out` as it is, timed side by
+    side; the fused graph replaces it when faster (measured: MaxViT's 45 fused made its int8-mixed graph 27% faster,
+    ViT-B's erf GELUs fused offline with its LayerNorms 6% slower). (FastGelu nodes kept, both medians), or (0, None)
+    when the graph has no tanh GELU."""
     fused_path = out.with_name(f".fused-{out.name}")
-    fusions = ort_fusions.fuse_for_cpu(out, fused_path)
-    if not fusions.total:
+    count = ort_fusions.fuse_tanh_gelu(out, fused_path)
+    if not count:
         fused_path.unlink()
-        return None, None
-    kept, timed = _kept_if_faster(run, out, fused_path, "as quantized", "fused",
-                                  f"latency-aware INT8 with {fusions.tanh_gelus} tanh GELUs and "
-                                  f"{fusions.matmul_biases} MatMul biases fused")
-    return (fusions if kept else None), timed
+        return 0, None
+    kept, timed = _kept_if_faster(run, out, fused_path, "as quantized", "GELU fused",
+                                  f"latency-aware INT8 with {count} tanh GELUs fused")
+    return (count if kept else 0), timed
 
 
 def _kept_if_faster(run: QuantizationRun, out: Path, trial: Path, out_name: str, trial_name: str, what: str):
@@ -246,12 +245,13 @@ def _timed_whole(run: QuantizationRun, graphs: dict[str, Path]) -> dict[str, flo
     return {name: round(r.latency_ms_p50, 3) for name, r in results.items()}
 
 
-def _placed(fp32_path, out_path, calibration, method, exclude, *, profile, keep_float, fuse) -> QDQRecord:
-    """Q/DQ with the placement's float classes left out, whatever else a guard step leaves out, and fused for the
-    CPU (ort_fusions.fuse_for_cpu) when the placement kept the fused graph."""
+def _placed(fp32_path, out_path, calibration, method, exclude, *, profile, keep_float, fuse_gelu) -> QDQRecord:
+    """Q/DQ with the placement's float classes left out, whatever else a guard step leaves out, the MatMul biases
+    fused, and the tanh GELUs fused when the placement kept them fused."""
     record = ort_qdq.quantize_qdq(fp32_path, out_path, calibration, profile, method, sorted({*exclude, *keep_float}))
-    if fuse:
-        ort_fusions.fuse_for_cpu(out_path, out_path)
+    ort_fusions.fuse_matmul_bias(out_path, out_path)
+    if fuse_gelu:
+        ort_fusions.fuse_tanh_gelu(out_path, out_path)
     return record
 
 

@@ -11,24 +11,6 @@ import numpy as np
 FLOAT = 1  # onnx.TensorProto.FLOAT, without importing onnx here
 
 
-@dataclass
-class GraphFusions:
-    """What `fuse_for_cpu` fused in one graph."""
-
-    tanh_gelus: int  # 0.5x(1 + tanh(...)) as one FastGelu
-    matmul_biases: int  # a bias Add taken into its INT8 MatMul (MatMulIntegerToFloat)
-
-    @property
-    def total(self) -> int:
-        return self.tanh_gelus + self.matmul_biases
-
-
-def fuse_for_cpu(src: Path, dst: Path) -> GraphFusions:
-    """Write `src` with both fusions below applied to `dst` (which may be `src`)."""
-    gelus = fuse_tanh_gelu(src, dst)
-    return GraphFusions(gelus, fuse_matmul_bias(dst, dst))
-
-
 def fuse_tanh_gelu(src: Path, dst: Path) -> int:
     """Write `src` with each tanh-approximated GELU (0.5x(1 + tanh(...)), eight elementwise nodes as exported) as
     one FastGelu node, by ONNX Runtime's transformer optimizer with its GELU fusions alone; returns how many
@@ -79,6 +61,15 @@ def fuse_matmul_bias(src: Path, dst: Path) -> int:
     return len(matches)
 
 
+def fused_matmul_biases(path: Path) -> int:
+    """How many MatMulIntegerToFloat nodes of the graph at `path` add a bias (fuse_matmul_bias wrote them: ONNX
+    Runtime's quantizer writes none)."""
+    import onnx
+
+    return sum(node.op_type == "MatMulIntegerToFloat" and len(node.input) > 6 and bool(node.input[6])
+               for node in onnx.load(str(path), load_external_data=False).graph.node)
+
+
 @dataclass
 class _MatMulBias:
     node: Any  # the MatMulIntegerToFloat NodeProto
@@ -116,7 +107,7 @@ class _Graph:
         if bias is None or not (self._per_tensor(a) and self._per_column(b, columns=weight.dims[1])):
             return None
         inputs = [a.input[0], b.input[0], a.input[1], b.input[1], _zero_point(a), _zero_point(b), bias]
-        node = helper.make_node("MatMulIntegerToFloat", inputs, [add.output[0]], name=f"{matmul.name}_bias",
+        node = helper.make_node("MatMulIntegerToFloat", inputs, [add.output[0]], name=f"{add.output[0]}_fused",
                                 domain="com.microsoft")
         return _MatMulBias(node, matmul, add, [a, b, *bias_dq])
 
