@@ -8,9 +8,10 @@ latency-aware int8-mixed, INT8 only where it measured faster on this CPU), times
 them side by side against PyTorch eager FP32 (interleaved rounds, medians) and selects the fastest (random
 weights: the accuracy guard is off, speed alone decides). The table gives each candidate's speedup, the
 selected one, whether it is the fastest measured (within the medians' 3% noise), its speedup against the
-issue's target for this CPU's INT8 tier, and the INT8 efficiency against the INT8 GEMM roofline (the profile's,
-or the same GEMMs measured again before the layer profile, whichever is higher) for the selected runtime twice: the whole model's GOPs / latency, and its INT8 GEMM layers' own GOP/s from the
-selected artifact profiled layer by layer (what `edgevision benchmark ARTIFACT --layers` prints). Writes
+issue's target for this CPU's INT8 tier, and the INT8 efficiency against the INT8 GEMM roofline of the selected
+runtime (the profile's, or the same GEMMs measured again before the layer profile, whichever is higher) twice:
+the whole model's GOPs / latency, and its INT8 GEMM layers' own GOP/s from the selected artifact profiled layer
+by layer (what `edgevision benchmark ARTIFACT --layers` prints). Writes
 benchmarks/results/cpu_selection_TIER.{json,md} (TIER: the CPU's INT8 tier, avx2, vnni, amx, ...) with the CPU
 profile of the machine.
 """

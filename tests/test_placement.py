@@ -246,8 +246,8 @@ class GeluBlock(torch.nn.Module):
 
 
 def gelu_run(monkeypatch, graph, fused_ms: float):
-    """INT8 won every class in the recorded profiles; the whole-graph timing says the fused graph takes `fused_ms`
-    against 2.0 as quantized."""
+    """INT8 won every class in the recorded profiles; the whole-graph timing says the GELU-fused graph takes
+    `fused_ms` against 2.0 as quantized."""
     classes = placement.compute_classes(graph)
     layers = [(name, "Conv" if cls == "conv" else "Gemm") for name, cls in classes.items()]
     float_profile = LayerProfile("onnxruntime", 10, [LayerTime(n, op, GEMM, False, 1000, 1.0) for n, op in layers])
