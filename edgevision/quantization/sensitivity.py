@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from edgevision.quantization.onnxruntime import drop_unused_qdq
+from edgevision.runtimes.ort_fusions import dequantized
 from edgevision.runtimes.tensorrt import graph_constants
 
 Damage = Callable[[object], float]  # an onnx.ModelProto -> how far its outputs are from the float graph's
@@ -107,7 +108,7 @@ def _float_weight(graph, constants, original, dq) -> str:
     name = f"{dq.input[0]}_float"
     if name not in constants:
         values = _original_values(original, tuple(constants[dq.input[0]].dims))
-        values = values if values is not None else _dequantized(dq, constants)
+        values = values if values is not None else dequantized(dq, constants)
         constants[name] = numpy_helper.from_array(values.astype(np.float32), name)
         graph.initializer.append(constants[name])
     return name
@@ -127,21 +128,6 @@ def _original_values(original, shape: tuple[int, ...]) -> np.ndarray | None:
         return values
     same_order = tuple(d for d in values.shape if d != 1) == tuple(d for d in shape if d != 1)
     return values.reshape(shape) if same_order else None
-
-
-def _dequantized(dq, constants) -> np.ndarray:
-    from onnx import numpy_helper
-
-    values = numpy_helper.to_array(constants[dq.input[0]]).astype(np.float32)
-    scale = numpy_helper.to_array(constants[dq.input[1]]).astype(np.float32)
-    zero = (numpy_helper.to_array(constants[dq.input[2]]).astype(np.float32)
-            if len(dq.input) > 2 and dq.input[2] else np.zeros_like(scale))
-    if scale.ndim == 1 and scale.size > 1:  # per-channel along the DequantizeLinear's axis
-        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1) % values.ndim
-        shape = [1] * values.ndim
-        shape[axis] = scale.size
-        scale, zero = scale.reshape(shape), zero.reshape(shape)
-    return ((values - zero) * scale).astype(np.float32)
 
 
 class RankingOutOfTime(Exception):

@@ -124,9 +124,7 @@ class _Graph:
         if dequantize is None or dequantize.op_type != "DequantizeLinear" or not all(
                 input in self.constants for input in dequantize.input if input):
             return None, []
-        x, scale, *zero_point = (numpy_helper.to_array(self.constants[i]) for i in dequantize.input if i)
-        offset = zero_point[0].astype(np.int64) if zero_point else 0
-        values = (x.astype(np.int64) - offset).astype(np.float32) * scale.astype(np.float32)  # as DequantizeLinear
+        values = dequantized(dequantize, self.constants)
         if values.shape != (columns,):
             return None, []
         float_name = f"{name}_float"
@@ -141,6 +139,24 @@ class _Graph:
         scale = self.constants.get(dequantize.input[1])
         axis = next((attr.i for attr in dequantize.attribute if attr.name == "axis"), 1)
         return scale is not None and (len(scale.dims) == 0 or (list(scale.dims) == [columns] and axis in (1, -1)))
+
+
+def dequantized(dequantize, constants: dict) -> np.ndarray:
+    """What a DequantizeLinear of constants (name -> TensorProto) computes, as ONNX Runtime computes it: the
+    integer difference to the zero point, then float32 times the scale (per tensor, or per channel along its
+    axis)."""
+    from onnx import numpy_helper
+
+    values = numpy_helper.to_array(constants[dequantize.input[0]]).astype(np.int64)
+    scale = numpy_helper.to_array(constants[dequantize.input[1]]).astype(np.float32)
+    zero = (numpy_helper.to_array(constants[dequantize.input[2]]).astype(np.int64)
+            if len(dequantize.input) > 2 and dequantize.input[2] else np.zeros(scale.shape, np.int64))
+    if scale.ndim == 1 and scale.size > 1:  # per channel along the DequantizeLinear's axis
+        axis = next((a.i for a in dequantize.attribute if a.name == "axis"), 1) % values.ndim
+        shape = [1] * values.ndim
+        shape[axis] = scale.size
+        scale, zero = scale.reshape(shape), zero.reshape(shape)
+    return ((values - zero).astype(np.float32) * scale).astype(np.float32)
 
 
 def _without_unread(graph, nodes: list, dequantizers: list) -> tuple[list, list]:
