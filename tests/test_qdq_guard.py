@@ -484,3 +484,25 @@ def test_a_graph_is_calibrated_once_per_run_and_its_ranges_quantize_as_a_fresh_c
     assert scales(tmp_path / "again.onnx") == scales(tmp_path / "compute.onnx") != {}
     other = calibration_folder(tmp_path / "f.onnx", np.concatenate(calib[:4]), "minmax")
     assert other != folder != calibration_folder(tmp_path / "f.onnx", np.concatenate(calib), "percentile")
+
+
+def test_a_float_graph_is_pre_processed_once_per_process_until_it_is_written_again(tmp_path):
+    """ONNX Runtime's pre-processing does not depend on the profile or the images: the second job on a graph
+    reads the first one's, and a float graph written again gets its own."""
+    from edgevision.quantization.onnxruntime import PROFILES, prepared_folder, quantize_qdq
+    from edgevision.runtimes.onnxruntime import export_onnx
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 6 * 6, 5)).eval()
+    fp32 = export_onnx(model, (3, 8, 8), tmp_path / "f.onnx", dynamic_batch=True)
+    calib = [np.random.default_rng(i).standard_normal((1, 3, 8, 8)).astype(np.float32) for i in range(4)]
+    quantize_qdq(fp32, tmp_path / "a.onnx", calib, PROFILES["cpu-compute"])
+    prepared = prepared_folder(fp32) / "prepared.onnx"
+    written = prepared.stat().st_mtime_ns
+    quantize_qdq(fp32, tmp_path / "b.onnx", calib[:2], PROFILES["cpu"])
+    assert prepared.stat().st_mtime_ns == written  # read, not pre-processed again
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(tmp_path / "b.onnx")).graph.node}
+    export_onnx(torch.nn.Sequential(*model[:2]), (3, 8, 8), fp32, dynamic_batch=True)
+    assert prepared_folder(fp32) != prepared.parent
+    quantize_qdq(fp32, tmp_path / "c.onnx", calib, PROFILES["cpu-compute"])
+    assert {n.op_type for n in onnx.load(str(tmp_path / "c.onnx")).graph.node}.isdisjoint({"Gemm", "MatMul"})

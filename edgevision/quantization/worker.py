@@ -45,11 +45,21 @@ def quantize_onnxruntime(job: QuantizeJob, images: np.ndarray) -> None:
     """Each of job.outputs from one pre-processed copy of the float graph."""
     import onnx
 
-    prepared = str(Path("prepared.onnx").resolve())
-    prepare(job.fp32, prepared)
+    prepared = _prepared(job)
     input_name = onnx.load(prepared, load_external_data=False).graph.input[0].name
     for output in job.outputs:
         _quantize_static(prepared, input_name, job, output, images)
+
+
+def _prepared(job: QuantizeJob) -> str:
+    """The pre-processed float graph: from job.prepared_cache when a job before this one wrote it, else written
+    there now (into the job's own folder when it has no cache)."""
+    folder = Path(job.prepared_cache or ".").resolve()
+    if not (folder / "prepared.done").exists():  # a job stopped half-way leaves no marker: prepared again
+        folder.mkdir(parents=True, exist_ok=True)
+        prepare(job.fp32, str(folder / "prepared.onnx"))
+        (folder / "prepared.done").touch()
+    return str(folder / "prepared.onnx")
 
 
 def _quantize_static(prepared: str, input_name: str, job: QuantizeJob, output: JobOutput, images: np.ndarray) -> None:
