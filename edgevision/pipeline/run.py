@@ -29,6 +29,9 @@ from edgevision.pipeline.targets import get_target
 from edgevision.quantization.budget import GuardClock
 from edgevision.typed import to_data
 
+# untimed calls of each variant before compress's timed rounds (evaluation has just run each one in batches)
+BENCHMARK_WARMUP = 3
+
 
 @dataclass
 class CompressResult:
@@ -80,7 +83,7 @@ def _measure(ctx: Context, stages: list[Stage]) -> Measurements:
     timed = {v.key: v.runner for v in ctx.variants if v.is_timed}
     ctx.log(f"timing {len(timed)} variants side by side ({ctx.threads} threads, batch 1)")
     bench = _timed(timings, "benchmark", lambda: compare_latency(
-        timed, ctx.loaded.spec.input_size, iters=ctx.recipe.benchmark_iters))
+        timed, ctx.loaded.spec.input_size, iters=ctx.recipe.benchmark_iters, warmup=BENCHMARK_WARMUP))
     return Measurements(evals, bench, timings)
 
 
