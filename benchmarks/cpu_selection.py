@@ -2,6 +2,7 @@
 weights, for convnext_t, vit_b, swin_t and maxvit_t, on whatever CPU runs it.
 
     python benchmarks/cpu_selection.py [--models convnext_t vit_b swin_t maxvit_t] [--threads 2] [--iters 30]
+        [--eval-images 8]
 
 Each run builds every candidate (OpenVINO FP32 and INT8, ONNX Runtime INT8 in the CPU profile's formats and the
 latency-aware int8-mixed, INT8 only where it measured faster on this CPU), times
@@ -41,10 +42,11 @@ TARGETS = {"avx2": {"convnext_t": 1.8, "vit_b": 2.2, "swin_t": 1.7, "maxvit_t": 
 TARGETS["amx"] = TARGETS["vnni"]  # AMX CPUs have VNNI too: the VNNI figures are their floor
 
 
-def compress(alias: str, out: Path, threads: int, iters: int, calib_size: int) -> dict:
+def compress(alias: str, out: Path, threads: int, iters: int, calib_size: int, eval_images: int) -> dict:
     cmd = [sys.executable, "-m", "edgevision", "compress", alias, "--weights", "random", "--int8",
-           "--data", "builtin:photos", "--calib-data", "builtin:fashion-mnist:train", "--calib-size", str(calib_size),
-           "--threads", str(threads), "--iters", str(iters), "--out", str(out), "--json"]
+           "--data", "builtin:photos", "--limit", str(eval_images), "--calib-data", "builtin:fashion-mnist:train",
+           "--calib-size", str(calib_size), "--threads", str(threads), "--iters", str(iters), "--out", str(out),
+           "--json"]
     print("+", " ".join(cmd[2:]), file=sys.stderr, flush=True)
     done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
     if done.returncode != 0:
@@ -128,6 +130,9 @@ def main() -> None:
     ap.add_argument("--calib-size", type=int, default=16,
                     help="calibration images: the kernels and so the speed do not depend on them; calibrating on "
                          "more only makes the run longer")
+    ap.add_argument("--eval-images", type=int, default=8,
+                    help="photos each candidate is evaluated on (compress --limit): random weights make their "
+                         "answers a check that each candidate runs, not an accuracy")
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args()
     from edgevision.models import load_model
@@ -136,14 +141,14 @@ def main() -> None:
     profile = cpu_profile(args.threads, refresh=True)  # measured now, on the quiet machine, for every run below
     result = {"measured": time.strftime("%Y-%m-%d %H:%M"), "cpu_profile": profile.to_dict(), "rows": [],
               "command": f"python benchmarks/cpu_selection.py --models {' '.join(args.models)} --threads {args.threads} "
-                         f"--iters {args.iters} --calib-size {args.calib_size}"}
+                         f"--iters {args.iters} --calib-size {args.calib_size} --eval-images {args.eval_images}"}
     start = time.perf_counter()
     args.results.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edgevision-selection-") as tmp:
         for alias in args.models:
             loaded = load_model(alias, weights="random")
             run = Path(tmp) / alias
-            report = compress(alias, run, args.threads, args.iters, args.calib_size)
+            report = compress(alias, run, args.threads, args.iters, args.calib_size, args.eval_images)
             gemms_again = measure_gemms(args.threads)
             layers = selected_layers(run, report, args.threads)
             gmacs = count_gmacs(loaded.model, loaded.spec.input_size)
