@@ -506,3 +506,4 @@ def test_a_float_graph_is_pre_processed_once_per_process_until_it_is_written_aga
     assert prepared_folder(fp32) != prepared.parent
     quantize_qdq(fp32, tmp_path / "c.onnx", calib, PROFILES["cpu-compute"])
     assert {n.op_type for n in onnx.load(str(tmp_path / "c.onnx")).graph.node}.isdisjoint({"Gemm", "MatMul"})
+    assert not prepared.exists()  # one graph kept: the last one

@@ -107,8 +107,8 @@ class QuantizeJob:
     # a folder of calibration ranges of this float graph on these images (calibration_folder), set by
     # run_quantize_job: every format, placement and guard step of a run calibrates the graph once
     calibration_cache: str = ""
-    # where the pre-processed float graph is kept for the rest of this process (prepared_folder), set by
-    # run_quantize_job: every job on one float graph pre-processes it once
+    # where the pre-processed float graph is kept (prepared_folder), set by run_quantize_job: the jobs on one
+    # float graph pre-process it once
     prepared_cache: str = ""
 
 
@@ -182,9 +182,9 @@ def calibration_folder(fp32_path: Path, images: np.ndarray, method: str) -> Path
 
 
 def prepared_folder(fp32_path: Path) -> Path:
-    """Where ONNX Runtime's pre-processing of this float graph (path, size and time written) is kept for the rest
-    of this process: it does not depend on the profile, the nodes left out or the images, so every job after the
-    first on this graph skips it (6 s of each job for a 224 px ViT-B)."""
+    """Where ONNX Runtime's pre-processing of this float graph (path, size and time written) is kept in this
+    process until another graph is pre-processed: it does not depend on the profile, the nodes left out or the
+    images, so every job after the first on this graph skips it (6 s of each job for a 224 px ViT-B)."""
     return process_scratch() / "prepared" / _graph_key(fp32_path).hexdigest()[:16]
 
 

@@ -16,6 +16,7 @@ import inspect
 import json
 import os
 import select
+import shutil
 import sys
 import traceback
 from pathlib import Path
@@ -53,9 +54,13 @@ def quantize_onnxruntime(job: QuantizeJob, images: np.ndarray) -> None:
 
 def _prepared(job: QuantizeJob) -> str:
     """The pre-processed float graph: from job.prepared_cache when a job before this one wrote it, else written
-    there now (into the job's own folder when it has no cache)."""
+    there now (into the job's own folder when it has no cache). The cache holds one graph, the last one asked
+    for: a run quantizes one float graph, and a sweep's graphs would otherwise pile up on disk."""
     folder = Path(job.prepared_cache or ".").resolve()
     if not (folder / "prepared.done").exists():  # a job stopped half-way leaves no marker: prepared again
+        if job.prepared_cache:
+            for other in folder.parent.glob("*"):
+                shutil.rmtree(other, ignore_errors=True)
         folder.mkdir(parents=True, exist_ok=True)
         prepare(job.fp32, str(folder / "prepared.onnx"))
         (folder / "prepared.done").touch()
