@@ -26,6 +26,7 @@ from edgevision.quantization.child import process_scratch, quantize_child
 from edgevision.quantization.engine_names import EDGEVISION_ENGINE
 from edgevision.quantization.records import QDQRecord
 from edgevision.runtimes.onnxruntime import count_ops
+from edgevision.runtimes.ort_fusions import drop_unused_qdq
 from edgevision.typed import allowed, to_data
 
 
@@ -247,20 +248,3 @@ def float_fanout(model, quantized_nodes: set[str]) -> int:
         rewired += 1
     drop_unused_qdq(model)
     return rewired
-
-
-def drop_unused_qdq(model) -> None:
-    """Remove Q/DQ pairs left without consumers (and their scales), so the graph holds no dead INT8 ops."""
-    graph = model.graph
-    outputs = {o.name for o in graph.output}
-    while True:
-        used = {name for node in graph.node for name in node.input} | outputs
-        dead = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
-                and not any(o in used for o in n.output)]
-        if not dead:
-            break
-        for node in dead:
-            graph.node.remove(node)
-    used = {name for node in graph.node for name in node.input}
-    for init in [i for i in graph.initializer if i.name not in used]:
-        graph.initializer.remove(init)

@@ -14,8 +14,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from edgevision.quantization.onnxruntime import drop_unused_qdq
-from edgevision.runtimes.ort_fusions import dequantized
+from edgevision.runtimes.ort_fusions import dequantized, drop_unused_qdq
 from edgevision.runtimes.tensorrt import graph_constants
 
 Damage = Callable[[object], float]  # an onnx.ModelProto -> how far its outputs are from the float graph's

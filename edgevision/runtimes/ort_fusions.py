@@ -1,5 +1,6 @@
 """The ONNX Runtime graph fusions edgevision applies itself to a Q/DQ graph, where an ONNX Runtime session leaves the
-pattern unfused. The results use ONNX Runtime's contributed operators, so they run in ONNX Runtime only."""
+pattern unfused (the results use ONNX Runtime's contributed operators, so they run in ONNX Runtime only), and the
+clean-up of dead Q/DQ nodes that they and edgevision's other Q/DQ graph edits share."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,10 +52,10 @@ def fuse_matmul_bias(src: Path, dst: Path) -> int:
     replaced = {id(m.add): m.node for m in matches}  # each fused node takes its Add's place, after all it reads
     fused_away = {id(m.matmul) for m in matches}
     nodes = [replaced.get(id(node), node) for node in model.graph.node if id(node) not in fused_away]
-    nodes, initializers = _without_unread(model.graph, nodes, [dq for m in matches for dq in m.dequantizers])
-    del model.graph.node[:], model.graph.initializer[:]
+    del model.graph.node[:]
     model.graph.node.extend(nodes)
-    model.graph.initializer.extend([*initializers, *graph.new_constants.values()])
+    model.graph.initializer.extend(graph.new_constants.values())
+    drop_unused_qdq(model)  # the DQs (and their constants) that only the fused MatMuls and Adds read
     if matches and not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     onnx.save(model, str(dst))
@@ -159,15 +160,23 @@ def dequantized(dequantize, constants: dict) -> np.ndarray:
     return ((values - zero).astype(np.float32) * scale).astype(np.float32)
 
 
-def _without_unread(graph, nodes: list, dequantizers: list) -> tuple[list, list]:
-    """`nodes` less those of `dequantizers` nothing reads any more, and the graph's initializers less the
-    constants only those read."""
-    outputs = {value.name for value in (*graph.output, *graph.input)}
-    read = _names_read(nodes) | outputs
-    unread = {id(dq): dq for dq in dequantizers if dq.output[0] not in read}
-    nodes = [node for node in nodes if id(node) not in unread]
-    unread_constants = {name for dq in unread.values() for name in dq.input} - _names_read(nodes) - outputs
-    return nodes, [init for init in graph.initializer if init.name not in unread_constants]
+def drop_unused_qdq(model) -> None:
+    """Remove the QuantizeLinear and DequantizeLinear nodes nothing reads (and, in turn, those only they read),
+    then the initializers nothing reads: the graph holds no dead INT8 ops. Subgraphs (If, Loop, Scan) count as
+    readers, and so do the graph's inputs and outputs."""
+    graph = model.graph
+    ends = {value.name for value in (*graph.output, *graph.input)}
+    while True:
+        read = _names_read(graph.node) | ends
+        dead = [node for node in graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(name in read for name in node.output)]
+        if not dead:
+            break
+        for node in dead:
+            graph.node.remove(node)
+    read = _names_read(graph.node) | ends
+    for init in [init for init in graph.initializer if init.name not in read]:
+        graph.initializer.remove(init)
 
 
 def _names_read(nodes) -> set[str]:
