@@ -4,11 +4,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import tiny_swin, tiny_vit
 from onnx import TensorProto, helper, numpy_helper
 
 from edgevision.quantization.onnxruntime import PROFILES, quantize_qdq
 from edgevision.runtimes.onnxruntime import ORTRunner, export_onnx
-from edgevision.runtimes.ort_fusions import fuse_matmul_bias, fuse_tanh_gelu, fused_matmul_biases
+from edgevision.runtimes.ort_fusions import fuse_attention, fuse_matmul_bias, fuse_tanh_gelu, fused_matmul_biases
 
 ROWS, COLUMNS = 8, 6
 
@@ -125,3 +126,63 @@ def test_both_fusions_on_onnx_runtimes_own_int8_graph_keep_its_outputs(tmp_path)
     assert fused_ops.count("MatMulIntegerToFloat") == 2 and "MatMul" not in fused_ops and "Add" not in fused_ops
     # FastGelu's tanh is not the exported one's to the last bit, and the next layer's quantizer can round apart
     assert np.abs(ORTRunner(tmp_path / "fused.onnx")(x) - as_quantized).max() < 0.02 * np.abs(as_quantized).max()
+
+
+@pytest.mark.parametrize("fused_attn", [True, False])
+def test_timm_self_attention_becomes_one_multi_head_attention_that_computes_the_same(tmp_path, fused_attn):
+    fp32 = export_onnx(tiny_vit(fused_attn), (3, 32, 32), tmp_path / "vit.onnx", dynamic_batch=True)
+    check = np.random.default_rng(0).standard_normal((1, 3, 32, 32), dtype=np.float32)
+
+    assert fuse_attention(fp32, tmp_path / "fused.onnx", check) == 2
+    fused_ops = ops(tmp_path / "fused.onnx")
+    assert fused_ops.count("MultiHeadAttention") == 2 and "Softmax" not in fused_ops
+    assert len(fused_ops) < len(ops(fp32)) - 20  # the splits, transposes and scaling went with it
+    x = np.random.default_rng(1).standard_normal((3, 3, 32, 32), dtype=np.float32)  # another batch size
+    np.testing.assert_allclose(ORTRunner(tmp_path / "fused.onnx")(x), ORTRunner(fp32)(x), rtol=1e-4, atol=1e-5)
+
+
+class BiasedAttention(torch.nn.Module):
+    """timm's attention, unscaled (`extra`: "none"), with something added to the scores before the softmax ("bias",
+    a learned bias per head and position as Swin adds; "input bias", a value computed from the input) or with q
+    scaled by a value computed from the input ("gain")."""
+
+    def __init__(self, extra: str):
+        super().__init__()
+        self.patches, self.qkv, self.extra = torch.nn.Conv2d(3, 16, 4, 4), torch.nn.Linear(16, 48), extra
+        self.bias = torch.nn.Parameter(torch.randn(1, 2, 4, 4))
+
+    def forward(self, x):
+        x = self.patches(x).flatten(2).transpose(1, 2)  # B x 4 x 16
+        batch, tokens, width = x.shape
+        q, k, v = self.qkv(x).reshape(batch, tokens, 3, 2, 8).permute(2, 0, 3, 1, 4).unbind(0)
+        if self.extra == "gain":
+            q = q * x.abs().mean()
+        scores = q @ k.transpose(-2, -1)
+        if self.extra in ("bias", "input bias"):
+            scores = scores + (self.bias if self.extra == "bias" else x.mean(dim=2)[:, None, None, :])
+        return (scores.softmax(-1) @ v).transpose(1, 2).reshape(batch, tokens, width).mean(1)
+
+
+@pytest.mark.parametrize("extra,fused", [("none", 1), ("bias", 1), ("input bias", 0), ("gain", 0)])
+def test_attention_is_fused_only_where_the_fused_kernel_computes_the_same(tmp_path, extra, fused):
+    # a computed bias stops the pattern; the gain does not (it multiplies q as a scale would): the outputs tell
+    fp32 = export_onnx(BiasedAttention(extra).eval(), (3, 8, 8), tmp_path / "attention.onnx", dynamic_batch=True)
+    check = np.random.default_rng(0).standard_normal((1, 3, 8, 8), dtype=np.float32)
+    assert fuse_attention(fp32, tmp_path / "fused.onnx", check) == fused
+    assert (tmp_path / "fused.onnx").exists() == bool(fused)
+    if fused:
+        x = np.random.default_rng(1).standard_normal((3, 3, 8, 8), dtype=np.float32)
+        np.testing.assert_allclose(ORTRunner(tmp_path / "fused.onnx")(x), ORTRunner(fp32)(x), rtol=1e-4, atol=1e-6)
+
+
+def test_swins_window_attention_with_its_bias_and_shifted_window_mask_is_fused_for_any_batch(tmp_path):
+    model = tiny_swin()
+    fp32 = export_onnx(model, (3, 32, 32), tmp_path / "swin.onnx", dynamic_batch=True)
+    check = np.random.default_rng(0).standard_normal((1, 3, 32, 32), dtype=np.float32)
+
+    assert fuse_attention(fp32, tmp_path / "fused.onnx", check) == 4
+    fused_ops = ops(tmp_path / "fused.onnx")
+    assert fused_ops.count("MultiHeadAttention") == 4 and "Softmax" not in fused_ops
+    assert fused_ops.count("Tile") == 1  # the one shifted block's mask, repeated over the images of a batch
+    x = np.random.default_rng(1).standard_normal((3, 3, 32, 32), dtype=np.float32)
+    np.testing.assert_allclose(ORTRunner(tmp_path / "fused.onnx")(x), ORTRunner(fp32)(x), rtol=1e-4, atol=1e-6)

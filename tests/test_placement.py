@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import tiny_swin, tiny_vit
 
 from edgevision.measure.layers import LayerProfile
 from edgevision.quantization import placement
@@ -295,3 +296,27 @@ def test_tanh_gelus_are_fused_only_when_that_times_faster_and_matmul_biases_alwa
     x = np.random.default_rng(1).standard_normal((2, 3, 8, 8), dtype=np.float32)
     plain_out = ORTRunner(plain)(x)
     assert np.abs(ORTRunner(again)(x) - plain_out).max() < 0.02 * np.abs(plain_out).max()
+
+
+@pytest.mark.parametrize("build,blocks", [(tiny_vit, 2), (tiny_swin, 4)])
+def test_attention_is_fused_only_when_that_times_faster_with_every_linear_layer_still_int8(tmp_path, monkeypatch,
+                                                                                            build, blocks):
+    model = build(fused_attn=True) if build is tiny_vit else build()
+    fp32 = ort_backend.export_onnx(model, (3, 32, 32), tmp_path / "model.onnx", dynamic_batch=True)
+    graph, linear_int8 = onnx.load(str(fp32)).graph, []
+    for fused_ms, kept in ((1.5, True), (2.5, False)):
+        run = gelu_run(monkeypatch, graph, fused_ms=0.0)
+        run.input_size = (3, 32, 32)
+        run.calibration = lambda: [np.random.default_rng(i).standard_normal((1, 3, 32, 32), dtype=np.float32)
+                                   for i in range(4)]
+        medians = {"as placed": 2.0, "attention fused": fused_ms}
+        monkeypatch.setattr(quantize_module, "compare_latency", lambda runners, shape, **kw: {
+            name: SimpleNamespace(latency_ms_p50=medians[name]) for name in runners})
+        [done] = quantize(run, LatencyAwareRequest(fp32, tmp_path / f"mixed-{kept}.onnx"))
+        assert ops(done.model).count("MultiHeadAttention") == (blocks if kept else 0)
+        assert done.record.placement.attention_fused == (blocks if kept else None)
+        assert done.record.placement.attention_timed_ms == medians
+        assert not list(tmp_path.glob(".attention-*"))  # neither the trial nor the fused float graph is left
+        linear_int8.append(ops(done.model).count("MatMulIntegerToFloat"))
+    # the same linear layers INT8 with their biases either way (the output projection reads the fused node)
+    assert linear_int8[0] == linear_int8[1] >= 2 * blocks

@@ -51,6 +51,8 @@ class Placement:
     matmul_bias_fused: int | None = omitted()  # bias Adds taken into their INT8 MatMul (always: the same arithmetic)
     gelu_fused: int | None = omitted()  # tanh GELUs fused into FastGelu, when that timed faster whole
     fusion_timed_ms: dict[str, float] | None = omitted()  # that check's medians, when the graph had tanh GELUs
+    attention_fused: int | None = omitted()  # self-attention blocks fused into MultiHeadAttention, when faster whole
+    attention_timed_ms: dict[str, float] | None = omitted()  # that check's medians, when the graph had attention
 
 
 def compute_classes(graph) -> dict[str, str]:

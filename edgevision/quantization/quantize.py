@@ -140,9 +140,9 @@ def _tensorrt(run: QuantizationRun, request: TensorRTRequest) -> list[Quantized]
 
 def _latency_aware(run: QuantizationRun, request: LatencyAwareRequest) -> list[Quantized]:
     """Compute layers in INT8, profiled against the float graph here; the classes where INT8 lost are quantized
-    again in float, and that graph is kept only if it also times faster whole; then the ONNX Runtime fusions its
-    session leaves undone (runtimes/ort_fusions). None when INT8 lost everywhere (the float candidates cover
-    that)."""
+    again in float, and that graph is kept only if it also times faster whole; then the fusions an ONNX Runtime
+    session leaves undone (runtimes/ort_fusions): self-attention in the float graph and tanh GELUs, each kept when
+    faster whole, MatMul biases always. None when INT8 lost everywhere (the float candidates cover that)."""
     import onnx
 
     qdq, calibration = run.settings(ort_qdq.QDQSettings), run.calibration()
@@ -161,17 +161,24 @@ def _latency_aware(run: QuantizationRun, request: LatencyAwareRequest) -> list[Q
     keep_float, timed = placement.float_nodes(graph, payoff), None
     if keep_float:
         record, keep_float, timed = _split_if_faster(run, fp32, out, record, keep_float)
-    fused, fusion_timed = _fused_if_faster(run, out)
-    placed = partial(_placed, keep_float=keep_float, fuse_gelu=fused > 0)
-    quantize = partial(placed, profile=ort_qdq.PROFILES["cpu-compute"])
-    if run.guard.max_drop is not None:
-        rr = [Fix("7-bit weights (reduce_range)", partial(placed, profile=ort_qdq.PROFILES["cpu-compute-rr"]))
-              ] if request.saturates_u8s8 else []
-        _guard_qdq(run, record, quantize, fp32, out, [*rr, *calibration_fixes(quantize, qdq.calibration_method)])
+    attention = _attention_if_faster(run, fp32, out, record, keep_float)
+    try:
+        fused, fusion_timed = _fused_if_faster(run, out)
+        placed = partial(_placed, keep_float=keep_float, fuse_gelu=fused > 0)
+        quantize = partial(placed, profile=ort_qdq.PROFILES["cpu-compute"])
+        if run.guard.max_drop is not None:
+            rr = [Fix("7-bit weights (reduce_range)", partial(placed, profile=ort_qdq.PROFILES["cpu-compute-rr"]))
+                  ] if request.saturates_u8s8 else []
+            _guard_qdq(run, attention.record, quantize, attention.source, out,
+                       [*rr, *calibration_fixes(quantize, qdq.calibration_method)])
+    finally:
+        if attention.source != fp32:
+            attention.source.unlink(missing_ok=True)
     float_classes = sorted({p.layer_class for p in payoff if p.kept == "float"}) if keep_float else []
     biases = ort_fusions.fused_matmul_biases(out)  # of the graph written, after the split and the guard
-    done = placement.Placement(payoff, float_classes, timed, biases or None, fused or None, fusion_timed)
-    return [Quantized(out, replace(record, format="u8s8", placement=done))]
+    done = placement.Placement(payoff, float_classes, timed, biases or None, fused or None, fusion_timed,
+                               attention.fused or None, attention.timed)
+    return [Quantized(out, replace(attention.record, format="u8s8", placement=done))]
 
 
 def _openvino_latency_aware(run: QuantizationRun, request: OpenVINOLatencyAwareRequest) -> list[Quantized]:
@@ -209,6 +216,36 @@ def _split_if_faster(run: QuantizationRun, fp32: Path, out: Path, whole: QDQReco
     kept, timed = _kept_if_faster(run, out, split_path, "every class INT8", "placed",
                                   f"latency-aware INT8 with {len(keep_float)} layers in float")
     return (split, keep_float, timed) if kept else (whole, [], timed)
+
+
+@dataclass
+class _AttentionCheck:
+    source: Path  # the float graph `out` is quantized from: the request's, or a temporary one with attention fused
+    record: QDQRecord  # of `out`
+    fused: int  # attention blocks fused in `source`
+    timed: dict[str, float] | None  # both graphs' medians, when the float graph had attention to fuse
+
+
+def _attention_if_faster(run: QuantizationRun, fp32: Path, out: Path, record: QDQRecord, keep_float: list[str]
+                         ) -> _AttentionCheck:
+    """`fp32` with its self-attention fused into MultiHeadAttention (runtimes/ort_fusions.fuse_attention: ONNX
+    Runtime's float kernel, in place of the INT8 or float attention matmuls and the nodes around them), quantized
+    with the same placement, timed whole against `out` side by side; it replaces `out` when faster (measured:
+    ViT-B's int8-mixed graph 1-2% faster on an AVX2 CPU; a CPU with fast INT8 attention matmuls may go the other
+    way). The fused float graph stays, for the guard's steps, until the caller removes it."""
+    fused_fp32 = out.with_name(f".attention-{fp32.name}")
+    count = ort_fusions.fuse_attention(fp32, fused_fp32, run.calibration()[0])
+    if not count:
+        return _AttentionCheck(fp32, record, 0, None)
+    qdq, trial = run.settings(ort_qdq.QDQSettings), out.with_name(f".attention-{out.name}")
+    trial_record = _placed(fused_fp32, trial, run.calibration(), qdq.calibration_method, qdq.exclude_nodes,
+                           profile=ort_qdq.PROFILES["cpu-compute"], keep_float=keep_float, fuse_gelu=False)
+    kept, timed = _kept_if_faster(run, out, trial, "as placed", "attention fused",
+                                  f"latency-aware INT8 with {count} attention blocks fused")
+    if not kept:
+        fused_fp32.unlink()
+        return _AttentionCheck(fp32, record, 0, timed)
+    return _AttentionCheck(fused_fp32, trial_record, count, timed)
 
 
 def _fused_if_faster(run: QuantizationRun, out: Path) -> tuple[int, dict[str, float] | None]:

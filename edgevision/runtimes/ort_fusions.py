@@ -1,6 +1,7 @@
-"""The ONNX Runtime graph fusions edgevision applies itself to a Q/DQ graph, where an ONNX Runtime session leaves the
-pattern unfused (the results use ONNX Runtime's contributed operators, so they run in ONNX Runtime only), and the
-clean-up of dead Q/DQ nodes that they and edgevision's other Q/DQ graph edits share."""
+"""The ONNX Runtime graph fusions edgevision applies itself, where an ONNX Runtime session leaves the pattern
+unfused (the results use ONNX Runtime's contributed operators, so they run in ONNX Runtime only): to a Q/DQ graph
+(MatMul biases, tanh GELUs) and to a float graph before it is quantized (self-attention); and the clean-up of dead
+Q/DQ nodes that they and edgevision's other Q/DQ graph edits share."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,6 +11,11 @@ from typing import Any
 import numpy as np
 
 FLOAT = 1  # onnx.TensorProto.FLOAT, without importing onnx here
+QDQ_NODES = ("QuantizeLinear", "DequantizeLinear")
+# a fused float graph is kept when its outputs are within this share of their largest magnitude of the source's
+# (float rounding: ViT-B's MultiHeadAttention graph differed by ~1e-6; a small Swin's without its attention bias,
+# by 3% of it)
+SAME_OUTPUTS = 1e-4
 
 
 def fuse_tanh_gelu(src: Path, dst: Path) -> int:
@@ -62,6 +68,65 @@ def fuse_matmul_bias(src: Path, dst: Path) -> int:
     return len(matches)
 
 
+def fuse_attention(src: Path, dst: Path, check: np.ndarray) -> int:
+    """Write the float graph `src` with each self-attention of timm's form as one MultiHeadAttention (ONNX
+    Runtime's fused kernel: scores, softmax and the weighted sum of the values per head, without the transposes,
+    splits and scaling nodes around them); returns how many. timm's form, as exported (either attention path):
+    qkv projection -> Reshape (B, N, 3, heads, head size) -> Transpose (2, 0, 3, 1, 4) -> q, k, v -> q (x scale)
+    @ k^T (x scale) (+ constant bias, + constant mask per window) -> Softmax -> @ v -> Transpose (0, 2, 1, 3) ->
+    Reshape (B, N, C): ViT's and DeiT's attention, and Swin's with its relative position bias and shifted-window
+    mask (MultiHeadAttention's attention_bias). Anything else between the scores and the softmax is left as it
+    is. An ONNX Runtime session fuses none of these, and neither does its transformer optimizer (it expects a
+    BERT export).
+    `dst` is written only when something fused and the fused graph's outputs on `check` (one input batch) match
+    `src`'s to float rounding (SAME_OUTPUTS); else it returns 0."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(src))
+    graph = _Graph(model.graph)
+    matches = [m for m in map(graph.attention, model.graph.node) if m]
+    if not matches:
+        return 0
+    replaced = {id(m.output): m.nodes for m in matches}  # in the output Reshape's place, after all it reads
+    nodes = [new for node in model.graph.node for new in replaced.get(id(node), [node])]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    model.graph.initializer.extend(graph.new_constants.values())
+    # the outputs typed: ONNX Runtime's shape inference leaves a MultiHeadAttention with an attention bias untyped,
+    # and its quantizer then leaves the output projection's input unquantized (a float MatMul; Swin 13% slower)
+    model.graph.value_info.extend(helper.make_tensor_value_info(m.output.output[0], FLOAT, None) for m in matches)
+    _drop_unread(model, lambda node: True)  # the attention's old nodes, now read by nothing
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    onnx.save(model, str(dst))
+    if not _same_outputs(src, dst, check):
+        dst.unlink()
+        return 0
+    return len(matches)
+
+
+def _same_outputs(first: Path, second: Path, x: np.ndarray) -> bool:
+    """Whether ONNX Runtime runs both graphs on `x` to the same first output (SAME_OUTPUTS); a graph it cannot
+    load or run (a fused node whose shapes do not fit) is not the same."""
+    import onnxruntime as ort
+    from onnxruntime.capi import onnxruntime_pybind11_state as errors
+
+    outputs = []
+    for path in (first, second):
+        try:
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            outputs.append(session.run(None, {session.get_inputs()[0].name: x})[0])
+        except (errors.Fail, errors.InvalidArgument, errors.InvalidGraph, errors.RuntimeException,
+                errors.NotImplemented):
+            if path == first:
+                raise  # the graph as exported: not the fusion's doing
+            return False
+    reference, fused = outputs
+    return reference.shape == fused.shape and float(np.abs(reference - fused).max()) <= SAME_OUTPUTS * float(
+        np.abs(reference).max()) + 1e-6
+
+
 def fused_matmul_biases(path: Path) -> int:
     """How many MatMulIntegerToFloat nodes of the graph at `path` add a bias (fuse_matmul_bias wrote them: ONNX
     Runtime's quantizer writes none)."""
@@ -69,6 +134,12 @@ def fused_matmul_biases(path: Path) -> int:
 
     return sum(node.op_type == "MatMulIntegerToFloat" and len(node.input) > 6 and bool(node.input[6])
                for node in onnx.load(str(path), load_external_data=False).graph.node)
+
+
+@dataclass
+class _Attention:
+    output: Any  # the Reshape that merges the heads: the fused nodes write its output
+    nodes: list[Any]  # Split (q, k, v from the projection) and MultiHeadAttention
 
 
 @dataclass
@@ -111,6 +182,169 @@ class _Graph:
         node = helper.make_node("MatMulIntegerToFloat", inputs, [add.output[0]], name=f"{add.output[0]}_fused",
                                 domain="com.microsoft")
         return _MatMulBias(node, matmul, add, [a, b, *bias_dq])
+
+    def attention(self, softmax) -> _Attention | None:
+        """The fused nodes for one Softmax, or None unless it is timm's self-attention (fuse_attention)."""
+        from onnx import helper
+
+        if softmax.op_type != "Softmax" or _attribute(softmax, "axis", -1) not in (-1, 3):
+            return None
+        (scores, bias), context = self._scores(softmax.input[0]), self._only_reader(softmax.output[0], "MatMul")
+        if scores is None or context is None or context.input[0] != softmax.output[0]:
+            return None
+        merge = self._only_reader(context.output[0], "Transpose")
+        output = merge and self._only_reader(merge.output[0], "Reshape")
+        if output is None or _attribute(merge, "perm") != [0, 2, 1, 3] or not self._rank_3(output.input[1]):
+            return None
+        (q, q_scale), (k_t, k_scale) = self._unscaled(scores.input[0]), self._unscaled(scores.input[1])
+        transpose = self.producers.get(k_t)
+        if transpose is None or transpose.op_type != "Transpose" or _attribute(transpose, "perm") != [0, 1, 3, 2]:
+            return None
+        heads = self._heads([q, transpose.input[0], context.input[1]])
+        if heads is None:
+            return None
+        (qkv, num_heads), name = heads, output.output[0]
+        parts = [f"{name}_{part}" for part in "qkv"]
+        nodes = [helper.make_node("Split", [qkv], parts, axis=-1, name=f"{name}_split_qkv")]  # in three equal parts
+        if bias is not None:
+            nodes += self._attention_bias(bias, qkv, f"{name}_attention_bias")
+            parts += ["", "", f"{name}_attention_bias"]  # MultiHeadAttention's inputs 3 and 4 are not used
+        scale = {} if q_scale is None or k_scale is None else {"scale": q_scale * k_scale}
+        nodes.append(helper.make_node("MultiHeadAttention", parts, [name], name=f"{name}_attention",
+                                      domain="com.microsoft", num_heads=num_heads, **scale))
+        return _Attention(output, nodes)
+
+    def _scores(self, name: str) -> tuple[Any, np.ndarray | None]:
+        """(the MatMul of q and k^T that makes the softmax's input `name`, the constant added to it as (windows or
+        1, heads, N, N), or None), or (None, None). The constant is a bias per head (Swin's relative position
+        bias, (1, heads, N, N)), with a mask per window where the scores are reshaped to (B, windows, heads, N, N)
+        for it and back (Swin's shifted windows: (1, windows, 1, N, N))."""
+        node, bias, windows = self.producers.get(name), None, None
+        if node is not None and node.op_type == "Reshape":  # the shifted windows' mask
+            add = self.producers.get(node.input[0])
+            mask = self._constant_term(add)
+            inner = self.producers.get(mask[0]) if mask else None
+            if inner is None or inner.op_type != "Reshape" or mask[1].ndim != 5 or mask[1].shape[0] != 1 or \
+                    mask[1].shape[2] != 1:
+                return None, None
+            windows, node = mask[1][0, :, 0], self.producers.get(inner.input[0])
+        if node is not None and node.op_type == "Add":
+            term = self._constant_term(node)
+            if term is None or term[1].ndim > 4:
+                return None, None
+            bias, node = term[1].reshape((1,) * (4 - term[1].ndim) + term[1].shape), self.producers.get(term[0])
+        if node is None or node.op_type != "MatMul" or (bias is not None and bias.shape[0] != 1) or (
+                windows is not None and bias is None):
+            return None, None
+        return node, (bias if windows is None else (bias + windows[:, None]).astype(np.float32))
+
+    def _constant_term(self, add) -> tuple[str, np.ndarray] | None:
+        """(the other input, the constant) of an Add of a computed tensor and a constant."""
+        if add is None or add.op_type != "Add":
+            return None
+        first, second = add.input
+        for tensor, term in ((first, second), (second, first)):
+            value = self.value(term)
+            if value is not None and self.value(tensor) is None:
+                return tensor, value
+        return None
+
+    def _attention_bias(self, bias: np.ndarray, qkv: str, name: str) -> list[Any]:
+        """Nodes that make MultiHeadAttention's attention_bias `name` of (windows or 1, heads, N, N): as it is for
+        one, else repeated along the batch (B x windows: Swin's windows of all images) to its size."""
+        from onnx import helper, numpy_helper
+
+        if bias.shape[0] == 1:
+            self.new_constants[name] = numpy_helper.from_array(bias, name)
+            return []
+        values, windows, ones = f"{name}_per_window", f"{name}_windows", f"{name}_ones"
+        self.new_constants[values] = numpy_helper.from_array(bias, values)
+        self.new_constants[windows] = _int64s([bias.shape[0]], windows)
+        self.new_constants[ones] = _int64s([1, 1, 1], ones)
+        return [helper.make_node("Shape", [qkv], [f"{name}_batch"], start=0, end=1, name=f"{name}_batch"),
+                helper.make_node("Div", [f"{name}_batch", windows], [f"{name}_images"], name=f"{name}_images"),
+                helper.make_node("Concat", [f"{name}_images", ones], [f"{name}_repeats"], axis=0,
+                                 name=f"{name}_repeats"),
+                helper.make_node("Tile", [values, f"{name}_repeats"], [name], name=name)]
+
+    def _only_reader(self, name: str, op_type: str):
+        readers = self.readers.get(name, [])
+        return readers[0] if len(readers) == 1 and readers[0] and readers[0].op_type == op_type else None
+
+    def _unscaled(self, name: str) -> tuple[str, float | None]:
+        """(the tensor a Mul by a scalar scales, that scalar) or (`name`, 1.0) when no Mul makes it. The scalar is
+        None when the graph computes it (the exported scaled-dot-product attention takes the square root of 1/sqrt
+        of the head size from q's shape): MultiHeadAttention's default scale, checked by fuse_attention."""
+        mul = self.producers.get(name)
+        if mul is None or mul.op_type != "Mul":
+            return name, 1.0
+        first, second = mul.input
+        for tensor, factor in ((first, second), (second, first)):
+            value = self.value(factor)
+            if value is not None and value.size == 1:
+                return tensor, float(value.ravel()[0])
+        made = [self.producers.get(i) for i in mul.input]
+        tensor = next((i for i, node in zip(mul.input, made) if node and node.op_type in ("Squeeze", "Gather",
+                                                                                          "Transpose")), None)
+        return (tensor, None) if tensor is not None else (name, 1.0)
+
+    def _heads(self, qkv_parts: list[str]) -> tuple[str, int] | None:
+        """(the projection's output, heads) when the three tensors are parts 0, 1, 2 of one Reshape (B, N, 3,
+        heads, head size or -1) -> Transpose (2, 0, 3, 1, 4) of it, split or gathered along axis 0."""
+        parts = [self._part(name) for name in qkv_parts]
+        if None in parts or len({source for source, _ in parts}) != 1 or [i for _, i in parts] != [0, 1, 2]:
+            return None
+        transpose = self.producers.get(parts[0][0])
+        if transpose is None or transpose.op_type != "Transpose" or _attribute(transpose, "perm") != [2, 0, 3, 1, 4]:
+            return None
+        reshape = self.producers.get(transpose.input[0])
+        dims = self._shape_tail(reshape.input[1], 3) if reshape is not None and reshape.op_type == "Reshape" else None
+        if dims is None or dims[0] != 3 or dims[1] <= 0 or not (dims[2] > 0 or dims[2] == -1):
+            return None
+        return reshape.input[0], dims[1]
+
+    def _part(self, name: str) -> tuple[str, int] | None:
+        """(source, index) for Squeeze(axis 0) of output `index` of a Split along axis 0 of `source`, or
+        Gather(source, index) along axis 0."""
+        node = self.producers.get(name)
+        if node is not None and node.op_type == "Gather" and _attribute(node, "axis", 0) == 0:
+            index = self.value(node.input[1])
+            return (node.input[0], int(index)) if index is not None and index.size == 1 else None
+        if node is None or node.op_type != "Squeeze":
+            return None
+        split = self.producers.get(node.input[0])
+        if split is None or split.op_type != "Split" or _attribute(split, "axis", 0) != 0 or len(split.output) != 3:
+            return None
+        return split.input[0], list(split.output).index(node.input[0])
+
+    def _shape_tail(self, name: str, count: int) -> list[int] | None:
+        """The last `count` values of a shape tensor: a constant, or a Concat whose last inputs are constants."""
+        value = self.value(name)
+        if value is not None:
+            return [int(v) for v in value.ravel()[-count:]]
+        concat = self.producers.get(name)
+        if concat is None or concat.op_type != "Concat" or len(concat.input) < count:
+            return None
+        tail = [self.value(i) for i in concat.input[-count:]]
+        return None if any(v is None or v.size != 1 for v in tail) else [int(v.ravel()[0]) for v in tail]
+
+    def _rank_3(self, shape: str) -> bool:
+        """Whether a Reshape to `shape` makes three dimensions (B, N, heads x head size, in timm's attention; the
+        output check tells a wrong one)."""
+        value, concat = self.value(shape), self.producers.get(shape)
+        return value.size == 3 if value is not None else bool(
+            concat is not None and concat.op_type == "Concat" and len(concat.input) == 3)
+
+    def value(self, name: str) -> np.ndarray | None:
+        """The value of an initializer or a Constant node's output; None for anything computed."""
+        from onnx import numpy_helper
+
+        if name in self.constants:
+            return numpy_helper.to_array(self.constants[name])
+        node = self.producers.get(name)
+        if node is not None and node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            return numpy_helper.to_array(node.attribute[0].t)
+        return None
 
     def _float_bias(self, name: str, columns: int) -> tuple[str | None, list]:
         """(`name`, []) when it is a float32 constant of `columns` values; when it is a DequantizeLinear of
@@ -164,12 +398,17 @@ def drop_unused_qdq(model) -> None:
     """Remove the QuantizeLinear and DequantizeLinear nodes nothing reads (and, in turn, those only they read),
     then the initializers nothing reads: the graph holds no dead INT8 ops. Subgraphs (If, Loop, Scan) count as
     readers, and so do the graph's inputs and outputs."""
+    _drop_unread(model, lambda node: node.op_type in QDQ_NODES)
+
+
+def _drop_unread(model, removable) -> None:
+    """Remove the nodes `removable` accepts whose outputs nothing reads (and, in turn, those only they read), then
+    the initializers nothing reads. Subgraphs count as readers, and so do the graph's inputs and outputs."""
     graph = model.graph
     ends = {value.name for value in (*graph.output, *graph.input)}
     while True:
         read = _names_read(graph.node) | ends
-        dead = [node for node in graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")
-                and not any(name in read for name in node.output)]
+        dead = [node for node in graph.node if removable(node) and not any(name in read for name in node.output)]
         if not dead:
             break
         for node in dead:
@@ -188,6 +427,18 @@ def _names_read(nodes) -> set[str]:
             for subgraph in (*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs):
                 names |= _names_read(subgraph.node)
     return names
+
+
+def _attribute(node, name: str, default=None):
+    from onnx import helper
+
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
+
+
+def _int64s(values: list[int], name: str):
+    from onnx import numpy_helper
+
+    return numpy_helper.from_array(np.array(values, np.int64), name)
 
 
 def _zero_point(dequantize) -> str:
