@@ -320,3 +320,26 @@ def test_attention_is_fused_only_when_that_times_faster_with_every_linear_layer_
         linear_int8.append(ops(done.model).count("MatMulIntegerToFloat"))
     # the same linear layers INT8 with their biases either way (the output projection reads the fused node)
     assert linear_int8[0] == linear_int8[1] >= 2 * blocks
+
+
+def test_with_attention_fused_the_guard_quantizes_the_fused_graph_and_measures_against_the_exported_one(
+        tmp_path, monkeypatch):
+    fp32 = ort_backend.export_onnx(tiny_vit(fused_attn=True), (3, 32, 32), tmp_path / "vit.onnx", dynamic_batch=True)
+    run = gelu_run(monkeypatch, onnx.load(str(fp32)).graph, fused_ms=0.0)
+    run.input_size, run.guard = (3, 32, 32), Guard(1.0, "1 point")
+    run.calibration = lambda: [np.random.default_rng(i).standard_normal((1, 3, 32, 32), dtype=np.float32)
+                               for i in range(4)]
+    monkeypatch.setattr(quantize_module, "compare_latency", lambda runners, shape, **kw: {
+        name: SimpleNamespace(latency_ms_p50=1.5 if name == "attention fused" else 2.0) for name in runners})
+    seen = {}
+
+    def guard(run, record, quantize, source, path, fixes, same_as=None):  # what the guard is given, used once
+        quantize(source, tmp_path / "again.onnx", run.calibration(), "minmax", [])
+        seen.update(source_ops=ops(source), again_ops=ops(tmp_path / "again.onnx"), same_as=same_as)
+
+    monkeypatch.setattr(quantize_module, "_guard_qdq", guard)
+    quantize(run, LatencyAwareRequest(fp32, tmp_path / "mixed.onnx"))
+    assert seen["source_ops"].count("MultiHeadAttention") == 2 and "MatMulIntegerToFloat" not in seen["source_ops"]
+    assert seen["again_ops"].count("MultiHeadAttention") == 2  # a guard step keeps the attention fused
+    assert seen["same_as"] == fp32  # the exported graph's outputs are the reference (the run may hold them)
+    assert not list(tmp_path.glob(".attention-*"))

@@ -125,15 +125,17 @@ class Candidate:
 
 
 def guard_qdq(ctx: QuantizationRun, quantize: Quantize, float_path: Path, model_path: Path,
-              fixes: Sequence[Fix] = ()) -> GuardSummary:
+              fixes: Sequence[Fix] = (), same_as: Path | None = None) -> GuardSummary:
     """Hold model_path (the Q/DQ graph `quantize` made of float_path) to ctx.guard's budget; returns the path
     taken. model_path is replaced by the first graph that holds (else by the best tried). `fixes`: the format's
-    own remedies (format_fixes of ort_int8, calibration_fixes), tried in order after the exclusion ladder."""
-    qdq = ctx.settings(QDQSettings)
-    items = validation_items(ctx, lambda: create_runner("onnxruntime", float_path, threads=ctx.threads),
-                             str(float_path))
-    reference = ctx.memo(("float logits", str(float_path)), lambda: logits(
-        create_runner("onnxruntime", float_path, threads=ctx.threads), [x for x, _ in items]))
+    own remedies (format_fixes of ort_int8, calibration_fixes), tried in order after the exclusion ladder.
+    `same_as`: a float graph that computes float_path's outputs (before a fusion), whose outputs on the guard's
+    images the run may hold already: they are the reference."""
+    qdq, reference_path = ctx.settings(QDQSettings), same_as or float_path
+    items = validation_items(ctx, lambda: create_runner("onnxruntime", reference_path, threads=ctx.threads),
+                             str(reference_path))
+    reference = ctx.memo(("float logits", str(reference_path)), lambda: logits(
+        create_runner("onnxruntime", reference_path, threads=ctx.threads), [x for x, _ in items]))
     float_metric = float(np.mean(reference.argmax(1) == np.array([t for _, t in items]))) * 100
     plain = _measure_of(ctx, items, reference)(model_path)
     summary = GuardSummary(metric_name(ctx), ctx.guard.max_drop, len(items), float_metric, plain.metric,

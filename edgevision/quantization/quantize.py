@@ -170,7 +170,7 @@ def _latency_aware(run: QuantizationRun, request: LatencyAwareRequest) -> list[Q
             rr = [Fix("7-bit weights (reduce_range)", partial(placed, profile=ort_qdq.PROFILES["cpu-compute-rr"]))
                   ] if request.saturates_u8s8 else []
             _guard_qdq(run, attention.record, quantize, attention.source, out,
-                       [*rr, *calibration_fixes(quantize, qdq.calibration_method)])
+                       [*rr, *calibration_fixes(quantize, qdq.calibration_method)], same_as=fp32)
     finally:
         if attention.source != fp32:
             attention.source.unlink(missing_ok=True)
@@ -293,8 +293,8 @@ def _placed(fp32_path, out_path, calibration, method, exclude, *, profile, keep_
 
 
 def _guard_qdq(run: QuantizationRun, record: QDQRecord, quantize, fp32_path: Path, path: Path,
-               fixes: list[Fix]) -> None:
-    record.accuracy_guard = guard_qdq(run, quantize, fp32_path, path, fixes)
+               fixes: list[Fix], same_as: Path | None = None) -> None:
+    record.accuracy_guard = guard_qdq(run, quantize, fp32_path, path, fixes, same_as)
     if record.accuracy_guard.excluded_nodes is not None:
         record.excluded_nodes = record.accuracy_guard.excluded_nodes
 
