@@ -163,9 +163,9 @@ class BiasedAttention(torch.nn.Module):
         return (scores.softmax(-1) @ v).transpose(1, 2).reshape(batch, tokens, width).mean(1)
 
 
-@pytest.mark.parametrize("extra,fused", [("none", 1), ("bias", 1), ("input bias", 0), ("gain", 0)])
+@pytest.mark.parametrize("extra,fused", [("none", 1), ("bias", 0), ("input bias", 0), ("gain", 0)])
 def test_attention_is_fused_only_where_the_fused_kernel_computes_the_same(tmp_path, extra, fused):
-    # a computed bias stops the pattern; the gain does not (it multiplies q as a scale would): the outputs tell
+    # a bias stops the pattern; the gain does not (it multiplies q as a scale would): the outputs tell it apart
     fp32 = export_onnx(BiasedAttention(extra).eval(), (3, 8, 8), tmp_path / "attention.onnx", dynamic_batch=True)
     check = np.random.default_rng(0).standard_normal((1, 3, 8, 8), dtype=np.float32)
     assert fuse_attention(fp32, tmp_path / "fused.onnx", check) == fused
@@ -175,14 +175,8 @@ def test_attention_is_fused_only_where_the_fused_kernel_computes_the_same(tmp_pa
         np.testing.assert_allclose(ORTRunner(tmp_path / "fused.onnx")(x), ORTRunner(fp32)(x), rtol=1e-4, atol=1e-6)
 
 
-def test_swins_window_attention_with_its_bias_and_shifted_window_mask_is_fused_for_any_batch(tmp_path):
-    model = tiny_swin()
-    fp32 = export_onnx(model, (3, 32, 32), tmp_path / "swin.onnx", dynamic_batch=True)
+def test_swins_window_attention_with_its_position_bias_and_window_mask_is_left_as_it_is(tmp_path):
+    fp32 = export_onnx(tiny_swin(), (3, 32, 32), tmp_path / "swin.onnx", dynamic_batch=True)
     check = np.random.default_rng(0).standard_normal((1, 3, 32, 32), dtype=np.float32)
-
-    assert fuse_attention(fp32, tmp_path / "fused.onnx", check) == 4
-    fused_ops = ops(tmp_path / "fused.onnx")
-    assert fused_ops.count("MultiHeadAttention") == 4 and "Softmax" not in fused_ops
-    assert fused_ops.count("Tile") == 1  # the one shifted block's mask, repeated over the images of a batch
-    x = np.random.default_rng(1).standard_normal((3, 3, 32, 32), dtype=np.float32)
-    np.testing.assert_allclose(ORTRunner(tmp_path / "fused.onnx")(x), ORTRunner(fp32)(x), rtol=1e-4, atol=1e-6)
+    assert fuse_attention(fp32, tmp_path / "fused.onnx", check) == 0
+    assert not (tmp_path / "fused.onnx").exists()

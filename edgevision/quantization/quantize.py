@@ -231,8 +231,8 @@ def _attention_if_faster(run: QuantizationRun, fp32: Path, out: Path, record: QD
     """`fp32` with its self-attention fused into MultiHeadAttention (runtimes/ort_fusions.fuse_attention: ONNX
     Runtime's float kernel, in place of the INT8 or float attention matmuls and the nodes around them), quantized
     with the same placement, timed whole against `out` side by side; it replaces `out` when faster (measured:
-    ViT-B's int8-mixed graph 1-2% faster on an AVX2 CPU; a CPU with fast INT8 attention matmuls may go the other
-    way). The fused float graph stays, for the guard's steps, until the caller removes it."""
+    ViT-B's int8-mixed graph 0.4-2% faster on an AVX2 CPU; a CPU with fast INT8 attention matmuls may go the
+    other way). The fused float graph stays, for the guard's steps, until the caller removes it."""
     fused_fp32 = out.with_name(f".attention-{fp32.name}")
     count = ort_fusions.fuse_attention(fp32, fused_fp32, run.calibration()[0])
     if not count:

@@ -73,11 +73,11 @@ def fuse_attention(src: Path, dst: Path, check: np.ndarray) -> int:
     Runtime's fused kernel: scores, softmax and the weighted sum of the values per head, without the transposes,
     splits and scaling nodes around them); returns how many. timm's form, as exported (either attention path):
     qkv projection -> Reshape (B, N, 3, heads, head size) -> Transpose (2, 0, 3, 1, 4) -> q, k, v -> q (x scale)
-    @ k^T (x scale) (+ constant bias, + constant mask per window) -> Softmax -> @ v -> Transpose (0, 2, 1, 3) ->
-    Reshape (B, N, C): ViT's and DeiT's attention, and Swin's with its relative position bias and shifted-window
-    mask (MultiHeadAttention's attention_bias). Anything else between the scores and the softmax is left as it
-    is. An ONNX Runtime session fuses none of these, and neither does its transformer optimizer (it expects a
-    BERT export).
+    @ k^T (x scale) -> Softmax -> @ v -> Transpose (0, 2, 1, 3) -> Reshape (B, N, C): ViT's and DeiT's attention.
+    An ONNX Runtime session fuses none of these, and neither does its transformer optimizer (it expects a BERT
+    export). A Softmax with anything between it and its MatMuls is left as it is: Swin's, with its relative
+    position bias and shifted-window mask as MultiHeadAttention's attention_bias, made Swin-T's INT8 graph 1-26%
+    slower on an AVX2 CPU (ViT-B's: 0.4-2% faster).
     `dst` is written only when something fused and the fused graph's outputs on `check` (one input batch) match
     `src`'s to float rounding (SAME_OUTPUTS); else it returns 0."""
     import onnx
@@ -93,8 +93,8 @@ def fuse_attention(src: Path, dst: Path, check: np.ndarray) -> int:
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     model.graph.initializer.extend(graph.new_constants.values())
-    # the outputs typed: ONNX Runtime's shape inference leaves a MultiHeadAttention with an attention bias untyped,
-    # and its quantizer then leaves the output projection's input unquantized (a float MatMul; Swin 13% slower)
+    # the outputs typed: where ONNX Runtime's shape inference leaves a MultiHeadAttention untyped (with an attention
+    # bias, tried on Swin), its quantizer leaves the output projection's input unquantized: a float MatMul
     model.graph.value_info.extend(helper.make_tensor_value_info(m.output.output[0], FLOAT, None) for m in matches)
     _drop_unread(model, lambda node: True)  # the attention's old nodes, now read by nothing
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
@@ -189,8 +189,8 @@ class _Graph:
 
         if softmax.op_type != "Softmax" or _attribute(softmax, "axis", -1) not in (-1, 3):
             return None
-        (scores, bias), context = self._scores(softmax.input[0]), self._only_reader(softmax.output[0], "MatMul")
-        if scores is None or context is None or context.input[0] != softmax.output[0]:
+        scores, context = self.producers.get(softmax.input[0]), self._only_reader(softmax.output[0], "MatMul")
+        if scores is None or scores.op_type != "MatMul" or context is None or context.input[0] != softmax.output[0]:
             return None
         merge = self._only_reader(context.output[0], "Transpose")
         output = merge and self._only_reader(merge.output[0], "Reshape")
@@ -205,67 +205,11 @@ class _Graph:
             return None
         (qkv, num_heads), name = heads, output.output[0]
         parts = [f"{name}_{part}" for part in "qkv"]
-        nodes = [helper.make_node("Split", [qkv], parts, axis=-1, name=f"{name}_split_qkv")]  # in three equal parts
-        if bias is not None:
-            nodes += self._attention_bias(bias, qkv, f"{name}_attention_bias")
-            parts += ["", "", f"{name}_attention_bias"]  # MultiHeadAttention's inputs 3 and 4 are not used
         scale = {} if q_scale is None or k_scale is None else {"scale": q_scale * k_scale}
-        nodes.append(helper.make_node("MultiHeadAttention", parts, [name], name=f"{name}_attention",
-                                      domain="com.microsoft", num_heads=num_heads, **scale))
-        return _Attention(output, nodes)
-
-    def _scores(self, name: str) -> tuple[Any, np.ndarray | None]:
-        """(the MatMul of q and k^T that makes the softmax's input `name`, the constant added to it as (windows or
-        1, heads, N, N), or None), or (None, None). The constant is a bias per head (Swin's relative position
-        bias, (1, heads, N, N)), with a mask per window where the scores are reshaped to (B, windows, heads, N, N)
-        for it and back (Swin's shifted windows: (1, windows, 1, N, N))."""
-        node, bias, windows = self.producers.get(name), None, None
-        if node is not None and node.op_type == "Reshape":  # the shifted windows' mask
-            add = self.producers.get(node.input[0])
-            mask = self._constant_term(add)
-            inner = self.producers.get(mask[0]) if mask else None
-            if inner is None or inner.op_type != "Reshape" or mask[1].ndim != 5 or mask[1].shape[0] != 1 or \
-                    mask[1].shape[2] != 1:
-                return None, None
-            windows, node = mask[1][0, :, 0], self.producers.get(inner.input[0])
-        if node is not None and node.op_type == "Add":
-            term = self._constant_term(node)
-            if term is None or term[1].ndim > 4:
-                return None, None
-            bias, node = term[1].reshape((1,) * (4 - term[1].ndim) + term[1].shape), self.producers.get(term[0])
-        if node is None or node.op_type != "MatMul" or (bias is not None and bias.shape[0] != 1) or (
-                windows is not None and bias is None):
-            return None, None
-        return node, (bias if windows is None else (bias + windows[:, None]).astype(np.float32))
-
-    def _constant_term(self, add) -> tuple[str, np.ndarray] | None:
-        """(the other input, the constant) of an Add of a computed tensor and a constant."""
-        if add is None or add.op_type != "Add":
-            return None
-        first, second = add.input
-        for tensor, term in ((first, second), (second, first)):
-            value = self.value(term)
-            if value is not None and self.value(tensor) is None:
-                return tensor, value
-        return None
-
-    def _attention_bias(self, bias: np.ndarray, qkv: str, name: str) -> list[Any]:
-        """Nodes that make MultiHeadAttention's attention_bias `name` of (windows or 1, heads, N, N): as it is for
-        one, else repeated along the batch (B x windows: Swin's windows of all images) to its size."""
-        from onnx import helper, numpy_helper
-
-        if bias.shape[0] == 1:
-            self.new_constants[name] = numpy_helper.from_array(bias, name)
-            return []
-        values, windows, ones = f"{name}_per_window", f"{name}_windows", f"{name}_ones"
-        self.new_constants[values] = numpy_helper.from_array(bias, values)
-        self.new_constants[windows] = _int64s([bias.shape[0]], windows)
-        self.new_constants[ones] = _int64s([1, 1, 1], ones)
-        return [helper.make_node("Shape", [qkv], [f"{name}_batch"], start=0, end=1, name=f"{name}_batch"),
-                helper.make_node("Div", [f"{name}_batch", windows], [f"{name}_images"], name=f"{name}_images"),
-                helper.make_node("Concat", [f"{name}_images", ones], [f"{name}_repeats"], axis=0,
-                                 name=f"{name}_repeats"),
-                helper.make_node("Tile", [values, f"{name}_repeats"], [name], name=name)]
+        return _Attention(output, [
+            helper.make_node("Split", [qkv], parts, axis=-1, name=f"{name}_split_qkv"),  # in three equal parts
+            helper.make_node("MultiHeadAttention", parts, [name], name=f"{name}_attention", domain="com.microsoft",
+                             num_heads=num_heads, **scale)])
 
     def _only_reader(self, name: str, op_type: str):
         readers = self.readers.get(name, [])
@@ -433,12 +377,6 @@ def _attribute(node, name: str, default=None):
     from onnx import helper
 
     return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
-
-
-def _int64s(values: list[int], name: str):
-    from onnx import numpy_helper
-
-    return numpy_helper.from_array(np.array(values, np.int64), name)
 
 
 def _zero_point(dequantize) -> str:
