@@ -185,16 +185,3 @@ def tiny_vit(fused_attn: bool):
             module.fused_attn = fused_attn
     return model
 
-
-def tiny_swin():
-    """timm's Swin, two stages of two blocks (one with shifted windows) on 32 px images, its relative position
-    biases drawn large enough to matter (timm starts them near zero)."""
-    import timm
-    import torch
-
-    model = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, img_size=32, window_size=4,
-                              embed_dim=16, depths=(2, 2), num_heads=(1, 2), num_classes=10).eval()
-    for module in model.modules():
-        if hasattr(module, "relative_position_bias_table"):
-            torch.nn.init.normal_(module.relative_position_bias_table, std=1.0)
-    return model

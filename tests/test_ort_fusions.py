@@ -4,7 +4,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import tiny_swin, tiny_vit
+from conftest import tiny_vit
 from onnx import TensorProto, helper, numpy_helper
 
 from edgevision.quantization.onnxruntime import PROFILES, quantize_qdq
@@ -176,7 +176,11 @@ def test_attention_is_fused_only_where_the_fused_kernel_computes_the_same(tmp_pa
 
 
 def test_swins_window_attention_with_its_position_bias_and_window_mask_is_left_as_it_is(tmp_path):
-    fp32 = export_onnx(tiny_swin(), (3, 32, 32), tmp_path / "swin.onnx", dynamic_batch=True)
+    import timm
+
+    swin = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, img_size=32, window_size=4,
+                             embed_dim=16, depths=(2, 2), num_heads=(1, 2), num_classes=10).eval()  # one shifted
+    fp32 = export_onnx(swin, (3, 32, 32), tmp_path / "swin.onnx", dynamic_batch=True)
     check = np.random.default_rng(0).standard_normal((1, 3, 32, 32), dtype=np.float32)
     assert fuse_attention(fp32, tmp_path / "fused.onnx", check) == 0
     assert not (tmp_path / "fused.onnx").exists()
