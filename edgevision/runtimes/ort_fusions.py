@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from edgevision.runtimes.tensorrt import graph_constants
+
 FLOAT = 1  # onnx.TensorProto.FLOAT, without importing onnx here
 QDQ_NODES = ("QuantizeLinear", "DequantizeLinear")
 # a fused float graph is kept when its outputs are within this share of their largest magnitude of the source's
@@ -157,6 +159,7 @@ class _Graph:
 
     def __init__(self, graph):
         self.constants = {init.name: init for init in graph.initializer}
+        self.values = graph_constants(graph)  # those and the graph's other constants
         self.new_constants: dict[str, Any] = {}  # float biases dequantized here
         self.producers = {out: node for node in graph.node for out in node.output}
         self.readers: dict[str, list] = {out.name: [None] for out in graph.output}  # a graph output is a reader
@@ -282,15 +285,12 @@ class _Graph:
             concat is not None and concat.op_type == "Concat" and len(concat.input) == 3)
 
     def value(self, name: str) -> np.ndarray | None:
-        """The value of an initializer or a Constant node's output; None for anything computed."""
+        """The value of a constant (runtimes/tensorrt.graph_constants: an initializer, a Constant node's output, an
+        Identity of either); None for anything computed."""
         from onnx import numpy_helper
 
-        if name in self.constants:
-            return numpy_helper.to_array(self.constants[name])
-        node = self.producers.get(name)
-        if node is not None and node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            return numpy_helper.to_array(node.attribute[0].t)
-        return None
+        tensor = self.values.get(name)
+        return None if tensor is None else numpy_helper.to_array(tensor)
 
     def _float_bias(self, name: str, columns: int) -> tuple[str | None, list]:
         """(`name`, []) when it is a float32 constant of `columns` values; when it is a DequantizeLinear of
