@@ -268,15 +268,18 @@ def test_torchrun_two_processes_gloo_writes_one_checkpoint(tmp_path, teacher_pat
     assert len(changed) > 10  # trained, not the initial weights
     assert report["student"]["top1"] > 10.0 and report["latency"]["student_p50_ms"] > 0
 
-    # the run directory feeds export directly: the hybrid student as a TensorRT-ready bundle
+    # the run directory feeds export directly: the hybrid student as a TensorRT-ready bundle. Whether its INT8
+    # holds the default budget (1 point on 100 images) is this 2-epoch student's to say, and two processes'
+    # training differs from run to run (it missed in one run of five): exit 3 says so, with the bundle written
     bundle = tmp_path / "bundle"
     exported = run_cli(["export", str(out), "--target", "jetson", "--data", "builtin:fashion-mnist", "--calib-data",
                         "builtin:fashion-mnist", "--calib-size", "32", "--limit", "100", "--out", str(bundle),
                         "--json"])
-    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert exported.returncode in (0, 3), exported.stderr[-2000:]
     bundle_report = json.loads(exported.stdout)
     assert bundle_report["model"]["timm_name"] == "hybrid_cnn_vit_mini"
-    assert (bundle / "model.onnx").is_file() and bundle_report["status"] == "ok"
+    assert (bundle / "model.onnx").is_file()
+    assert bundle_report["status"] == ("ok" if exported.returncode == 0 else "max_drop_not_met")
 
 
 def free_port() -> int:
