@@ -94,7 +94,6 @@ def fuse_attention(src: Path, dst: Path, check: np.ndarray) -> int:
     nodes = [new for node in model.graph.node for new in replaced.get(id(node), [node])]
     del model.graph.node[:]
     model.graph.node.extend(nodes)
-    model.graph.initializer.extend(graph.new_constants.values())
     # the outputs typed: where ONNX Runtime's shape inference leaves a MultiHeadAttention untyped (with an attention
     # bias, tried on Swin), its quantizer leaves the output projection's input unquantized: a float MatMul
     model.graph.value_info.extend(helper.make_tensor_value_info(m.output.output[0], FLOAT, None) for m in matches)
