@@ -52,7 +52,6 @@ def fuse_matmul_bias(src: Path, dst: Path) -> int:
     Add apart (ViT-B: 48 of them, each one more pass over the layer's output); its own bias fusion matches only
     the MatMulInteger form. The arithmetic is the session's own: the outputs do not change."""
     import onnx
-    from onnx import helper
 
     model = onnx.load(str(src))
     graph = _Graph(model.graph)
@@ -64,8 +63,8 @@ def fuse_matmul_bias(src: Path, dst: Path) -> int:
     model.graph.node.extend(nodes)
     model.graph.initializer.extend(graph.new_constants.values())
     drop_unused_qdq(model)  # the DQs (and their constants) that only the fused MatMuls and Adds read
-    if matches and not any(o.domain == "com.microsoft" for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    if matches:
+        _import_contrib_ops(model)
     onnx.save(model, str(dst))
     return len(matches)
 
@@ -98,8 +97,7 @@ def fuse_attention(src: Path, dst: Path, check: np.ndarray) -> int:
     # bias, tried on Swin), its quantizer leaves the output projection's input unquantized: a float MatMul
     model.graph.value_info.extend(helper.make_tensor_value_info(m.output.output[0], FLOAT, None) for m in matches)
     _drop_unread(model, lambda node: True)  # the attention's old nodes, now read by nothing
-    if not any(o.domain == "com.microsoft" for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    _import_contrib_ops(model)
     onnx.save(model, str(dst))
     fused = len(matches)
     del model, graph, matches  # the weights (a node keeps its graph's): the check holds both graphs in sessions
@@ -317,7 +315,7 @@ class _Graph:
 
     def _per_column(self, dequantize, columns: int) -> bool:
         scale = self.constants.get(dequantize.input[1])
-        axis = next((attr.i for attr in dequantize.attribute if attr.name == "axis"), 1)
+        axis = _attribute(dequantize, "axis", 1)
         return scale is not None and (len(scale.dims) == 0 or (list(scale.dims) == [columns] and axis in (1, -1)))
 
 
@@ -332,7 +330,7 @@ def dequantized(dequantize, constants: dict) -> np.ndarray:
     zero = (numpy_helper.to_array(constants[dequantize.input[2]]).astype(np.int64)
             if len(dequantize.input) > 2 and dequantize.input[2] else np.zeros(scale.shape, np.int64))
     if scale.ndim == 1 and scale.size > 1:  # per channel along the DequantizeLinear's axis
-        axis = next((a.i for a in dequantize.attribute if a.name == "axis"), 1) % values.ndim
+        axis = _attribute(dequantize, "axis", 1) % values.ndim
         shape = [1] * values.ndim
         shape[axis] = scale.size
         scale, zero = scale.reshape(shape), zero.reshape(shape)
@@ -372,6 +370,14 @@ def _names_read(nodes) -> set[str]:
             for subgraph in (*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs):
                 names |= _names_read(subgraph.node)
     return names
+
+
+def _import_contrib_ops(model) -> None:
+    """Declare ONNX Runtime's contributed operator domain (com.microsoft), once, for the fused nodes."""
+    from onnx import helper
+
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
 
 
 def _attribute(node, name: str, default=None):
