@@ -234,13 +234,13 @@ def test_no_openvino_candidate_where_int8_won_every_class(block_openvino, monkey
 
 
 class GeluBlock(torch.nn.Module):
-    """Two convolutions around a tanh-approximated GELU (exported as eight elementwise nodes), and a linear layer on
-    the tokens (MatMul + Add)."""
+    """Two convolutions around a GELU (the tanh form exported as eight elementwise nodes, or the erf form), and a
+    linear layer on the tokens (MatMul + Add)."""
 
-    def __init__(self):
+    def __init__(self, gelu: str = "tanh"):
         super().__init__()
         self.conv1, self.conv2 = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 3, padding=1)
-        self.act, self.fc = torch.nn.GELU(approximate="tanh"), torch.nn.Linear(8, 10)
+        self.act, self.fc = torch.nn.GELU(approximate=gelu), torch.nn.Linear(8, 10)
 
     def forward(self, x):
         return self.fc(self.conv2(self.act(self.conv1(x))).flatten(2).transpose(1, 2)).mean(dim=1)
@@ -271,17 +271,21 @@ def fast_gelus(path) -> int:
     return ops(path).count("FastGelu")
 
 
+@pytest.mark.parametrize("gelu", ["tanh", "none"])
 @pytest.mark.parametrize("fused_ms,kept", [(1.5, True), (2.5, False)])
-def test_tanh_gelus_are_fused_only_when_that_times_faster_and_matmul_biases_always(tmp_path, monkeypatch, fused_ms,
-                                                                                  kept):
+def test_gelus_become_fast_gelu_only_when_that_times_faster_and_matmul_biases_always(tmp_path, monkeypatch, fused_ms,
+                                                                                    kept, gelu):
     from edgevision.runtimes.onnxruntime import ORTRunner
 
-    fp32 = ort_backend.export_onnx(GeluBlock().eval(), (3, 8, 8), tmp_path / "gelu.onnx", dynamic_batch=True)
+    fp32 = ort_backend.export_onnx(GeluBlock(gelu).eval(), (3, 8, 8), tmp_path / "gelu.onnx", dynamic_batch=True)
     run = gelu_run(monkeypatch, onnx.load(str(fp32)).graph, fused_ms)
     [done] = quantize(run, LatencyAwareRequest(fp32, tmp_path / "mixed.onnx"))
     assert fast_gelus(done.model) == (1 if kept else 0)
     assert ops(done.model).count("MatMulIntegerToFloat") == 1  # the token linear layer with its bias
-    assert (done.record.placement.gelu_fused, done.record.placement.matmul_bias_fused) == ((1 if kept else None), 1)
+    fused = 1 if kept else None
+    expected = (fused, None) if gelu == "tanh" else (None, fused)  # the erf form is approximated, and says so
+    assert (done.record.placement.gelu_fused, done.record.placement.gelu_approximated) == expected
+    assert done.record.placement.matmul_bias_fused == 1
     assert done.record.placement.fusion_timed_ms == {"as quantized": 2.0, "GELU fused": fused_ms}
     assert not list(tmp_path.glob(".fused-*"))
     # a guard step quantizes again: with the fusion the placement kept; and FastGelu computes the same GELU
@@ -310,8 +314,9 @@ def test_attention_is_fused_only_when_that_times_faster_with_every_linear_layer_
         run.calibration = lambda: [np.random.default_rng(i).standard_normal((1, 3, 32, 32), dtype=np.float32)
                                    for i in range(4)]
         medians = {"as placed": 2.0, "attention fused": fused_ms}
+        slower_gelu = {"as quantized": 2.0, "GELU fused": 2.5}  # its erf GELUs stay as they are
         monkeypatch.setattr(quantize_module, "compare_latency", lambda runners, shape, **kw: {
-            name: SimpleNamespace(latency_ms_p50=medians[name]) for name in runners})
+            name: SimpleNamespace(latency_ms_p50={**medians, **slower_gelu}[name]) for name in runners})
         [done] = quantize(run, LatencyAwareRequest(fp32, tmp_path / f"mixed-{kept}.onnx"))
         assert ops(done.model).count("MultiHeadAttention") == (blocks if kept else 0)
         assert done.record.placement.attention_fused == (blocks if kept else None)

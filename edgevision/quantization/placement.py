@@ -50,7 +50,8 @@ class Placement:
     timed_ms: dict[str, float] | None = None  # whole graphs side by side, when a class measured slower in INT8
     matmul_bias_fused: int | None = omitted()  # bias Adds taken into their INT8 MatMul (always: the same arithmetic)
     gelu_fused: int | None = omitted()  # tanh GELUs fused into FastGelu, when that timed faster whole
-    fusion_timed_ms: dict[str, float] | None = omitted()  # that check's medians, when the graph had tanh GELUs
+    gelu_approximated: int | None = omitted()  # erf GELUs computed in the tanh form by FastGelu, in the same check
+    fusion_timed_ms: dict[str, float] | None = omitted()  # that check's medians, when the graph had GELUs
     attention_fused: int | None = omitted()  # self-attention blocks fused into MultiHeadAttention, when faster whole
     attention_timed_ms: dict[str, float] | None = omitted()  # that check's medians, when the graph had attention
 
