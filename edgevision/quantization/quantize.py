@@ -141,8 +141,8 @@ def _tensorrt(run: QuantizationRun, request: TensorRTRequest) -> list[Quantized]
 def _latency_aware(run: QuantizationRun, request: LatencyAwareRequest) -> list[Quantized]:
     """Compute layers in INT8, profiled against the float graph here; the classes where INT8 lost are quantized
     again in float, and that graph is kept only if it also times faster whole; then the fusions an ONNX Runtime
-    session leaves undone (runtimes/ort_fusions): self-attention in the float graph and GELUs as FastGelu, each kept when
-    faster whole, MatMul biases always. None when INT8 lost everywhere (the float candidates cover that)."""
+    session leaves undone (runtimes/ort_fusions): self-attention in the float graph and GELUs as FastGelu, each
+    kept when faster whole, MatMul biases always. None when INT8 lost everywhere (the float candidates cover that)."""
     import onnx
 
     qdq, calibration = run.settings(ort_qdq.QDQSettings), run.calibration()
