@@ -103,12 +103,17 @@ def test_a_class_seen_in_int8_alone_goes_float_and_one_neither_profile_saw_keeps
     assert rows["activation matmul"].kept == "int8"
 
 
+def timed_as(monkeypatch, medians: dict[str, float]) -> None:
+    """The whole-graph timing stood in for: each graph timed takes its median from `medians`, by its name there."""
+    monkeypatch.setattr(quantize_module, "compare_latency", lambda runners, shape, **kw: {
+        name: SimpleNamespace(latency_ms_p50=medians[name]) for name in runners})
+
+
 def placed_run(monkeypatch, graph, whole_ms: float, placed_ms: float):
     """A run whose profiles are the recorded ones and whose whole-graph timing says `whole_ms` (every class INT8)
     and `placed_ms` (the losing class in float): the real quantizer writes what they decide."""
     monkeypatch.setattr(quantize_module, "profile_pair", lambda first, second, shape: recorded(graph))
-    monkeypatch.setattr(quantize_module, "compare_latency", lambda runners, shape, **kw: {
-        "every class INT8": SimpleNamespace(latency_ms_p50=whole_ms), "placed": SimpleNamespace(latency_ms_p50=placed_ms)})
+    timed_as(monkeypatch, {"every class INT8": whole_ms, "placed": placed_ms})
     rng = np.random.default_rng(0)
     return SimpleNamespace(threads=1, guard=Guard(None, "off (asked)"), guard_clock=GuardClock(), input_size=(3, 8, 8),
                            log=lambda msg: None, settings=lambda cls: QDQSettings(),
@@ -254,9 +259,7 @@ def gelu_run(monkeypatch, graph, fused_ms: float):
     float_profile = LayerProfile("onnxruntime", 10, [LayerTime(n, op, GEMM, False, 1000, 1.0) for n, op in layers])
     int8_profile = LayerProfile("onnxruntime", 10, [LayerTime(n, op, GEMM, True, 1000, 0.5) for n, op in layers])
     monkeypatch.setattr(quantize_module, "profile_pair", lambda first, second, shape: (float_profile, int8_profile))
-    medians = {"as quantized": 2.0, "GELU fused": fused_ms}
-    monkeypatch.setattr(quantize_module, "compare_latency", lambda runners, shape, **kw: {
-        name: SimpleNamespace(latency_ms_p50=medians[name]) for name in runners})
+    timed_as(monkeypatch, {"as quantized": 2.0, "GELU fused": fused_ms})
     return SimpleNamespace(threads=1, guard=Guard(None, "off (asked)"), guard_clock=GuardClock(), input_size=(3, 8, 8),
                            log=lambda msg: None, settings=lambda cls: QDQSettings(),
                            calibration=lambda: [np.random.default_rng(i).standard_normal((1, 3, 8, 8), dtype=np.float32)
@@ -314,9 +317,7 @@ def test_attention_is_fused_only_when_that_times_faster_with_every_linear_layer_
         run.calibration = lambda: [np.random.default_rng(i).standard_normal((1, 3, 32, 32), dtype=np.float32)
                                    for i in range(4)]
         medians = {"as placed": 2.0, "attention fused": fused_ms}
-        slower_gelu = {"as quantized": 2.0, "GELU fused": 2.5}  # its erf GELUs stay as they are
-        monkeypatch.setattr(quantize_module, "compare_latency", lambda runners, shape, **kw: {
-            name: SimpleNamespace(latency_ms_p50={**medians, **slower_gelu}[name]) for name in runners})
+        timed_as(monkeypatch, {**medians, "as quantized": 2.0, "GELU fused": 2.5})  # its erf GELUs stay as they are
         [done] = quantize(run, LatencyAwareRequest(fp32, tmp_path / f"mixed-{kept}.onnx"))
         assert ops(done.model).count("MultiHeadAttention") == (blocks if kept else 0)
         assert done.record.placement.attention_fused == (blocks if kept else None)
@@ -334,8 +335,7 @@ def test_with_attention_fused_the_guard_quantizes_the_fused_graph_and_measures_a
     run.input_size, run.guard = (3, 32, 32), Guard(1.0, "1 point")
     run.calibration = lambda: [np.random.default_rng(i).standard_normal((1, 3, 32, 32), dtype=np.float32)
                                for i in range(4)]
-    monkeypatch.setattr(quantize_module, "compare_latency", lambda runners, shape, **kw: {
-        name: SimpleNamespace(latency_ms_p50=1.5 if name == "attention fused" else 2.0) for name in runners})
+    timed_as(monkeypatch, {"as placed": 2.0, "attention fused": 1.5, "as quantized": 2.0, "GELU fused": 2.0})
     seen = {}
 
     def guard(run, record, quantize, source, path, fixes, same_as=None):  # what the guard is given, used once
