@@ -1,7 +1,7 @@
 """The ONNX Runtime graph fusions edgevision applies itself, where an ONNX Runtime session leaves the pattern
-unfused (the results use ONNX Runtime's contributed operators, so they run in ONNX Runtime only): to a Q/DQ graph
-(MatMul biases, GELUs) and to a float graph before it is quantized (self-attention); and the clean-up of dead
-Q/DQ nodes that they and edgevision's other Q/DQ graph edits share."""
+unfused or runs it with a slower kernel (the results use ONNX Runtime's contributed operators, so they run in ONNX
+Runtime only): to a Q/DQ graph (MatMul biases, GELUs) and to a float graph before it is quantized (self-attention);
+and the clean-up of dead Q/DQ nodes that they and edgevision's other Q/DQ graph edits share."""
 from __future__ import annotations
 
 from dataclasses import dataclass
