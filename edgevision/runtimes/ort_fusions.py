@@ -52,12 +52,13 @@ def fuse_gelus(src: Path, dst: Path) -> GeluFusion:
     quiet = logging.getLogger("onnxruntime.transformers")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # "Model producer not matched": it expects a BERT export
+    model = onnx.load(str(src))
+    before = [node.op_type for node in model.graph.node]  # the optimizer edits the model it is given
     try:
-        fused = optimize_model(str(src), model_type="bert", optimization_options=options, opt_level=0)
+        fused = optimize_model(model, model_type="bert", optimization_options=options, opt_level=0)
     finally:
         quiet.setLevel(level)
     fused.save_model_to_file(str(dst))
-    before = [node.op_type for node in onnx.load(str(src), load_external_data=False).graph.node]
     after = [node.op_type for node in fused.model.graph.node]
     erf = before.count("Erf") - after.count("Erf")
     return GeluFusion(after.count("FastGelu") - before.count("FastGelu") - erf, erf)
