@@ -73,7 +73,7 @@ def fuse_matmul_bias(src: Path, dst: Path) -> int:
     import onnx
 
     model = onnx.load(str(src))
-    graph = _Graph(model.graph)
+    graph = _BiasMatcher(model.graph)
     matches = [m for m in map(graph.matmul_bias, model.graph.node) if m]
     replaced = {id(m.add): m.node for m in matches}  # each fused node takes its Add's place, after all it reads
     fused_away = {id(m.matmul) for m in matches}
@@ -104,7 +104,7 @@ def fuse_attention(src: Path, dst: Path, check: np.ndarray) -> int:
     from onnx import helper
 
     model = onnx.load(str(src))
-    graph = _Graph(model.graph)
+    graph = _AttentionMatcher(model.graph)
     matches = [m for m in map(graph.attention, model.graph.node) if m]
     if not matches:
         return 0
@@ -176,12 +176,31 @@ class _Graph:
     def __init__(self, graph):
         self.constants = {init.name: init for init in graph.initializer}
         self.values = graph_constants(graph)  # those and the graph's other constants
-        self.new_constants: dict[str, Any] = {}  # float biases dequantized here
         self.producers = {out: node for node in graph.node for out in node.output}
         self.readers: dict[str, list] = {out.name: [None] for out in graph.output}  # a graph output is a reader
         for node in graph.node:
             for name in node.input:
                 self.readers.setdefault(name, []).append(node)
+
+    def _only_reader(self, name: str, op_type: str):
+        readers = self.readers.get(name, [])
+        return readers[0] if len(readers) == 1 and readers[0] and readers[0].op_type == op_type else None
+
+    def value(self, name: str) -> np.ndarray | None:
+        """The value of a constant (runtimes/tensorrt.graph_constants: an initializer, a Constant node's output, an
+        Identity of either); None for anything computed."""
+        from onnx import numpy_helper
+
+        tensor = self.values.get(name)
+        return None if tensor is None else numpy_helper.to_array(tensor)
+
+
+class _BiasMatcher(_Graph):
+    """Finds the MatMul + bias Add pairs of a Q/DQ graph that fuse into MatMulIntegerToFloat (fuse_matmul_bias)."""
+
+    def __init__(self, graph):
+        super().__init__(graph)
+        self.new_constants: dict[str, Any] = {}  # float biases dequantized here
 
     def matmul_bias(self, matmul) -> _MatMulBias | None:
         """The fused node for one MatMul, or None unless it is DQ(activations, per tensor) x DQ(2-D constant
@@ -203,6 +222,39 @@ class _Graph:
         node = helper.make_node("MatMulIntegerToFloat", inputs, [add.output[0]], name=f"{add.output[0]}_fused",
                                 domain="com.microsoft")
         return _MatMulBias(node, matmul, add, [a, b, *bias_dq])
+
+    def _float_bias(self, name: str, columns: int) -> tuple[str | None, list]:
+        """(`name`, []) when it is a float32 constant of `columns` values; when it is a DequantizeLinear of
+        constants (ONNX Runtime's quantizer writes some biases in int32), a float32 constant of the values that
+        node computes, added to the graph once, and that node; else (None, [])."""
+        from onnx import numpy_helper
+
+        if name in self.constants:
+            bias = self.constants[name]
+            return (name if bias.data_type == FLOAT and list(bias.dims) == [columns] else None), []
+        dequantize = self.producers.get(name)
+        if dequantize is None or dequantize.op_type != "DequantizeLinear" or not all(
+                input in self.constants for input in dequantize.input if input):
+            return None, []
+        values = dequantized(dequantize, self.constants)
+        if values.shape != (columns,):
+            return None, []
+        float_name = f"{name}_float"
+        self.new_constants.setdefault(float_name, numpy_helper.from_array(values, float_name))
+        return float_name, [dequantize]
+
+    def _per_tensor(self, dequantize) -> bool:
+        scale = self.constants.get(dequantize.input[1])
+        return scale is not None and len(scale.dims) == 0
+
+    def _per_column(self, dequantize, columns: int) -> bool:
+        scale = self.constants.get(dequantize.input[1])
+        axis = _attribute(dequantize, "axis", 1)
+        return scale is not None and (len(scale.dims) == 0 or (list(scale.dims) == [columns] and axis in (1, -1)))
+
+
+class _AttentionMatcher(_Graph):
+    """Finds timm's self-attention in a float graph (fuse_attention)."""
 
     def attention(self, softmax) -> _Attention | None:
         """The fused nodes for one Softmax, or None unless it is timm's self-attention (fuse_attention)."""
@@ -231,10 +283,6 @@ class _Graph:
             helper.make_node("Split", [qkv], parts, axis=-1, name=f"{name}_split_qkv"),  # in three equal parts
             helper.make_node("MultiHeadAttention", parts, [name], name=f"{name}_attention", domain="com.microsoft",
                              num_heads=num_heads, **scale)])
-
-    def _only_reader(self, name: str, op_type: str):
-        readers = self.readers.get(name, [])
-        return readers[0] if len(readers) == 1 and readers[0] and readers[0].op_type == op_type else None
 
     def _unscaled(self, name: str) -> tuple[str, float | None]:
         """(the tensor a Mul by a scalar scales, that scalar) or (`name`, 1.0) when no Mul makes it. The scalar is
@@ -299,43 +347,6 @@ class _Graph:
         value, concat = self.value(shape), self.producers.get(shape)
         return value.size == 3 if value is not None else bool(
             concat is not None and concat.op_type == "Concat" and len(concat.input) == 3)
-
-    def value(self, name: str) -> np.ndarray | None:
-        """The value of a constant (runtimes/tensorrt.graph_constants: an initializer, a Constant node's output, an
-        Identity of either); None for anything computed."""
-        from onnx import numpy_helper
-
-        tensor = self.values.get(name)
-        return None if tensor is None else numpy_helper.to_array(tensor)
-
-    def _float_bias(self, name: str, columns: int) -> tuple[str | None, list]:
-        """(`name`, []) when it is a float32 constant of `columns` values; when it is a DequantizeLinear of
-        constants (ONNX Runtime's quantizer writes some biases in int32), a float32 constant of the values that
-        node computes, added to the graph once, and that node; else (None, [])."""
-        from onnx import numpy_helper
-
-        if name in self.constants:
-            bias = self.constants[name]
-            return (name if bias.data_type == FLOAT and list(bias.dims) == [columns] else None), []
-        dequantize = self.producers.get(name)
-        if dequantize is None or dequantize.op_type != "DequantizeLinear" or not all(
-                input in self.constants for input in dequantize.input if input):
-            return None, []
-        values = dequantized(dequantize, self.constants)
-        if values.shape != (columns,):
-            return None, []
-        float_name = f"{name}_float"
-        self.new_constants.setdefault(float_name, numpy_helper.from_array(values, float_name))
-        return float_name, [dequantize]
-
-    def _per_tensor(self, dequantize) -> bool:
-        scale = self.constants.get(dequantize.input[1])
-        return scale is not None and len(scale.dims) == 0
-
-    def _per_column(self, dequantize, columns: int) -> bool:
-        scale = self.constants.get(dequantize.input[1])
-        axis = _attribute(dequantize, "axis", 1)
-        return scale is not None and (len(scale.dims) == 0 or (list(scale.dims) == [columns] and axis in (1, -1)))
 
 
 def dequantized(dequantize, constants: dict) -> np.ndarray:
