@@ -486,6 +486,46 @@ def test_a_graph_is_calibrated_once_per_run_and_its_ranges_quantize_as_a_fresh_c
     assert other != folder != calibration_folder(tmp_path / "f.onnx", np.concatenate(calib), "percentile")
 
 
+def test_a_graph_fused_from_another_is_quantized_from_its_sources_ranges_as_its_own_calibration_would(tmp_path):
+    """The attention-fused float graph keeps the exported graph's tensors: its quantization reads the exported
+    graph's ranges (no calibration pass of its own, which would have calibrated other tensors) and gives the scales
+    its own calibration gives."""
+    import shutil
+
+    from conftest import tiny_vit
+
+    from edgevision.quantization.onnxruntime import PROFILES, calibration_folder, quantize_qdq
+    from edgevision.runtimes.onnxruntime import ORTRunner, export_onnx
+    from edgevision.runtimes.ort_fusions import fuse_attention
+
+    fp32 = export_onnx(tiny_vit(fused_attn=False), (3, 32, 32), tmp_path / "f.onnx", dynamic_batch=True)
+    calib = [np.random.default_rng(i).standard_normal((1, 3, 32, 32)).astype(np.float32) for i in range(8)]
+    images, compute = np.concatenate(calib), PROFILES["cpu-compute"]
+    assert fuse_attention(fp32, tmp_path / "fused.onnx", calib[0]) == 2
+    shutil.copy(tmp_path / "fused.onnx", tmp_path / "fused-alone.onnx")
+    quantize_qdq(fp32, tmp_path / "exported-int8.onnx", calib, compute)  # the exported graph calibrated
+
+    quantize_qdq(tmp_path / "fused.onnx", tmp_path / "seeded.onnx", calib, compute, ranges_of=fp32)
+    quantize_qdq(tmp_path / "fused-alone.onnx", tmp_path / "alone.onnx", calib, compute)  # a calibration of its own
+
+    def files(graph):
+        return {p.name: p.read_bytes() for p in calibration_folder(graph, images, "minmax").iterdir()}
+
+    assert files(tmp_path / "fused.onnx") == files(fp32)  # read from the exported graph's ranges
+    assert files(tmp_path / "fused-alone.onnx") != files(fp32)  # its own: without the attention's matmul inputs
+
+    def scales(path):
+        return {i.name: float(onnx.numpy_helper.to_array(i)) for i in onnx.load(str(path)).graph.initializer
+                if i.name.endswith("_scale") and not i.dims}
+
+    seeded, alone = scales(tmp_path / "seeded.onnx"), scales(tmp_path / "alone.onnx")
+    assert seeded.keys() == alone.keys() and len(seeded) >= 8
+    assert all(abs(seeded[k] - alone[k]) <= 1e-5 * alone[k] for k in alone)
+    x = np.random.default_rng(9).standard_normal((2, 3, 32, 32), dtype=np.float32)
+    np.testing.assert_allclose(ORTRunner(tmp_path / "seeded.onnx")(x), ORTRunner(tmp_path / "alone.onnx")(x),
+                               atol=1e-3)
+
+
 def test_a_float_graph_is_pre_processed_once_per_process_until_it_is_written_again(tmp_path):
     """ONNX Runtime's pre-processing does not depend on the profile or the images: the second job on a graph
     reads the first one's, and a float graph written again gets its own."""

@@ -164,7 +164,7 @@ def _latency_aware(run: QuantizationRun, request: LatencyAwareRequest) -> list[Q
     attention = _attention_if_faster(run, fp32, out, record, keep_float)
     try:
         gelus, fusion_timed = _fused_if_faster(run, out)
-        placed = partial(_placed, keep_float=keep_float, fuse_gelu=gelus is not None)
+        placed = partial(_placed, keep_float=keep_float, fuse_gelu=gelus is not None, ranges_of=fp32)
         quantize = partial(placed, profile=ort_qdq.PROFILES["cpu-compute"])
         if run.guard.max_drop is not None:
             rr = [Fix("7-bit weights (reduce_range)", partial(placed, profile=ort_qdq.PROFILES["cpu-compute-rr"]))
@@ -232,16 +232,18 @@ def _attention_if_faster(run: QuantizationRun, fp32: Path, out: Path, record: QD
                          ) -> _AttentionCheck:
     """`fp32` with its self-attention fused into MultiHeadAttention (runtimes/ort_fusions.fuse_attention: ONNX
     Runtime's float kernel, in place of the INT8 or float attention matmuls and the nodes around them), quantized
-    with the same placement, timed whole against `out` side by side; it replaces `out` when faster (measured:
-    ViT-B's int8-mixed graph 0.4-2% faster on an AVX2 CPU; a CPU with fast INT8 attention matmuls may go the
-    other way). The fused float graph stays, for the guard's steps, until the caller removes it."""
+    with the same placement from `fp32`'s calibration ranges, timed whole against `out` side by side; it replaces
+    `out` when faster (measured: ViT-B's int8-mixed graph 0.4-2% faster on an AVX2 CPU; a CPU with fast INT8
+    attention matmuls may go the other way). The fused float graph stays, for the guard's steps, until the caller
+    removes it."""
     fused_fp32 = out.with_name(f".attention-{fp32.name}")
     count = ort_fusions.fuse_attention(fp32, fused_fp32, run.calibration()[0])
     if not count:
         return _AttentionCheck(fp32, record, 0, None)
     qdq, trial = run.settings(ort_qdq.QDQSettings), out.with_name(f".attention-{out.name}")
     trial_record = _placed(fused_fp32, trial, run.calibration(), qdq.calibration_method, qdq.exclude_nodes,
-                           profile=ort_qdq.PROFILES["cpu-compute"], keep_float=keep_float, fuse_gelu=False)
+                           profile=ort_qdq.PROFILES["cpu-compute"], keep_float=keep_float, fuse_gelu=False,
+                           ranges_of=fp32)
     kept, timed = _kept_if_faster(run, out, trial, "as placed", "attention fused",
                                   f"latency-aware INT8 with {count} attention blocks fused")
     if not kept:
@@ -285,10 +287,13 @@ def _timed_whole(run: QuantizationRun, graphs: dict[str, Path]) -> dict[str, flo
     return {name: round(r.latency_ms_p50, 3) for name, r in results.items()}
 
 
-def _placed(fp32_path, out_path, calibration, method, exclude, *, profile, keep_float, fuse_gelu) -> QDQRecord:
+def _placed(fp32_path, out_path, calibration, method, exclude, *, profile, keep_float, fuse_gelu, ranges_of=None
+            ) -> QDQRecord:
     """Q/DQ with the placement's float classes left out, whatever else a guard step leaves out, the MatMul biases
-    fused, and the GELUs as FastGelu when the placement kept them so."""
-    record = ort_qdq.quantize_qdq(fp32_path, out_path, calibration, profile, method, sorted({*exclude, *keep_float}))
+    fused, and the GELUs as FastGelu when the placement kept them so. `ranges_of`: the exported float graph, when
+    `fp32_path` may be one fused from it (its calibration ranges serve both)."""
+    record = ort_qdq.quantize_qdq(fp32_path, out_path, calibration, profile, method, sorted({*exclude, *keep_float}),
+                                  ranges_of)
     ort_fusions.fuse_matmul_bias(out_path, out_path)
     if fuse_gelu:
         ort_fusions.fuse_gelus(out_path, out_path)
