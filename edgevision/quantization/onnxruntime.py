@@ -193,11 +193,11 @@ def calibration_folder(fp32_path: Path, images: np.ndarray, method: str) -> Path
 
 def seed_calibration(cache: Path, source: Path) -> None:
     """A graph fused from another (runtimes/ort_fusions.fuse_attention) keeps its source's tensors by name, with
-    the same values (the Split it adds gives q, k and v its input's scale): the source's ranges (`source`, its calibration
-    folder) become the fused graph's (`cache`) when that has none yet, and its calibration pass is skipped (ViT-B's
-    fused graph on an AVX2 CPU: 26.5 s to quantize on 32 images with its own calibration, 11.6 s with the exported
-    graph's; on 64, 32.0 and 12.2 s; the scales the same to 5e-7 of their value). Later calibrations of the fused
-    graph are written to its own folder only."""
+    the same values (the Split it adds gives q, k and v its input's scale): the source's ranges (`source`, its
+    calibration folder) become the fused graph's (`cache`) when that has none yet, and its calibration pass is
+    skipped (ViT-B's fused graph on an AVX2 CPU: 26.5 s to quantize on 32 images with its own calibration, 11.6 s
+    with the exported graph's; on 64, 32.0 and 12.2 s; the scales the same to 5e-7 of their value). Later
+    calibrations of the fused graph are written to its own folder only."""
     if source != cache and source.is_dir() and not cache.exists():
         shutil.copytree(source, cache)
 
