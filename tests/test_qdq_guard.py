@@ -458,6 +458,12 @@ def test_the_guard_stops_at_its_time_budget_and_says_what_came_next(tmp_path):
     assert result.report.to_dict()["status"] == "max_drop_not_met"
 
 
+def qdq_parameters(path, suffixes=("_scale", "_zero_point")) -> dict[str, list]:
+    """The quantization parameters of a Q/DQ graph (its initializers named with `suffixes`), by name."""
+    return {i.name: onnx.numpy_helper.to_array(i).tolist() for i in onnx.load(str(path)).graph.initializer
+            if i.name.endswith(suffixes)}
+
+
 def test_a_graph_is_calibrated_once_per_run_and_its_ranges_quantize_as_a_fresh_calibration_does(tmp_path):
     """Every profile and guard step quantizing one float graph on one set of images reuses one calibration:
     ranges over every op type serve a profile of fewer, and give it the same scales as calibrating it anew."""
@@ -477,11 +483,7 @@ def test_a_graph_is_calibrated_once_per_run_and_its_ranges_quantize_as_a_fresh_c
     quantize_qdq(tmp_path / "f.onnx", tmp_path / "again.onnx", calib, PROFILES["cpu-compute"], exclude_nodes=["x"])
     assert every_type.stat().st_mtime_ns == written  # read, not calibrated again
 
-    def scales(path):
-        return {i.name: onnx.numpy_helper.to_array(i).tolist() for i in onnx.load(str(path)).graph.initializer
-                if i.name.endswith(("_scale", "_zero_point"))}
-
-    assert scales(tmp_path / "again.onnx") == scales(tmp_path / "compute.onnx") != {}
+    assert qdq_parameters(tmp_path / "again.onnx") == qdq_parameters(tmp_path / "compute.onnx") != {}
     other = calibration_folder(tmp_path / "f.onnx", np.concatenate(calib[:4]), "minmax")
     assert other != folder != calibration_folder(tmp_path / "f.onnx", np.concatenate(calib), "percentile")
 
@@ -514,13 +516,9 @@ def test_a_graph_fused_from_another_is_quantized_from_its_sources_ranges_as_its_
     assert files(tmp_path / "fused.onnx") == files(fp32)  # read from the exported graph's ranges
     assert files(tmp_path / "fused-alone.onnx") != files(fp32)  # its own: without the attention's matmul inputs
 
-    def scales(path):
-        return {i.name: float(onnx.numpy_helper.to_array(i)) for i in onnx.load(str(path)).graph.initializer
-                if i.name.endswith("_scale") and not i.dims}
-
-    seeded, alone = scales(tmp_path / "seeded.onnx"), scales(tmp_path / "alone.onnx")
+    seeded, alone = (qdq_parameters(tmp_path / name, ("_scale",)) for name in ("seeded.onnx", "alone.onnx"))
     assert seeded.keys() == alone.keys() and len(seeded) >= 8
-    assert all(abs(seeded[k] - alone[k]) <= 1e-5 * alone[k] for k in alone)
+    assert all(np.allclose(seeded[k], alone[k], rtol=1e-5, atol=0) for k in alone)
     x = np.random.default_rng(9).standard_normal((2, 3, 32, 32), dtype=np.float32)
     np.testing.assert_allclose(ORTRunner(tmp_path / "seeded.onnx")(x), ORTRunner(tmp_path / "alone.onnx")(x),
                                atol=1e-3)
