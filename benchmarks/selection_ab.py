@@ -54,7 +54,8 @@ def compress(alias: str, out: Path, code: Path, args: argparse.Namespace) -> tup
     print(f"+ PYTHONPATH={code}", " ".join(cmd[2:]), file=sys.stderr, flush=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(code), os.environ.get("PYTHONPATH")]))}
     start = time.perf_counter()
-    done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env, check=False)
+    # run from `code`: `python -m` puts the working folder before PYTHONPATH, for compress and its workers
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=code, check=False)
     if done.returncode != 0:
         raise SystemExit(f"compress {alias} at {code} failed ({done.returncode})")
     return json.loads(done.stdout), time.perf_counter() - start
