@@ -2,6 +2,7 @@
 float/INT8 decision per class on recorded profiles, and the placement written by ONNX Runtime's real quantizer and
 by NNCF's."""
 import dataclasses
+import logging
 from types import SimpleNamespace
 
 import numpy as np
@@ -206,7 +207,16 @@ def test_openvino_int8_is_kept_per_class_its_quantizers_counted(block_openvino):
     assert rows["weight matmul"].kept == "float" and rows["activation matmul"].kept == "int8"
 
 
-def test_nncf_leaves_the_classes_that_lost_in_float(block_openvino, monkeypatch):
+class Lines(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def test_nncf_leaves_the_classes_that_lost_in_float_without_a_line_per_node(block_openvino, monkeypatch):
     from edgevision.quantization.openvino import NNCFSettings
     from edgevision.quantization.quantize import OpenVINOLatencyAwareRequest
 
@@ -216,13 +226,19 @@ def test_nncf_leaves_the_classes_that_lost_in_float(block_openvino, monkeypatch)
     run = SimpleNamespace(threads=1, guard=Guard(None, "off (asked)"), guard_clock=GuardClock(), input_size=(3, 8, 8),
                           log=lambda msg: None, settings=lambda cls: NNCFSettings(),
                           calibration=lambda: [rng.standard_normal((1, 3, 8, 8), dtype=np.float32) for _ in range(4)])
-    [done] = quantize(run, OpenVINOLatencyAwareRequest(fp32, int8))
+    logged = Lines()
+    logging.getLogger("nncf").addHandler(logged)
+    try:
+        [done] = quantize(run, OpenVINOLatencyAwareRequest(fp32, int8))
+    finally:
+        logging.getLogger("nncf").removeHandler(logged)
     quantized = {op.get_type_name() for op in done.model.get_ops()
                  if any(i.get_source_output().get_node().get_type_name() == "FakeQuantize" for i in op.inputs())}
     assert "Convolution" in quantized and "GroupConvolution" not in quantized
     assert done.record.placement.float_classes == ["depthwise conv", "weight matmul"]
     ignored = done.record.settings.ignored_scope.names
     assert sorted(ignored) == sorted(openvino_names(fp32)["depthwise conv"] + openvino_names(fp32)["weight matmul"])
+    assert logged.lines and not any("Not adding activation input quantizer" in line for line in logged.lines)
 
 
 def test_no_openvino_candidate_where_int8_won_every_class(block_openvino, monkeypatch):

@@ -50,19 +50,29 @@ class NNCFSettings:
         return kwargs
 
 
+def _not_per_ignored_node(record: logging.LogRecord) -> bool:
+    """NNCF logs each node of an ignored scope at INFO, one line apiece (18 for ConvNeXt-T's depthwise convolutions
+    left in float by the latency-aware candidate, which logs its own one-line summary)."""
+    return not record.getMessage().startswith("Not adding activation input quantizer")
+
+
 @contextlib.contextmanager
 def _nncf_output_to_stderr():
     """NNCF draws its progress bars on stdout and its logger (`nncf`, INFO, accuracy control's report) writes
-    to stdout too; stdout belongs to `--json`. Both go to stderr while NNCF works, then back as they were."""
-    handlers = [h for h in logging.getLogger("nncf").handlers
+    to stdout too; stdout belongs to `--json`. Both go to stderr while NNCF works, then back as they were, and
+    its per-node ignored-scope lines are left out."""
+    nncf_logger = logging.getLogger("nncf")
+    handlers = [h for h in nncf_logger.handlers
                 if isinstance(h, logging.StreamHandler) and h.stream in (sys.stdout, sys.__stdout__)]
     streams = [h.stream for h in handlers]
     for handler in handlers:
         handler.setStream(sys.stderr)
+    nncf_logger.addFilter(_not_per_ignored_node)
     try:
         with contextlib.redirect_stdout(sys.stderr):
             yield
     finally:
+        nncf_logger.removeFilter(_not_per_ignored_node)
         for handler, stream in zip(handlers, streams):
             handler.setStream(stream)
 
