@@ -8,6 +8,8 @@ Parts, each a script of its own that can also run alone:
   batch 1), compared into results/speed224.{json,md} and a plot;
 - int8: benchmarks/int8_speed.py (compress --int8 at 224, and OpenVINO's benchmark_app on the same IR);
 - selection: benchmarks/cpu_selection.py (the selected candidate vs each runtime at 224, with the CPU profile);
+- (not run here, it needs a REV: benchmarks/selection_ab.py --ref REV, the selection of an earlier version against
+  this checkout's, timed side by side; its results file is assembled with the others)
 - spinning: benchmarks/ort_spinning.py (the CPU profile's GEMMs side by side with ONNX Runtime's threads left
   spinning after a run, and stopped as edgevision's sessions do);
 - guard: benchmarks/guard.py (the default accuracy guard on Fashion-MNIST models: MobileNetV3, EfficientNet-Lite,
@@ -76,6 +78,8 @@ def benchmarks_md() -> str:
     sections = [("speed224.md", "Speed at 224x224: four families x fp32/int8/pruned+int8 x PyTorch/OpenVINO/ONNX Runtime "
                  "(random weights: read the latency and speedup columns; accuracy and Pareto marks mean nothing here)"),
                 *((f"cpu_selection_{tier}.md", f"CPU selection: the fastest candidate, on a CPU of INT8 tier {tier}")
+                  for tier in ("avx2", "vnni", "amx", "dotprod", "none")),
+                *((f"selection_ab_{tier}.md", f"The selection against an earlier version, side by side, INT8 tier {tier}")
                   for tier in ("avx2", "vnni", "amx", "dotprod", "none")),
                 ("ort_spinning.md", "ONNX Runtime's spinning threads and side-by-side timing"),
                 ("guard.md", "The accuracy guard"),
