@@ -11,6 +11,7 @@ from edgevision.quantization.onnxruntime import PROFILES, quantize_qdq
 from edgevision.runtimes.onnxruntime import ORTRunner, export_onnx
 from edgevision.runtimes.ort_fusions import (
     GeluFusion,
+    fold_layer_scales,
     fuse_attention,
     fuse_gelus,
     fuse_matmul_bias,
@@ -193,3 +194,71 @@ def test_swins_window_attention_with_its_position_bias_and_window_mask_is_left_a
     check = np.random.default_rng(0).standard_normal((1, 3, 32, 32), dtype=np.float32)
     assert fuse_attention(fp32, tmp_path / "fused.onnx", check) == 0
     assert not (tmp_path / "fused.onnx").exists()
+
+
+def layer_scaled(family: str) -> torch.nn.Module:
+    """A small timm ConvNeXt (gamma after fc2, its bias and the Transpose back to NCHW) or ViT (LayerScale after
+    each block's projections), its scales drawn apart per channel: the identity they start at would hide a wrong
+    axis."""
+    import timm
+
+    if family == "convnext":
+        model = timm.create_model("convnext_tiny", pretrained=False, depths=(1, 1, 1, 1), dims=(8, 16, 24, 32),
+                                  num_classes=10)
+    else:
+        model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, embed_dim=32,
+                                  depth=2, num_heads=2, num_classes=10, init_values=1.0)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("gamma"):
+                parameter.copy_(torch.rand(parameter.shape, generator=generator) * 2 - 0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("family,scales", [("convnext", 4), ("vit", 4)])
+def test_layer_scales_fold_into_the_matmul_before_them_and_compute_the_same(tmp_path, family, scales):
+    fp32 = export_onnx(layer_scaled(family), (3, 32, 32), tmp_path / "fp32.onnx", dynamic_batch=True)
+    x = np.random.default_rng(1).standard_normal((2, 3, 32, 32), dtype=np.float32)
+
+    assert fold_layer_scales(fp32, tmp_path / "folded.onnx", x[:1]) == scales
+    assert ops(fp32).count("Mul") - ops(tmp_path / "folded.onnx").count("Mul") == scales
+    reference = ORTRunner(fp32)(x)
+    np.testing.assert_allclose(ORTRunner(tmp_path / "folded.onnx")(x), reference, rtol=1e-5,
+                               atol=1e-5 * np.abs(reference).max())
+
+
+def matmul_scaled(scale_shape: tuple[int, ...], second_reader: bool = False) -> onnx.ModelProto:
+    """x (1, 4, ROWS) @ W + b, times a constant of `scale_shape`; `second_reader`: the MatMul's output is a graph
+    output too."""
+    rng = np.random.default_rng(0)
+    constants = [numpy_helper.from_array(rng.standard_normal((ROWS, COLUMNS)).astype(np.float32), "w"),
+                 numpy_helper.from_array(rng.standard_normal(COLUMNS).astype(np.float32), "b"),
+                 numpy_helper.from_array(rng.uniform(0.5, 2, scale_shape).astype(np.float32), "s")]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["mm"]), helper.make_node("Add", ["mm", "b"], ["biased"]),
+             helper.make_node("Mul", ["biased", "s"], ["y"])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    if second_reader:
+        outputs.append(helper.make_tensor_value_info("mm", TensorProto.FLOAT, None))
+    graph = helper.make_graph(nodes, "scaled", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, ROWS])],
+                              outputs, constants)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("scale_shape,second_reader,folded", [
+    ((COLUMNS,), False, 1), ((1,), False, 1),  # per output column, one for all: folded
+    ((4, 1), False, 0),  # along the tokens: not a property of the weights
+    ((1, 1, 1, COLUMNS), False, 0),  # it would add axes to the output (its rank is unknown without a Transpose)
+    ((COLUMNS,), True, 0),  # the unscaled output is read elsewhere too
+])
+def test_only_a_scale_per_output_column_of_a_matmul_read_by_it_alone_folds(tmp_path, scale_shape, second_reader,
+                                                                            folded):
+    onnx.save(matmul_scaled(scale_shape, second_reader), str(tmp_path / "scaled.onnx"))
+    x = np.random.default_rng(2).standard_normal((1, 4, ROWS), dtype=np.float32)
+
+    assert fold_layer_scales(tmp_path / "scaled.onnx", tmp_path / "folded.onnx", x) == folded
+    assert (tmp_path / "folded.onnx").exists() == bool(folded)
+    if folded:
+        assert "Mul" not in ops(tmp_path / "folded.onnx")
+        np.testing.assert_allclose(ORTRunner(tmp_path / "folded.onnx")(x), ORTRunner(tmp_path / "scaled.onnx")(x),
+                                   rtol=1e-5)
