@@ -42,7 +42,8 @@ def commit_of(rev: str) -> str:
 def code_at(rev: str, folder: Path) -> Path:
     """The tree at `rev` unpacked into `folder`."""
     folder.mkdir()
-    subprocess.run(f"git -C {str(ROOT)!r} archive {rev!r} | tar -x -C {str(folder)!r}", shell=True, check=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
     return folder
 
 
