@@ -6,12 +6,12 @@ selects anything slower than an earlier version did, for convnext_t, vit_b, swin
 
 For each model, `edgevision compress MODEL --weights random --int8` (target cpu) runs twice: with the code at REV
 and with this checkout's (or the code at --head REV), each version unpacked by `git archive` into a temporary
-folder and run from it, first on PYTHONPATH (the installed libraries are the same). Then PyTorch eager FP32 and the two selected artifacts, each run as its report says (an
-OpenVINO INT8 model with bf16 float layers so), are timed side by side in one process: interleaved rounds,
-medians, so that the machine's drift hits all three alike. The compress runs' own timings pick each side's
-winner; only this last timing compares the two. "Not slower": this checkout's selected artifact within 3% (the
-medians' noise) of REV's, or faster. Writes benchmarks/results/selection_ab_TIER.{json,md} (TIER: the CPU's INT8
-tier) with the CPU's features.
+folder and run from it, first on PYTHONPATH (the installed libraries are the same). Then PyTorch eager FP32 and
+the two selected artifacts, each run as its report says (an OpenVINO INT8 model with bf16 float layers so), are
+timed side by side in one process: interleaved rounds, medians, so that the machine's drift hits all three alike.
+The compress runs' own timings pick each side's winner; only this last timing compares the two. "Not slower":
+this checkout's selected artifact within 3% (the medians' noise) of REV's, or faster. Writes
+benchmarks/results/selection_ab_TIER.{json,md} (TIER: the CPU's INT8 tier) with the CPU's features.
 """
 from __future__ import annotations
 

@@ -132,8 +132,9 @@ def fold_layer_scales(src: Path, dst: Path, check: np.ndarray) -> int:
     and the Transpose back to NCHW; LayerScale in some ViTs): MatMul(W) -> [Add(b)] -> [Transpose] -> Mul(gamma)
     becomes MatMul(W x gamma) -> [Add(b x gamma)] -> [Transpose], the same arithmetic to float rounding with one
     elementwise pass over the layer's output less (ConvNeXt-T: 18 of them; its int8-mixed graph 2-4% faster for it
-    on an AVX-512 VNNI CPU). The weights, quantized per output channel, quantize the same. `dst` is written only when something
-    folded and the outputs on `check` (one input batch) match `src`'s (SAME_OUTPUTS); else it returns 0."""
+    on an AVX-512 VNNI CPU). The weights, quantized per output channel, quantize the same. `dst` is written only
+    when something folded and the outputs on `check` (one input batch) match `src`'s (SAME_OUTPUTS); else it
+    returns 0."""
     import onnx
 
     model = onnx.load(str(src))
