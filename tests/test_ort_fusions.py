@@ -228,6 +228,21 @@ def test_layer_scales_fold_into_the_matmul_before_them_and_compute_the_same(tmp_
                                atol=1e-5 * np.abs(reference).max())
 
 
+def test_the_onnx_target_ships_and_quantizes_convnext_with_its_layer_scales_folded(tmp_path):
+    from edgevision import api
+    from edgevision.models import load_model
+
+    loaded = load_model("convnext_mini", weights="random")  # depths 1-1-3-1: six blocks, six gammas
+    plain = export_onnx(loaded.model, loaded.spec.input_size, tmp_path / "plain.onnx", dynamic_batch=True)
+    api.compress("convnext_mini", weights="random", target="onnx", int8=True, data="builtin:photos", calib_size=8,
+                 iters=5, out=tmp_path / "run", progress=False)
+
+    assert ops(plain).count("Mul") - ops(tmp_path / "run" / "model_fp32.onnx").count("Mul") == 6
+    int8 = onnx.load(str(tmp_path / "run" / "model_int8.onnx"))
+    channel_scales = [n for n in int8.graph.initializer if len(n.dims) == 4 and n.dims[0] == 1 and n.dims[2:] == [1, 1]]
+    assert not channel_scales  # gamma's (1, C, 1, 1) constants went into the weights
+
+
 def matmul_scaled(scale_shape: tuple[int, ...], second_reader: bool = False) -> onnx.ModelProto:
     """x (1, 4, ROWS) @ W + b, times a constant of `scale_shape`; `second_reader`: the MatMul's output is a graph
     output too."""

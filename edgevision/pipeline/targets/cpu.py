@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import replace
-from pathlib import Path
-
-import numpy as np
 
 from edgevision.pipeline.context import Context, GraphInput, Variant, size_mb
 from edgevision.pipeline.report import Precision
 from edgevision.pipeline.stages import Stage
 from edgevision.pipeline.targets.cpu_bundle import DEPLOY, CpuBundle, DeploySettings
-from edgevision.pipeline.targets.ort_int8 import add_int8_variants, add_latency_aware_variant
+from edgevision.pipeline.targets.ort_int8 import add_int8_variants, add_latency_aware_variant, fold_layer_scales
 from edgevision.pipeline.targets.registry import Target, register_target
 from edgevision.pipeline.targets.sections import QDQ, QUANTIZATION
 from edgevision.quantization.onnxruntime import CPU_FORMATS
 from edgevision.quantization.quantize import OpenVINOLatencyAwareRequest, OpenVINORequest, quantize
-from edgevision.runtimes import create_runner, ort_fusions
+from edgevision.runtimes import create_runner
 from edgevision.runtimes import onnxruntime as ort_backend
 from edgevision.runtimes import openvino as ov_backend
 
@@ -98,7 +95,7 @@ class OnnxRuntimeInt8(Stage):
         scratch.mkdir(exist_ok=True)
         fp32 = ort_backend.export_onnx(ctx.model, ctx.loaded.spec.input_size, scratch / "model.onnx",
                                        dynamic_batch=True)
-        _fold_layer_scales(ctx, fp32)
+        fold_layer_scales(ctx, fp32)
         add_int8_variants(ctx, fp32, formats)
         add_latency_aware_variant(ctx, fp32)
         if bundle:
@@ -106,17 +103,6 @@ class OnnxRuntimeInt8(Stage):
             ctx.variants.append(Variant("fp32", "onnxruntime", create_runner("onnxruntime", kept, threads=ctx.threads),
                                         files=[kept], size_mb=size_mb([kept])))
         shutil.rmtree(scratch)
-
-
-def _fold_layer_scales(ctx: Context, fp32: Path) -> None:
-    """The exported graph's layer scales folded into the MatMuls before them (runtimes/ort_fusions): the same
-    arithmetic, one elementwise pass fewer per block, for every ONNX Runtime candidate."""
-    folded_path = fp32.with_name(f".folded-{fp32.name}")
-    check = np.random.default_rng(0).standard_normal((1, *ctx.loaded.spec.input_size), dtype=np.float32)
-    folded = ort_fusions.fold_layer_scales(fp32, folded_path, check)
-    if folded:
-        folded_path.replace(fp32)
-        ctx.log(f"ONNX Runtime: {folded} layer scales folded into the MatMul weights before them")
 
 
 register_target(Target(

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from edgevision.pipeline.context import Context, GraphInput, Variant, size_mb
 from edgevision.pipeline.stages import Stage
-from edgevision.pipeline.targets.ort_int8 import add_int8_variants, add_latency_aware_variant
+from edgevision.pipeline.targets.ort_int8 import add_int8_variants, add_latency_aware_variant, fold_layer_scales
 from edgevision.pipeline.targets.registry import Target, register_target
 from edgevision.pipeline.targets.sections import QDQ
 from edgevision.runtimes import create_runner
@@ -11,9 +11,14 @@ from edgevision.runtimes import onnxruntime as ort_backend
 
 
 def onnx_fp32(ctx: Context):
-    """The float ONNX of the current model (dynamic batch), exported once per run."""
-    return ctx.float_graph("onnxruntime", lambda: ort_backend.export_onnx(
-        ctx.model, ctx.loaded.spec.input_size, ctx.workdir / "model_fp32.onnx", dynamic_batch=True))
+    """The float ONNX of the current model (dynamic batch), exported once per run, its layer scales folded."""
+    def export():
+        path = ort_backend.export_onnx(ctx.model, ctx.loaded.spec.input_size, ctx.workdir / "model_fp32.onnx",
+                                       dynamic_batch=True)
+        fold_layer_scales(ctx, path)
+        return path
+
+    return ctx.float_graph("onnxruntime", export)
 
 
 class OnnxFloat(Stage):
