@@ -314,8 +314,10 @@ class _ScaleMatcher(_Graph):
         """The fold for one Mul, or None unless it multiplies, by a float constant with one value per output
         channel (or one in all), the output of MatMul(constant 2-D float weights) -> [Add(constant float bias, one
         value per column)] -> [Transpose], each read by the next alone."""
-        constants = [name for name in mul.input if self.value(name) is not None]
-        if mul.op_type != "Mul" or len(mul.input) != 2 or len(constants) != 1:
+        if mul.op_type != "Mul" or len(mul.input) != 2:
+            return None
+        constants = [name for name in mul.input if name in self.values]
+        if len(constants) != 1:
             return None
         found = self._chain(next(name for name in mul.input if name != constants[0]))
         scale = self.value(constants[0])
