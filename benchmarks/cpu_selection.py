@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -43,15 +44,21 @@ TARGETS = {"avx2": {"convnext_t": 1.8, "vit_b": 2.2, "swin_t": 1.7, "maxvit_t": 
 TARGETS["amx"] = TARGETS["vnni"]  # AMX CPUs have VNNI too: the issue's VNNI figures are their floor
 
 
-def compress(alias: str, out: Path, threads: int, iters: int, calib_size: int, eval_images: int) -> dict:
+def compress(alias: str, out: Path, threads: int, iters: int, calib_size: int, eval_images: int,
+             code: Path | None = None) -> dict:
+    """compress's --json report; `code`: run the edgevision in that folder instead of the installed one."""
     cmd = [sys.executable, "-m", "edgevision", "compress", alias, "--weights", "random", "--int8",
            "--data", "builtin:photos", "--limit", str(eval_images), "--calib-data", "builtin:fashion-mnist:train",
            "--calib-size", str(calib_size), "--threads", str(threads), "--iters", str(iters), "--out", str(out),
            "--json"]
-    print("+", " ".join(cmd[2:]), file=sys.stderr, flush=True)
-    done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
+    env = None
+    if code is not None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(code), os.environ.get("PYTHONPATH")]))}
+    print("+", *([f"PYTHONPATH={code}"] if code else []), " ".join(cmd[2:]), file=sys.stderr, flush=True)
+    # run from `code`: `python -m` puts the working folder before PYTHONPATH, for compress and its workers
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=code, check=False)
     if done.returncode != 0:
-        raise SystemExit(f"compress {alias} failed ({done.returncode})")
+        raise SystemExit(f"compress {alias}{f' at {code}' if code else ''} failed ({done.returncode})")
     return json.loads(done.stdout)
 
 

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import cpu_selection  # the benchmark beside this one: its compress command
 
 from edgevision.api import open_model
 from edgevision.measure.bench import compare_latency, model_runner
@@ -48,18 +49,10 @@ def code_at(rev: str, folder: Path) -> Path:
 
 
 def compress(alias: str, out: Path, code: Path, args: argparse.Namespace) -> tuple[dict, float]:
-    """(compress's --json report, its wall seconds), run with the edgevision at `code`."""
-    cmd = [sys.executable, "-m", "edgevision", "compress", alias, "--weights", "random", "--int8",
-           "--data", "builtin:photos", "--limit", "8", "--calib-data", "builtin:fashion-mnist:train",
-           "--calib-size", "16", "--threads", str(args.threads), "--iters", "30", "--out", str(out), "--json"]
-    print(f"+ PYTHONPATH={code}", " ".join(cmd[2:]), file=sys.stderr, flush=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(code), os.environ.get("PYTHONPATH")]))}
+    """(compress's --json report, its wall seconds), run with the edgevision at `code`, as cpu_selection.py runs it."""
     start = time.perf_counter()
-    # run from `code`: `python -m` puts the working folder before PYTHONPATH, for compress and its workers
-    done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=code, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"compress {alias} at {code} failed ({done.returncode})")
-    return json.loads(done.stdout), time.perf_counter() - start
+    report = cpu_selection.compress(alias, out, args.threads, iters=30, calib_size=16, eval_images=8, code=code)
+    return report, time.perf_counter() - start
 
 
 def timed_side_by_side(alias: str, artifacts: dict[str, Path], args: argparse.Namespace) -> dict[str, float]:
