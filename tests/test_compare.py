@@ -64,6 +64,36 @@ def test_plot_labels_of_a_crowded_four_model_sweep_do_not_overlap():
         assert min(image.crop((int(b.x0), int(b.y0), int(b.x1) + 1, int(b.y1) + 1)).getdata()) < 100, b.text
 
 
+def test_a_cluster_of_int8_variants_a_few_percent_apart_still_gets_keys():
+    """A 2 x 2 OpenVINO sweep as a CPU with bf16 measured it: each model's INT8, INT8-bf16 and int8-mixed points a
+    few percent apart in speed. Numbered keys one per point collided there and the plot went unlabelled; nearby
+    points now share a key."""
+    rows = []
+    for model, points in [("convnext_mini", [("fp32", "pytorch", 1.0, 100.0, "reference", False),
+                                             ("fp32", "openvino", 4.85, 100.0, "candidate", False),
+                                             ("int8", "openvino", 6.52, 100.0, "candidate", False),
+                                             ("int8-bf16", "openvino", 6.87, 100.0, "candidate", True),
+                                             ("int8-mixed", "openvino", 6.4, 100.0, "candidate", False),
+                                             ("pruned 50%", "pytorch", 1.31, 0.0, "pruned", False),
+                                             ("pruned 50% + fp32", "openvino", 8.26, 0.0, "candidate", False),
+                                             ("pruned 50% + int8", "openvino", 8.65, 0.0, "candidate", False),
+                                             ("pruned 50% + int8-bf16", "openvino", 9.02, 0.0, "candidate", True)]),
+                          ("vit_mini", [("fp32", "pytorch", 1.0, 100.0, "reference", False),
+                                        ("fp32", "openvino", 2.07, 100.0, "candidate", False),
+                                        ("int8", "openvino", 3.34, 100.0, "candidate", False),
+                                        ("int8-bf16", "openvino", 3.45, 100.0, "candidate", False),
+                                        ("int8-mixed", "openvino", 3.5, 100.0, "candidate", True),
+                                        ("pruned 50%", "pytorch", 1.15, 76.9, "pruned", False),
+                                        ("pruned 50% + fp32", "openvino", 2.88, 76.9, "candidate", False),
+                                        ("pruned 50% + int8", "openvino", 4.0, 84.6, "candidate", False),
+                                        ("pruned 50% + int8-bf16", "openvino", 4.06, 84.6, "candidate", True)])]:
+        for variant, runtime, speedup, agreement, role, selected in points:
+            rows.append(row(model, variant, runtime, None, 1.9 / speedup, speedup, agreement, role, selected))
+    mark_pareto(rows)
+    plot = plot_comparison(rows, labelled=False, title="t")
+    assert plot.labels in ("labels", "keys") and plot.label_boxes and overlapping(plot.label_boxes) == []
+
+
 def test_points_drawn_on_one_spot_share_one_label():
     rows = [row("m", "fp32", "pytorch", None, 10.0, 1.0, role="reference"),
             row("m", "fp32", "openvino", None, 3.0, 3.33), row("m", "int8-bf16", "openvino", None, 3.01, 3.32),

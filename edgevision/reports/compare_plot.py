@@ -4,8 +4,9 @@ Colour = model, marker = kind of variant, a line per model = its own Pareto fron
 run selected. Points drawn on one spot share a label. Labels are placed by adjustText in a fixed number of
 iterations (the same plot however fast the machine); the boxes they ended in are returned with the image, so that
 a test (or a reader of the HTML's data-label-boxes) can check that none overlaps another. When they cannot
-be kept apart, the points get numbered keys and a key list beside the plot names them; when even those
-collide, the points go unlabelled (colour, marker and the table tell them apart).
+be kept apart, the points get numbered keys and a key list beside the plot names them, nearby points sharing
+one label in wider groups when keys collide; when even those collide, the points go unlabelled (colour, marker
+and the table tell them apart).
 
 Drawn on a Figure with its own Agg canvas: no pyplot, so the process's matplotlib backend is left alone.
 """
@@ -21,6 +22,9 @@ MARKERS = {"fp32": "o", "int8": "s", "pruned": "^", "pruned + int8": "D"}
 SPEEDUP_TICKS = (0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10, 15, 20)
 SPARSE_SPEEDUP_TICKS = (0.25, 0.5, 1, 2, 3, 5, 10, 20)  # when the axis spans more than 6x
 NEAR_PX = 6  # points closer than this (in pixels, both ways) share a label: their markers overlap anyway
+# numbered keys that collide are tried again with points this close sharing one ("3, 4, 5"): a cluster of a
+# model's INT8 variants a few percent apart in speed crowds keys that adjustText cannot part
+KEY_GROUPING_PX = (NEAR_PX, 2 * NEAR_PX, 4 * NEAR_PX)
 # adjustText steps per pass (about 0.4 s for 15 labels), and passes; 1000 steps parted no pair that 400 left
 # touching, a second pass from where they were parted half of them
 ADJUST_ITERATIONS = 400
@@ -177,21 +181,23 @@ def _label(fig, ax, rows: list[Row]) -> tuple[list[LabelBox], str]:
     fig.text(0.995, 0.5, "\n".join(f"{k}  {r.model} {r.variant} {r.runtime_short}" for k, r in zip(keys, labelled)),
              fontsize=6.5, va="center", ha="right", family="monospace")
     fig.subplots_adjust(right=0.8)  # room for the key list
-    boxes = _place(fig, ax, _anchors(ax, labelled, keys) + reference)
-    if not overlapping(boxes):
-        return boxes, "keys"
-    _clear_labels(ax)
+    for near in KEY_GROUPING_PX:
+        boxes = _place(fig, ax, _anchors(ax, labelled, keys, near) + reference)
+        if not overlapping(boxes):
+            return boxes, "keys"
+        _clear_labels(ax)
     return [], "legend"
 
 
-def _anchors(ax, rows: list[Row], texts: list[str]) -> list[tuple[str, float, float]]:
-    """(text, speedup, drop) per label. Points drawn within NEAR_PX of each other share one label ("OV, OV bf16",
+def _anchors(ax, rows: list[Row], texts: list[str], near_px: float = NEAR_PX) -> list[tuple[str, float, float]]:
+    """(text, speedup, drop) per label. Points drawn within `near_px` of each other share one label ("OV, OV bf16",
     each text once): adjustText cannot part labels anchored at one spot (it runs out of iterations pushing them),
     and one label there reads as well."""
     at = ax.transData.transform([(r.speedup, r.accuracy_drop) for r in rows])
     groups: list[list[int]] = []
     for i, (x, y) in enumerate(at):
-        near = next((g for g in groups if abs(at[g[0]][0] - x) <= NEAR_PX and abs(at[g[0]][1] - y) <= NEAR_PX), None)
+        near = next((g for g in groups if abs(at[g[0]][0] - x) <= near_px and abs(at[g[0]][1] - y) <= near_px),
+                    None)
         if near is None:
             groups.append([i])
         else:
